@@ -1,0 +1,7 @@
+"""Subcommands: device_commands."""
+
+from __future__ import annotations
+
+import click
+
+COMMANDS: list[click.Command] = []

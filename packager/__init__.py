@@ -1,0 +1,1 @@
+"""Build side: turn a registry model into a verified, signed .edgepkg bundle."""

@@ -1,0 +1,1 @@
+"""Device side: durable prediction buffer and the sync service that sends it home."""
