@@ -1,0 +1,7 @@
+"""Subcommands: collector_commands."""
+
+from __future__ import annotations
+
+import click
+
+COMMANDS: list[click.Command] = []

@@ -1,0 +1,3 @@
+"""Fixtures shared across areas live in tests/support/, one module per area."""
+
+pytest_plugins = ["tests.support.registry", "tests.support.collector"]
