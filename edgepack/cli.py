@@ -16,9 +16,16 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from .commands import build_commands, collector_commands, device_commands, ship_commands, telemetry_commands
+    from .commands import (
+        build_commands,
+        collector_commands,
+        device_commands,
+        quickstart_commands,
+        ship_commands,
+        telemetry_commands,
+    )
 
-    for module in (build_commands, device_commands, telemetry_commands, collector_commands, ship_commands):
+    for module in (build_commands, device_commands, telemetry_commands, collector_commands, ship_commands, quickstart_commands):
         for command in module.COMMANDS:
             cli.add_command(command)
 

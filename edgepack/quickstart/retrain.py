@@ -1,0 +1,150 @@
+"""Train, register and promote: what a data science team does before edgepack ships a model.
+
+Passive retraining: a candidate trained on this season's data is compared with the
+production model on the same held-out rows and promoted only if it is better. Every
+decision is written to the registry (tags on the version, the model's description) and
+to a history table, so "what is in production, and why" always has an answer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import sqlite_utils
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.metrics import accuracy_score, roc_auc_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from .data import TARGET
+
+NUMERIC = ["temp_c", "humidity_pct", "wind_kmh", "rain_mm_7d", "slope_deg", "elevation_m"]
+CATEGORICAL = ["region", "vegetation"]
+ALIAS = "champion"
+STAGE = "Production"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Decision:
+    """The outcome of comparing a candidate version with the production version."""
+
+    model: str
+    """Registered model name."""
+    candidate_version: str
+    """The version just trained and registered."""
+    champion_version: str | None
+    """The version in production before the decision (None for the first one)."""
+    candidate_auc: float
+    """ROC AUC of the candidate on the held-out rows."""
+    champion_auc: float | None
+    """ROC AUC of the production version on the same rows."""
+    promoted: bool
+    """Whether the candidate is now in production."""
+    reason: str
+    """One sentence a person can read in the registry."""
+
+
+def train(frame: pd.DataFrame, *, seed: int) -> Pipeline:
+    """A fire-risk classifier: impute and scale the weather, one-hot the region and vegetation."""
+    features = ColumnTransformer(
+        [
+            ("num", Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]), NUMERIC),
+            ("cat", OneHotEncoder(handle_unknown="ignore"), CATEGORICAL),
+        ]
+    )
+    model = Pipeline(
+        [("features", features), ("forest", RandomForestClassifier(n_estimators=60, max_depth=8, random_state=seed))]
+    )
+    return model.fit(frame[NUMERIC + CATEGORICAL], frame[TARGET])
+
+
+def register(client: MlflowClient, name: str, model: Pipeline, frame: pd.DataFrame, *, experiment_id: str, season: str) -> str:
+    """Log ``model`` in a run with its signature and an input example; return the new version."""
+    X = frame[NUMERIC + CATEGORICAL]
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"fire-risk-{season}-season") as run:
+        mlflow.log_param("trained_on", f"{season} season")
+        mlflow.log_metric("train_rows", len(frame))
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=infer_signature(X, model.predict(X)),
+            input_example=X.head(5),
+        )
+    version = client.create_model_version(name, info.model_uri, run_id=run.info.run_id)
+    return str(version.version)
+
+
+def evaluate(model: Pipeline, holdout: pd.DataFrame) -> tuple[float, float]:
+    """ROC AUC and accuracy on the held-out rows."""
+    X, y = holdout[NUMERIC + CATEGORICAL], holdout[TARGET]
+    return float(roc_auc_score(y, model.predict_proba(X)[:, 1])), float(accuracy_score(y, model.predict(X)))
+
+
+def promote(client: MlflowClient, name: str, version: str, reason: str) -> None:
+    """Point the alias and the stage at ``version``, archiving whatever held the stage before."""
+    client.set_registered_model_alias(name, ALIAS, version)
+    # Stages are deprecated in MLflow but many teams still read them: keep both in step.
+    client.transition_model_version_stage(name, version, STAGE, archive_existing_versions=True)
+    client.set_model_version_tag(name, version, "edgepack.promotion", reason)
+    client.update_registered_model(name, description=f"In production: version {version}. {reason}")
+
+
+def decide(
+    *,
+    model: str,
+    candidate_version: str,
+    candidate_auc: float,
+    champion_version: str | None,
+    champion_auc: float | None,
+    min_gain: float,
+) -> Decision:
+    """Promote when there is no champion, or when the candidate beats it by ``min_gain`` AUC."""
+    if champion_version is None or champion_auc is None:
+        promoted, reason = True, f"first version, AUC {candidate_auc:.3f} on held-out rows"
+    elif candidate_auc >= champion_auc + min_gain:
+        promoted = True
+        reason = (
+            f"version {candidate_version} promoted: AUC {candidate_auc:.3f} beats version "
+            f"{champion_version}'s {champion_auc:.3f} on the same held-out rows"
+        )
+    else:
+        promoted = False
+        reason = (
+            f"version {candidate_version} not promoted: AUC {candidate_auc:.3f} does not beat version "
+            f"{champion_version}'s {champion_auc:.3f} by {min_gain}"
+        )
+    return Decision(
+        model=model,
+        candidate_version=candidate_version,
+        champion_version=champion_version,
+        candidate_auc=candidate_auc,
+        champion_auc=champion_auc,
+        promoted=promoted,
+        reason=reason,
+    )
+
+
+def record_decision(history_db: Path, decision: Decision) -> None:
+    """Append the decision to the ``promotions`` table of ``history_db``."""
+    db = sqlite_utils.Database(history_db)
+    db["promotions"].insert(
+        {
+            "decided_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "model": decision.model,
+            "candidate_version": decision.candidate_version,
+            "champion_version": decision.champion_version,
+            "candidate_auc": decision.candidate_auc,
+            "champion_auc": decision.champion_auc,
+            "promoted": decision.promoted,
+            "reason": decision.reason,
+        }
+    )
+    db.close()
