@@ -1,0 +1,190 @@
+"""The OpenAPI description of the collector, written by hand to match ``app.py``.
+
+A test compares it with the routes the app really serves and the statuses it really
+answers, so keep the two in step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .settings import CollectorSettings
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _retry_after(description: str) -> dict[str, Any]:
+    response = _error(description)
+    response["headers"] = {"Retry-After": {"description": "Seconds to wait before sending again.", "schema": {"type": "integer"}}}
+    return response
+
+
+def build_spec(settings: CollectorSettings) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for a collector running with ``settings``."""
+    bearer = [{"deviceToken": []}]
+    unauthorized = _error("No bearer token, or a token no device holds.")
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "edgepack collector",
+            "version": "1",
+            "description": "Receives prediction records from edgepack devices and stores each record once per device.",
+        },
+        "paths": {
+            "/v1/batches": {
+                "post": {
+                    "operationId": "postBatch",
+                    "summary": "Store a batch of records from the device that holds the token.",
+                    "description": (
+                        "Records are unique per (device, record id) forever: a replayed batch stores nothing "
+                        "and answers accepted 0, duplicates = number of records. A batch is stored entirely or "
+                        "not at all. The device id is taken from the token, never from the body."
+                    ),
+                    "security": bearer,
+                    "parameters": [
+                        {
+                            "name": "Content-Encoding",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string", "enum": ["gzip", "identity"]},
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "description": (
+                            f"At most {settings.max_body_bytes} bytes as sent and {settings.max_decompressed_bytes} "
+                            f"bytes once gzip is undone; at most {settings.max_records} records."
+                        ),
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Batch"}}},
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "The batch is stored (durably) or was already stored.",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchResult"}}},
+                        },
+                        "400": _error("The body is not valid gzip, not UTF-8, not JSON, or empty."),
+                        "401": unauthorized,
+                        "413": _error("The body is over the size limit as sent, or once decompressed."),
+                        "415": _error("Content-Encoding other than gzip/identity, or Content-Type other than JSON."),
+                        "422": _error("Valid JSON that does not follow the batch schema (the message names the field)."),
+                        "503": _retry_after("The store cannot take the batch now; nothing was stored, send it again later."),
+                    },
+                }
+            },
+            "/v1/stats": {
+                "get": {
+                    "operationId": "getStats",
+                    "summary": "Totals over all devices.",
+                    "security": bearer,
+                    "responses": {
+                        "200": {
+                            "description": "Totals.",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Stats"}}},
+                        },
+                        "401": unauthorized,
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "operationId": "getHealth",
+                    "summary": "Liveness; needs no token.",
+                    "responses": {
+                        "200": {
+                            "description": "The collector is up.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["status"],
+                                        "properties": {"status": {"const": "ok"}},
+                                    }
+                                }
+                            },
+                        }
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "getOpenAPI",
+                    "summary": "This document.",
+                    "responses": {"200": {"description": "The OpenAPI document.", "content": {"application/json": {}}}},
+                }
+            },
+        },
+        "components": {
+            "securitySchemes": {"deviceToken": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {"error": {"type": "string", "description": "What was wrong and what was expected."}},
+                },
+                "Record": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["id", "ts", "model", "version", "bundle_sha256", "inputs", "outputs", "flags"],
+                    "properties": {
+                        "id": {"type": "string", "format": "uuid", "description": "Unique per device forever."},
+                        "ts": {"type": "number", "description": "Unix seconds UTC when the prediction was made."},
+                        "model": {"type": "string", "minLength": 1, "maxLength": 256},
+                        "version": {"type": "string", "minLength": 1, "maxLength": 256},
+                        "bundle_sha256": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
+                        "inputs": {"type": "object"},
+                        "outputs": {"type": "object"},
+                        "flags": {"type": "array", "items": {"type": "string"}},
+                    },
+                },
+                "Counters": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "description": "Cumulative totals since the device's buffer was created; the collector keeps the maximum.",
+                    "required": ["dropped", "sampled_out", "dead_lettered"],
+                    "properties": {
+                        name: {"type": "integer", "minimum": 0} for name in ("dropped", "sampled_out", "dead_lettered")
+                    },
+                },
+                "Batch": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["batch_id", "records"],
+                    "properties": {
+                        "batch_id": {"type": "string", "minLength": 1, "maxLength": 256},
+                        "records": {
+                            "type": "array",
+                            "maxItems": settings.max_records,
+                            "items": {"$ref": "#/components/schemas/Record"},
+                        },
+                        "counters": {"$ref": "#/components/schemas/Counters"},
+                    },
+                },
+                "BatchResult": {
+                    "type": "object",
+                    "required": ["accepted", "duplicates"],
+                    "properties": {
+                        "accepted": {"type": "integer", "minimum": 0, "description": "Records stored for the first time."},
+                        "duplicates": {"type": "integer", "minimum": 0, "description": "Records already stored."},
+                    },
+                },
+                "Stats": {
+                    "type": "object",
+                    "required": ["records", "devices", "by_model", "dropped", "dead_lettered"],
+                    "properties": {
+                        "records": {"type": "integer"},
+                        "devices": {"type": "integer"},
+                        "by_model": {
+                            "type": "object",
+                            "description": "Record counts per model name, then per version.",
+                            "additionalProperties": {"type": "object", "additionalProperties": {"type": "integer"}},
+                        },
+                        "dropped": {"type": "integer"},
+                        "sampled_out": {"type": "integer"},
+                        "dead_lettered": {"type": "integer"},
+                    },
+                },
+            },
+        },
+    }

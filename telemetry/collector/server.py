@@ -1,0 +1,62 @@
+"""Running the collector under uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+from typing import Any
+
+import uvicorn
+
+from .app import create_app
+from .settings import CollectorSettings
+from .store import Store
+
+logger = logging.getLogger("edgepack.collector")
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def serve(settings: CollectorSettings, host: str = "127.0.0.1", port: int = 8787) -> None:
+    """Serve the collector until SIGTERM or SIGINT, then finish open requests and close the store.
+
+    ``port`` 0 picks a free port; the address actually bound is logged as
+    ``listening on http://HOST:PORT``.
+    """
+    app = create_app(settings)
+    # Open the store once up front so a bad --db fails here with a clear StoreError,
+    # not as an opaque "application startup failed" from uvicorn.
+    Store(settings.db_path).close()
+    # Bind the socket here rather than in uvicorn so the real port is known (port 0) and
+    # logged before serving; create_server sets SO_REUSEADDR, so a restart can take the
+    # same port again at once.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family)
+    bound_host, bound_port = sock.getsockname()[:2]
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=30)
+    server = uvicorn.Server(config)
+    logger.info("listening on http://%s:%d", bound_host if family == socket.AF_INET else f"[{bound_host}]", bound_port)
+    received: list[int] = []
+    previous = _quiet_signals(received)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+        _restore_signals(previous)
+    if received:
+        logger.info("stopped on %s", signal.Signals(received[0]).name)
+
+
+def _quiet_signals(received: list[int]) -> dict[int, Any]:
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT and then re-raises the signal against
+    # whatever handler was installed before it, which would turn a clean stop into a death
+    # by signal (exit -15, or KeyboardInterrupt). Give it a handler that only records.
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in STOP_SIGNALS}
+
+
+def _restore_signals(previous: dict[int, Any]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
