@@ -30,13 +30,32 @@ class SignatureError(BundleError):
 class InputError(EdgeError, ValueError):
     """A prediction input does not match the model's input contract.
 
-    ``feature`` names the offending feature when there is one.
+    ``feature`` names the offending feature when there is one; ``row`` is the 0-based
+    position of the offending row when several rows were given at once.
     """
 
-    def __init__(self, message: str, *, feature: str | None = None) -> None:
+    def __init__(self, message: str, *, feature: str | None = None, row: int | None = None) -> None:
         self.feature = feature
-        super().__init__(message)
+        self.row = row
+        self.reason = message
+        super().__init__(f"row {row}: {message}" if row is not None else message)
+
+    def at_row(self, row: int) -> InputError:
+        """The same error, located at ``row`` of a batch."""
+        return InputError(self.reason, feature=self.feature, row=row)
 
 
 class SelfTestError(BundleError):
     """The model in the bundle does not reproduce its golden outputs on this device."""
+
+
+class SchemaChangeError(BundleError):
+    """A swap would replace the model with one of another name or another input schema."""
+
+
+class PredictionError(EdgeError):
+    """onnxruntime failed while running a model that loaded and self-tested fine."""
+
+
+class RollbackError(EdgeError):
+    """``ModelSlot.rollback()`` was called with no previous model to return to."""

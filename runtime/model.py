@@ -1,0 +1,222 @@
+"""``EdgeModel``: a verified, self-tested bundle ready to predict, and ``load`` to get one."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from . import signing
+from .bundle import GOLDEN, MODEL, Bundle, BundleLimits, read_bundle
+from .errors import BundleError, InputError
+from .golden import parse_golden, self_test
+from .options import SessionOptions
+from .outputs import OutputSpec
+from .schema import Feature, InputSchema
+from .session import Session
+from .telemetry_hook import TelemetrySink
+
+log = logging.getLogger(__name__)
+
+Result = dict[str, Any]
+
+
+class EdgeModel:
+    """One loaded model. Safe to share between threads; create it with ``runtime.load``.
+
+    ``predict`` accepts one mapping (-> one result), a sequence of mappings or a
+    DataFrame-like object with ``columns`` (-> a list of results); ``predict_batch`` takes
+    columns and returns arrays. Every result carries ``"flags"``: a list of guardrail flag
+    strings (``"unseen_category:<feature>"``, ``"out_of_range:<feature>"``,
+    ``"prediction_out_of_range"``), empty when nothing was unusual.
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        *,
+        telemetry: TelemetrySink | None = None,
+        strict: bool = False,
+        session_options: SessionOptions = SessionOptions(),
+    ) -> None:
+        if telemetry is not None and not callable(getattr(telemetry, "record", None)):
+            raise TypeError(f"telemetry must have a record(...) method, got {type(telemetry).__name__}")
+        self.bundle = bundle
+        self.manifest: dict[str, Any] = bundle.manifest
+        info = self.manifest.get("model")
+        if not isinstance(info, dict) or not isinstance(info.get("name"), str) or not isinstance(info.get("version"), str):
+            raise BundleError("'model' must be an object with string 'name' and 'version'", entry="manifest.json")
+        self.name: str = info["name"]
+        self.version: str = info["version"]
+        self.sha256: str = bundle.sha256
+        self.strict = strict
+        self.session_options = session_options
+
+        self._session = Session(bundle.files[MODEL], session_options)
+        self._schema = InputSchema(self.manifest, self._session.inputs)
+        self._outputs = OutputSpec(self.manifest, self._session.outputs)
+        self._output_names = list(self._outputs.names)
+        self._run = self._session.run
+        self.inputs: tuple[Feature, ...] = self._schema.features
+        self.classes: tuple[Any, ...] | None = self._outputs.classes
+        self.task: str = self._outputs.task
+
+        golden = parse_golden(bundle.files[GOLDEN], task=self.task)
+        self_test(golden, lambda cols: self._predict_columns(cols, strict=False), self.classes)
+        # One single-row run so that the first real prediction does not pay for lazy setup.
+        first = {name: col[0] for name, col in golden.inputs.items()}
+        feeds, _, _ = self._schema.pack_row(first, False)
+        self._run(self._output_names, feeds)
+
+        self._telemetry = telemetry
+        self._telemetry_lock = threading.Lock()
+        self._telemetry_errors = 0
+
+    # -- attributes -----------------------------------------------------------------------
+
+    @property
+    def signed(self) -> bool:
+        """Whether the bundle carries a signature (checked only if ``signature_verified``)."""
+        return self.bundle.signature is not None
+
+    @property
+    def signature_verified(self) -> bool:
+        return self.bundle.signature_verified
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self._schema.names
+
+    @property
+    def telemetry_errors(self) -> int:
+        """How many telemetry ``record`` calls raised (each was swallowed)."""
+        return self._telemetry_errors
+
+    def schema_signature(self) -> tuple[tuple[str, str, str], ...]:
+        """(name, dtype, kind) of every input feature, in order."""
+        return self._schema.signature()
+
+    def __repr__(self) -> str:
+        return f"<EdgeModel {self.name} v{self.version} {self.task} sha256={self.sha256[:12]}>"
+
+    # -- predicting -----------------------------------------------------------------------
+
+    def predict(self, data: Any) -> Result | list[Result]:
+        """Predict one mapping (-> one result) or many rows (-> a list of results)."""
+        if isinstance(data, Mapping):
+            feeds, values, flags = self._schema.pack_row(data, self.strict)
+            result = self._outputs.first(self._run(self._output_names, feeds), flags)
+            if self._telemetry is not None:
+                self._record(self._schema.inputs_of(values), result)
+            return result
+        if hasattr(data, "columns") and hasattr(data, "to_dict"):
+            return self._predict_frame(data)
+        if isinstance(data, (str, bytes)) or not hasattr(data, "__iter__"):
+            raise InputError(
+                f"predict expects a mapping of feature -> value, a sequence of mappings or a DataFrame; got {type(data).__name__}"
+            )
+        rows = data if isinstance(data, (list, tuple)) else list(data)
+        feeds, values, flags = self._schema.pack_rows(rows, self.strict)
+        results = self._outputs.rows(self._run(self._output_names, feeds), flags)
+        if self._telemetry is not None:
+            for row_values, result in zip(values, results):
+                self._record(self._schema.inputs_of(row_values), result)
+        return results
+
+    def predict_batch(self, columns: Mapping[str, Any]) -> dict[str, Any]:
+        """Predict columns (feature -> 1-D array) of N rows.
+
+        Returns ``{"prediction": ndarray (N,), "probabilities": ndarray (N, C), "flags":
+        list of N lists}`` for classification (probability columns in ``classes`` order),
+        ``{"prediction": ndarray (N,), "flags": [...]}`` for regression.
+        """
+        return self._predict_columns(columns, strict=self.strict, record=True)
+
+    def _predict_frame(self, frame: Any) -> list[Result]:
+        names = [str(c) for c in frame.columns]
+        columns = {name: frame[col] for name, col in zip(names, frame.columns)}
+        arrays = self._predict_columns(columns, strict=self.strict, record=True)
+        return self._rows_from_arrays(arrays)
+
+    def _rows_from_arrays(self, arrays: dict[str, Any]) -> list[Result]:
+        predictions = arrays["prediction"].tolist()
+        if self.classes is None:
+            return [{"prediction": p, "flags": f} for p, f in zip(predictions, arrays["flags"])]
+        classes = self.classes
+        return [
+            {"prediction": p, "probabilities": dict(zip(classes, row)), "flags": f}
+            for p, row, f in zip(predictions, arrays["probabilities"].tolist(), arrays["flags"])
+        ]
+
+    def _predict_columns(self, columns: Mapping[str, Any], *, strict: bool, record: bool = False) -> dict[str, Any]:
+        feeds, arrays, flags = self._schema.pack_columns(columns, strict)
+        result = self._outputs.arrays(self._run(self._output_names, feeds), flags)
+        if record and self._telemetry is not None:
+            names = list(arrays)
+            columns_as_lists = [arrays[n].tolist() for n in names]
+            rows = self._rows_from_arrays(result)
+            for i, row_result in enumerate(rows):
+                inputs = {n: (None if (v := col[i]) is None or v != v else v) for n, col in zip(names, columns_as_lists)}
+                self._record(inputs, row_result)
+        return result
+
+    # -- telemetry ------------------------------------------------------------------------
+
+    def _record(self, inputs: dict[str, Any], result: Result) -> None:
+        try:
+            self._telemetry.record(  # type: ignore[union-attr]
+                model=self.name,
+                version=self.version,
+                bundle_sha256=self.sha256,
+                inputs=inputs,
+                outputs=self._outputs.outputs_of(result),
+                flags=list(result["flags"]),
+            )
+        except Exception as exc:  # a sink's failure must never fail a prediction
+            with self._telemetry_lock:
+                self._telemetry_errors += 1
+                first = self._telemetry_errors == 1
+            if first:
+                log.warning(
+                    "telemetry record() failed for %s v%s (%s: %s); predictions continue, further failures are only counted "
+                    "in EdgeModel.telemetry_errors",
+                    self.name,
+                    self.version,
+                    type(exc).__name__,
+                    exc,
+                )
+
+
+def load(
+    path: str | os.PathLike[str] | bytes,
+    *,
+    public_key: signing.KeySource | None = None,
+    require_signature: bool = False,
+    telemetry: TelemetrySink | None = None,
+    threads: int = 1,
+    strict: bool = False,
+    session_options: SessionOptions | None = None,
+    limits: BundleLimits = BundleLimits(),
+) -> EdgeModel:
+    """Read, verify and self-test a bundle; return the model ready to predict.
+
+    Raises ``BundleError`` for any defect of the archive or manifest, ``SignatureError``
+    for a bad signature (or a missing one with ``require_signature=True``) and
+    ``SelfTestError`` when the model does not reproduce its golden outputs here.
+
+    ``threads`` is onnxruntime's intra-op thread count; ``session_options`` gives full
+    control instead (then leave ``threads`` at 1 or make the two agree). With
+    ``strict=True`` unknown keys and categories never seen in training are InputErrors
+    instead of being ignored / flagged.
+    """
+    if session_options is None:
+        session_options = SessionOptions(intra_op_threads=threads)
+    elif threads != 1 and threads != session_options.intra_op_threads:
+        raise ValueError(
+            f"threads={threads} disagrees with session_options.intra_op_threads={session_options.intra_op_threads}; give one"
+        )
+    bundle = read_bundle(path, public_key=public_key, require_signature=require_signature, limits=limits)
+    return EdgeModel(bundle, telemetry=telemetry, strict=strict, session_options=session_options)
+

@@ -1,0 +1,159 @@
+"""The model's output contract, read once from the manifest: from ONNX tensors to results.
+
+A classification result is ``{"prediction": label, "probabilities": {label: p, ...},
+"flags": [...]}`` with labels in their original type (int, str or bool); a regression
+result is ``{"prediction": float, "flags": [...]}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .errors import BundleError, PredictionError
+from .schema import Flags
+
+MANIFEST = "manifest.json"
+PREDICTION_OUT_OF_RANGE = "prediction_out_of_range"
+
+
+def _manifest_error(message: str) -> BundleError:
+    return BundleError(message, entry=MANIFEST)
+
+
+def _class_array(classes: Sequence[Any]) -> np.ndarray:
+    if all(isinstance(c, bool) for c in classes):
+        return np.array(classes, dtype=bool)
+    if all(isinstance(c, int) and not isinstance(c, bool) for c in classes):
+        return np.array(classes, dtype=np.int64)
+    return np.array(classes, dtype=object)
+
+
+class OutputSpec:
+    """Turns raw ONNX outputs into results. Immutable after construction; thread-safe."""
+
+    def __init__(self, manifest: Mapping[str, Any], session_outputs: Mapping[str, tuple[str, list[Any]]]) -> None:
+        raw = manifest.get("outputs")
+        if not isinstance(raw, dict):
+            raise _manifest_error("'outputs' must be an object with task and output names")
+        self.task: str = raw.get("task")  # type: ignore[assignment]
+        self.classes: tuple[Any, ...] | None = None
+        self.target_range: tuple[float, float] | None = None
+        if self.task == "classification":
+            classes, label_values = raw.get("classes"), raw.get("label_values", raw.get("classes"))
+            label, probabilities = raw.get("label"), raw.get("probabilities")
+            if not isinstance(classes, list) or len(classes) < 2:
+                raise _manifest_error(f"outputs.classes must list at least two labels, got {classes!r}")
+            if not all(isinstance(c, (int, str, bool)) for c in classes) or len({(type(c), c) for c in classes}) != len(classes):
+                raise _manifest_error(f"outputs.classes must be distinct ints, strings or booleans, got {classes!r}")
+            if not isinstance(label_values, list) or len(label_values) != len(classes):
+                raise _manifest_error(
+                    f"outputs.label_values must give one label tensor value per class ({len(classes)}), got {label_values!r}"
+                )
+            for field, name in (("label", label), ("probabilities", probabilities)):
+                if not isinstance(name, str) or name not in session_outputs:
+                    raise _manifest_error(
+                        f"outputs.{field} must name an output of model.onnx ({', '.join(session_outputs)}), got {name!r}"
+                    )
+            width = session_outputs[probabilities][1]
+            if len(width) != 2 or (isinstance(width[1], int) and width[1] != len(classes)):
+                raise _manifest_error(
+                    f"output {probabilities!r} has shape {width} in model.onnx; expected (N, {len(classes)}) for {len(classes)} classes"
+                )
+            self.classes = tuple(classes)
+            self.names: list[str] = [label, probabilities]
+            self._label_of = {v: c for v, c in zip(label_values, classes)}
+            self._index_of = {v: i for i, v in enumerate(label_values)}
+            self._class_array = _class_array(classes)
+        elif self.task == "regression":
+            prediction = raw.get("prediction")
+            if not isinstance(prediction, str) or prediction not in session_outputs:
+                raise _manifest_error(
+                    f"outputs.prediction must name an output of model.onnx ({', '.join(session_outputs)}), got {prediction!r}"
+                )
+            span = raw.get("target_range")
+            if span is not None:
+                if not isinstance(span, list) or len(span) != 2 or not all(isinstance(v, (int, float)) for v in span):
+                    raise _manifest_error(f"outputs.target_range must be [min, max] or null, got {span!r}")
+                self.target_range = (float(span[0]), float(span[1]))
+            self.names = [prediction]
+        else:
+            raise _manifest_error(f"outputs.task must be 'classification' or 'regression', got {self.task!r}")
+
+    # -- results --------------------------------------------------------------------------
+
+    def first(self, raw: list[np.ndarray], flags: Flags) -> dict[str, Any]:
+        """The result of a one-row run."""
+        if self.classes is not None:
+            labels, probabilities = raw
+            try:
+                prediction = self._label_of[labels[0]]
+            except KeyError:
+                raise self._unknown_label(labels[0]) from None
+            return {
+                "prediction": prediction,
+                "probabilities": dict(zip(self.classes, probabilities[0].tolist())),
+                "flags": flags,
+            }
+        value = float(raw[0].flat[0])
+        if self.target_range is not None and not self.target_range[0] <= value <= self.target_range[1]:
+            flags.append(PREDICTION_OUT_OF_RANGE)
+        return {"prediction": value, "flags": flags}
+
+    def rows(self, raw: list[np.ndarray], flags: list[Flags]) -> list[dict[str, Any]]:
+        """The results of a many-row run, one dict per row."""
+        if self.classes is not None:
+            labels, probabilities = raw
+            classes, label_of = self.classes, self._label_of
+            out = []
+            for label, row, row_flags in zip(labels.tolist(), probabilities.tolist(), flags):
+                try:
+                    prediction = label_of[label]
+                except KeyError:
+                    raise self._unknown_label(label) from None
+                out.append({"prediction": prediction, "probabilities": dict(zip(classes, row)), "flags": row_flags})
+            return out
+        values = self._regression_values(raw[0])
+        self._flag_predictions(values, flags)
+        return [{"prediction": v, "flags": f} for v, f in zip(values.tolist(), flags)]
+
+    def arrays(self, raw: list[np.ndarray], flags: list[Flags]) -> dict[str, Any]:
+        """The results of a many-row run as arrays."""
+        if self.classes is not None:
+            labels, probabilities = raw
+            index_of = self._index_of
+            try:
+                index = np.fromiter((index_of[v] for v in labels.tolist()), dtype=np.intp, count=len(labels))
+            except KeyError as exc:
+                raise self._unknown_label(exc.args[0]) from None
+            return {"prediction": self._class_array[index], "probabilities": probabilities, "flags": flags}
+        values = self._regression_values(raw[0])
+        self._flag_predictions(values, flags)
+        return {"prediction": values, "flags": flags}
+
+    def outputs_of(self, result: Mapping[str, Any]) -> dict[str, Any]:
+        """A result without its flags (what telemetry records as outputs)."""
+        if self.classes is not None:
+            return {"prediction": result["prediction"], "probabilities": dict(result["probabilities"])}
+        return {"prediction": result["prediction"]}
+
+    @staticmethod
+    def _regression_values(raw: np.ndarray) -> np.ndarray:
+        if raw.ndim == 2 and raw.shape[1] != 1:
+            raise PredictionError(f"regression output has shape {raw.shape}; expected (N,) or (N, 1)")
+        return raw.reshape(-1).astype(np.float64, copy=False)
+
+    def _flag_predictions(self, values: np.ndarray, flags: list[Flags]) -> None:
+        if self.target_range is None:
+            return
+        lo, hi = self.target_range
+        for i in np.flatnonzero((values < lo) | (values > hi)).tolist():
+            flags[i].append(PREDICTION_OUT_OF_RANGE)
+
+    def _unknown_label(self, value: Any) -> PredictionError:
+        return PredictionError(
+            f"model.onnx returned label {value!r}, which is not one of the manifest's label_values "
+            f"{list(self._label_of)}; the bundle's manifest does not match its model"
+        )

@@ -1,0 +1,522 @@
+"""The model's input contract, read once from the manifest: validation, guardrails, packing.
+
+Everything a prediction needs is precomputed here at load time (per-input slot tables,
+category sets, ranges, flag strings), so that the per-call path is one loop over the
+features and one ``numpy.array`` per packed ONNX input.
+
+Guardrail flags are strings ``"<kind>:<feature>"``:
+
+- ``unseen_category:<feature>`` — a categorical value the training data never showed
+  (the one-hot encoder would silently encode it as all zeros);
+- ``out_of_range:<feature>`` — a numeric value outside the training ``range``;
+- ``prediction_out_of_range`` — a regression prediction outside the training target range
+  (added by the output side).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import BundleError, InputError
+from .session import ORT_DTYPES
+
+MANIFEST = "manifest.json"
+DTYPES: Mapping[str, Any] = {"float32": np.float32, "float64": np.float64, "int64": np.int64, "string": object}
+"""Manifest dtype -> numpy dtype of the packed tensor."""
+KINDS = ("numeric", "categorical")
+
+# How the per-call loop treats a feature: the two common cases are inlined, all others
+# (int64, numeric categories, numpy scalars, None) take the general path.
+_REAL, _STR, _OTHER = 0, 1, 2
+
+Flags = list[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Feature:
+    """One original input feature, as the manifest describes it."""
+
+    name: str
+    """Original column name (what callers use as the key)."""
+    onnx_input: str
+    """The packed ONNX input that carries this feature."""
+    slot: int
+    """Column index inside ``onnx_input``."""
+    dtype: str
+    """``float32``, ``float64``, ``int64`` or ``string``."""
+    kind: str
+    """``numeric`` or ``categorical``."""
+    nullable: bool
+    """Whether None/NaN is accepted (numeric: goes in as NaN; string: goes in as ``""``)."""
+    range: tuple[float, float] | None
+    """Training min/max for numeric features, None when unknown."""
+    categories: tuple[Any, ...] | None
+    """Known training values for categorical features, in their original type."""
+
+    @property
+    def expected(self) -> str:
+        """What a valid value looks like, for error messages."""
+        if self.dtype == "string":
+            text = "a string"
+        elif self.dtype == "int64":
+            text = "an integer"
+        else:
+            text = "a number"
+        if self.categories is not None:
+            shown = ", ".join(repr(c) for c in self.categories[:10])
+            more = ", ..." if len(self.categories) > 10 else ""
+            text += f" (known values: {shown}{more})"
+        elif self.range is not None:
+            text += f" (training range {self.range[0]:g} to {self.range[1]:g})"
+        if self.nullable:
+            text += " or None"
+        return text
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "dtype": self.dtype,
+            "kind": self.kind,
+            "nullable": self.nullable,
+            "range": list(self.range) if self.range is not None else None,
+            "categories": list(self.categories) if self.categories is not None else None,
+        }
+
+
+def _manifest_error(message: str) -> BundleError:
+    return BundleError(message, entry=MANIFEST)
+
+
+def _parse_feature(index: int, raw: Any) -> Feature:
+    where = f"inputs[{index}]"
+    if not isinstance(raw, dict):
+        raise _manifest_error(f"{where} must be an object with name, onnx_input, slot, dtype, kind")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        raise _manifest_error(f"{where}.name must be a non-empty string, got {name!r}")
+    where = f"inputs[{index}] ({name!r})"
+    onnx_input, slot, dtype, kind = raw.get("onnx_input"), raw.get("slot"), raw.get("dtype"), raw.get("kind")
+    if not isinstance(onnx_input, str):
+        raise _manifest_error(f"{where}.onnx_input must be a string, got {onnx_input!r}")
+    if not isinstance(slot, int) or isinstance(slot, bool) or slot < 0:
+        raise _manifest_error(f"{where}.slot must be an int >= 0, got {slot!r}")
+    if dtype not in DTYPES:
+        raise _manifest_error(f"{where}.dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if kind not in KINDS:
+        raise _manifest_error(f"{where}.kind must be 'numeric' or 'categorical', got {kind!r}")
+    nullable = raw.get("nullable", False)
+    if not isinstance(nullable, bool):
+        raise _manifest_error(f"{where}.nullable must be true or false, got {nullable!r}")
+    if nullable and dtype == "int64":
+        raise _manifest_error(f"{where} is int64 and nullable, but an int64 tensor cannot carry a missing value")
+    if dtype == "string" and kind != "categorical":
+        raise _manifest_error(f"{where} is a string feature, so its kind must be 'categorical'")
+    span = raw.get("range")
+    if span is not None:
+        if (
+            not isinstance(span, list)
+            or len(span) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in span)
+            or span[0] > span[1]
+        ):
+            raise _manifest_error(f"{where}.range must be [min, max] numbers or null, got {span!r}")
+        span = (float(span[0]), float(span[1]))
+    categories = raw.get("categories")
+    if categories is not None:
+        if not isinstance(categories, list):
+            raise _manifest_error(f"{where}.categories must be a list or null, got {type(categories).__name__}")
+        if dtype == "string" and not all(isinstance(c, str) for c in categories):
+            raise _manifest_error(f"{where}.categories must all be strings for a string feature")
+        categories = tuple(categories)
+    return Feature(
+        name=name,
+        onnx_input=onnx_input,
+        slot=slot,
+        dtype=dtype,
+        kind=kind,
+        nullable=nullable,
+        range=span,
+        categories=categories,
+    )
+
+
+@dataclass(frozen=True)
+class _Packed:
+    name: str
+    dtype: Any
+    width: int
+    features: tuple[Feature, ...]  # in slot order
+
+
+class InputSchema:
+    """Validates and packs inputs for one model. Immutable after construction; thread-safe."""
+
+    def __init__(self, manifest: Mapping[str, Any], session_inputs: Mapping[str, tuple[str, list[Any]]]) -> None:
+        raw_inputs = manifest.get("inputs")
+        if not isinstance(raw_inputs, list) or not raw_inputs:
+            raise _manifest_error("'inputs' must be a non-empty list of features")
+        self.features: tuple[Feature, ...] = tuple(_parse_feature(i, raw) for i, raw in enumerate(raw_inputs))
+        self.names: tuple[str, ...] = tuple(f.name for f in self.features)
+        if len(set(self.names)) != len(self.names):
+            dupes = sorted({n for n in self.names if self.names.count(n) > 1})
+            raise _manifest_error(f"feature names must be unique; repeated: {', '.join(dupes)}")
+        self._by_name = {f.name: f for f in self.features}
+        self.packed: tuple[_Packed, ...] = self._parse_packed(manifest.get("onnx_inputs"), session_inputs)
+
+        self._plans = tuple(tuple(self._plan(f) for f in p.features) for p in self.packed)
+        self._dtypes = tuple(p.dtype for p in self.packed)
+        self._input_names = tuple(p.name for p in self.packed)
+        # Where each feature's value sits in the per-input value lists, in feature order.
+        self._positions = tuple(
+            (self._input_names.index(f.onnx_input), f.slot) for f in self.features
+        )
+        self._name_set = frozenset(self.names)
+
+    # -- load-time checks ---------------------------------------------------------------
+
+    def _parse_packed(self, raw: Any, session_inputs: Mapping[str, tuple[str, list[Any]]]) -> tuple[_Packed, ...]:
+        if not isinstance(raw, list) or not raw:
+            raise _manifest_error("'onnx_inputs' must be a non-empty list of {name, dtype, width}")
+        packed = []
+        for i, item in enumerate(raw):
+            if not isinstance(item, dict):
+                raise _manifest_error(f"onnx_inputs[{i}] must be an object with name, dtype, width")
+            name, dtype, width = item.get("name"), item.get("dtype"), item.get("width")
+            if not isinstance(name, str) or dtype not in DTYPES or not isinstance(width, int) or width < 1:
+                raise _manifest_error(f"onnx_inputs[{i}] must be {{name: str, dtype: one of {', '.join(DTYPES)}, width: int >= 1}}, got {item!r}")
+            members = sorted((f for f in self.features if f.onnx_input == name), key=lambda f: f.slot)
+            if [f.slot for f in members] != list(range(width)):
+                raise _manifest_error(
+                    f"onnx input {name!r} has width {width} but its features fill slots "
+                    f"{[f.slot for f in members]}; expected each of 0..{width - 1} exactly once"
+                )
+            if bad := [f.name for f in members if f.dtype != dtype]:
+                raise _manifest_error(f"features {', '.join(bad)} are carried by {dtype} input {name!r} but declare another dtype")
+            if name not in session_inputs:
+                raise _manifest_error(f"onnx input {name!r} is not an input of model.onnx (it has: {', '.join(session_inputs)})")
+            ort_type, shape = session_inputs[name]
+            if ort_type != ORT_DTYPES[dtype]:
+                raise _manifest_error(f"onnx input {name!r} is {ort_type} in model.onnx, manifest says {dtype}")
+            if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != width):
+                raise _manifest_error(f"onnx input {name!r} has shape {shape} in model.onnx, manifest says (N, {width})")
+            packed.append(_Packed(name=name, dtype=DTYPES[dtype], width=width, features=tuple(members)))
+        names = [p.name for p in packed]
+        if len(set(names)) != len(names):
+            raise _manifest_error("onnx_inputs names must be unique")
+        if orphans := [f.name for f in self.features if f.onnx_input not in names]:
+            raise _manifest_error(f"features {', '.join(orphans)} name an onnx_input that 'onnx_inputs' does not list")
+        if unfed := sorted(set(session_inputs) - set(names)):
+            raise _manifest_error(f"model.onnx inputs {', '.join(unfed)} are not described in 'onnx_inputs'")
+        return tuple(packed)
+
+    @staticmethod
+    def _plan(f: Feature) -> tuple[Any, ...]:
+        if f.dtype in ("float32", "float64") and f.kind == "numeric":
+            code = _REAL
+        elif f.dtype == "string":
+            code = _STR
+        else:
+            code = _OTHER
+        lo, hi = f.range if f.range is not None else (-math.inf, math.inf)
+        cats = frozenset(f.categories) if f.categories is not None else None
+        return (f.name, code, lo, hi, cats, f"out_of_range:{f.name}", f"unseen_category:{f.name}", f)
+
+    def signature(self) -> tuple[tuple[str, str, str], ...]:
+        """What must stay the same for a model to replace another without a schema change."""
+        return tuple((f.name, f.dtype, f.kind) for f in self.features)
+
+    def feature(self, name: str) -> Feature:
+        return self._by_name[name]
+
+    # -- one row --------------------------------------------------------------------------
+
+    def row_values(self, row: Mapping[str, Any], strict: bool) -> tuple[list[list[Any]], Flags]:
+        """Validate one mapping; return the value lists of every packed input and the flags."""
+        flags: Flags = []
+        out: list[list[Any]] = []
+        missing = False
+        for plan in self._plans:
+            values: list[Any] = []
+            append = values.append
+            for name, code, lo, hi, cats, range_flag, unseen_flag, feature in plan:
+                try:
+                    v = row[name]
+                except KeyError:
+                    missing = True
+                    append(None)
+                    continue
+                t = type(v)
+                if code == _REAL and (t is float or t is int):
+                    if not lo <= v <= hi:
+                        if v != v:
+                            if not feature.nullable:
+                                raise self._value_error(row, feature, v)
+                        else:
+                            flags.append(range_flag)
+                elif code == _STR and t is str:
+                    if cats is not None and v not in cats:
+                        if strict:
+                            raise self._unseen_error(feature, v)
+                        flags.append(unseen_flag)
+                else:
+                    v = self._coerce(feature, v, strict, flags, row)
+                append(v)
+            out.append(values)
+        if missing:
+            raise self._missing_error(row)
+        if strict and len(row) != len(self.names):
+            self._check_extra(row)
+        return out, flags
+
+    def pack_row(self, row: Mapping[str, Any], strict: bool) -> tuple[dict[str, np.ndarray], list[list[Any]], Flags]:
+        values, flags = self.row_values(row, strict)
+        feeds = {name: np.array([vals], dtype=dt) for name, dt, vals in zip(self._input_names, self._dtypes, values)}
+        return feeds, values, flags
+
+    def pack_rows(self, rows: Sequence[Any], strict: bool) -> tuple[dict[str, np.ndarray], list[list[list[Any]]], list[Flags]]:
+        per_input: list[list[list[Any]]] = [[] for _ in self.packed]
+        all_values: list[list[list[Any]]] = []
+        all_flags: list[Flags] = []
+        for i, row in enumerate(rows):
+            if not isinstance(row, Mapping):
+                raise InputError(
+                    f"expected a mapping of feature name -> value, got {type(row).__name__}", row=i
+                )
+            try:
+                values, flags = self.row_values(row, strict)
+            except InputError as exc:
+                raise exc.at_row(i) from None
+            for target, vals in zip(per_input, values):
+                target.append(vals)
+            all_values.append(values)
+            all_flags.append(flags)
+        if not all_values:
+            raise InputError("expected at least one row, got an empty sequence")
+        feeds = {name: np.array(rows_, dtype=dt) for name, dt, rows_ in zip(self._input_names, self._dtypes, per_input)}
+        return feeds, all_values, all_flags
+
+    def inputs_of(self, values: list[list[Any]]) -> dict[str, Any]:
+        """The validated values of one row by feature name, NaN as None (for telemetry)."""
+        out = {}
+        for name, (i, slot) in zip(self.names, self._positions):
+            v = values[i][slot]
+            out[name] = None if v is None or v != v else v
+        return out
+
+    # -- columns --------------------------------------------------------------------------
+
+    def pack_columns(self, columns: Mapping[str, Any], strict: bool) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list[Flags]]:
+        """Validate columnar input; return packed feeds, the per-feature arrays and per-row flags."""
+        if not isinstance(columns, Mapping):
+            raise InputError(
+                f"predict_batch expects a mapping of feature name -> 1-D array, got {type(columns).__name__}"
+            )
+        if missing := [n for n in self.names if n not in columns]:
+            raise InputError(self._missing_text(missing), feature=missing[0])
+        if strict and (extra := sorted(set(columns) - self._name_set, key=str)):
+            raise InputError(
+                f"unexpected feature(s) {', '.join(map(repr, extra))} (strict mode); this model takes: {', '.join(self.names)}",
+                feature=str(extra[0]),
+            )
+        n: int | None = None
+        arrays: dict[str, np.ndarray] = {}
+        flagged: dict[int, Flags] = {}
+        for f in self.features:
+            col = columns[f.name]
+            if hasattr(col, "to_numpy") and not isinstance(col, np.ndarray):
+                col = col.to_numpy()
+            if isinstance(col, (str, bytes)) or not hasattr(col, "__len__"):
+                raise InputError(
+                    f"feature {f.name!r} must be a 1-D array or list of values, got {type(col).__name__}", feature=f.name
+                )
+            if isinstance(col, np.ndarray) and col.ndim != 1:
+                raise InputError(
+                    f"feature {f.name!r} must be a 1-D array of shape (N,), got shape {col.shape}", feature=f.name
+                )
+            length = len(col)
+            if n is None:
+                n = length
+            elif length != n:
+                first = self.features[0].name
+                raise InputError(
+                    f"feature {f.name!r} has {length} values but {first!r} has {n}; every column must have the same length",
+                    feature=f.name,
+                )
+            arrays[f.name] = self._column(f, col, strict, flagged)
+        if not n:
+            raise InputError("expected at least one row, got empty columns")
+        feeds = {}
+        for p in self.packed:
+            block = np.empty((n, p.width), dtype=p.dtype)
+            for f in p.features:
+                block[:, f.slot] = arrays[f.name]
+            feeds[p.name] = block
+        flags = [flagged.get(i, []) for i in range(n)]
+        return feeds, arrays, flags
+
+    def _column(self, f: Feature, col: Any, strict: bool, flagged: dict[int, Flags]) -> np.ndarray:
+        name = f.name
+        kind = col.dtype.kind if isinstance(col, np.ndarray) else "O"
+        if f.dtype == "string":
+            if kind in "US":
+                arr = col.astype(object)
+            elif kind == "O":
+                arr = np.empty(len(col), dtype=object)
+                for i, v in enumerate(col):
+                    if type(v) is not str:
+                        try:
+                            v = self._coerce(f, v, strict, [], None)
+                        except InputError as exc:
+                            raise exc.at_row(i) from None
+                    arr[i] = v
+            else:
+                first = col[0] if len(col) else None
+                raise InputError(
+                    f"feature {name!r} expects strings, got an array of {col.dtype} (first value {first!r}); expected {f.expected}",
+                    feature=name,
+                )
+            if f.categories is not None:
+                cats = frozenset(f.categories)
+                label = f"unseen_category:{name}"
+                for i, v in enumerate(arr.tolist()):
+                    if v not in cats:
+                        if strict:
+                            raise self._unseen_error(f, v).at_row(i)
+                        flagged.setdefault(i, []).append(label)
+            return arr
+
+        np_dtype = DTYPES[f.dtype]
+        if kind in "fiub":
+            arr = col.astype(np.float64, copy=False)
+        elif kind == "O":
+            arr = np.empty(len(col), dtype=np.float64)
+            for i, v in enumerate(col):
+                t = type(v)
+                if t is float or t is int:
+                    arr[i] = v
+                    continue
+                try:
+                    v = self._coerce(f, v, strict, [], None)
+                except InputError as exc:
+                    raise exc.at_row(i) from None
+                arr[i] = math.nan if v is None else v
+        else:
+            first = col[0] if len(col) else None
+            raise InputError(
+                f"feature {name!r} expects numbers, got an array of {col.dtype} (first value {first!r}); expected {f.expected}",
+                feature=name,
+            )
+        nan = np.isnan(arr)
+        if nan.any() and (not f.nullable or f.dtype == "int64"):
+            i = int(np.flatnonzero(nan)[0])
+            raise InputError(
+                f"feature {name!r} is not nullable but got a missing value (NaN/None); expected {f.expected}",
+                feature=name,
+                row=i,
+            )
+        if f.dtype == "int64":
+            whole = arr == np.round(arr)
+            if not whole.all():
+                i = int(np.flatnonzero(~whole)[0])
+                raise InputError(f"feature {name!r} expects an integer, got {arr[i]!r}; expected {f.expected}", feature=name, row=i)
+        if f.categories is not None:
+            unseen = ~np.isin(arr, np.asarray(f.categories, dtype=np.float64)) & ~nan
+            for i in np.flatnonzero(unseen).tolist():
+                if strict:
+                    raise self._unseen_error(f, arr[i].item()).at_row(i)
+                flagged.setdefault(i, []).append(f"unseen_category:{name}")
+        elif f.range is not None:
+            lo, hi = f.range
+            out = (arr < lo) | (arr > hi)
+            for i in np.flatnonzero(out).tolist():
+                flagged.setdefault(i, []).append(f"out_of_range:{name}")
+        return arr.astype(np_dtype, copy=False)
+
+    # -- the general path for one value --------------------------------------------------
+
+    def _coerce(self, f: Feature, v: Any, strict: bool, flags: Flags, row: Mapping[str, Any] | None) -> Any:
+        """Validate and convert one value that the inlined fast path did not handle."""
+        is_missing = v is None or (isinstance(v, (float, np.floating)) and v != v)
+        if f.dtype == "string":
+            if is_missing:
+                if f.nullable:
+                    # skl2onnx string imputers and encoders take "" as the missing value.
+                    return ""
+                raise self._value_error(row, f, v)
+            if not isinstance(v, str):
+                raise self._value_error(row, f, v)
+            v = str(v)
+            if f.categories is not None and v not in frozenset(f.categories):
+                if strict:
+                    raise self._unseen_error(f, v)
+                flags.append(f"unseen_category:{f.name}")
+            return v
+        if is_missing:
+            if f.nullable and f.dtype != "int64":
+                return math.nan
+            raise self._value_error(row, f, v)
+        if isinstance(v, (bool, np.bool_)):
+            v = int(v)
+        elif isinstance(v, (numbers.Integral, np.integer)):
+            v = int(v)
+        elif isinstance(v, (numbers.Real, np.floating)):
+            v = float(v)
+            if math.isinf(v) and f.dtype == "int64":
+                raise self._value_error(row, f, v)
+        else:
+            raise self._value_error(row, f, v)
+        if f.dtype == "int64":
+            if isinstance(v, float):
+                if not v.is_integer():
+                    raise self._value_error(row, f, v)
+                v = int(v)
+            if not -(2**63) <= v < 2**63:
+                raise self._value_error(row, f, v)
+        if f.categories is not None:
+            if v not in frozenset(f.categories):
+                if strict:
+                    raise self._unseen_error(f, v)
+                flags.append(f"unseen_category:{f.name}")
+        elif f.range is not None and not f.range[0] <= v <= f.range[1]:
+            flags.append(f"out_of_range:{f.name}")
+        return v
+
+    # -- errors ---------------------------------------------------------------------------
+
+    def _missing_text(self, missing: Sequence[str]) -> str:
+        return (
+            f"missing feature(s) {', '.join(map(repr, missing))}; this model takes: {', '.join(self.names)}"
+        )
+
+    def _missing_error(self, row: Mapping[str, Any]) -> InputError:
+        missing = [n for n in self.names if n not in row]
+        return InputError(self._missing_text(missing), feature=missing[0])
+
+    def _value_error(self, row: Mapping[str, Any] | None, f: Feature, v: Any) -> InputError:
+        # A row that also lacks features reports those first: it is the bigger problem.
+        if row is not None and any(n not in row for n in self.names):
+            return self._missing_error(row)
+        if v is None or (isinstance(v, (float, np.floating)) and v != v):
+            what = "is not nullable but got a missing value (None/NaN)"
+        else:
+            what = f"got {type(v).__name__} {v!r}"
+        return InputError(f"feature {f.name!r} {what}; expected {f.expected}", feature=f.name)
+
+    def _unseen_error(self, f: Feature, v: Any) -> InputError:
+        return InputError(
+            f"feature {f.name!r} got {v!r}, a value never seen in training (strict mode); expected {f.expected}",
+            feature=f.name,
+        )
+
+    def _check_extra(self, row: Mapping[str, Any]) -> None:
+        if extra := [k for k in row if k not in self._name_set]:
+            raise InputError(
+                f"unexpected feature(s) {', '.join(map(repr, extra))} (strict mode); this model takes: {', '.join(self.names)}",
+                feature=str(extra[0]),
+            )

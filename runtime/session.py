@@ -1,0 +1,102 @@
+"""The onnxruntime session: created from bundle bytes, errors translated here and only here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from .errors import BundleError, PredictionError
+from .options import SessionOptions
+
+_ORT_ERRORS: tuple[type[BaseException], ...] = (
+    ort.capi.onnxruntime_pybind11_state.Fail,
+    ort.capi.onnxruntime_pybind11_state.InvalidArgument,
+    ort.capi.onnxruntime_pybind11_state.InvalidGraph,
+    ort.capi.onnxruntime_pybind11_state.InvalidProtobuf,
+    ort.capi.onnxruntime_pybind11_state.NotImplemented,
+    ort.capi.onnxruntime_pybind11_state.RuntimeException,
+    ort.capi.onnxruntime_pybind11_state.NoSuchFile,
+    ort.capi.onnxruntime_pybind11_state.EngineError,
+    RuntimeError,
+)
+
+_OPTIMIZATION = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+ORT_DTYPES: Mapping[str, str] = {
+    "float32": "tensor(float)",
+    "float64": "tensor(double)",
+    "int64": "tensor(int64)",
+    "string": "tensor(string)",
+}
+"""Manifest dtype -> the type string onnxruntime reports for a graph input."""
+
+
+def onnxruntime_version() -> str:
+    return str(ort.__version__)
+
+
+def ort_session_options(options: SessionOptions) -> ort.SessionOptions:
+    """Translate ``options`` to onnxruntime's ``SessionOptions``."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = options.intra_op_threads
+    so.inter_op_num_threads = options.inter_op_threads
+    so.execution_mode = ort.ExecutionMode.ORT_PARALLEL if options.parallel else ort.ExecutionMode.ORT_SEQUENTIAL
+    so.enable_cpu_mem_arena = options.memory_arena
+    so.enable_mem_pattern = options.memory_pattern
+    so.graph_optimization_level = _OPTIMIZATION[options.optimization]
+    spin = "1" if options.allow_spinning else "0"
+    so.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    so.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    so.log_severity_level = 3  # warnings about unused initializers are noise on a device
+    return so
+
+
+class Session:
+    """An ``InferenceSession`` over the bundle's ``model.onnx``.
+
+    ``run`` is safe to call from many threads at once (onnxruntime guarantees it for
+    ``InferenceSession.run``), and holds no per-call state of its own.
+    """
+
+    __slots__ = ("_session", "_run", "inputs", "outputs", "options")
+
+    def __init__(self, model_bytes: bytes, options: SessionOptions) -> None:
+        available = set(ort.get_available_providers())
+        if unknown := [p for p in options.providers if p not in available]:
+            raise BundleError(
+                f"execution provider(s) {', '.join(unknown)} not available in this onnxruntime "
+                f"(available: {', '.join(sorted(available))})",
+                entry="model.onnx",
+            )
+        try:
+            self._session = ort.InferenceSession(
+                model_bytes, sess_options=ort_session_options(options), providers=list(options.providers)
+            )
+        except _ORT_ERRORS as exc:
+            raise BundleError(
+                f"onnxruntime {ort.__version__} cannot load the model: {exc}", entry="model.onnx"
+            ) from exc
+        self._run = self._session.run
+        self.options = options
+        self.inputs: dict[str, tuple[str, list[Any]]] = {
+            i.name: (i.type, list(i.shape)) for i in self._session.get_inputs()
+        }
+        """Graph input name -> (onnxruntime type string, shape)."""
+        self.outputs: dict[str, tuple[str, list[Any]]] = {
+            o.name: (o.type, list(o.shape)) for o in self._session.get_outputs()
+        }
+        """Graph output name -> (onnxruntime type string, shape)."""
+
+    def run(self, output_names: Sequence[str], feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        try:
+            return self._run(output_names, feeds)
+        except _ORT_ERRORS as exc:
+            raise PredictionError(f"onnxruntime failed to run the model: {exc}") from exc

@@ -1,0 +1,34 @@
+"""What the runtime needs from a telemetry sink: one ``record`` method, nothing imported.
+
+``telemetry.Buffer`` implements it; so can any object with the same method. The runtime
+calls ``record`` once per predicted row, after the prediction is computed. A sink that
+raises never fails the prediction: the runtime counts the error and logs it once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class TelemetrySink(Protocol):
+    def record(
+        self,
+        *,
+        model: str,
+        version: str,
+        bundle_sha256: str,
+        inputs: Mapping[str, Any],
+        outputs: Mapping[str, Any],
+        flags: Sequence[str],
+    ) -> None:
+        """Store one prediction.
+
+        ``inputs`` holds the validated value of every model feature by its original name
+        (missing values as None); ``outputs`` is the result without its flags
+        (``{"prediction": ..., "probabilities": {label: p}}`` or ``{"prediction": float}``);
+        ``flags`` are the guardrail flags of that row. The mappings are fresh copies the
+        sink may keep.
+        """
+        ...
