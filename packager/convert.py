@@ -1,0 +1,144 @@
+"""sklearn -> ONNX with input types chosen per column, ZipMap off, inputs packed per dtype."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .converters import final_estimator
+from .errors import ConversionError, ReferenceDataError
+from .packing import Slot, pack
+
+TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One original input feature."""
+
+    name: str
+    """Column name as the model was trained with it."""
+    kind: str
+    """``numeric`` or ``categorical`` (strings)."""
+
+
+@dataclass(frozen=True)
+class Converted:
+    """A packed ONNX model and how to feed it."""
+
+    onnx: Any
+    """``onnx.ModelProto``."""
+    precision: str
+    """``float32`` or ``float64``: the type of the numeric inputs."""
+    slots: dict[str, Slot]
+    """Where each original column travels."""
+    onnx_inputs: list[dict[str, Any]]
+    """The manifest's ``onnx_inputs``."""
+    outputs: list[str]
+    """Graph output names: ``[label, probabilities]`` or ``[prediction]``."""
+
+
+def columns_of(model: Any, signature: list[tuple[str, str]] | None, frame: Any) -> list[Column]:
+    """The model's input columns in training order, each numeric or categorical.
+
+    Names come from ``feature_names_in_`` (set when the model was fitted on a DataFrame),
+    else the logged signature; kinds from the reference frame's dtypes. pandas 3 gives string
+    columns the ``str`` dtype, so "numeric or not" is the only reliable test.
+    """
+    import pandas as pd
+
+    names = getattr(model, "feature_names_in_", None)
+    if names is not None:
+        names = [str(n) for n in names]
+    elif signature:
+        names = [n for n, _ in signature]
+    elif frame is not None:
+        names = [str(c) for c in frame.columns]
+    else:
+        raise ReferenceDataError(
+            "cannot tell the model's input columns: it was not fitted on a DataFrame and was logged without "
+            "a signature or input example; log it with input_example=X.head() or pass reference data"
+        )
+    sig_types = dict(signature or [])
+    columns = []
+    for name in names:
+        if frame is not None and name in frame.columns:
+            series = frame[name]
+            numeric = pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)
+        elif name in sig_types:
+            numeric = sig_types[name] not in ("string", "str", "binary")
+        else:
+            raise ReferenceDataError(f"column {name!r} is neither in the reference data nor in the logged signature")
+        columns.append(Column(name, "numeric" if numeric else "categorical"))
+    return columns
+
+
+def takes_columns(model: Any) -> bool:
+    """True when the model selects raw columns by name (a ColumnTransformer up front)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+
+    while isinstance(model, Pipeline):
+        steps = [s for _, s in model.steps if s is not None and s != "passthrough"]
+        if not steps:
+            return False
+        model = steps[0]
+    return isinstance(model, ColumnTransformer)
+
+
+def is_classifier(model: Any) -> bool:
+    from sklearn.base import is_classifier as sk_is_classifier
+
+    return bool(sk_is_classifier(model))
+
+
+def convert(model: Any, columns: list[Column], precision: str) -> Converted:
+    """Convert ``model`` with inputs typed per column, then pack them one input per dtype."""
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType, StringTensorType
+
+    number = FloatTensorType if precision == "float32" else DoubleTensorType
+    if takes_columns(model):
+        initial = [(c.name, number([None, 1]) if c.kind == "numeric" else StringTensorType([None, 1])) for c in columns]
+        per_input = [[c.name] for c in columns]
+    else:
+        kinds = {c.kind for c in columns}
+        if len(kinds) > 1:
+            mixed = ", ".join(f"{c.name} ({c.kind})" for c in columns)
+            raise ConversionError(
+                f"the model takes numeric and string columns without a ColumnTransformer in front ({mixed}); "
+                "put a ColumnTransformer first so each column is routed by name"
+            )
+        kind = kinds.pop()
+        initial = [("X", (number if kind == "numeric" else StringTensorType)([None, len(columns)]))]
+        per_input = [[c.name for c in columns]]
+    options = {id(final_estimator(model)): {"zipmap": False}} if is_classifier(model) else None
+    try:
+        onx = to_onnx(model, initial_types=initial, options=options, target_opset=TARGET_OPSET)
+    except Exception as exc:  # skl2onnx raises bare RuntimeError/ValueError/TypeError/NotImplementedError
+        raise ConversionError(f"skl2onnx could not convert {type(model).__name__} at {precision}: {exc}") from exc
+    if len(onx.graph.input) != len(per_input):
+        # skl2onnx drops inputs that nothing reads; map the survivors back by their sanitised names.
+        raise ConversionError(
+            f"converted graph has {len(onx.graph.input)} inputs for {len(per_input)} columns; "
+            "drop unused columns from the model before logging it"
+        )
+    onx, slots, onnx_inputs = pack(onx, per_input)
+    _normalise(onx)
+    return Converted(
+        onnx=onx,
+        precision=precision,
+        slots=slots,
+        onnx_inputs=onnx_inputs,
+        outputs=[o.name for o in onx.graph.output],
+    )
+
+
+def _normalise(onx: Any) -> None:
+    """Fixed metadata, so the same model always serialises to the same bytes."""
+    onx.doc_string = ""
+    onx.graph.doc_string = ""
+    onx.graph.name = "edgepack"
+    onx.domain = "edgepack"
+    onx.model_version = 1
+    del onx.metadata_props[:]

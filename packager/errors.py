@@ -1,0 +1,71 @@
+"""The one exception tree of the build side.
+
+Every error names what was wrong and what was expected instead; errors from MLflow,
+skops, skl2onnx and onnxruntime are translated where they are caught, ``from`` the original.
+"""
+
+from __future__ import annotations
+
+from runtime.errors import EdgeError
+
+
+class PackagerError(EdgeError):
+    """Root of every error ``edgepack build`` raises on purpose."""
+
+
+class RegistryError(PackagerError):
+    """The registry cannot be reached, or the model URI does not resolve."""
+
+
+class ModelNotFoundError(RegistryError, LookupError):
+    """A model name, stage, alias or version does not exist; the message lists what does."""
+
+
+class ModelLoadError(PackagerError):
+    """The registered model's artifacts cannot be loaded."""
+
+
+class UntrustedTypesError(ModelLoadError):
+    """A skops-serialised model holds types that were not trusted when it was logged.
+
+    ``types`` lists them.
+    """
+
+    def __init__(self, message: str, *, types: list[str]) -> None:
+        self.types = types
+        super().__init__(message)
+
+
+class UnsupportedFlavorError(ModelLoadError):
+    """The model has no flavor edgepack can convert (``sklearn`` or ``onnx``)."""
+
+
+class UnsupportedModelError(PackagerError):
+    """A step of the model cannot be converted, or is known to convert wrongly.
+
+    ``step`` is the step's path inside the model (``pre/cat/encode``), ``cls`` its class name.
+    """
+
+    def __init__(self, message: str, *, step: str | None = None, cls: str | None = None) -> None:
+        self.step = step
+        self.cls = cls
+        super().__init__(message)
+
+
+class ConversionError(PackagerError):
+    """skl2onnx or onnx failed on a model that passed the support checks."""
+
+
+class ReferenceDataError(PackagerError):
+    """The reference data cannot be read, or does not match the model's inputs."""
+
+
+class ParityError(PackagerError):
+    """The ONNX model does not answer like the original on the reference rows.
+
+    ``worst`` holds the worst rows (inputs, expected, got) for the report.
+    """
+
+    def __init__(self, message: str, *, worst: list[dict[str, object]] | None = None) -> None:
+        self.worst = worst or []
+        super().__init__(message)

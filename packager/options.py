@@ -1,0 +1,77 @@
+"""Build options and the build report."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildOptions:
+    """How a bundle is built. The defaults are what ``edgepack build`` uses."""
+
+    abs_tolerance: float | None = None
+    """Parity: largest absolute difference allowed (None: 1e-4 for classification, 1e-6 for regression)."""
+    rel_tolerance: float | None = None
+    """Parity: largest relative difference allowed (None: 1e-4)."""
+    precisions: tuple[str, ...] = ("float32", "float64")
+    """Precisions tried in order; the first that passes parity is shipped."""
+    synth_rows: int = 200
+    """Rows synthesised from the input example when no reference data is given."""
+    nan_probe_rows: int = 3
+    """Rows per numeric feature with that feature set to NaN, to prove (not assume) ``nullable``."""
+    max_reference_rows: int = 5000
+    """Reference data beyond this many rows is sampled down (deterministically)."""
+    golden_rows: int = 20
+    """Rows in golden.json (edge rows first)."""
+    histogram_bins: int = 10
+    """Bins of the baseline histograms."""
+    seed: int = 0
+    """Seed for synthesis and sampling: the same seed gives the same bundle."""
+    worst_rows: int = 5
+    """Rows shown when parity fails."""
+    target_column: str | None = None
+    """Regression: a column of the reference data holding the true target, for ``target_range``."""
+    allow_pickle: bool = True
+    """Load sklearn models saved as pickle/cloudpickle (this runs code from the registry; skops does not)."""
+    tag_registry: bool = True
+    """Tag the registry version with the bundle's sha256 and the edgepack version."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildReport:
+    """What ``build_bundle`` wrote."""
+
+    path: str
+    """Where the bundle is."""
+    sha256: str
+    """sha256 of the bundle file (also tagged on the registry version)."""
+    size: int
+    """Bundle size in bytes."""
+    model_name: str
+    """Registered model name."""
+    model_version: str
+    """The concrete registry version built from."""
+    requested_uri: str
+    """The URI asked for."""
+    resolved: dict[str, str] = field(default_factory=dict)
+    """``{"kind": "alias"|"stage"|"version"|"latest", "value": ...}``."""
+    flavor: str = "sklearn"
+    """MLflow flavor the model came in."""
+    task: str = "classification"
+    """``classification`` or ``regression``."""
+    precision: str = "float32"
+    """Precision that passed parity."""
+    parity: dict[str, Any] = field(default_factory=dict)
+    """The manifest's ``parity`` record."""
+    signed: bool = False
+    """True when ``manifest.sig`` was written."""
+    files: tuple[str, ...] = ()
+    """Archive entries besides the manifest and signature."""
+    tagged: bool = False
+    """True when provenance tags were written to the registry."""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["files"] = list(self.files)
+        return out

@@ -1,0 +1,215 @@
+"""Run the original model and the ONNX model on the same rows and compare what they answer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .convert import Column, Converted
+from .errors import ConversionError, ReferenceDataError
+
+
+@dataclass(frozen=True, kw_only=True)
+class Tolerance:
+    """``|v - w| <= abs`` or ``|v - w| <= rel * |v|`` (docs/bundle-format.md)."""
+
+    abs: float
+    """Absolute tolerance."""
+    rel: float
+    """Relative tolerance."""
+
+    def as_dict(self) -> dict[str, float]:
+        return {"abs": self.abs, "rel": self.rel}
+
+
+@dataclass(frozen=True)
+class Answers:
+    """What a model answered on a batch of rows."""
+
+    labels: Any = None
+    """Classification: labels in the original classes' type, shape (N,)."""
+    probabilities: Any = None
+    """Classification: (N, C) in classes order."""
+    prediction: Any = None
+    """Regression: (N,)."""
+
+    def values(self) -> Any:
+        import numpy as np
+
+        raw = self.probabilities if self.probabilities is not None else self.prediction
+        return np.asarray(raw, dtype=np.float64).reshape(len(raw), -1)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Per-row verdicts of one comparison."""
+
+    ok: Any
+    """bool (N,): the row's labels agree and every value is within tolerance."""
+    label_ok: Any
+    """bool (N,): labels agree (all True for regression)."""
+    abs_diff: Any
+    """float (N,): largest absolute difference in the row."""
+    rel_diff: Any
+    """float (N,): largest relative difference in the row."""
+
+
+def original_answers(model: Any, frame: Any, classification: bool) -> Answers:
+    """Run the sklearn model; its own errors (e.g. NaN it cannot take) propagate as ValueError."""
+    import numpy as np
+
+    if classification:
+        return Answers(labels=np.asarray(model.predict(frame)), probabilities=np.asarray(model.predict_proba(frame), dtype=np.float64))
+    return Answers(prediction=np.asarray(model.predict(frame), dtype=np.float64).reshape(len(frame)))
+
+
+def session(onnx_bytes: bytes) -> Any:
+    """An onnxruntime session pinned to one thread (the default spins on every host core)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(onnx_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own pybind exception types
+        raise ConversionError(f"onnxruntime {ort.__version__} cannot load the converted model: {exc}") from exc
+
+
+def feeds(frame: Any, columns: Sequence[Column], converted: Converted) -> dict[str, Any]:
+    """Packed input tensors for ``frame``: numbers as float32/float64 (NaN for missing), strings as object arrays."""
+    import numpy as np
+
+    arrays: dict[str, Any] = {}
+    for spec in converted.onnx_inputs:
+        dtype = spec["dtype"]
+        if dtype == "string":
+            arrays[spec["name"]] = np.empty((len(frame), spec["width"]), dtype=object)
+        else:
+            arrays[spec["name"]] = np.empty((len(frame), spec["width"]), dtype=np.dtype(dtype))
+    for col in columns:
+        slot = converted.slots[col.name]
+        series = frame[col.name]
+        if slot.dtype == "string":
+            arrays[slot.onnx_input][:, slot.slot] = np.asarray([str(v) for v in series.tolist()], dtype=object)
+        else:
+            arrays[slot.onnx_input][:, slot.slot] = series.to_numpy(dtype=np.float64, na_value=np.nan)
+    return arrays
+
+
+def onnx_answers(
+    sess: Any, frame: Any, columns: Sequence[Column], converted: Converted, classes: Sequence[Any] | None, label_values: Sequence[Any] | None
+) -> Answers:
+    import numpy as np
+
+    try:
+        outs = sess.run(None, feeds(frame, columns, converted))
+    except Exception as exc:
+        raise ConversionError(f"onnxruntime failed to run the converted model: {exc}") from exc
+    if classes is None:
+        return Answers(prediction=np.asarray(outs[0], dtype=np.float64).reshape(len(frame)))
+    to_class = {_key(v): c for v, c in zip(label_values or [], classes)}
+    raw = np.asarray(outs[0]).reshape(len(frame))
+    labels = np.empty(len(frame), dtype=object)
+    for i, value in enumerate(raw.tolist()):
+        labels[i] = to_class.get(_key(value), _Unmapped(value))
+    return Answers(labels=labels, probabilities=np.asarray(outs[1], dtype=np.float64))
+
+
+class _Unmapped:
+    """An ONNX label that maps to no class: never equal to anything."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __eq__(self, other: object) -> bool:
+        return False
+
+    def __hash__(self) -> int:
+        return hash(repr(self.value))
+
+    def __repr__(self) -> str:
+        return f"<unmapped ONNX label {self.value!r}>"
+
+
+def _key(value: Any) -> Any:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def compare(expected: Answers, got: Answers, tol: Tolerance) -> Comparison:
+    import numpy as np
+
+    v, w = expected.values(), got.values()
+    if v.shape != w.shape:
+        raise ConversionError(f"ONNX output has shape {w.shape}, the original model's has {v.shape}")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        diff = np.abs(v - w)
+        both_nan = np.isnan(v) & np.isnan(w)
+        diff = np.where(both_nan, 0.0, diff)
+        diff = np.where(np.isnan(diff), np.inf, diff)
+        within = (diff <= tol.abs) | (diff <= tol.rel * np.abs(v))
+        rel = np.where(diff == 0, 0.0, diff / np.maximum(np.abs(v), 1e-300))
+    if expected.labels is not None:
+        label_ok = np.asarray([a == b for a, b in zip(expected.labels.tolist(), got.labels.tolist())], dtype=bool)
+    else:
+        label_ok = np.ones(len(v), dtype=bool)
+    return Comparison(
+        ok=label_ok & within.all(axis=1),
+        label_ok=label_ok,
+        abs_diff=diff.max(axis=1) if diff.size else np.zeros(len(v)),
+        rel_diff=rel.max(axis=1) if rel.size else np.zeros(len(v)),
+    )
+
+
+def worst_rows(frame: Any, expected: Answers, got: Answers, cmp: Comparison, limit: int) -> list[dict[str, Any]]:
+    """The rows that disagree most: label mismatches first, then by absolute difference."""
+    import numpy as np
+
+    order = np.lexsort((-cmp.abs_diff, cmp.label_ok))
+    rows = []
+    for i in order[:limit].tolist():
+        if cmp.ok[i]:
+            break
+        entry: dict[str, Any] = {"row": i, "inputs": _jsonable(frame.iloc[i].to_dict()), "abs_diff": float(cmp.abs_diff[i])}
+        if expected.labels is not None:
+            entry["expected_label"] = _jsonable(expected.labels[i])
+            entry["onnx_label"] = repr(got.labels[i]) if isinstance(got.labels[i], _Unmapped) else _jsonable(got.labels[i])
+        entry["expected"] = [float(x) for x in expected.values()[i]]
+        entry["onnx"] = [float(x) for x in got.values()[i]]
+        rows.append(entry)
+    return rows
+
+
+def _jsonable(value: Any) -> Any:
+    import math
+
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def check_original_runs(model: Any, frame: Any, classification: bool) -> Answers:
+    try:
+        return original_answers(model, frame, classification)
+    except Exception as exc:
+        raise ReferenceDataError(
+            f"the original model fails on the reference rows ({type(exc).__name__}: {exc}); "
+            "expected rows the model was trained on"
+        ) from exc
+
+
+def describe_failure(precision: str, frame: Any, expected: Answers, got: Answers, cmp: Comparison, tol: Tolerance, limit: int) -> tuple[str, list[dict[str, Any]]]:
+    worst = worst_rows(frame, expected, got, cmp, limit)
+    bad = int((~cmp.ok).sum())
+    msg = (
+        f"{precision}: {bad} of {len(cmp.ok)} rows disagree "
+        f"({int((~cmp.label_ok).sum())} labels; max abs diff {float(cmp.abs_diff.max()):.3g}, "
+        f"tolerance abs {tol.abs:g} / rel {tol.rel:g})"
+    )
+    return msg, worst
+

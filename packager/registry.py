@@ -1,0 +1,302 @@
+"""The MLflow side: resolve a model URI once, download that version, load it, tag it.
+
+Every MLflow call goes through here, so MLflow's exceptions are translated in one place.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from .errors import (
+    ModelLoadError,
+    ModelNotFoundError,
+    RegistryError,
+    UnsupportedFlavorError,
+    UntrustedTypesError,
+)
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+SUPPORTED_FLAVORS = ("sklearn", "onnx")
+TAG_SHA256 = "edgepack.bundle_sha256"
+TAG_VERSION = "edgepack.version"
+
+_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<ref>[^/]+))/?$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResolvedModel:
+    """One concrete registry version, as resolved from the URI the user asked for."""
+
+    name: str
+    """Registered model name."""
+    version: str
+    """The concrete version every later step uses."""
+    run_id: str | None
+    """The run that logged the version, when known."""
+    requested_uri: str
+    """The URI as given (``models:/n@alias``, ``models:/n/Production``, ``models:/n/3``)."""
+    kind: str
+    """How the URI named the version: ``alias``, ``stage``, ``version`` or ``latest``."""
+    value: str
+    """The alias, stage or version string from the URI."""
+    registry_uri: str
+    """The registry URI with any credentials removed."""
+    created_at: int | None
+    """Registry creation time of the version, ms since the epoch."""
+    tracking_uri: str = field(repr=False)
+    """The registry URI as used (may hold credentials; never written to a bundle)."""
+
+    @property
+    def concrete_uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadedModel:
+    """A downloaded registry model: the object to convert plus what MLflow logged with it."""
+
+    flavor: str
+    """``sklearn`` or ``onnx``."""
+    model: Any
+    """The sklearn estimator, or the ``onnx.ModelProto`` (external data loaded in)."""
+    input_example: Any
+    """The logged input example as a pandas DataFrame, or ``None``."""
+    signature_columns: list[tuple[str, str]] | None
+    """``(name, mlflow type)`` per column of the logged input signature, when it has named columns."""
+
+
+def tracking_uri_from(explicit: str | None) -> str:
+    """``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the working directory."""
+    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def redact(uri: str) -> str:
+    """Drop ``user:password@`` from a URI so it can go into a manifest."""
+    parts = urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+def _client(tracking_uri: str) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def _versions(client: Any, name: str) -> list[Any]:
+    escaped = name.replace("'", "\\'")
+    versions = client.search_model_versions(filter_string=f"name = '{escaped}'")
+    return sorted(versions, key=lambda mv: int(mv.version))
+
+
+def resolve(model_uri: str, tracking_uri: str) -> ResolvedModel:
+    """Resolve ``model_uri`` to exactly one registered version (once; every later step uses it)."""
+    from mlflow.exceptions import MlflowException
+
+    match = _URI.match(model_uri)
+    if match is None:
+        raise RegistryError(
+            f"cannot read model URI {model_uri!r}; expected models:/NAME/STAGE, models:/NAME@ALIAS "
+            "or models:/NAME/VERSION (e.g. models:/fire-risk/Production, models:/fire-risk@champion, models:/fire-risk/3)"
+        )
+    name, alias, ref = match["name"], match["alias"], match["ref"]
+    client = _client(tracking_uri)
+    try:
+        try:
+            registered = client.get_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            names = sorted(rm.name for rm in client.search_registered_models())
+            raise ModelNotFoundError(
+                f"no registered model named {name!r} in {redact(tracking_uri)}; "
+                f"registered models: {', '.join(names) if names else '(none)'}"
+            ) from exc
+        versions = _versions(client, name)
+        if alias is not None:
+            kind, value = "alias", alias
+            aliases = dict(registered.aliases or {})
+            if alias not in aliases:
+                listed = ", ".join(f"@{a} -> {v}" for a, v in sorted(aliases.items())) or "(none)"
+                raise ModelNotFoundError(f"model {name!r} has no alias {alias!r}; its aliases: {listed}")
+            version = str(aliases[alias])
+        elif ref is not None and ref.isdigit():
+            kind, value, version = "version", ref, ref
+            if version not in {mv.version for mv in versions}:
+                listed = ", ".join(mv.version for mv in versions) or "(none)"
+                raise ModelNotFoundError(f"model {name!r} has no version {version}; its versions: {listed}")
+        elif ref is not None and ref.lower() == "latest":
+            kind, value = "latest", ref
+            if not versions:
+                raise ModelNotFoundError(f"model {name!r} has no versions")
+            version = versions[-1].version
+        else:
+            kind, value = "stage", str(ref)
+            in_stage = [mv for mv in versions if (mv.current_stage or "").lower() == value.lower()]
+            if not in_stage:
+                stages = sorted(
+                    {f"{mv.current_stage} (version {mv.version})" for mv in versions if mv.current_stage not in (None, "None")}
+                )
+                raise ModelNotFoundError(
+                    f"model {name!r} has no version in stage {value!r}; stages in use: "
+                    f"{', '.join(stages) if stages else '(none)'}; aliases: "
+                    f"{', '.join('@' + a for a in sorted(registered.aliases or {})) or '(none)'}"
+                )
+            version = in_stage[-1].version
+        mv = client.get_model_version(name, version)
+    except MlflowException as exc:
+        raise RegistryError(f"registry {redact(tracking_uri)} failed while resolving {model_uri!r}: {exc.message}") from exc
+    return ResolvedModel(
+        name=name,
+        version=str(mv.version),
+        run_id=mv.run_id or None,
+        requested_uri=model_uri,
+        kind=kind,
+        value=value,
+        registry_uri=redact(tracking_uri),
+        created_at=int(mv.creation_timestamp) if mv.creation_timestamp is not None else None,
+        tracking_uri=tracking_uri,
+    )
+
+
+def download(resolved: ResolvedModel, directory: str | os.PathLike[str]) -> Path:
+    """Download the artifacts of exactly ``resolved.version`` (never the alias or stage again)."""
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    try:
+        # Not download_artifacts("models:/name/version", tracking_uri=...): MLflow 3.17 builds a
+        # client from the process-wide tracking URI there, ignoring the one passed in. Ask the
+        # registry for the version's concrete artifact location instead.
+        location = _client(resolved.tracking_uri).get_model_version_download_uri(resolved.name, resolved.version)
+        local = mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(directory))
+    except (MlflowException, OSError) as exc:
+        raise RegistryError(f"cannot download the artifacts of {resolved.concrete_uri}: {exc}") from exc
+    return Path(local)
+
+
+def load(model_dir: str | os.PathLike[str], *, allow_pickle: bool = True) -> LoadedModel:
+    """Load the model in an MLflow model directory (``MLmodel`` + artifacts)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import Model
+
+    path = Path(model_dir)
+    try:
+        meta = Model.load(str(path))
+    except (MlflowException, OSError) as exc:
+        raise ModelLoadError(f"{path} is not an MLflow model directory (no readable MLmodel): {exc}") from exc
+    flavors = meta.flavors or {}
+    if "sklearn" in flavors:
+        model = _load_sklearn(path, flavors["sklearn"], allow_pickle=allow_pickle)
+        flavor = "sklearn"
+    elif "onnx" in flavors:
+        model = _load_onnx(path, flavors["onnx"])
+        flavor = "onnx"
+    else:
+        raise UnsupportedFlavorError(
+            f"the model has flavors {', '.join(sorted(flavors)) or '(none)'}; edgepack converts "
+            f"{' or '.join(SUPPORTED_FLAVORS)} models (log it with mlflow.sklearn.log_model or mlflow.onnx.log_model)"
+        )
+    example = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            example = meta.load_input_example(str(path))
+    except Exception as exc:  # MLflow raises a variety of errors for odd examples
+        raise ModelLoadError(f"cannot read the logged input example: {exc}") from exc
+    example = _as_frame(example)
+    columns = None
+    schema = meta.get_input_schema()
+    if schema is not None and schema.has_input_names() and not schema.is_tensor_spec():
+        columns = [(col.name, str(col.type)) for col in schema.inputs]
+    return LoadedModel(flavor=flavor, model=model, input_example=example, signature_columns=columns)
+
+
+def _as_frame(example: Any) -> Any:
+    import pandas as pd
+
+    if example is None or isinstance(example, pd.DataFrame):
+        return example
+    if isinstance(example, dict):
+        return pd.DataFrame(example)
+    return pd.DataFrame(example)
+
+
+def _load_sklearn(path: Path, conf: dict[str, Any], *, allow_pickle: bool) -> Any:
+    data = path / conf.get("pickled_model", "model.pkl")
+    fmt = conf.get("serialization_format", "pickle")
+    if fmt == "skops":
+        import skops.io
+
+        trusted = list(conf.get("skops_trusted_types") or [])
+        try:
+            untrusted = [t for t in skops.io.get_untrusted_types(file=data) if t not in trusted]
+        except Exception as exc:
+            raise ModelLoadError(f"cannot read skops file {data.name}: {exc}") from exc
+        if untrusted:
+            raise UntrustedTypesError(
+                f"the skops model holds types that were not trusted when it was logged: {', '.join(untrusted)}; "
+                "review them, then log the model again with "
+                f"mlflow.sklearn.log_model(..., skops_trusted_types={untrusted!r})",
+                types=untrusted,
+            )
+        try:
+            return skops.io.load(data, trusted=trusted or None)
+        except Exception as exc:
+            raise ModelLoadError(f"cannot load skops file {data.name}: {exc}") from exc
+    if fmt in ("pickle", "cloudpickle"):
+        if not allow_pickle:
+            raise ModelLoadError(
+                f"the model is saved as {fmt}, and loading pickles was disabled (BuildOptions.allow_pickle=False); "
+                "log it with serialization_format='skops' instead"
+            )
+        try:
+            with data.open("rb") as fh:
+                if fmt == "cloudpickle":
+                    import cloudpickle
+
+                    return cloudpickle.load(fh)
+                return pickle.load(fh)
+        except Exception as exc:
+            raise ModelLoadError(f"cannot unpickle {data.name}: {exc}") from exc
+    raise ModelLoadError(f"unknown sklearn serialization_format {fmt!r}; expected skops, pickle or cloudpickle")
+
+
+def _load_onnx(path: Path, conf: dict[str, Any]) -> Any:
+    import onnx
+
+    data = path / conf.get("data", "model.onnx")
+    try:
+        # Loads external tensor files from the same directory, so the whole directory is needed.
+        return onnx.load(str(data), load_external_data=True)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load ONNX model {data.name} (external data included): {exc}") from exc
+
+
+def tag_provenance(resolved: ResolvedModel, *, sha256: str, edgepack_version: str) -> None:
+    """Record on the registry version which bundle was built from it."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(resolved.tracking_uri)
+    try:
+        client.set_model_version_tag(resolved.name, resolved.version, TAG_SHA256, sha256)
+        client.set_model_version_tag(resolved.name, resolved.version, TAG_VERSION, edgepack_version)
+    except MlflowException as exc:
+        raise RegistryError(
+            f"the bundle was written, but tagging {resolved.concrete_uri} with its sha256 failed: {exc.message}"
+        ) from exc
+
+
+ResolveHook = Callable[[ResolvedModel], None]
