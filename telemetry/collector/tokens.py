@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import secrets
@@ -29,6 +30,7 @@ FORMAT = "edgepack-tokens"
 VERSION = 1
 DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 TOKEN_PREFIX = "ept_"
+logger = logging.getLogger("edgepack.collector")
 
 
 def digest(token: str) -> str:
@@ -132,6 +134,7 @@ class TokenStore:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._signature = self._stat()
+        self._broken: tuple[int, int, int] | None = None
         self._digests = self._load()
 
     def _stat(self) -> tuple[int, int, int] | None:
@@ -146,14 +149,20 @@ class TokenStore:
 
     def _refresh(self) -> None:
         signature = self._stat()
-        if signature == self._signature or signature is None:
+        if signature is None or signature in (self._signature, self._broken):
             return
         with self._lock:
+            if signature in (self._signature, self._broken):
+                return
             try:
                 self._digests = self._load()
-            except TokenError:
+            except TokenError as exc:
+                # Remember the bad version so it is reported once, not on every request.
+                self._broken = signature
+                logger.warning("%s; keeping the previous tokens", exc)
                 return
             self._signature = signature
+            logger.info("tokens file %s reloaded: %d device(s)", self.path, len(self._digests))
 
     @property
     def devices(self) -> list[str]:
