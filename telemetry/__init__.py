@@ -1,1 +1,32 @@
 """Device side: durable prediction buffer and the sync service that sends it home."""
+
+from .buffer import Buffer, BufferOptions, BufferStats
+from .errors import (
+    BufferClosedError,
+    BufferFormatError,
+    FlushTimeout,
+    OptionsError,
+    RecordError,
+    StorageError,
+    SyncConfigError,
+    TelemetryError,
+)
+from .sync import BatchReport, SyncOptions, SyncResult, SyncService
+
+__all__ = [
+    "Buffer",
+    "BufferOptions",
+    "BufferStats",
+    "SyncService",
+    "SyncOptions",
+    "SyncResult",
+    "BatchReport",
+    "TelemetryError",
+    "RecordError",
+    "BufferClosedError",
+    "BufferFormatError",
+    "StorageError",
+    "FlushTimeout",
+    "OptionsError",
+    "SyncConfigError",
+]

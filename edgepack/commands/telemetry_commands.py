@@ -1,7 +1,86 @@
-"""Subcommands: telemetry_commands."""
+"""Subcommands: ``edgepack sync`` (device side: send the telemetry buffer home)."""
 
 from __future__ import annotations
 
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
 import click
 
-COMMANDS: list[click.Command] = []
+EXIT_UNAUTHORIZED = 3
+EXIT_UNAVAILABLE = 4
+EXIT_REJECTED = 5
+
+
+@click.command()
+@click.option("--db", "db_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The telemetry buffer the app records into (SQLite file).")
+@click.option("--endpoint", required=True, help="Collector base URL, e.g. http://collector:8787.")
+@click.option("--token-file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="File holding this device's bearer token (plain text).")
+@click.option("--once", is_flag=True, help="Drain the buffer once and exit instead of running as a service.")
+@click.option("--interval", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="Seconds between rounds once the buffer is drained (service mode).")
+@click.option("--batch-size", type=click.IntRange(1, 5000), default=1000, show_default=True, help="Records per batch.")
+@click.option("--deadline", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+              help="Overall seconds one request may take.")
+def sync(db_path: Path, endpoint: str, token_file: Path, once: bool, interval: float, batch_size: int, deadline: float) -> None:
+    """Send the predictions buffered in --db to the collector, exactly once.
+
+    Runs until SIGTERM/SIGINT (finishing the request in flight), or with --once until the
+    buffer is drained. Exit status: 0 ok, 1 buffer error, 2 usage, 3 token refused,
+    4 collector unavailable (--once), 5 endpoint refused the request.
+    """
+    import telemetry
+
+    token = token_file.read_text(encoding="utf-8").strip()
+    if not token:
+        raise click.UsageError(f"--token-file {token_file} is empty; expected the device token issued by `edgepack token add`")
+    if not db_path.exists():
+        raise click.UsageError(f"--db {db_path} does not exist; expected the telemetry buffer the app records into")
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, request_stop)
+
+    interactive = once and sys.stderr.isatty()
+    logging.basicConfig(
+        level=logging.WARNING if interactive else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per batch is ours
+    options = telemetry.SyncOptions(batch_size=batch_size, request_deadline=deadline, interval=interval)
+    try:
+        with telemetry.Buffer(db_path, create=False) as buffer:
+            if interactive:
+                with click.progressbar(length=buffer.pending(), label="syncing", file=sys.stderr) as bar:
+                    with telemetry.SyncService(buffer, endpoint, token=token, options=options,
+                                               on_batch=lambda report: bar.update(report.records)) as service:
+                        result = service.sync_once(stop)
+            else:
+                with telemetry.SyncService(buffer, endpoint, token=token, options=options) as service:
+                    result = service.sync_once(stop) if once else service.run(stop)
+    except telemetry.SyncConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    except telemetry.TelemetryError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"{result.stopped}: sent {result.sent} records in {result.batches} batches "
+        f"(accepted {result.accepted}, duplicates {result.duplicates}), dead-lettered {result.dead_lettered}, "
+        f"retries {result.retries}"
+    )
+    if result.error:
+        click.echo(f"error: {result.error}", err=True)
+    codes = {"unauthorized": EXIT_UNAUTHORIZED, "unavailable": EXIT_UNAVAILABLE, "rejected": EXIT_REJECTED}
+    sys.exit(codes.get(result.stopped, 0))
+
+
+COMMANDS: list[click.Command] = [sync]

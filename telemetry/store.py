@@ -1,0 +1,324 @@
+"""The SQLite file behind a buffer: schema, transactions, and the cross-process write lock.
+
+Only the buffer's writer thread touches a ``Store``: one connection per buffer.
+
+Why a lock file as well as SQLite's own locks: the bundled SQLite (3.40.1) predates the
+WAL-reset fix of 3.51.3. That race needs a checkpoint running while *another* connection
+commits the transaction that restarts the WAL. ``edgepack sync`` deletes delivered rows
+from its own process while the application keeps recording in another, so two connections
+do write the same WAL. Every write transaction here (its automatic checkpoint runs inside
+the commit) and the final close (which may checkpoint) hold an exclusive ``flock`` on
+``<db>-lock``; with every writer and checkpointer serialised by it, a checkpoint can never
+overlap another connection's commit, whichever process they live in. Readers take no
+lock: the race is between writers and checkpointers only. Both sides may checkpoint, so
+the WAL stays bounded even when only one of them runs. The lock is held for a group
+commit (milliseconds), never across a network request.
+
+SQLite errors are translated into ``telemetry.errors`` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import crashpoint
+from .errors import BufferFormatError, StorageError
+
+
+def _import_sqlite_utils():  # type: ignore[no-untyped-def]
+    # sqlite-utils imports pandas at import time when it is installed (0.45 s, 140 MB);
+    # a device must not pay that. A None entry in sys.modules makes that import fail
+    # fast, and sqlite-utils then runs without its optional pandas support. Only done
+    # when pandas is not already loaded (then masking would gain nothing), and undone
+    # right after, so an application importing pandas later still can.
+    if "sqlite_utils" in sys.modules or "pandas" in sys.modules:
+        import sqlite_utils
+
+        return sqlite_utils
+    sys.modules["pandas"] = None  # type: ignore[assignment]
+    try:
+        import sqlite_utils
+    finally:
+        if sys.modules.get("pandas", 0) is None:
+            del sys.modules["pandas"]
+    return sqlite_utils
+
+
+sqlite_utils = _import_sqlite_utils()
+
+SCHEMA_VERSION = 1
+"""Bumped with every schema change; older files are migrated on open, newer ones refused."""
+
+APPLICATION_ID = 0x45504B42
+"""``PRAGMA application_id`` of a buffer file ("EPKB"), so a wrong ``--db`` is caught."""
+
+ROW_OVERHEAD = 96
+"""Bytes counted per record on top of its payload: uuid, timestamp, row and index slack."""
+
+_SCHEMA = f"""
+CREATE TABLE records (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    uuid TEXT NOT NULL,
+    ts REAL NOT NULL,
+    model TEXT NOT NULL,
+    version TEXT NOT NULL,
+    bundle_sha256 TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    size INTEGER NOT NULL
+);
+CREATE TABLE dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    uuid TEXT NOT NULL,
+    ts REAL NOT NULL,
+    model TEXT NOT NULL,
+    version TEXT NOT NULL,
+    bundle_sha256 TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    batch_id TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE TABLE counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO counters (name, value) VALUES
+    ('recorded', 0), ('delivered', 0), ('dropped', 0), ('sampled_out', 0),
+    ('dead_lettered', 0), ('stored_bytes', 0);
+PRAGMA application_id = {APPLICATION_ID};
+PRAGMA user_version = {SCHEMA_VERSION};
+"""
+
+COUNTERS = ("recorded", "delivered", "dropped", "sampled_out", "dead_lettered", "stored_bytes")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StoredRecord:
+    """One pending record as read back from the file."""
+
+    rowid: int
+    """Local row id (AUTOINCREMENT: never reused)."""
+    id: str
+    """The record's UUID, its identity at the collector forever."""
+    ts: float
+    """Unix seconds (UTC) when ``record()`` was called."""
+    model: str
+    """Model name."""
+    version: str
+    """Model version."""
+    bundle_sha256: str
+    """SHA-256 of the bundle that made the prediction."""
+    payload: bytes
+    """``(inputs, outputs, flags)`` as packed by ``telemetry.encoding.pack``."""
+
+
+Row = tuple[str, float, str, str, str, bytes, int]
+"""A record ready to insert: (uuid, ts, model, version, bundle_sha256, payload, size).
+A plain tuple because the writer builds one per record on the hot path."""
+
+
+class Store:
+    """One SQLite connection to a buffer file, with its schema checked or created."""
+
+    def __init__(self, path: Path, *, synchronous: str, busy_timeout: float, create: bool) -> None:
+        self.path = path
+        if not create and not path.exists():
+            raise BufferFormatError(f"no telemetry buffer at {path}: the file does not exist (expected the --db of the recording app)")
+        self._lock_fd = os.open(f"{path}-lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            # isolation_level=None: transactions are explicit (db.atomic), never implicit.
+            conn = sqlite3.connect(str(path), timeout=busy_timeout, isolation_level=None)
+        except sqlite3.Error as exc:
+            os.close(self._lock_fd)
+            raise StorageError(f"cannot open telemetry buffer {path}: {exc}") from exc
+        self.db = sqlite_utils.Database(conn, execute_plugins=False, recursive_triggers=False)
+        try:
+            with self._write_lock():
+                self._prepare(synchronous, create)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            os.close(self._lock_fd)
+            raise BufferFormatError(f"{path} is not a usable SQLite database ({exc}); expected an edgepack telemetry buffer") from exc
+        except BaseException:
+            conn.close()
+            os.close(self._lock_fd)
+            raise
+
+    def _prepare(self, synchronous: str, create: bool) -> None:
+        db = self.db
+        application_id = db.execute("PRAGMA application_id").fetchone()[0]
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        tables = db.table_names()
+        if application_id != APPLICATION_ID and tables:
+            raise BufferFormatError(
+                f"{self.path} is a SQLite database but not an edgepack telemetry buffer "
+                f"(tables: {', '.join(sorted(tables)[:5])}); point --db at the file the app records into"
+            )
+        if version > SCHEMA_VERSION:
+            raise BufferFormatError(
+                f"{self.path} has buffer schema version {version}, newer than this edgepack "
+                f"understands (up to {SCHEMA_VERSION}); upgrade edgepack on this device"
+            )
+        db.enable_wal()
+        db.execute(f"PRAGMA synchronous = {synchronous}")
+        # Truncate the WAL after checkpoints so a burst does not leave a large file behind.
+        db.execute("PRAGMA journal_size_limit = 4194304")
+        if not tables:
+            if not create:
+                raise BufferFormatError(f"{self.path} is empty, not a telemetry buffer")
+            with db.atomic():
+                for statement in _SCHEMA.strip().split(";\n"):
+                    if statement.strip():
+                        db.execute(statement)
+        # Migrations from older schema versions go here (none yet: version 1 is the first).
+
+    @contextlib.contextmanager
+    def _write_lock(self) -> Iterator[None]:
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        try:
+            with self._write_lock(), self.db.atomic():
+                yield self.db.conn
+        except sqlite3.Error as exc:
+            raise StorageError(f"writing telemetry buffer {self.path} failed: {exc}") from exc
+
+    def _add(self, conn: sqlite3.Connection, deltas: dict[str, int]) -> None:
+        conn.executemany(
+            "UPDATE counters SET value = value + ? WHERE name = ?",
+            [(delta, name) for name, delta in deltas.items() if delta],
+        )
+
+    def insert(
+        self,
+        rows: Sequence[Row],
+        *,
+        accepted: int,
+        sampled_out: int,
+        lost: int,
+        max_bytes: int | None,
+        drop_oldest: bool,
+    ) -> None:
+        """Store ``rows`` in one transaction and account for everything else that happened.
+
+        ``accepted`` counts every ``record()`` call this group stands for, ``sampled_out``
+        those skipped by sampling, ``lost`` those refused earlier because the in-memory
+        queue was full. With ``max_bytes``, either the oldest rows make room (``drop_oldest``)
+        or rows that do not fit are not stored; both are counted as dropped.
+        """
+        with self._transaction() as conn:
+            dropped = lost
+            stored = conn.execute("SELECT value FROM counters WHERE name = 'stored_bytes'").fetchone()[0]
+            if max_bytes is not None and not drop_oldest:
+                kept = []
+                for row in rows:
+                    if stored + row[6] <= max_bytes:
+                        kept.append(row)
+                        stored += row[6]
+                    else:
+                        dropped += 1
+                rows = kept
+            else:
+                stored += sum(row[6] for row in rows)
+            conn.executemany(
+                "INSERT INTO records (uuid, ts, model, version, bundle_sha256, payload, size) VALUES (?, ?, ?, ?, ?, ?, ?)", rows
+            )
+            freed = 0
+            if max_bytes is not None and drop_oldest and stored > max_bytes:
+                count, freed = self._drop_oldest(conn, stored - max_bytes)
+                dropped += count
+            added = sum(row[6] for row in rows)
+            self._add(
+                conn,
+                {"recorded": accepted, "sampled_out": sampled_out, "dropped": dropped, "stored_bytes": added - freed},
+            )
+
+    def _drop_oldest(self, conn: sqlite3.Connection, excess: int) -> tuple[int, int]:
+        count = freed = 0
+        last = None
+        for rowid, size in conn.execute("SELECT id, size FROM records ORDER BY id"):
+            count += 1
+            freed += size
+            last = rowid
+            if freed >= excess:
+                break
+        if last is not None:
+            conn.execute("DELETE FROM records WHERE id <= ?", (last,))
+        return count, freed
+
+    def oldest(self, limit: int) -> list[StoredRecord]:
+        """The ``limit`` oldest pending records, oldest first."""
+        try:
+            cursor = self.db.execute(
+                "SELECT id, uuid, ts, model, version, bundle_sha256, payload FROM records ORDER BY id LIMIT ?", [limit]
+            )
+            return [
+                StoredRecord(rowid=r[0], id=r[1], ts=r[2], model=r[3], version=r[4], bundle_sha256=r[5], payload=r[6])
+                for r in cursor.fetchall()
+            ]
+        except sqlite3.Error as exc:
+            raise StorageError(f"reading telemetry buffer {self.path} failed: {exc}") from exc
+
+    def delete(self, rowids: Sequence[int]) -> int:
+        """Delete delivered rows in one transaction; returns how many were still there.
+
+        Rows already gone (dropped by ``max_bytes`` while their batch was in flight, or
+        acknowledged by a concurrent sync) are not counted again: every row is counted
+        exactly once, by the way it left the table.
+        """
+        ids = json.dumps([int(rowid) for rowid in rowids])
+        with self._transaction() as conn:
+            count, size = conn.execute(
+                "SELECT count(*), coalesce(sum(size), 0) FROM records WHERE id IN (SELECT value FROM json_each(?))", (ids,)
+            ).fetchone()
+            conn.execute("DELETE FROM records WHERE id IN (SELECT value FROM json_each(?))", (ids,))
+            self._add(conn, {"delivered": count, "stored_bytes": -size})
+            crashpoint.reach("during_delete")
+        return int(count)
+
+    def dead_letter(self, rowids: Sequence[int], *, batch_id: str, status: int, reason: str) -> int:
+        """Move rows to ``dead_letters`` (kept for inspection, never resent); returns how many moved."""
+        ids = json.dumps([int(rowid) for rowid in rowids])
+        with self._transaction() as conn:
+            count, size = conn.execute(
+                "SELECT count(*), coalesce(sum(size), 0) FROM records WHERE id IN (SELECT value FROM json_each(?))", (ids,)
+            ).fetchone()
+            conn.execute(
+                "INSERT INTO dead_letters (uuid, ts, model, version, bundle_sha256, payload, batch_id, status, reason) "
+                "SELECT uuid, ts, model, version, bundle_sha256, payload, ?, ?, ? FROM records "
+                "WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
+                (batch_id, status, reason, ids),
+            )
+            conn.execute("DELETE FROM records WHERE id IN (SELECT value FROM json_each(?))", (ids,))
+            self._add(conn, {"dead_lettered": count, "stored_bytes": -size})
+        return int(count)
+
+    def counters(self) -> dict[str, int]:
+        """Every persistent counter, plus ``pending`` (rows waiting to be sent)."""
+        try:
+            values = dict(self.db.execute("SELECT name, value FROM counters").fetchall())
+            values["pending"] = self.db.execute("SELECT count(*) FROM records").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise StorageError(f"reading telemetry buffer {self.path} failed: {exc}") from exc
+        return {name: int(values.get(name, 0)) for name in (*COUNTERS, "pending")}
+
+    def close(self) -> None:
+        """Close the connection (under the write lock: closing may checkpoint the WAL)."""
+        try:
+            with self._write_lock():
+                self.db.close()
+        finally:
+            os.close(self._lock_fd)

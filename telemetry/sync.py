@@ -1,0 +1,457 @@
+"""The sync service: sends the buffer's oldest records home, exactly once, in batches.
+
+Each round takes the oldest pending records (``batch_size``, cut at ``max_batch_bytes``
+of JSON), gzips them into one ``POST /v1/batches`` with the device's bearer token, and
+deletes them locally only after a 2xx, in one transaction. The ``batch_id`` is the
+SHA-256 of the sorted record ids, so a resend after a crash carries the same id; the
+collector stores each (device, record id) once, so a resend stores nothing twice.
+
+What each answer does:
+
+* 2xx: delete the batch's records.
+* 413: split the batch in halves and send each; a single record that is still too large
+  is dead-lettered (it can never be sent).
+* 400 / 422: the collector will never accept this batch: move it to the dead-letter
+  table, count it (the count travels with the next batches), go on with the rest.
+* 401 / 403: stop, keep everything, report the token problem.
+* 415: resend without gzip (the collector does not take it) and keep it off.
+* 408, 425, 429, 5xx, timeouts, connection errors: wait with full-jitter exponential
+  backoff (``backoff_base`` doubling up to ``backoff_cap``), or the ``Retry-After`` the
+  collector asked for if longer (also bounded by the cap), and resend.
+* anything else (404, 3xx...): stop, keep everything, report that the endpoint looks wrong.
+
+Every request has an overall deadline (``request_deadline``): the request runs on a
+helper thread and is abandoned if it has not answered by then (httpx's own per-phase
+timeouts, set to the same value, end the abandoned thread soon after).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import gzip
+import hashlib
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+
+from . import crashpoint
+from .buffer import Buffer
+from .encoding import to_json, unpack
+from .errors import OptionsError, SyncConfigError
+from .store import StoredRecord
+
+log = logging.getLogger("telemetry.sync")
+
+COLLECTOR_MAX_RECORDS = 5000
+"""The collector refuses batches with more records than this (the HTTP contract)."""
+
+_TRANSIENT = frozenset({408, 425, 429})
+
+StopReason = Literal["drained", "stop_requested", "unavailable", "unauthorized", "rejected"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyncOptions:
+    """How the sync service batches, sends and retries."""
+
+    batch_size: int = 1000
+    """Most records per batch (the collector accepts at most 5000)."""
+    max_batch_bytes: int = 4 * 1024 * 1024
+    """Most JSON bytes of records per batch before gzip (the collector takes 8 MiB as
+    sent and 32 MiB decompressed); a single larger record is still sent alone."""
+    gzip: bool = True
+    """Send bodies with ``Content-Encoding: gzip``."""
+    request_deadline: float = 30.0
+    """Overall seconds one request may take, connect to last byte."""
+    backoff_base: float = 1.0
+    """Seconds of the first backoff window; it doubles with each consecutive failure."""
+    backoff_cap: float = 300.0
+    """Longest wait between attempts, in seconds (also bounds ``Retry-After``)."""
+    max_attempts: int = 5
+    """Consecutive transient failures after which ``sync_once`` gives up with
+    ``stopped="unavailable"`` (``run`` waits and keeps trying)."""
+    interval: float = 30.0
+    """Seconds ``run`` waits between rounds once the buffer is drained."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.batch_size <= COLLECTOR_MAX_RECORDS:
+            raise OptionsError(f"batch_size={self.batch_size!r}: expected 1 to {COLLECTOR_MAX_RECORDS} records")
+        if self.max_batch_bytes < 1024:
+            raise OptionsError(f"max_batch_bytes={self.max_batch_bytes!r}: expected at least 1024 bytes")
+        if self.request_deadline <= 0 or self.backoff_base <= 0 or self.backoff_cap < self.backoff_base:
+            raise OptionsError("request_deadline and backoff_base must be > 0 seconds and backoff_cap >= backoff_base")
+        if self.max_attempts < 1 or self.interval < 0:
+            raise OptionsError("max_attempts must be at least 1 and interval >= 0 seconds")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchReport:
+    """What happened to one batch (passed to ``on_batch`` and logged)."""
+
+    batch_id: str
+    """SHA-256 of the batch's sorted record ids."""
+    records: int
+    """Records in the batch."""
+    status: int
+    """HTTP status of the final answer (0 when the record could not even be read)."""
+    accepted: int = 0
+    """Records newly stored by the collector."""
+    duplicates: int = 0
+    """Records the collector already had (a resend)."""
+    dead_lettered: int = 0
+    """Records moved to the dead-letter table."""
+    seconds: float = 0.0
+    """Time from the first attempt to the final answer."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyncResult:
+    """The outcome of one ``sync_once`` (or of ``run`` when it returns)."""
+
+    stopped: StopReason
+    """Why sending stopped: ``drained`` (nothing left), ``stop_requested``, ``unavailable``
+    (collector unreachable after ``max_attempts``), ``unauthorized`` (401/403: token),
+    ``rejected`` (an answer that means the endpoint is wrong)."""
+    batches: int = 0
+    """Batches acknowledged by the collector."""
+    sent: int = 0
+    """Records acknowledged by the collector (accepted + duplicates) and deleted here."""
+    accepted: int = 0
+    """Records newly stored by the collector."""
+    duplicates: int = 0
+    """Records the collector already had."""
+    dead_lettered: int = 0
+    """Records moved to the dead-letter table."""
+    retries: int = 0
+    """Requests that failed transiently and were retried (or given up on)."""
+    error: str | None = None
+    """What went wrong and what to do, when ``stopped`` is not ``drained``/``stop_requested``."""
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing is wrong with the configuration or the collector."""
+        return self.stopped in ("drained", "stop_requested")
+
+
+@dataclass
+class _Tally:
+    batches: int = 0
+    sent: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    retries: int = 0
+    attempts: int = 0
+    stop: StopReason | None = None
+    error: str | None = None
+
+    def result(self, stopped: StopReason) -> SyncResult:
+        return SyncResult(
+            stopped=stopped, batches=self.batches, sent=self.sent, accepted=self.accepted,
+            duplicates=self.duplicates, dead_lettered=self.dead_lettered, retries=self.retries, error=self.error,
+        )
+
+
+@dataclass(frozen=True)
+class _Item:
+    rowid: int
+    id: str
+    json: str
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int | None  # None: no HTTP answer (timeout, connection error)
+    body: Any = None
+    retry_after: float | None = None
+    problem: str = ""
+
+
+class SyncService:
+    """Sends a buffer's records to a collector.
+
+    ``client`` lets tests and applications supply their own ``httpx.Client`` (fault
+    injection through ``httpx.MockTransport``, proxies, TLS settings); ``sleep`` and
+    ``rng`` make backoff testable without waiting (``sleep`` receives each delay).
+    ``on_batch`` is called after every batch with a ``BatchReport``.
+    """
+
+    def __init__(
+        self,
+        buffer: Buffer,
+        endpoint: str,
+        *,
+        token: str,
+        client: httpx.Client | None = None,
+        options: SyncOptions | None = None,
+        sleep: Callable[[float], None] | None = None,
+        rng: Callable[[], float] = random.random,
+        on_batch: Callable[[BatchReport], None] | None = None,
+    ) -> None:
+        self.buffer = buffer
+        self.options = options or SyncOptions()
+        self.endpoint = _check_endpoint(endpoint)
+        self.url = self.endpoint + "/v1/batches"
+        token = token.strip() if isinstance(token, str) else token
+        if not isinstance(token, str) or not token or any(c.isspace() for c in token):
+            raise SyncConfigError("the device token must be a non-empty string without spaces (the content of --token-file)")
+        self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        self._client = client or httpx.Client()
+        self._owns_client = client is None
+        self._sleep = sleep
+        self._rng = rng
+        self._on_batch = on_batch
+        self._gzip = self.options.gzip
+        self._failures = 0  # consecutive transient failures, across rounds (drives backoff)
+
+    # -- public ---------------------------------------------------------------------------
+
+    def sync_once(self, stop_event: threading.Event | None = None) -> SyncResult:
+        """Send batches until the buffer is drained or something stops it."""
+        tally = _Tally()
+        stop_event = stop_event or threading.Event()
+        while tally.stop is None:
+            if stop_event.is_set():
+                tally.stop = "stop_requested"
+                break
+            records = self.buffer.oldest(self.options.batch_size)
+            if not records:
+                tally.stop = "drained"
+                break
+            items = self._encode(records, tally)
+            if items:
+                self._deliver(items, tally, stop_event)
+        return tally.result(tally.stop)
+
+    def run(self, stop_event: threading.Event) -> SyncResult:
+        """Sync until ``stop_event`` is set, or until the collector refuses the configuration.
+
+        Between rounds it waits ``interval`` (drained) or the backoff delay (unavailable);
+        a set ``stop_event`` ends the wait at once, and a request in flight is finished first.
+        """
+        while True:
+            result = self.sync_once(stop_event)
+            if result.stopped in ("unauthorized", "rejected", "stop_requested"):
+                return result
+            delay = self.options.interval if result.stopped == "drained" else self._backoff(None)
+            if self._wait(delay, stop_event):
+                return SyncResult(stopped="stop_requested")
+
+    def close(self) -> None:
+        """Close the HTTP client if this service created it."""
+        if self._owns_client:
+            self._client.close()
+
+    def __enter__(self) -> SyncService:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- batches --------------------------------------------------------------------------
+
+    def _encode(self, records: Sequence[StoredRecord], tally: _Tally) -> list[_Item]:
+        items: list[_Item] = []
+        unreadable: list[int] = []
+        size = 0
+        for record in records:
+            try:
+                inputs, outputs, flags = unpack(record.payload)
+            except (ValueError, EOFError, TypeError) as exc:
+                log.error("record %s is unreadable (%s); moving it to the dead-letter table", record.id, exc)
+                unreadable.append(record.rowid)
+                continue
+            text = to_json({
+                "id": record.id, "ts": record.ts, "model": record.model, "version": record.version,
+                "bundle_sha256": record.bundle_sha256, "inputs": inputs, "outputs": outputs, "flags": list(flags),
+            })
+            if items and size + len(text) > self.options.max_batch_bytes:
+                break
+            items.append(_Item(record.rowid, record.id, text))
+            size += len(text)
+        if unreadable:
+            moved = self.buffer.dead_letter(unreadable, batch_id="", status=0, reason="stored payload unreadable")
+            tally.dead_lettered += moved
+        return items
+
+    def _deliver(self, items: list[_Item], tally: _Tally, stop_event: threading.Event) -> None:
+        """Send one batch, splitting on 413; sets ``tally.stop`` when sending must stop."""
+        batch_id = hashlib.sha256("\n".join(sorted(item.id for item in items)).encode()).hexdigest()
+        started = time.monotonic()
+        while True:
+            answer = self._post(batch_id, items)
+            status = answer.status
+            if status is not None and 200 <= status < 300:
+                self._failures = 0
+                self._acknowledge(batch_id, items, answer, tally, started)
+                return
+            if status == 413:
+                if len(items) > 1:
+                    log.info("batch %s: collector says too large (413); splitting %d records", batch_id[:12], len(items))
+                    half = len(items) // 2
+                    for part in (items[:half], items[half:]):
+                        self._deliver(part, tally, stop_event)
+                        if tally.stop is not None:
+                            return
+                    return
+                self._dead_letter(batch_id, items, 413, f"a single record is over the collector's size limit: {answer.problem}", tally, started)
+                return
+            if status in (400, 422):
+                self._dead_letter(batch_id, items, status, answer.problem, tally, started)
+                return
+            if status in (401, 403):
+                tally.stop = "unauthorized"
+                tally.error = (
+                    f"the collector at {self.endpoint} refused this device's token ({status}: {answer.problem}); "
+                    "check the --token-file content against the token `edgepack token add` issued for this device. "
+                    "No records were deleted."
+                )
+                log.error("%s", tally.error)
+                return
+            if status == 415 and self._gzip:
+                log.warning("collector does not accept gzip (415: %s); sending uncompressed from now on", answer.problem)
+                self._gzip = False
+                continue
+            if status is None or status in _TRANSIENT or status >= 500:
+                tally.retries += 1
+                tally.attempts += 1
+                self._failures += 1
+                what = answer.problem if status is None else f"{status}: {answer.problem}"
+                if tally.attempts >= self.options.max_attempts:
+                    tally.stop = "unavailable"
+                    tally.error = f"the collector at {self.endpoint} is unavailable ({what}) after {tally.attempts} attempts; records are kept for the next round"
+                    log.warning("%s", tally.error)
+                    return
+                delay = self._backoff(answer.retry_after)
+                log.warning("batch %s: %s; retrying in %.1f s", batch_id[:12], what, delay)
+                if self._wait(delay, stop_event):
+                    tally.stop = "stop_requested"
+                    return
+                continue
+            tally.stop = "rejected"
+            tally.error = (
+                f"the collector answered {status} to POST {self.url} ({answer.problem}); "
+                "expected 200: check --endpoint (the collector's base URL, e.g. http://host:8787). No records were deleted."
+            )
+            log.error("%s", tally.error)
+            return
+
+    def _acknowledge(self, batch_id: str, items: list[_Item], answer: _Answer, tally: _Tally, started: float) -> None:
+        crashpoint.reach("after_response")
+        self.buffer.acknowledge([item.rowid for item in items])
+        body = answer.body if isinstance(answer.body, dict) else {}
+        accepted, duplicates = body.get("accepted"), body.get("duplicates")
+        if not isinstance(accepted, int) or not isinstance(duplicates, int):
+            log.warning("batch %s: collector answered %s without accepted/duplicates counts", batch_id[:12], answer.status)
+            accepted, duplicates = len(items), 0
+        tally.batches += 1
+        tally.sent += len(items)
+        tally.accepted += accepted
+        tally.duplicates += duplicates
+        report = BatchReport(
+            batch_id=batch_id, records=len(items), status=answer.status or 0, accepted=accepted,
+            duplicates=duplicates, seconds=time.monotonic() - started,
+        )
+        log.info(
+            "batch %s: %d records sent, %d accepted, %d duplicates (%.2f s)",
+            batch_id[:12], report.records, accepted, duplicates, report.seconds,
+        )
+        if self._on_batch is not None:
+            self._on_batch(report)
+
+    def _dead_letter(self, batch_id: str, items: list[_Item], status: int, problem: str, tally: _Tally, started: float) -> None:
+        moved = self.buffer.dead_letter([item.rowid for item in items], batch_id=batch_id, status=status, reason=problem)
+        tally.dead_lettered += moved
+        log.error("batch %s: collector refused it (%d: %s); %d records moved to the dead-letter table", batch_id[:12], status, problem, moved)
+        if self._on_batch is not None:
+            self._on_batch(BatchReport(batch_id=batch_id, records=len(items), status=status, dead_lettered=moved,
+                                       seconds=time.monotonic() - started))
+
+    # -- HTTP -----------------------------------------------------------------------------
+
+    def _post(self, batch_id: str, items: list[_Item]) -> _Answer:
+        counters = self.buffer.counters()
+        body = (
+            f'{{"batch_id":"{batch_id}","records":[{",".join(item.json for item in items)}],'
+            f'"counters":{to_json(counters)}}}'
+        ).encode("ascii")
+        headers = dict(self._headers)
+        if self._gzip:
+            body = gzip.compress(body, compresslevel=5, mtime=0)
+            headers["Content-Encoding"] = "gzip"
+        deadline = self.options.request_deadline
+        outcome: list[Any] = []
+
+        def send() -> None:
+            try:
+                outcome.append(self._client.post(self.url, content=body, headers=headers, timeout=httpx.Timeout(deadline)))
+            except httpx.HTTPError as exc:
+                outcome.append(exc)
+            except Exception as exc:  # noqa: BLE001 - a faulty transport must not kill the service
+                outcome.append(exc)
+
+        crashpoint.reach("before_request")
+        worker = threading.Thread(target=send, name="edgepack-sync-request", daemon=True)
+        worker.start()
+        worker.join(deadline)
+        if worker.is_alive() or not outcome:
+            return _Answer(None, problem=f"no answer within the {deadline:g} s request deadline")
+        response = outcome[0]
+        if isinstance(response, httpx.TimeoutException):
+            return _Answer(None, problem=f"timed out ({type(response).__name__})")
+        if isinstance(response, Exception):
+            return _Answer(None, problem=f"{type(response).__name__}: {response}")
+        try:
+            parsed = response.json()
+        except ValueError:
+            parsed = None
+        problem = parsed.get("error", "") if isinstance(parsed, dict) else response.text[:200]
+        return _Answer(response.status_code, parsed, _retry_after(response.headers.get("Retry-After")), str(problem))
+
+    # -- waiting --------------------------------------------------------------------------
+
+    def _backoff(self, retry_after: float | None) -> float:
+        opts = self.options
+        window = min(opts.backoff_cap, opts.backoff_base * 2 ** max(0, self._failures - 1))
+        delay = self._rng() * window  # full jitter: spreads a fleet coming back online
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        return min(delay, opts.backoff_cap)
+
+    def _wait(self, delay: float, stop_event: threading.Event) -> bool:
+        """Wait ``delay`` seconds; True if ``stop_event`` was set meanwhile."""
+        if self._sleep is not None:
+            self._sleep(delay)
+            return stop_event.is_set()
+        return stop_event.wait(delay)
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _check_endpoint(endpoint: str) -> str:
+    try:
+        url = httpx.URL(endpoint)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise SyncConfigError(f"endpoint {endpoint!r} is not a URL ({exc}); expected e.g. http://collector:8787") from exc
+    if url.scheme not in ("http", "https") or not url.host:
+        raise SyncConfigError(f"endpoint {endpoint!r}: expected an http:// or https:// URL with a host, e.g. http://collector:8787")
+    return str(endpoint).rstrip("/")
