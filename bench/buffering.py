@@ -1,0 +1,326 @@
+"""Telemetry costs: ``Buffer.record`` rate against raw batched sqlite3 inserts of the same rows,
+end-to-end sync to a real collector on loopback, and the extra cost per prediction."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .figures import Figure, error_figure, set_ratios, timing_figure
+from .inference import native_rows
+from .options import BenchOptions
+from .timing import interleave
+from .zoo import ModelCase
+
+POWER = 'Buffer.record durability="power"'
+PROCESS = 'Buffer.record durability="process"'
+RAW = "raw sqlite3 executemany"
+SYNC = "SyncService.sync_once to collector"
+WITHOUT = "predict(dict) without telemetry"
+WITH = "predict(dict) with telemetry"
+OVERHEAD = "telemetry cost per prediction"
+RAW_BATCH = 1_000
+START_TIMEOUT = 60.0
+LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
+FAKE_SHA = "0" * 64
+
+
+def _record_rows(case: ModelCase, count: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Input rows of the case (cycled up to ``count``) and a matching output for each."""
+    rows = native_rows(case.frame, min(count, len(case.frame)))
+    outputs = [{"prediction": i % 3, "probabilities": {"0": 0.2, "1": 0.5, "2": 0.3}} for i in range(len(rows))]
+    return rows, outputs
+
+
+def _fill(buffer: Any, case: ModelCase, rows: list[dict[str, Any]], outputs: list[dict[str, Any]], count: int) -> None:
+    record = buffer.record
+    size = len(rows)
+    for i in range(count):
+        record(model=case.registered_name or case.name, version="1", bundle_sha256=FAKE_SHA, inputs=rows[i % size], outputs=outputs[i % size], flags=[])
+
+
+def _raw_insert(path: Path, case: ModelCase, rows: list[dict[str, Any]], outputs: list[dict[str, Any]], count: int) -> None:
+    """The ceiling: one connection, WAL + synchronous=FULL, a transaction per 1,000 rows, each
+    row given a UUID, a timestamp and JSON text, as any durable queue must."""
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")
+        connection.execute(
+            "CREATE TABLE records (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, ts REAL, model TEXT,"
+            " version TEXT, bundle_sha256 TEXT, inputs TEXT, outputs TEXT, flags TEXT)"
+        )
+        name = case.registered_name or case.name
+        size = len(rows)
+        dumps = json.dumps
+        for begin in range(0, count, RAW_BATCH):
+            batch = [
+                (str(uuid.uuid4()), time.time(), name, "1", FAKE_SHA, dumps(rows[i % size]), dumps(outputs[i % size]), "[]")
+                for i in range(begin, min(begin + RAW_BATCH, count))
+            ]
+            connection.execute("BEGIN")
+            connection.executemany(
+                "INSERT INTO records (id, ts, model, version, bundle_sha256, inputs, outputs, flags) VALUES (?,?,?,?,?,?,?,?)",
+                batch,
+            )
+            connection.execute("COMMIT")
+    finally:
+        connection.close()
+
+
+def measure_record_rate(case: ModelCase, options: BenchOptions, workdir: Path) -> list[Figure]:
+    """Records per second, each round a fresh database per path, paths alternating."""
+    import telemetry
+
+    count = options.record_count
+    rows, outputs = _record_rows(case, count)
+    seconds: dict[str, list[float]] = {POWER: [], PROCESS: [], RAW: []}
+    errors: dict[str, str] = {}
+    if not hasattr(telemetry, "Buffer"):
+        errors[POWER] = errors[PROCESS] = "n/a (not available: telemetry.Buffer)"
+    counter = iter(range(1_000_000))
+
+    def buffered(durability: str) -> float:
+        path = workdir / f"record-{durability}-{next(counter)}.db"
+        buffer = telemetry.Buffer(path, durability=durability)
+        try:
+            start = time.perf_counter()
+            _fill(buffer, case, rows, outputs, count)
+            buffer.flush()
+            elapsed = time.perf_counter() - start
+            pending = buffer.pending()
+        finally:
+            buffer.close()
+        if pending != count:
+            raise RuntimeError(f"buffer holds {pending} records after flush, expected {count}")
+        return elapsed
+
+    def raw() -> float:
+        path = workdir / f"record-raw-{next(counter)}.db"
+        start = time.perf_counter()
+        _raw_insert(path, case, rows, outputs, count)
+        return time.perf_counter() - start
+
+    runs = {POWER: lambda: buffered("power"), PROCESS: lambda: buffered("process"), RAW: raw}
+    order = list(runs)
+    for round_index in range(options.record_rounds):
+        shift = round_index % len(order)
+        for name in order[shift:] + order[:shift]:
+            if name in errors:
+                continue
+            try:
+                seconds[name].append(runs[name]())
+            except Exception as exc:  # noqa: BLE001
+                errors[name] = f"{type(exc).__name__}: {exc}"
+    figures = []
+    notes = {
+        POWER: f"{count:,} records of {len(rows[0])} inputs per round, then flush(); WAL + synchronous=FULL",
+        PROCESS: f"{count:,} records per round, then flush(); survives a process crash, not power loss",
+        RAW: f"same rows, JSON + UUID per row, {RAW_BATCH:,} rows per transaction, WAL + synchronous=FULL (the ceiling)",
+    }
+    for name in (POWER, PROCESS, RAW):
+        if name in errors or not seconds[name]:
+            figures.append(error_figure(section="telemetry", path=name, unit="records/s", error=errors.get(name, "not measured")))
+        else:
+            figures.append(
+                timing_figure(section="telemetry", path=name, seconds=seconds[name], unit="records/s", per_call_units=count, note=notes[name])
+            )
+    set_ratios(figures, RAW)
+    return figures
+
+
+class Collector:
+    """``edgepack collector`` in a subprocess on a free loopback port, with one device token."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.db = directory / "collector.db"
+        self.tokens = directory / "tokens.json"
+        self.log_path = directory / "collector.log"
+        self.token = self._cli("token", "add", "bench-device", "--tokens", str(self.tokens)).strip().splitlines()[-1].strip()
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [*self._base(), "collector", "--db", str(self.db), "--tokens", str(self.tokens), "--host", "127.0.0.1", "--port", "0"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.url = self._wait_until_listening()
+
+    @staticmethod
+    def _base() -> list[str]:
+        return [sys.executable, "-c", "from edgepack.cli import main; main()"]
+
+    def _cli(self, *args: str) -> str:
+        completed = subprocess.run([*self._base(), *args], capture_output=True, text=True, timeout=120)
+        if completed.returncode != 0:
+            raise RuntimeError(f"edgepack {' '.join(args[:2])} failed: {completed.stderr.strip()[-300:]}")
+        return completed.stdout
+
+    def _wait_until_listening(self) -> str:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"collector exited with {self.process.returncode}: {self.log_path.read_text()[-300:]}")
+            match = LISTENING.search(self.log_path.read_text("utf-8", "replace"))
+            if match:
+                url = f"http://127.0.0.1:{match.group(1)}"
+                try:
+                    if httpx.get(f"{url}/healthz", timeout=2.0).status_code == 200:
+                        return url
+                except httpx.TransportError:
+                    pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"collector not healthy after {START_TIMEOUT:.0f} s")
+            time.sleep(0.05)
+
+    def stored(self) -> int:
+        response = httpx.get(f"{self.url}/v1/stats", headers={"Authorization": f"Bearer {self.token}"}, timeout=10.0)
+        response.raise_for_status()
+        return int(response.json()["records"])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@contextmanager
+def running_collector(directory: Path) -> Iterator[Collector]:
+    collector = Collector(directory)
+    try:
+        yield collector
+    finally:
+        collector.stop()
+
+
+def measure_sync(case: ModelCase, options: BenchOptions, workdir: Path) -> list[Figure]:
+    """Records per second from a filled buffer to the collector's store, end to end: the
+    clock runs from the first ``sync_once`` until the buffer is empty."""
+    import telemetry
+
+    if not hasattr(telemetry, "Buffer") or not hasattr(telemetry, "SyncService"):
+        return [error_figure(section="telemetry", path=SYNC, unit="records/s", error="n/a (not available: telemetry.Buffer / telemetry.SyncService)")]
+    count = options.sync_records
+    rows, outputs = _record_rows(case, count)
+    seconds: list[float] = []
+    try:
+        with running_collector(workdir / "collector") as collector:
+            for round_index in range(options.sync_rounds):
+                buffer = telemetry.Buffer(workdir / f"sync-{round_index}.db", durability="process")
+                try:
+                    _fill(buffer, case, rows, outputs, count)
+                    buffer.flush()
+                    before = collector.stored()
+                    service = telemetry.SyncService(buffer, collector.url, token=collector.token)
+                    start = time.perf_counter()
+                    # Generous bound: a service that sends nothing must not hang the benchmark.
+                    for _ in range(count + 10):
+                        service.sync_once()
+                        if buffer.pending() == 0:
+                            break
+                    elapsed = time.perf_counter() - start
+                    left = buffer.pending()
+                    close = getattr(service, "close", None)
+                    if close is not None:
+                        close()
+                finally:
+                    buffer.close()
+                arrived = collector.stored() - before
+                if left or arrived != count:
+                    raise RuntimeError(f"after sync {left} records still pending and {arrived} of {count} stored")
+                seconds.append(elapsed)
+    except Exception as exc:  # noqa: BLE001
+        return [error_figure(section="telemetry", path=SYNC, unit="records/s", error=exc)]
+    return [
+        timing_figure(
+            section="telemetry",
+            path=SYNC,
+            seconds=seconds,
+            unit="records/s",
+            per_call_units=count,
+            note=f"{count:,} buffered records per round to `edgepack collector` on 127.0.0.1, until pending() == 0; stored count checked",
+        )
+    ]
+
+
+def measure_overhead(case: ModelCase, options: BenchOptions, workdir: Path) -> list[Figure]:
+    """``predict(dict)`` with ``telemetry=Buffer(durability="power")`` against without,
+    interleaved; the difference of medians is the cost telemetry adds to a prediction."""
+    import runtime
+    import telemetry
+
+    figures: list[Figure] = []
+    if case.bundle is None:
+        reason = f"n/a (no bundle: {case.bundle_error})"
+    elif not hasattr(runtime, "load"):
+        reason = "n/a (not available: runtime.load)"
+    elif not hasattr(telemetry, "Buffer"):
+        reason = "n/a (not available: telemetry.Buffer)"
+    else:
+        reason = ""
+    if reason:
+        return [error_figure(section="telemetry", path=p, unit="us", error=reason, model=case.name) for p in (WITHOUT, WITH, OVERHEAD)]
+    buffer = None
+    try:
+        buffer = telemetry.Buffer(workdir / "overhead.db", durability="power")
+        plain = runtime.load(str(case.bundle), threads=1)
+        recorded = runtime.load(str(case.bundle), threads=1, telemetry=buffer)
+        rows = native_rows(case.frame, 16)
+        a, b = iter(range(10**12)), iter(range(10**12))
+        timings = interleave(
+            {
+                WITHOUT: lambda: plain.predict(rows[next(a) % 16]),
+                WITH: lambda: recorded.predict(rows[next(b) % 16]),
+            },
+            rounds=options.latency_rounds,
+            calls=options.latency_calls,
+            warmup=options.latency_warmup,
+        )
+        buffer.flush()
+    except Exception as exc:  # noqa: BLE001
+        return [error_figure(section="telemetry", path=p, unit="us", error=exc, model=case.name) for p in (WITHOUT, WITH, OVERHEAD)]
+    finally:
+        if buffer is not None:
+            try:
+                buffer.close()
+            except Exception:  # noqa: BLE001, S110 - closing after a failure must not hide it
+                pass
+    for name in (WITHOUT, WITH):
+        if name in timings.seconds:
+            figures.append(timing_figure(section="telemetry", path=name, seconds=timings.seconds[name], unit="us", model=case.name))
+        else:
+            figures.append(error_figure(section="telemetry", path=name, unit="us", error=timings.errors[name], model=case.name))
+    set_ratios(figures, WITHOUT)
+    if all(f.ok for f in figures):
+        without, with_ = figures
+        figures.append(
+            Figure(
+                section="telemetry",
+                path=OVERHEAD,
+                unit="us",
+                model=case.name,
+                median=(with_.median or 0.0) - (without.median or 0.0),
+                p99=(with_.p99 or 0.0) - (without.p99 or 0.0),
+                samples=min(without.samples, with_.samples),
+                note='difference of the two predict(dict) figures above (Buffer durability="power")',
+            )
+        )
+    else:
+        figures.append(error_figure(section="telemetry", path=OVERHEAD, unit="us", error="needs both predict figures", model=case.name))
+    return figures
+

@@ -1,0 +1,217 @@
+"""Fresh-process measurements: cold start (import to first prediction) and peak RSS, edgepack
+against ``mlflow.pyfunc.load_model`` from the registry. Each run is its own child process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .figures import Figure, error_figure, set_ratios, summarize
+from .inference import native_rows
+from .options import BenchOptions
+from .zoo import ModelCase
+
+EDGEPACK = "edgepack"
+PYFUNC = "mlflow.pyfunc"
+CHILD_TIMEOUT = 300.0
+MEMORY_BATCH = 1_000
+
+# Everything between the two clocks is what a user waits for; the stdlib modules imported
+# before the first clock are needed by the harness itself and are cheap.
+COLD_EDGEPACK = """
+import json, sys, time
+start = time.perf_counter()
+import runtime
+model = runtime.load(sys.argv[1], threads=1)
+model.predict(json.loads(sys.argv[2]))
+print(json.dumps({"seconds": time.perf_counter() - start}))
+"""
+
+COLD_PYFUNC = """
+import json, sys, time
+start = time.perf_counter()
+import mlflow.pyfunc
+import pandas as pd
+model = mlflow.pyfunc.load_model(sys.argv[1])
+model.predict(pd.DataFrame([json.loads(sys.argv[2])]))
+print(json.dumps({"seconds": time.perf_counter() - start}))
+"""
+
+MEMORY_EDGEPACK = """
+import json, resource, sys
+import numpy as np
+import runtime
+model = runtime.load(sys.argv[1], threads=1)
+data = np.load(sys.argv[2])
+columns = {name: (data[name].astype(object) if data[name].dtype.kind == "U" else data[name]) for name in json.loads(sys.argv[3])}
+total, batch, made = int(sys.argv[4]), int(sys.argv[5]), 0
+while made < total:
+    chunk = {name: values[made % len(values):][:batch] for name, values in columns.items()}
+    made += len(model.predict_batch(chunk)["prediction"])
+print(json.dumps({"maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "predictions": made}))
+"""
+
+MEMORY_PYFUNC = """
+import json, resource, sys
+import numpy as np
+import mlflow.pyfunc
+import pandas as pd
+model = mlflow.pyfunc.load_model(sys.argv[1])
+data = np.load(sys.argv[2])
+frame = pd.DataFrame({name: data[name] for name in json.loads(sys.argv[3])})
+total, batch, made = int(sys.argv[4]), int(sys.argv[5]), 0
+while made < total:
+    start = made % len(frame)
+    made += len(model.predict(frame.iloc[start:start + batch]))
+print(json.dumps({"maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "predictions": made}))
+"""
+
+
+def _run_child(script: str, args: list[str], *, cwd: Path) -> dict[str, Any]:
+    """Run ``script`` in a fresh interpreter; its last stdout line is a JSON object."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    env["PYTHONWARNINGS"] = "ignore"
+    completed = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=CHILD_TIMEOUT,
+    )
+    lines = [line for line in completed.stdout.splitlines() if line.strip()]
+    if completed.returncode != 0 or not lines:
+        tail = (completed.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"child exited with {completed.returncode}: {tail}")
+    return json.loads(lines[-1])
+
+
+def _edgepack_unavailable(case: ModelCase) -> str | None:
+    import runtime
+
+    if case.bundle is None:
+        return f"n/a (no bundle: {case.bundle_error})"
+    if not hasattr(runtime, "load"):
+        return "n/a (not available: runtime.load)"
+    return None
+
+
+def measure_cold_start(case: ModelCase, options: BenchOptions, workdir: Path) -> list[Figure]:
+    """Median over ``options.cold_runs`` fresh processes per path, alternating the two paths."""
+    row = json.dumps(native_rows(case.frame, 1)[0])
+    runs: dict[str, tuple[str, list[str]]] = {}
+    errors: dict[str, str] = {}
+    unavailable = _edgepack_unavailable(case)
+    if unavailable:
+        errors[EDGEPACK] = unavailable
+    else:
+        runs[EDGEPACK] = (COLD_EDGEPACK, [str(case.bundle), row])
+    if case.registry_error:
+        errors[PYFUNC] = f"n/a (model not registered: {case.registry_error})"
+    else:
+        runs[PYFUNC] = (COLD_PYFUNC, [case.model_uri, row])
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    walls: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(options.cold_runs):
+        for name, (script, args) in runs.items():
+            if name in errors:
+                continue
+            try:
+                began = time.perf_counter()
+                result = _run_child(script, args, cwd=workdir)
+                walls[name].append(time.perf_counter() - began)
+                seconds[name].append(float(result["seconds"]))
+            except Exception as exc:  # noqa: BLE001
+                errors[name] = f"{type(exc).__name__}: {exc}"
+    figures = []
+    for name in (EDGEPACK, PYFUNC):
+        if name in errors or not seconds.get(name):
+            figures.append(error_figure(section="cold_start", path=name, unit="s", error=errors.get(name, "not measured"), model=case.name))
+            continue
+        median, p99 = summarize(seconds[name])
+        wall, _ = summarize(walls[name])
+        what = "runtime.load + predict(dict)" if name == EDGEPACK else "mlflow.pyfunc.load_model(models:/...) + predict(1-row DataFrame)"
+        figures.append(
+            Figure(
+                section="cold_start",
+                path=name,
+                unit="s",
+                model=case.name,
+                median=median,
+                p99=p99,
+                samples=len(seconds[name]),
+                note=f"import to first prediction in a fresh process: {what}; whole process incl. interpreter start {wall:.3f} s (median)",
+            )
+        )
+    set_ratios(figures, PYFUNC)
+    return figures
+
+
+def _write_memory_data(case: ModelCase, workdir: Path) -> tuple[Path, list[str]]:
+    path = workdir / f"{case.name}-inputs.npz"
+    arrays: dict[str, np.ndarray] = {}
+    for name in case.frame.columns:
+        column = case.frame[name]
+        arrays[name] = column.to_numpy(dtype=np.float64) if name in case.numeric_columns else column.to_numpy(dtype=str)
+    # Column names may hold spaces or dots; npz keys are plain strings, so that is fine.
+    np.savez(path, **arrays)
+    return path, list(case.frame.columns)
+
+
+def measure_memory(case: ModelCase, options: BenchOptions, workdir: Path) -> list[Figure]:
+    """Peak RSS of a child that loaded the model and made ``options.memory_predictions``
+    predictions in batches of 1,000 rows; median over the cold-start run count (at most 3)."""
+    data, names = _write_memory_data(case, workdir)
+    args_tail = [str(data), json.dumps(names), str(options.memory_predictions), str(MEMORY_BATCH)]
+    runs: dict[str, tuple[str, list[str]]] = {}
+    errors: dict[str, str] = {}
+    unavailable = _edgepack_unavailable(case)
+    if unavailable:
+        errors[EDGEPACK] = unavailable
+    else:
+        runs[EDGEPACK] = (MEMORY_EDGEPACK, [str(case.bundle), *args_tail])
+    if case.registry_error:
+        errors[PYFUNC] = f"n/a (model not registered: {case.registry_error})"
+    else:
+        runs[PYFUNC] = (MEMORY_PYFUNC, [case.model_uri, *args_tail])
+    peaks: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(min(3, options.cold_runs)):
+        for name, (script, args) in runs.items():
+            if name in errors:
+                continue
+            try:
+                result = _run_child(script, args, cwd=workdir)
+                if int(result["predictions"]) < options.memory_predictions:
+                    raise RuntimeError(f"child made {result['predictions']} predictions, expected {options.memory_predictions}")
+                peaks[name].append(float(result["maxrss_kb"]) / 1024)
+            except Exception as exc:  # noqa: BLE001
+                errors[name] = f"{type(exc).__name__}: {exc}"
+    figures = []
+    for name in (EDGEPACK, PYFUNC):
+        if name in errors or not peaks.get(name):
+            figures.append(error_figure(section="memory", path=name, unit="MB", error=errors.get(name, "not measured"), model=case.name))
+            continue
+        median, p99 = summarize(peaks[name])
+        figures.append(
+            Figure(
+                section="memory",
+                path=name,
+                unit="MB",
+                model=case.name,
+                median=median,
+                p99=p99,
+                samples=len(peaks[name]),
+                note=f"peak RSS (ru_maxrss) after loading and {options.memory_predictions:,} predictions in batches of {MEMORY_BATCH:,}",
+            )
+        )
+    set_ratios(figures, PYFUNC)
+    return figures

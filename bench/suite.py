@@ -1,0 +1,147 @@
+"""One benchmark run: train, register and bundle the models, then measure every section."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Collection
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from . import buffering, footprint, inference, process
+from .figures import Figure, Report, error_figure
+from .options import BenchOptions
+from .targets import check_targets
+from .zoo import BUILDERS, ModelCase, Registry, build, train
+
+SECTIONS = ("latency", "throughput", "cold_start", "memory", "telemetry", "footprint")
+TELEMETRY_MODEL = "forest"
+REPO = Path(__file__).resolve().parents[1]
+VERSIONED = ("edgepack", "onnxruntime", "numpy", "scikit-learn", "skl2onnx", "onnx", "mlflow", "pandas", "sqlite-utils", "httpx", "protobuf")
+
+
+def environment() -> dict[str, Any]:
+    versions = {}
+    for name in VERSIONED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+        "versions": versions,
+    }
+
+
+def _guard(report: Report, section: str, what: str, fn: Callable[[], list[Figure]], model: str | None = None) -> None:
+    """Run one measurement; a crash becomes an error figure, never the end of the run."""
+    try:
+        report.figures.extend(fn())
+    except Exception as exc:  # noqa: BLE001
+        report.figures.append(error_figure(section=section, path=what, unit="", error=exc, model=model))
+
+
+def run_suite(
+    options: BenchOptions,
+    *,
+    sections: Collection[str] = SECTIONS,
+    workdir: Path | None = None,
+    log: Callable[[str], None] = lambda message: print(message, file=sys.stderr, flush=True),
+) -> Report:
+    """Run the benchmark sections in ``sections`` and return the report (never raises for a
+    failing measurement: the figure carries the error)."""
+    began = time.perf_counter()
+    report = Report(mode=options.mode, environment=environment(), started_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    with tempfile.TemporaryDirectory(prefix="edgepack-bench-", dir=workdir) as tmp:
+        root = Path(tmp)
+        cases = _prepare(options, root, report, log)
+        by_name = {case.name: case for case in cases}
+        if "footprint" in sections:
+            report.figures.extend(footprint.bundle_figures(cases))
+        if {"latency", "throughput"} & set(sections):
+            for case in cases:
+                log(f"[bench] loading the paths for {case.name}")
+                try:
+                    contenders = inference.Contenders(case)
+                except Exception as exc:  # noqa: BLE001
+                    for section in ("latency", "throughput"):
+                        report.figures.append(error_figure(section=section, path="all paths", unit="", error=exc, model=case.name))
+                    continue
+                if "latency" in sections:
+                    log(f"[bench] single-row latency: {case.name}")
+                    _guard(report, "latency", "all paths", lambda: inference.measure_latency(case, contenders, options), case.name)
+                if "throughput" in sections:
+                    log(f"[bench] batch throughput: {case.name}")
+                    _guard(report, "throughput", "all paths", lambda: inference.measure_throughput(case, contenders, options), case.name)
+                del contenders
+        for name in options.cold_models:
+            case = by_name.get(name)
+            if case is None:
+                continue
+            if "cold_start" in sections:
+                log(f"[bench] cold start: {name} ({options.cold_runs} runs per path)")
+                _guard(report, "cold_start", "all paths", lambda: process.measure_cold_start(case, options, root), name)
+            if "memory" in sections:
+                log(f"[bench] peak RSS: {name}")
+                _guard(report, "memory", "all paths", lambda: process.measure_memory(case, options, root), name)
+        if "telemetry" in sections and TELEMETRY_MODEL in by_name:
+            case = by_name[TELEMETRY_MODEL]
+            log("[bench] telemetry: record() rate")
+            _guard(report, "telemetry", "record rate", lambda: buffering.measure_record_rate(case, options, root))
+            log("[bench] telemetry: sync to a collector on loopback")
+            _guard(report, "telemetry", buffering.SYNC, lambda: buffering.measure_sync(case, options, root))
+            log("[bench] telemetry: cost per prediction")
+            _guard(report, "telemetry", buffering.OVERHEAD, lambda: buffering.measure_overhead(case, options, root), case.name)
+        if "footprint" in sections:
+            if options.footprint == "skip":
+                report.notes.append(f"Footprint of the device and build venvs skipped in {options.mode} mode (run the full mode, or pass --footprint device|all).")
+            else:
+                log(f"[bench] footprint: creating venvs ({options.footprint}); reuses pip's cache")
+                _guard(report, "footprint", "venvs", lambda: footprint.measure_venvs(REPO, root, build=options.footprint == "all"))
+    report.targets = check_targets(report, [case.name for case in cases])
+    report.environment["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    report.duration_s = time.perf_counter() - began
+    return report
+
+
+def _prepare(options: BenchOptions, root: Path, report: Report, log: Callable[[str], None]) -> list[ModelCase]:
+    cases: list[ModelCase] = []
+    for name in BUILDERS:
+        log(f"[bench] training {name} on {options.train_rows:,} rows")
+        try:
+            cases.append(train(name, options.train_rows))
+        except Exception as exc:  # noqa: BLE001
+            report.notes.append(f"training {name} failed: {type(exc).__name__}: {exc}")
+    log("[bench] registering the models in a temporary MLflow registry (SQLite)")
+    try:
+        registry = Registry(root / "registry")
+    except Exception as exc:  # noqa: BLE001
+        for case in cases:
+            case.registry_error = f"{type(exc).__name__}: {exc}"
+            case.bundle_error = "no registry"
+        return cases
+    bundles = root / "bundles"
+    bundles.mkdir()
+    for case in cases:
+        try:
+            registry.register(case)
+        except Exception as exc:  # noqa: BLE001
+            case.registry_error = f"{type(exc).__name__}: {exc}"
+            case.bundle_error = "model not registered"
+            continue
+        log(f"[bench] building the bundle for {case.name}")
+        build(case, registry, bundles)
+        if case.bundle_error:
+            report.notes.append(f"{case.name}: {case.bundle_error}")
+    for case in cases:
+        report.models[case.name] = {**case.details, "registered": case.model_uri if case.version else None, "bundle_error": case.bundle_error}
+    return cases

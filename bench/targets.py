@@ -1,0 +1,195 @@
+"""The goals from the issue, checked against the figures of the same run."""
+
+from __future__ import annotations
+
+from .buffering import OVERHEAD, POWER, SYNC
+from .figures import Figure, Report, Target
+from .footprint import BUILD, DEVICE
+from .inference import FLOOR, HANDMADE, PREDICT_DICT, PYFUNC
+from .process import EDGEPACK
+from .process import PYFUNC as COLD_PYFUNC
+
+RF_MODEL = "forest"
+
+
+def _median(figure: Figure | None) -> float | None:
+    return figure.median if figure is not None and figure.ok else None
+
+
+def _ratio(numerator: Figure | None, denominator: Figure | None) -> float | None:
+    top, bottom = _median(numerator), _median(denominator)
+    if top is None or bottom is None or bottom == 0:
+        return None
+    return top / bottom
+
+
+def _mark(target: Target, figure: Figure | None) -> Target:
+    if figure is not None:
+        figure.target = target.name
+        figure.verdict = target.verdict
+    return target
+
+
+def _missing(*figures: Figure | None) -> str:
+    parts = []
+    for figure in figures:
+        if figure is None:
+            parts.append("figure not measured in this run")
+        elif not figure.ok:
+            parts.append(f"{figure.path}: {figure.error}")
+    return "; ".join(parts)
+
+
+def check_targets(report: Report, models: list[str]) -> list[Target]:
+    """Every target whose figures belong to this run; n/a when one of them is missing."""
+    targets: list[Target] = []
+    for model in models:
+        edge = report.find("latency", PREDICT_DICT, model)
+        floor = report.find("latency", FLOOR, model)
+        if edge is None and floor is None:
+            continue
+        targets.append(
+            _mark(
+                Target(
+                    name=f"single_row_vs_floor[{model}]",
+                    description=f"predict(dict) single row within 1.5x of the bare-ORT floor ({model})",
+                    value=_ratio(edge, floor),
+                    threshold=1.5,
+                    comparison="<=",
+                    unit="x",
+                    detail=_missing(edge, floor) or "predict(dict) median / bare onnxruntime median",
+                ),
+                edge,
+            )
+        )
+    if RF_MODEL in models:
+        edge = report.find("latency", PREDICT_DICT, RF_MODEL)
+        handmade = report.find("latency", HANDMADE, RF_MODEL)
+        pyfunc = report.find("latency", PYFUNC, RF_MODEL)
+        targets.append(
+            _mark(
+                Target(
+                    name="single_row_vs_handmade[forest]",
+                    description="predict(dict) single row faster than the hand-made skl2onnx path (31 columns)",
+                    value=_ratio(edge, handmade),
+                    threshold=1.0,
+                    comparison="<=",
+                    unit="x",
+                    detail=_missing(edge, handmade) or "predict(dict) median / hand-made median",
+                ),
+                handmade,
+            )
+        )
+        targets.append(
+            _mark(
+                Target(
+                    name="single_row_vs_pyfunc[forest]",
+                    description="predict(dict) single row at least 100x faster than mlflow.pyfunc (RandomForest pipeline)",
+                    value=_ratio(pyfunc, edge),
+                    threshold=100.0,
+                    comparison=">=",
+                    unit="x",
+                    detail=_missing(pyfunc, edge) or "mlflow.pyfunc median / predict(dict) median",
+                ),
+                pyfunc,
+            )
+        )
+    for model in models:
+        edge = report.find("cold_start", EDGEPACK, model)
+        pyfunc = report.find("cold_start", COLD_PYFUNC, model)
+        if edge is None and pyfunc is None:
+            continue
+        targets.append(
+            _mark(
+                Target(
+                    name=f"cold_start_vs_pyfunc[{model}]",
+                    description=f"cold start at least 5x faster than mlflow.pyfunc ({model})",
+                    value=_ratio(pyfunc, edge),
+                    threshold=5.0,
+                    comparison=">=",
+                    unit="x",
+                    detail=_missing(pyfunc, edge) or "pyfunc median / edgepack median",
+                ),
+                pyfunc,
+            )
+        )
+        targets.append(
+            _mark(
+                Target(
+                    name=f"cold_start_under_half_second[{model}]",
+                    description=f"edgepack cold start under 0.5 s ({model})",
+                    value=_median(edge),
+                    threshold=0.5,
+                    comparison="<=",
+                    unit="s",
+                    detail=_missing(edge) or "median, import to first prediction",
+                ),
+                edge,
+            )
+        )
+    device = report.find("footprint", DEVICE)
+    build = report.find("footprint", BUILD)
+    if device is not None or build is not None:
+        targets.append(
+            _mark(
+                Target(
+                    name="device_env_vs_build_env",
+                    description="device environment at most a quarter of the build environment",
+                    value=_ratio(device, build),
+                    threshold=0.25,
+                    comparison="<=",
+                    unit="x",
+                    detail=_missing(device, build) or "device venv bytes / build venv bytes",
+                ),
+                device,
+            )
+        )
+    power = report.find("telemetry", POWER)
+    if power is not None:
+        targets.append(
+            _mark(
+                Target(
+                    name="record_rate_power",
+                    description='record() at least 100,000/s with durability="power"',
+                    value=_median(power),
+                    threshold=100_000.0,
+                    comparison=">=",
+                    unit="records/s",
+                    detail=_missing(power) or "median rate",
+                ),
+                power,
+            )
+        )
+    sync = report.find("telemetry", SYNC)
+    if sync is not None:
+        targets.append(
+            _mark(
+                Target(
+                    name="sync_rate",
+                    description="sync at least 25,000 records/s end to end",
+                    value=_median(sync),
+                    threshold=25_000.0,
+                    comparison=">=",
+                    unit="records/s",
+                    detail=_missing(sync) or "median rate",
+                ),
+                sync,
+            )
+        )
+    overhead = report.find("telemetry", OVERHEAD, RF_MODEL)
+    if overhead is not None:
+        targets.append(
+            _mark(
+                Target(
+                    name="telemetry_overhead[forest]",
+                    description="telemetry adds at most 10 µs per 31-feature prediction",
+                    value=_median(overhead),
+                    threshold=10.0,
+                    comparison="<=",
+                    unit="us",
+                    detail=_missing(overhead) or "difference of medians, predict(dict) with and without telemetry",
+                ),
+                overhead,
+            )
+        )
+    return targets
