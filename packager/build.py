@@ -34,7 +34,7 @@ from .reference import read_reference, select, synthesize, with_missing
 
 
 @dataclass
-class _Artifacts:
+class Artifacts:
     """Everything the sklearn or onnx path hands to the bundle writer."""
 
     onnx_bytes: bytes
@@ -83,7 +83,7 @@ def build_bundle(
         local = registry.download(resolved, tmp)
         loaded = registry.load(local, allow_pickle=options.allow_pickle)
     if loaded.flavor == "sklearn":
-        art = _from_sklearn(loaded, reference_data, options)
+        art = sklearn_artifacts(loaded, reference_data, options)
     else:
         from .onnx_flavor import from_onnx
 
@@ -156,7 +156,7 @@ def tolerance_for(classification: bool, options: BuildOptions) -> Tolerance:
     )
 
 
-def _manifest(resolved: registry.ResolvedModel, flavor: str, art: _Artifacts, version: str) -> dict[str, Any]:
+def _manifest(resolved: registry.ResolvedModel, flavor: str, art: Artifacts, version: str) -> dict[str, Any]:
     import onnx
 
     onx = art.converted.onnx
@@ -460,7 +460,7 @@ def input_entries(
     return entries
 
 
-def _from_sklearn(loaded: registry.LoadedModel, reference_data: Any, options: BuildOptions) -> _Artifacts:
+def sklearn_artifacts(loaded: registry.LoadedModel, reference_data: Any, options: BuildOptions) -> Artifacts:
     import sklearn
     import skl2onnx
 
@@ -501,7 +501,7 @@ def _from_sklearn(loaded: registry.LoadedModel, reference_data: Any, options: Bu
         target = read_reference(reference_data, [])[options.target_column] if options.target_column else None
         if target is not None:
             target_range = [float(target.min()), float(target.max())]
-    return _Artifacts(
+    return Artifacts(
         onnx_bytes=outcome.converted.onnx.SerializeToString(),
         converted=outcome.converted,
         columns=columns,

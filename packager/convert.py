@@ -113,6 +113,8 @@ def convert(model: Any, columns: list[Column], precision: str) -> Converted:
         initial = [("X", (number if kind == "numeric" else StringTensorType)([None, len(columns)]))]
         per_input = [[c.name for c in columns]]
     options = {id(final_estimator(model)): {"zipmap": False}} if is_classifier(model) else None
+    if precision == "float64":
+        model = _trees_in_float32(model)
     try:
         onx = to_onnx(model, initial_types=initial, options=options, target_opset=TARGET_OPSET)
     except Exception as exc:  # skl2onnx raises bare RuntimeError/ValueError/TypeError/NotImplementedError
@@ -132,6 +134,40 @@ def convert(model: Any, columns: list[Column], precision: str) -> Converted:
         onnx_inputs=onnx_inputs,
         outputs=[o.name for o in onx.graph.output],
     )
+
+
+_TREE_CLASSES = (
+    "DecisionTreeClassifier",
+    "DecisionTreeRegressor",
+    "RandomForestClassifier",
+    "RandomForestRegressor",
+    "ExtraTreesClassifier",
+    "ExtraTreesRegressor",
+    "GradientBoostingClassifier",
+    "GradientBoostingRegressor",
+    "HistGradientBoostingClassifier",
+    "HistGradientBoostingRegressor",
+)
+
+
+def _trees_in_float32(model: Any) -> Any:
+    """For the double-precision attempt: preprocessing in double, then a cast to float32
+    in front of a tree ensemble.
+
+    That is what scikit-learn itself does (trees cast X to float32), and ONNX tree operators
+    have no double version in onnxruntime (sklearn-onnx issue #1074).
+    """
+    import numpy as np
+    from sklearn.pipeline import Pipeline
+    from skl2onnx.sklapi import CastTransformer
+
+    final = final_estimator(model)
+    if type(final).__name__ not in _TREE_CLASSES:
+        return model
+    cast = ("edgepack_cast_float32", CastTransformer(dtype=np.float32))
+    if isinstance(model, Pipeline):
+        return Pipeline([*model.steps[:-1], cast, model.steps[-1]])
+    return Pipeline([cast, ("model", model)])
 
 
 def _normalise(onx: Any) -> None:

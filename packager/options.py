@@ -37,6 +37,20 @@ class BuildOptions:
     tag_registry: bool = True
     """Tag the registry version with the bundle's sha256 and the edgepack version."""
 
+    def __post_init__(self) -> None:
+        from .errors import PackagerError
+
+        for name in ("abs_tolerance", "rel_tolerance"):
+            value = getattr(self, name)
+            if value is not None and not value >= 0:
+                raise PackagerError(f"{name} is {value!r}; expected a number >= 0 (or None for the default)")
+        unknown = [p for p in self.precisions if p not in ("float32", "float64")]
+        if unknown or not self.precisions:
+            raise PackagerError(f"precisions {self.precisions!r}: expected a non-empty sequence of 'float32' and 'float64'")
+        for name in ("synth_rows", "golden_rows", "max_reference_rows", "histogram_bins"):
+            if getattr(self, name) < 1:
+                raise PackagerError(f"{name} is {getattr(self, name)}; expected at least 1")
+
 
 @dataclass(frozen=True, kw_only=True)
 class BuildReport:

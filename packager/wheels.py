@@ -44,6 +44,8 @@ _LEGACY_MANYLINUX = {"manylinux2014": (2, 17), "manylinux2010": (2, 12), "manyli
 _NO_MATCH_RE = re.compile(r"No matching distribution found for (.+?)\s*$", re.MULTILINE)
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 # Installer-owned files a reconstructed wheel must not carry (PEP 376 / PEP 610 / PEP 627).
+# Top-level files a wheel build may read (metadata, readme, license); nothing else is staged.
+_PROJECT_FILES = ("pyproject.toml", "setup.cfg", "setup.py", "MANIFEST.in", "README*", "LICENSE*", "NOTICE*", "COPYING*")
 _INSTALLER_FILES = {"INSTALLER", "REQUESTED", "direct_url.json", "RECORD"}
 
 
@@ -343,10 +345,23 @@ def _build_from_source(root: Path, out_dir: Path, options: WheelOptions) -> Path
     patterns = config.get("tool", {}).get("setuptools", {}).get("packages", {}).get("find", {}).get("include", ["*"])
     staging.mkdir()
     for entry in sorted(root.iterdir()):
-        if entry.is_file() and not entry.name.startswith("."):
+        if entry.is_file() and any(fnmatch.fnmatch(entry.name, p) for p in _PROJECT_FILES):
             shutil.copy2(entry, staging / entry.name)
         elif entry.is_dir() and (entry / "__init__.py").is_file() and any(fnmatch.fnmatch(entry.name, p) for p in patterns):
             shutil.copytree(entry, staging / entry.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+
+    # The same source gives the same wheel: reuse it, which also keeps repeated builds
+    # offline (an isolated build fetches setuptools from the index).
+    digest = hashlib.sha256()
+    for path in sorted(p for p in staging.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(staging).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    cached_dir = (options.cache_dir or _default_cache_dir()) / "edgepack-builds" / digest.hexdigest()
+    cached = sorted(cached_dir.glob("edgepack-*.whl"))
+    if len(cached) == 1:
+        target = out_dir / cached[0].name
+        shutil.copyfile(cached[0], target)
+        return target
+
     env = {**os.environ, "SOURCE_DATE_EPOCH": "315532800"}  # fixed zip times: same source, same wheel
     args = [*options.pip, "wheel", "--no-deps", "--disable-pip-version-check", "--no-input", "--wheel-dir", str(out_dir), str(staging)]
     try:
@@ -357,6 +372,13 @@ def _build_from_source(root: Path, out_dir: Path, options: WheelOptions) -> Path
     if done.returncode != 0 or len(built) != 1:
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-8:])
         raise WheelError(f"building the edgepack wheel from {root} failed:\n{tail}", package=DIST_NAME)
+    cached_dir.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(dir=cached_dir.parent, prefix=".partial-"))
+    shutil.copyfile(built[0], partial / built[0].name)
+    try:
+        partial.rename(cached_dir)
+    except OSError:  # another build stored the same wheel first
+        shutil.rmtree(partial, ignore_errors=True)
     return built[0]
 
 

@@ -1,7 +1,130 @@
-"""Subcommands: build_commands."""
+"""Subcommands of the build side: ``edgepack build`` and ``edgepack keygen``.
+
+The packager (and with it mlflow, sklearn, skl2onnx) is imported inside the command, so
+``edgepack --help`` works on a device install without the build extra.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import click
 
-COMMANDS: list[click.Command] = []
+from runtime.errors import EdgeError
+
+if TYPE_CHECKING:
+    from packager import BuildReport
+
+EXIT_ERROR = 1
+EXIT_PARITY = 3
+EXIT_REGISTRY = 4
+EXIT_MODEL = 5
+EXIT_REFERENCE = 6
+
+
+def _exit_code(exc: EdgeError) -> int:
+    from packager import errors
+
+    if isinstance(exc, errors.ParityError):
+        return EXIT_PARITY
+    if isinstance(exc, errors.RegistryError):
+        return EXIT_REGISTRY
+    if isinstance(exc, (errors.ModelLoadError, errors.UnsupportedModelError, errors.ConversionError)):
+        return EXIT_MODEL
+    if isinstance(exc, errors.ReferenceDataError):
+        return EXIT_REFERENCE
+    return EXIT_ERROR
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"error: {message}", err=True)
+    raise SystemExit(code)
+
+
+def _summary(r: BuildReport) -> str:
+    parity = r.parity
+    agreement = parity.get("label_agreement")
+    lines = [
+        f"built   {r.path}",
+        f"model   {r.model_name} version {r.model_version} ({r.resolved['kind']} {r.resolved['value']}, {r.flavor}, {r.task})",
+        f"parity  {parity['rows']} rows ({parity['rows_with_missing']} with missing values), "
+        + (f"labels agree {agreement:.0%}, " if agreement is not None else "")
+        + f"max abs diff {parity['max_abs_diff']:.2g}, {parity['precision']}, onnxruntime {parity['onnxruntime']}",
+        f"size    {r.size} bytes, sha256 {r.sha256}" + (", signed" if r.signed else ""),
+    ]
+    return "\n".join(lines)
+
+
+@click.command("build")
+@click.argument("model_uri")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Where to write the .edgepkg.")
+@click.option("--tracking-uri", help="MLflow tracking/registry URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db).")
+@click.option(
+    "--reference-data",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="CSV or Parquet rows for the parity gate and the drift baseline (default: the logged input example plus synthesised rows).",
+)
+@click.option("--sign-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Ed25519 private key (PEM) to sign the manifest with.")
+@click.option("--with-deps", "with_deps", multiple=True, metavar="PLATFORM", help="Add device wheels for PLATFORM (repeatable).")
+@click.option("--python-version", help="Python version of the device wheels, X.Y (default: this interpreter's).")
+@click.option("--abs-tol", type=float, help="Parity: absolute tolerance (default 1e-4 classification, 1e-6 regression).")
+@click.option("--rel-tol", type=float, help="Parity: relative tolerance (default 1e-4).")
+@click.option("--target-column", help="Regression: reference-data column with the true target, for the target range.")
+@click.option("--no-tag", is_flag=True, help="Do not tag the registry version with the bundle's sha256.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
+def build(
+    model_uri: str,
+    out: Path,
+    tracking_uri: str | None,
+    reference_data: Path | None,
+    sign_key: Path | None,
+    with_deps: tuple[str, ...],
+    python_version: str | None,
+    abs_tol: float | None,
+    rel_tol: float | None,
+    target_column: str | None,
+    no_tag: bool,
+    as_json: bool,
+) -> None:
+    """Build a verified bundle from MODEL_URI (models:/NAME/STAGE, models:/NAME@ALIAS or models:/NAME/VERSION)."""
+    try:
+        from packager import BuildOptions, build_bundle
+    except EdgeError as exc:  # the packager extra is missing
+        _fail(str(exc), EXIT_ERROR)
+    options = BuildOptions(abs_tolerance=abs_tol, rel_tolerance=rel_tol, target_column=target_column, tag_registry=not no_tag)
+    try:
+        report = build_bundle(
+            model_uri,
+            out,
+            tracking_uri=tracking_uri,
+            reference_data=reference_data,
+            signing_key=sign_key,
+            with_deps=with_deps,
+            python_version=python_version,
+            options=options,
+        )
+    except EdgeError as exc:
+        _fail(str(exc), _exit_code(exc))
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), sort_keys=True))
+    else:
+        click.echo(_summary(report))
+
+
+@click.command("keygen")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def keygen(directory: Path) -> None:
+    """Write a new Ed25519 key pair (edge.pem, private; edge.pub, public) into DIRECTORY."""
+    from runtime.signing import generate_keypair
+
+    try:
+        private, public = generate_keypair(directory)
+    except EdgeError as exc:
+        _fail(str(exc), EXIT_ERROR)
+    click.echo(f"private key {private} (keep it secret; sign with: edgepack build ... --sign-key {private})")
+    click.echo(f"public key  {public} (ship it to devices; verify with: edgepack verify BUNDLE --public-key {public})")
+
+
+COMMANDS: list[click.Command] = [build, keygen]
