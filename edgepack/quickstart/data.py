@@ -24,14 +24,14 @@ def make_season(rows: int, *, season: str, seed: int) -> pd.DataFrame:
     """Rows of weather, terrain and region features plus the ``fire_risk`` label (0/1).
 
     ``season`` is ``"last"`` or ``"this"``; this season is 4 °C warmer, 10 points drier,
-    and wind weighs twice as much in the risk.
+    and wind weighs five times as much in the risk.
     """
     if season not in ("last", "this"):
         raise ValueError(f"season must be 'last' or 'this', got {season!r}")
     rng = np.random.default_rng(seed)
     warm = 4.0 if season == "this" else 0.0
     dry = 10.0 if season == "this" else 0.0
-    wind_weight = 0.10 if season == "this" else 0.05
+    wind_weight = 0.15 if season == "this" else 0.03
 
     temp = rng.normal(22 + warm, 6, rows)
     humidity = np.clip(rng.normal(55 - dry, 15, rows), 5, 100)

@@ -9,6 +9,7 @@ to a history table, so "what is in production, and why" always has an answer.
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +78,8 @@ def register(client: MlflowClient, name: str, model: Pipeline, frame: pd.DataFra
             name="model",
             signature=infer_signature(X, model.predict(X)),
             input_example=X.head(5),
+            # skops refuses these unless trusted at logging time; we trained the model ourselves.
+            skops_trusted_types=["numpy.dtype", "sklearn.tree._tree.Tree"],
         )
     version = client.create_model_version(name, info.model_uri, run_id=run.info.run_id)
     return str(version.version)
@@ -92,7 +95,9 @@ def promote(client: MlflowClient, name: str, version: str, reason: str) -> None:
     """Point the alias and the stage at ``version``, archiving whatever held the stage before."""
     client.set_registered_model_alias(name, ALIAS, version)
     # Stages are deprecated in MLflow but many teams still read them: keep both in step.
-    client.transition_model_version_stage(name, version, STAGE, archive_existing_versions=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        client.transition_model_version_stage(name, version, STAGE, archive_existing_versions=True)
     client.set_model_version_tag(name, version, "edgepack.promotion", reason)
     client.update_registered_model(name, description=f"In production: version {version}. {reason}")
 
