@@ -66,13 +66,33 @@ def _key(key: Any) -> str:
     return str(key)
 
 
-def pack(inputs: Mapping[str, Any], outputs: Mapping[str, Any], flags: tuple[str, ...]) -> bytes:
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _native(value: Any) -> bool:
+    """True if ``value`` holds only builtin JSON-like types, exactly (no subclasses)."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return True
+    if kind is dict:
+        return _SCALARS.issuperset(map(type, value)) and all(map(_native, value.values()))
+    if kind is list or kind is tuple:
+        return all(map(_native, value))
+    return False
+
+
+def _flat(mapping: dict[Any, Any]) -> bool:
+    # The common case, checked at C speed: a dict of plain scalars (31 features: ~0.5 µs).
+    return _SCALARS.issuperset(map(type, mapping)) and _SCALARS.issuperset(map(type, mapping.values()))
+
+
+def pack(inputs: dict[str, Any], outputs: dict[str, Any], flags: tuple[str, ...]) -> bytes:
     """The on-disk blob for one record."""
-    try:
+    # marshal writes anything with the buffer protocol (numpy scalars and arrays) as raw
+    # bytes without complaint, so only exact builtin types may reach it unconverted.
+    if (_flat(inputs) or _native(inputs)) and (_flat(outputs) or _native(outputs)) and _native(flags):
         return marshal.dumps((inputs, outputs, flags), MARSHAL_VERSION)
-    except ValueError:
-        # Something marshal refuses (numpy values, custom objects): normalise first.
-        return marshal.dumps((plain(inputs), plain(outputs), plain(flags)), MARSHAL_VERSION)
+    return marshal.dumps((plain(inputs), plain(outputs), plain(flags)), MARSHAL_VERSION)
 
 
 def unpack(blob: bytes) -> tuple[Any, Any, Any]:
