@@ -64,6 +64,8 @@ class EdgeModel:
         self.task: str = self._outputs.task
 
         golden = parse_golden(bundle.files[GOLDEN], task=self.task)
+        self.golden_rows: int = golden.rows
+        """How many golden rows the self-test replayed."""
         self_test(golden, lambda cols: self._predict_columns(cols, strict=False), self.classes)
         # One single-row run so that the first real prediction does not pay for lazy setup.
         first = {name: col[0] for name, col in golden.inputs.items()}

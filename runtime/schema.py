@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from operator import contains, itemgetter, le
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,18 @@ KINDS = ("numeric", "categorical")
 # How the per-call loop treats a feature: the two common cases are inlined, all others
 # (int64, numeric categories, numpy scalars, None) take the general path.
 _REAL, _STR, _OTHER = 0, 1, 2
+_PLAIN_NUMBERS = frozenset((float, int))
+_PLAIN_STRINGS = frozenset((str,))
+
+
+class _Anything:
+    """A category set that contains every value (a string feature without known categories)."""
+
+    def __contains__(self, value: object) -> bool:
+        return True
+
+
+_ANYTHING = _Anything()
 
 Flags = list[str]
 
@@ -170,6 +183,7 @@ class InputSchema:
         self.packed: tuple[_Packed, ...] = self._parse_packed(manifest.get("onnx_inputs"), session_inputs)
 
         self._plans = tuple(tuple(self._plan(f) for f in p.features) for p in self.packed)
+        self._fast = tuple(self._fast_plan(p, plan) for p, plan in zip(self.packed, self._plans))
         self._dtypes = tuple(p.dtype for p in self.packed)
         self._input_names = tuple(p.name for p in self.packed)
         # Where each feature's value sits in the per-input value lists, in feature order.
@@ -227,6 +241,27 @@ class InputSchema:
         cats = frozenset(f.categories) if f.categories is not None else None
         return (f.name, code, lo, hi, cats, f"out_of_range:{f.name}", f"unseen_category:{f.name}", f)
 
+    @staticmethod
+    def _fast_plan(p: _Packed, plan: tuple[tuple[Any, ...], ...]) -> tuple[Any, ...]:
+        names = [f.name for f in p.features]
+        get: Callable[[Mapping[str, Any]], Sequence[Any]]
+        if len(names) == 1:
+            only = names[0]
+            get = lambda row: (row[only],)  # noqa: E731 - itemgetter of one key returns a bare value
+        else:
+            get = itemgetter(*names)
+        codes = {step[1] for step in plan}
+        if codes == {_REAL}:
+            code, types = _REAL, _PLAIN_NUMBERS
+        elif codes == {_STR}:
+            code, types = _STR, _PLAIN_STRINGS
+        else:
+            code, types = _OTHER, frozenset()  # always the per-feature path
+        los = tuple(step[2] for step in plan)
+        his = tuple(step[3] for step in plan)
+        cats = tuple(step[4] if step[4] is not None else _ANYTHING for step in plan)
+        return (get, code, types, los, his, cats, plan)
+
     def signature(self) -> tuple[tuple[str, str, str], ...]:
         """What must stay the same for a model to replace another without a schema change."""
         return tuple((f.name, f.dtype, f.kind) for f in self.features)
@@ -236,52 +271,78 @@ class InputSchema:
 
     # -- one row --------------------------------------------------------------------------
 
-    def row_values(self, row: Mapping[str, Any], strict: bool) -> tuple[list[list[Any]], Flags]:
-        """Validate one mapping; return the value lists of every packed input and the flags."""
+    def row_values(self, row: Mapping[str, Any], strict: bool) -> tuple[list[Sequence[Any]], Flags]:
+        """Validate one mapping; return the values of every packed input and the flags.
+
+        The common case (every value present, of a plain type, in range and known) is
+        checked per packed input with a few C-level passes; anything else takes the
+        per-feature path, which finds the flags or the error.
+        """
         flags: Flags = []
-        out: list[list[Any]] = []
+        out: list[Sequence[Any]] = []
         missing = False
-        for plan in self._plans:
-            values: list[Any] = []
-            append = values.append
-            for name, code, lo, hi, cats, range_flag, unseen_flag, feature in plan:
-                try:
-                    v = row[name]
-                except KeyError:
-                    missing = True
-                    append(None)
-                    continue
-                t = type(v)
-                if code == _REAL and (t is float or t is int):
-                    if not lo <= v <= hi:
-                        if v != v:
-                            if not feature.nullable:
-                                raise self._value_error(row, feature, v)
-                        else:
-                            flags.append(range_flag)
-                elif code == _STR and t is str:
-                    if cats is not None and v not in cats:
-                        if strict:
-                            raise self._unseen_error(feature, v)
-                        flags.append(unseen_flag)
-                else:
-                    v = self._coerce(feature, v, strict, flags, row)
-                append(v)
-            out.append(values)
+        for get, code, types, los, his, cats, plan in self._fast:
+            try:
+                vals = get(row)
+            except KeyError:
+                vals = None
+            if (
+                vals is not None
+                and set(map(type, vals)) <= types
+                and (
+                    (all(map(le, los, vals)) and all(map(le, vals, his)))
+                    if code == _REAL
+                    else all(map(contains, cats, vals))
+                )
+            ):
+                out.append(vals)
+                continue
+            vals, absent = self._slow_values(plan, row, strict, flags)
+            missing = missing or absent
+            out.append(vals)
         if missing:
             raise self._missing_error(row)
         if strict and len(row) != len(self.names):
             self._check_extra(row)
         return out, flags
 
-    def pack_row(self, row: Mapping[str, Any], strict: bool) -> tuple[dict[str, np.ndarray], list[list[Any]], Flags]:
+    def _slow_values(self, plan: tuple[tuple[Any, ...], ...], row: Mapping[str, Any], strict: bool, flags: Flags) -> tuple[list[Any], bool]:
+        values: list[Any] = []
+        append = values.append
+        missing = False
+        for name, code, lo, hi, cats, range_flag, unseen_flag, feature in plan:
+            try:
+                v = row[name]
+            except KeyError:
+                missing = True
+                append(None)
+                continue
+            t = type(v)
+            if code == _REAL and (t is float or t is int):
+                if not lo <= v <= hi:
+                    if v != v:
+                        if not feature.nullable:
+                            raise self._value_error(row, feature, v)
+                    else:
+                        flags.append(range_flag)
+            elif code == _STR and t is str:
+                if cats is not None and v not in cats:
+                    if strict:
+                        raise self._unseen_error(feature, v)
+                    flags.append(unseen_flag)
+            else:
+                v = self._coerce(feature, v, strict, flags, row)
+            append(v)
+        return values, missing
+
+    def pack_row(self, row: Mapping[str, Any], strict: bool) -> tuple[dict[str, np.ndarray], list[Sequence[Any]], Flags]:
         values, flags = self.row_values(row, strict)
         feeds = {name: np.array([vals], dtype=dt) for name, dt, vals in zip(self._input_names, self._dtypes, values)}
         return feeds, values, flags
 
-    def pack_rows(self, rows: Sequence[Any], strict: bool) -> tuple[dict[str, np.ndarray], list[list[list[Any]]], list[Flags]]:
-        per_input: list[list[list[Any]]] = [[] for _ in self.packed]
-        all_values: list[list[list[Any]]] = []
+    def pack_rows(self, rows: Sequence[Any], strict: bool) -> tuple[dict[str, np.ndarray], list[list[Sequence[Any]]], list[Flags]]:
+        per_input: list[list[Sequence[Any]]] = [[] for _ in self.packed]
+        all_values: list[list[Sequence[Any]]] = []
         all_flags: list[Flags] = []
         for i, row in enumerate(rows):
             if not isinstance(row, Mapping):
@@ -301,7 +362,7 @@ class InputSchema:
         feeds = {name: np.array(rows_, dtype=dt) for name, dt, rows_ in zip(self._input_names, self._dtypes, per_input)}
         return feeds, all_values, all_flags
 
-    def inputs_of(self, values: list[list[Any]]) -> dict[str, Any]:
+    def inputs_of(self, values: list[Sequence[Any]]) -> dict[str, Any]:
         """The validated values of one row by feature name, NaN as None (for telemetry)."""
         out = {}
         for name, (i, slot) in zip(self.names, self._positions):
