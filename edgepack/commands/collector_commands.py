@@ -31,6 +31,8 @@ def _require_collector() -> None:
 @click.option("--max-body-bytes", default=8 * DEFAULTS_MIB, show_default=True, type=click.IntRange(min=1), help="Largest body accepted as sent.")
 @click.option("--max-decompressed-bytes", default=32 * DEFAULTS_MIB, show_default=True, type=click.IntRange(min=1), help="Largest body accepted after gzip.")
 @click.option("--max-records", default=5000, show_default=True, type=click.IntRange(min=1), help="Most records per batch.")
+@click.option("--max-pending-batches", default=16, show_default=True, type=click.IntRange(min=1), help="Most batches in progress at once; more are answered 503.")
+@click.option("--lock-timeout", "lock_timeout_seconds", default=5.0, show_default=True, type=click.FloatRange(min=0), help="Seconds a write waits for another process's lock on --db.")
 def collector_command(
     db_path: Path,
     tokens_path: Path,
@@ -39,6 +41,8 @@ def collector_command(
     max_body_bytes: int,
     max_decompressed_bytes: int,
     max_records: int,
+    max_pending_batches: int,
+    lock_timeout_seconds: float,
 ) -> None:
     """Receive and store the records devices send (stops cleanly on SIGTERM/SIGINT)."""
     _require_collector()
@@ -51,6 +55,8 @@ def collector_command(
         max_body_bytes=max_body_bytes,
         max_decompressed_bytes=max_decompressed_bytes,
         max_records=max_records,
+        max_pending_batches=max_pending_batches,
+        lock_timeout_seconds=lock_timeout_seconds,
     )
     try:
         serve(settings, host=host, port=port)

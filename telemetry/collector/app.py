@@ -49,6 +49,7 @@ class Collector:
         # One thread owns the one SQLite connection: writes are serialised by construction
         # and the event loop never waits on the disk.
         self._writer: ThreadPoolExecutor | None = None
+        self._pending = 0
 
     async def _on_writer(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         assert self._writer is not None, "the collector store is not open (lifespan not started)"
@@ -59,7 +60,9 @@ class Collector:
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="collector-store")
         try:
-            self._store = await self._on_writer(Store, self.settings.db_path)
+            self._store = await self._on_writer(
+                Store, self.settings.db_path, lock_timeout_seconds=self.settings.lock_timeout_seconds
+            )
             logger.info("store %s open; %d device(s) hold tokens", self.settings.db_path, len(self.tokens.devices))
             yield
         finally:
@@ -81,10 +84,31 @@ class Collector:
             raise Unauthorized("token is not known to this collector; expected a token made by 'edgepack token add'")
         return device
 
+    def _retry_later(self, message: str) -> JSONResponse:
+        return _error(503, message, {"Retry-After": str(self.settings.retry_after_seconds)})
+
     async def post_batch(self, request: Request) -> Response:
         device: str | None = None
         try:
             device = self._device(request)
+        except RequestError as exc:
+            logger.warning("batch refused (%d) from unauthenticated client: %s", exc.status, exc)
+            return _error(exc.status, str(exc), exc.headers)
+        if self._pending >= self.settings.max_pending_batches:
+            logger.warning("batch from %s refused (503): %d batches already in progress", device, self._pending)
+            return self._retry_later(
+                f"the collector is busy with {self._pending} batches (at most {self.settings.max_pending_batches}); "
+                "nothing was stored, send it again later"
+            )
+        # Counted on the event loop, so no lock is needed.
+        self._pending += 1
+        try:
+            return await self._receive(request, device)
+        finally:
+            self._pending -= 1
+
+    async def _receive(self, request: Request, device: str) -> Response:
+        try:
             encoding = content_encoding(request.headers)
             check_content_type(request.headers)
             check_declared_length(request.headers, self.settings)
@@ -94,15 +118,11 @@ class Collector:
                 self._store_or_fail().ingest, device, batch, received_at=time.time()
             )
         except RequestError as exc:
-            logger.warning("batch refused (%d) from %s: %s", exc.status, device or "unauthenticated client", exc)
+            logger.warning("batch refused (%d) from %s: %s", exc.status, device, exc)
             return _error(exc.status, str(exc), exc.headers)
         except StoreError as exc:
             logger.error("batch from %s not stored: %s", device, exc)
-            return _error(
-                503,
-                f"the collector could not store the batch ({exc}); nothing was stored, send it again later",
-                {"Retry-After": str(self.settings.retry_after_seconds)},
-            )
+            return self._retry_later(f"the collector could not store the batch ({exc}); nothing was stored, send it again later")
         except ClientDisconnect:
             logger.warning("client of device %s disconnected while sending a batch; nothing stored", device)
             return Response(status_code=400)

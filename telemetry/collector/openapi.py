@@ -69,7 +69,10 @@ def build_spec(settings: CollectorSettings) -> dict[str, Any]:
                         "413": _error("The body is over the size limit as sent, or once decompressed."),
                         "415": _error("Content-Encoding other than gzip/identity, or Content-Type other than JSON."),
                         "422": _error("Valid JSON that does not follow the batch schema (the message names the field)."),
-                        "503": _retry_after("The store cannot take the batch now; nothing was stored, send it again later."),
+                        "503": _retry_after(
+                            f"Busy (more than {settings.max_pending_batches} batches in progress) or the store failed "
+                            "or stayed locked; nothing was stored, send it again after Retry-After seconds."
+                        ),
                     },
                 }
             },

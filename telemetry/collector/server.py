@@ -27,7 +27,7 @@ def serve(settings: CollectorSettings, host: str = "127.0.0.1", port: int = 8787
     app = create_app(settings)
     # Open the store once up front so a bad --db fails here with a clear StoreError,
     # not as an opaque "application startup failed" from uvicorn.
-    Store(settings.db_path).close()
+    Store(settings.db_path, lock_timeout_seconds=settings.lock_timeout_seconds).close()
     # Bind the socket here rather than in uvicorn so the real port is known (port 0) and
     # logged before serving; create_server sets SO_REUSEADDR, so a restart can take the
     # same port again at once.

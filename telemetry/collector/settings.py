@@ -27,13 +27,23 @@ class CollectorSettings:
     max_records: int = 5000
     """Most records accepted in one batch."""
 
+    max_pending_batches: int = 16
+    """Most batches in progress at once (being read, checked or stored); more get a 503.
+    Together with ``max_decompressed_bytes`` this bounds the collector's memory."""
+
+    lock_timeout_seconds: float = 5.0
+    """How long a write waits for a lock held by another process on the SQLite file
+    (a backup, an analyst's session) before the batch is answered 503."""
+
     retry_after_seconds: int = 5
-    """``Retry-After`` sent with a 503 when the store cannot take a batch right now."""
+    """``Retry-After`` sent with a 503 when the collector cannot take a batch right now."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "db_path", Path(self.db_path))
         object.__setattr__(self, "tokens_path", Path(self.tokens_path))
-        for name in ("max_body_bytes", "max_decompressed_bytes", "max_records", "retry_after_seconds"):
+        if isinstance(self.lock_timeout_seconds, bool) or not isinstance(self.lock_timeout_seconds, (int, float)) or self.lock_timeout_seconds < 0:
+            raise ValueError(f"CollectorSettings.lock_timeout_seconds must be a number >= 0, got {self.lock_timeout_seconds!r}")
+        for name in ("max_body_bytes", "max_decompressed_bytes", "max_records", "max_pending_batches", "retry_after_seconds"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"CollectorSettings.{name} must be a positive integer, got {value!r}")

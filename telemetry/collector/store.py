@@ -45,13 +45,13 @@ def _translated(action: str) -> Iterator[None]:
 class Store:
     """The collector's SQLite database. Not thread-safe: use it from one thread only."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, lock_timeout_seconds: float = 5.0) -> None:
         self.path = Path(path)
         with _translated(f"opening the store {self.path}"):
             self.db = sqlite_utils.Database(self.path)
             self.db.enable_wal()
             self.db.execute("PRAGMA synchronous=FULL")
-            self.db.execute("PRAGMA busy_timeout=5000")
+            self.db.execute(f"PRAGMA busy_timeout={int(lock_timeout_seconds * 1000)}")
             self._create()
 
     def _create(self) -> None:

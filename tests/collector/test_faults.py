@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import zlib
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import httpx
@@ -182,3 +183,53 @@ def test_missing_extra_names_the_install_command(tmp_path: Path) -> None:
         assert result.returncode == 1, result.stderr
         assert "pip install 'edgepack[collector]'" in result.stderr
     assert not (tmp_path / "t.json").exists()
+
+
+def _hold_write_lock(db_path: Path) -> sqlite3.Connection:
+    """Another process's write transaction on the collector's file (a backup, an analyst)."""
+    holder = sqlite3.connect(db_path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    return holder
+
+
+def test_store_locked_by_another_process_answers_503(collector_factory) -> None:
+    collector = collector_factory(lock_timeout=0.2)
+    holder = _hold_write_lock(collector.db_path)
+    try:
+        document = batch(3)
+        refused = post(collector.url, collector.token, document)
+        # Reads still work while the file is locked for writing (WAL).
+        assert collector.stats()["records"] == 0
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+    assert refused.status_code == 503
+    assert refused.headers["Retry-After"] == "5"
+    assert "database is locked" in refused.json()["error"]
+    assert collector.records() == []
+    assert post(collector.url, collector.token, document).json() == {"accepted": 3, "duplicates": 0}
+
+
+def test_too_many_batches_in_progress_answers_503(collector_factory) -> None:
+    collector = collector_factory(max_pending_batches=1, lock_timeout=120)
+    documents = [batch(2), batch(2)]
+    holder = _hold_write_lock(collector.db_path)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        try:
+            futures = [pool.submit(post, collector.url, collector.token, document) for document in documents]
+            # Whichever batch came second finds the one slot taken and is refused at once,
+            # while the first waits on the lock.
+            done, _ = wait(futures, return_when=FIRST_COMPLETED)
+            busy = done.pop().result()
+            assert busy.status_code == 503
+            assert busy.headers["Retry-After"] == "5"
+            assert "busy with 1 batches (at most 1)" in busy.json()["error"]
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        answers = [future.result() for future in futures]
+    assert sorted(answer.status_code for answer in answers) == [200, 503]
+    stored = {row["id"] for row in collector.records()}
+    accepted = documents[[answer.status_code for answer in answers].index(200)]
+    assert stored == {r["id"] for r in accepted["records"]}

@@ -16,8 +16,9 @@
 - ``stop()``: SIGTERM and wait for a clean exit (exit status 0, else ``AssertionError``);
   ``kill()``: SIGKILL, for crash tests. Teardown stops it if still running.
 
-``collector_factory`` (function scope) makes more of them, optionally with smaller limits:
-``collector_factory(max_body_bytes=..., max_decompressed_bytes=..., max_records=...)``.
+``collector_factory`` (function scope) makes more of them, optionally with other limits:
+keyword arguments are ``edgepack collector`` options with underscores, e.g.
+``collector_factory(max_body_bytes=65536, max_records=10, max_pending_batches=1, lock_timeout=0.2)``.
 ``start_collector(directory, **limits)`` does the same outside fixtures (e.g. for a
 module-scoped fixture built on ``tmp_path_factory``); call ``.stop()`` yourself.
 
