@@ -1,0 +1,299 @@
+"""The sync service against answers a real collector cannot give on demand (MockTransport)."""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+import telemetry
+from telemetry import SyncOptions, SyncService
+
+from .fake import FakeCollector, error
+from .records import SHA, record, seqs
+
+URL = "http://collector.test:8787"
+
+
+@pytest.fixture
+def buffer(tmp_path: Path) -> Iterator[telemetry.Buffer]:
+    with telemetry.Buffer(tmp_path / "p.db") as opened:
+        yield opened
+
+
+def fill(buffer: telemetry.Buffer, count: int, start: int = 0) -> None:
+    for seq in range(start, start + count):
+        record(buffer, seq)
+    buffer.flush()
+
+
+def service(buffer: telemetry.Buffer, fake: FakeCollector, delays: list[float] | None = None, **options: object) -> SyncService:
+    sleeps = delays if delays is not None else []
+    return SyncService(
+        buffer, URL, token="device-token", client=fake.client(), options=SyncOptions(**options),  # type: ignore[arg-type]
+        sleep=sleeps.append, rng=lambda: 1.0,
+    )
+
+
+def test_batches_follow_the_http_contract(buffer: telemetry.Buffer) -> None:
+    fill(buffer, 25)
+    fake = FakeCollector()
+    result = service(buffer, fake, batch_size=10).sync_once()
+    assert (result.stopped, result.batches, result.sent, result.accepted, result.duplicates) == ("drained", 3, 25, 25, 0)
+    assert [len(sent.body["records"]) for sent in fake.requests] == [10, 10, 5]
+    first = fake.requests[0]
+    assert first.headers["Authorization"] == "Bearer device-token"
+    assert first.headers["Content-Type"] == "application/json"
+    assert first.headers["Content-Encoding"] == "gzip"
+    ids = [r["id"] for r in first.body["records"]]
+    assert first.body["batch_id"] == hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
+    assert first.body["counters"] == {"dropped": 0, "sampled_out": 0, "dead_lettered": 0}
+    sample = first.body["records"][0]
+    assert set(sample) == {"id", "ts", "model", "version", "bundle_sha256", "inputs", "outputs", "flags"}
+    assert (sample["model"], sample["version"], sample["bundle_sha256"]) == ("fire-risk", "3", SHA)
+    assert isinstance(sample["ts"], float) and sample["flags"] == ["out_of_range:temp_c"]
+    assert fake.seqs() == list(range(25))
+    assert buffer.pending() == 0 and buffer.stats().delivered == 25
+
+
+def test_the_byte_cap_cuts_batches_before_the_record_count_does(buffer: telemetry.Buffer) -> None:
+    for seq in range(12):
+        record(buffer, seq, note="z" * 400)
+    fake = FakeCollector()
+    result = service(buffer, fake, batch_size=100, max_batch_bytes=2048).sync_once()
+    assert result.sent == 12 and len(fake.requests) > 1
+    for sent in fake.requests:
+        size = sum(len(httpx.Request("POST", URL, json=r).content) for r in sent.body["records"])
+        assert len(sent.body["records"]) == 1 or size <= 2048
+
+
+def test_retry_after_is_honoured_then_the_batch_goes_through(buffer: telemetry.Buffer) -> None:
+    fill(buffer, 5)
+    delays: list[float] = []
+    fake = FakeCollector(script=[error(503, "overloaded", **{"Retry-After": "7"}), error(429, "slow down", **{"Retry-After": "3"})])
+    result = service(buffer, fake, delays, backoff_base=0.5).sync_once()
+    assert result.stopped == "drained" and result.sent == 5 and result.retries == 2
+    assert delays[0] == 7.0  # the jittered window (0.5 s) is shorter than what the server asked
+    assert delays[1] == 3.0
+    assert len(fake.requests) == 3
+    assert len({sent.body["batch_id"] for sent in fake.requests}) == 1  # a resend carries the same id
+
+
+def test_retry_after_as_an_http_date(buffer: telemetry.Buffer) -> None:
+    fill(buffer, 1)
+    delays: list[float] = []
+    when = email.utils.formatdate(time.time() + 120, usegmt=True)
+    fake = FakeCollector(script=[error(503, "maintenance", **{"Retry-After": when})])
+    assert service(buffer, fake, delays, backoff_base=0.1).sync_once().sent == 1
+    assert 100 < delays[0] <= 121
+
+
+def test_backoff_doubles_with_full_jitter_up_to_the_cap(buffer: telemetry.Buffer) -> None:
+    fill(buffer, 3)
+    delays: list[float] = []
+    fake = FakeCollector(script=[error(500, "boom")] * 6)
+    result = service(buffer, fake, delays, backoff_base=1.0, backoff_cap=10.0, max_attempts=10).sync_once()
+    assert result.sent == 3 and result.retries == 6
+    assert delays == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]  # rng = 1.0: the top of each window
+
+    jittered: list[float] = []
+    fill(buffer, 1, start=3)
+    quarter = SyncService(
+        buffer, URL, token="t", client=FakeCollector(script=[error(502)] * 3).client(),
+        options=SyncOptions(backoff_base=4.0, backoff_cap=100.0), sleep=jittered.append, rng=lambda: 0.25,
+    )
+    assert quarter.sync_once().sent == 1
+    assert jittered == [1.0, 2.0, 4.0]  # a quarter of 4, 8, 16
+
+
+def test_retry_after_longer_than_the_cap_is_bounded_by_it(buffer: telemetry.Buffer) -> None:
+    fill(buffer, 1)
+    delays: list[float] = []
+    fake = FakeCollector(script=[error(503, "come back tomorrow", **{"Retry-After": "86400"})])
+    assert service(buffer, fake, delays, backoff_cap=300.0).sync_once().sent == 1
+    assert delays == [300.0]
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [httpx.ConnectError("connection refused"), httpx.ReadTimeout("read timed out"), httpx.RemoteProtocolError("server hung up")],
+    ids=["connect", "timeout", "protocol"],
+)
+def test_network_faults_are_retried_and_finally_give_up_keeping_the_records(buffer: telemetry.Buffer, fault: Exception) -> None:
+    fill(buffer, 4)
+    delays: list[float] = []
+    fake = FakeCollector(script=[fault] * 10)
+    result = service(buffer, fake, delays, max_attempts=3).sync_once()
+    assert result.stopped == "unavailable" and not result.ok
+    assert "unavailable" in (result.error or "") and "kept" in (result.error or "")
+    assert len(fake.requests) == 3 and len(delays) == 2
+    assert buffer.pending() == 4 and seqs(buffer.path) == [0, 1, 2, 3]
+
+
+def test_413_splits_the_batch_until_the_parts_fit(buffer: telemetry.Buffer) -> None:
+    fill(buffer, 10)
+    fake = FakeCollector(rule=lambda body: error(413, "body too large") if len(body["records"]) > 3 else None)
+    result = service(buffer, fake, batch_size=10).sync_once()
+    assert result.stopped == "drained" and result.sent == 10 and result.dead_lettered == 0
+    assert fake.seqs() == list(range(10))
+    assert [len(sent.body["records"]) for sent in fake.requests] == [10, 5, 2, 3, 5, 2, 3]
+
+
+def test_a_single_record_too_large_for_the_collector_is_dead_lettered(buffer: telemetry.Buffer) -> None:
+    fill(buffer, 3)
+    record(buffer, 3, blob="x" * 5000)
+    fill(buffer, 2, start=4)
+
+    def too_big(body: dict) -> httpx.Response | None:
+        return error(413, "over 4096 bytes") if any("blob" in r["inputs"] for r in body["records"]) else None
+
+    fake = FakeCollector(rule=too_big)
+    result = service(buffer, fake, batch_size=10).sync_once()
+    assert result.stopped == "drained" and result.dead_lettered == 1
+    assert fake.seqs() == [0, 1, 2, 4, 5]
+    assert buffer.dead_lettered() == 1 and buffer.pending() == 0
+
+
+@pytest.mark.parametrize("status", [400, 422])
+def test_a_refused_batch_is_dead_lettered_once_and_the_rest_goes_on(buffer: telemetry.Buffer, tmp_path: Path, status: int) -> None:
+    fill(buffer, 15)
+
+    def poison(body: dict) -> httpx.Response | None:
+        if any(r["inputs"]["seq"] == 7 for r in body["records"]):
+            return error(status, "records[2].inputs: expected an object")
+        return None
+
+    fake = FakeCollector(rule=poison)
+    result = service(buffer, fake, batch_size=5).sync_once()
+    assert result.stopped == "drained" and result.dead_lettered == 5 and result.sent == 10
+    assert fake.seqs() == [0, 1, 2, 3, 4, 10, 11, 12, 13, 14]
+    assert len(fake.requests) == 3  # the refused batch is never retried
+    assert fake.requests[-1].body["counters"]["dead_lettered"] == 5  # the gap travels home
+    connection = sqlite3.connect(str(tmp_path / "p.db"))
+    rows = connection.execute("SELECT status, reason, batch_id FROM dead_letters").fetchall()
+    connection.close()
+    assert len(rows) == 5 and {row[0] for row in rows} == {status}
+    assert rows[0][1] == "records[2].inputs: expected an object"
+    assert rows[0][2] == fake.requests[1].body["batch_id"]
+    assert buffer.stats().dead_lettered == 5 and buffer.pending() == 0
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_token_stops_sending_and_keeps_everything(buffer: telemetry.Buffer, status: int) -> None:
+    fill(buffer, 12)
+    fake = FakeCollector(rule=lambda body: error(status, "unknown device token"))
+    result = service(buffer, fake, batch_size=5).sync_once()
+    assert result.stopped == "unauthorized" and not result.ok
+    assert "token" in (result.error or "") and "--token-file" in (result.error or "") and str(status) in (result.error or "")
+    assert len(fake.requests) == 1 and result.sent == 0
+    assert buffer.pending() == 12 and buffer.dead_lettered() == 0
+
+
+def test_415_falls_back_to_identity_encoding(buffer: telemetry.Buffer) -> None:
+    fill(buffer, 6)
+
+    fake = FakeCollector()
+    original = fake.handler
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.headers.get("Content-Encoding") == "gzip":
+            return error(415, "unsupported Content-Encoding 'gzip'; expected identity")
+        return original(request)
+
+    sync = SyncService(buffer, URL, token="t", client=httpx.Client(transport=httpx.MockTransport(handler)),
+                       options=SyncOptions(batch_size=3), sleep=lambda s: None)
+    result = sync.sync_once()
+    assert result.sent == 6 and fake.seqs() == list(range(6))
+    assert all("Content-Encoding" not in sent.headers for sent in fake.requests)
+
+
+def test_an_unexpected_answer_stops_with_a_hint_about_the_endpoint(buffer: telemetry.Buffer) -> None:
+    fill(buffer, 2)
+    fake = FakeCollector(rule=lambda body: httpx.Response(404, text="Not Found"))
+    result = service(buffer, fake).sync_once()
+    assert result.stopped == "rejected" and "--endpoint" in (result.error or "") and "404" in (result.error or "")
+    assert buffer.pending() == 2
+
+
+def test_every_request_has_an_overall_deadline(buffer: telemetry.Buffer) -> None:
+    fill(buffer, 2)
+    release = threading.Event()
+
+    def hang(body: dict) -> httpx.Response | None:
+        release.wait(30)  # a collector that accepted the connection and never answers
+        return None
+
+    fake = FakeCollector(script=[hang])
+    try:
+        result = service(buffer, fake, request_deadline=0.3, max_attempts=1).sync_once()
+    finally:
+        release.set()
+    assert result.stopped == "unavailable" and "0.3 s request deadline" in (result.error or "")
+    assert buffer.pending() == 2
+
+
+def test_run_stops_during_a_backoff_wait(buffer: telemetry.Buffer) -> None:
+    fill(buffer, 2)
+    stop = threading.Event()
+    waited: list[float] = []
+
+    def sleep(delay: float) -> None:
+        waited.append(delay)
+        stop.set()  # SIGTERM arrives while waiting
+
+    sync = SyncService(buffer, URL, token="t", client=FakeCollector(rule=lambda b: error(503)).client(), sleep=sleep)
+    result = sync.run(stop)
+    assert result.stopped == "stop_requested" and len(waited) == 1
+    assert buffer.pending() == 2
+
+
+def test_run_keeps_syncing_new_records_between_intervals(buffer: telemetry.Buffer) -> None:
+    fill(buffer, 3)
+    stop = threading.Event()
+    fake = FakeCollector()
+    rounds: list[float] = []
+
+    def sleep(delay: float) -> None:
+        rounds.append(delay)
+        if len(rounds) == 1:
+            fill(buffer, 2, start=3)  # the app recorded more while sync slept
+        else:
+            stop.set()
+
+    sync = SyncService(buffer, URL, token="t", client=fake.client(), options=SyncOptions(interval=12.0), sleep=sleep)
+    assert sync.run(stop).stopped == "stop_requested"
+    assert rounds == [12.0, 12.0] and fake.seqs() == [0, 1, 2, 3, 4]
+
+
+def test_an_unreadable_stored_record_is_dead_lettered_not_retried_forever(buffer: telemetry.Buffer, tmp_path: Path) -> None:
+    fill(buffer, 3)
+    buffer._call(lambda store: store.db.execute("UPDATE records SET payload = x'00ff00' WHERE id = 2"))
+    fake = FakeCollector()
+    result = service(buffer, fake).sync_once()
+    assert result.sent == 2 and result.dead_lettered == 1 and fake.seqs() == [0, 2]
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "token", "message"),
+    [
+        ("collector:8787", "t", "expected an http:// or https:// URL"),
+        ("http://", "t", "expected an http:// or https:// URL"),
+        ("http://127.0.0.1:8787", "", "non-empty"),
+        ("http://127.0.0.1:8787", "two words", "without spaces"),
+    ],
+)
+def test_bad_configuration_is_refused_up_front(buffer: telemetry.Buffer, endpoint: str, token: str, message: str) -> None:
+    with pytest.raises(telemetry.SyncConfigError, match=message):
+        SyncService(buffer, endpoint, token=token)
+
+
+def test_bad_options_name_the_limit(buffer: telemetry.Buffer) -> None:
+    with pytest.raises(telemetry.OptionsError, match="batch_size=6000: expected 1 to 5000"):
+        SyncOptions(batch_size=6000)
