@@ -18,7 +18,7 @@ class BuildOptions:
     """Precisions tried in order; the first that passes parity is shipped."""
     synth_rows: int = 200
     """Rows synthesised from the input example when no reference data is given."""
-    nan_probe_rows: int = 3
+    nan_probe_rows: int = 20
     """Rows per numeric feature with that feature set to NaN, to prove (not assume) ``nullable``."""
     max_reference_rows: int = 5000
     """Reference data beyond this many rows is sampled down (deterministically)."""
