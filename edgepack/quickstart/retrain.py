@@ -23,7 +23,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.metrics import accuracy_score, roc_auc_score
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.preprocessing import OneHotEncoder
 
 from .data import TARGET
 
@@ -54,10 +54,14 @@ class Decision:
 
 
 def train(frame: pd.DataFrame, *, seed: int) -> Pipeline:
-    """A fire-risk classifier: impute and scale the weather, one-hot the region and vegetation."""
+    """A fire-risk classifier: impute the weather, one-hot the region and vegetation.
+
+    No scaler: a forest does not need one, and a float32 scaler in front of float32 tree
+    thresholds is where ONNX and scikit-learn round differently.
+    """
     features = ColumnTransformer(
         [
-            ("num", Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]), NUMERIC),
+            ("num", SimpleImputer(strategy="median"), NUMERIC),
             ("cat", OneHotEncoder(handle_unknown="ignore"), CATEGORICAL),
         ]
     )

@@ -165,7 +165,9 @@ def run_quickstart(directory: str | os.PathLike[str] = "edgepack-quickstart", *,
         say("5/6 starting a collector on loopback and syncing the buffered predictions")
         with _collector(root) as (url, token):
             result = telemetry.SyncService(buffer, url, token=token).sync_once()
-            report.delivered = int(getattr(result, "accepted", 0)) + int(getattr(result, "duplicates", 0))
+            if not result.ok:
+                raise RuntimeError(f"sync did not complete: {result.error}")
+            report.delivered = result.sent
             stats = httpx.get(f"{url}/v1/stats", headers={"Authorization": f"Bearer {token}"}, timeout=10).json()
             report.collector_records = int(stats["records"])
     say("6/6 done")
@@ -181,10 +183,10 @@ def _free_port() -> int:
 @contextlib.contextmanager
 def _collector(root: Path) -> Iterator[tuple[str, str]]:
     """Run ``edgepack collector`` in a child process on a free loopback port."""
-    from telemetry.collector.tokens import add_device
+    from telemetry.collector import add_token
 
     device_id = f"quickstart-{secrets.token_hex(3)}"
-    token = add_device(root / "tokens.json", device_id)
+    token = add_token(root / "tokens.json", device_id)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "edgepack", "collector", "--db", str(root / "collector.db"),

@@ -1,0 +1,65 @@
+"""The quickstart is README's first command: it must run end to end, twice in one folder."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgepack.quickstart import data, retrain
+
+
+def test_quickstart_runs_the_whole_path_and_reruns_in_the_same_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "qs"
+    for attempt in (1, 2):
+        out = subprocess.run(
+            [sys.executable, "-m", "edgepack", "quickstart", str(folder)],
+            capture_output=True, text=True, timeout=600,
+        )
+        assert out.returncode == 0, f"run {attempt}: {out.stderr[-3000:]}"
+        report = out.stdout
+        predictions = int(re.search(r"(\d+) predictions", report).group(1))
+        delivered = int(re.search(r"delivered (\d+) records; collector holds (\d+)", report).group(1))
+        held = int(re.search(r"collector holds (\d+)", report).group(1))
+        # Exactly the predictions made reach the collector, and the folder starts afresh each run.
+        assert predictions == delivered == held == 500
+        assert "label agreement 100%" in report
+        assert re.search(r"unseen_category ×\d+", report), report
+        assert "production: fire-risk version 2" in report
+
+    bundle = folder / "dist" / "fire-risk.edgepkg"
+    verify = subprocess.run(
+        [sys.executable, "-m", "edgepack", "verify", str(bundle), "--public-key", str(folder / "keys" / "edge.pub")],
+        capture_output=True, text=True,
+    )
+    assert verify.returncode == 0, verify.stderr
+    with sqlite3.connect(folder / "history.db") as db:
+        rows = db.execute("select candidate_version, promoted from promotions order by rowid").fetchall()
+    assert rows == [("1", 1), ("2", 1)]
+
+
+@pytest.mark.parametrize(
+    ("candidate", "champion", "promoted"),
+    [(0.80, None, True), (0.85, 0.80, True), (0.803, 0.80, False), (0.70, 0.80, False)],
+)
+def test_promotion_needs_a_real_gain(candidate: float, champion: float | None, promoted: bool) -> None:
+    decision = retrain.decide(
+        model="m", candidate_version="2", candidate_auc=candidate,
+        champion_version=None if champion is None else "1", champion_auc=champion, min_gain=0.005,
+    )
+    assert decision.promoted is promoted
+    assert ("not promoted" in decision.reason) is (not promoted)
+
+
+def test_this_season_drifts_from_the_last() -> None:
+    last = data.make_season(2000, season="last", seed=1)
+    this = data.make_season(2000, season="this", seed=1)
+    assert this["temp_c"].mean() - last["temp_c"].mean() > 3
+    assert this["humidity_pct"].mean() < last["humidity_pct"].mean() - 5
+    assert this[data.TARGET].mean() > last[data.TARGET].mean()
+    stream = data.device_stream(100, seed=3)
+    assert sum(row["region"] == data.UNSEEN_REGION for row in stream) == 4
