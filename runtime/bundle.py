@@ -12,6 +12,7 @@ import io
 import json
 import os
 import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -290,8 +291,9 @@ def _read_entry(zf: zipfile.ZipFile, name: str, limits: BundleLimits) -> bytes:
         with zf.open(info) as fh:
             # Never trust the declared size: read at most one byte past the limit.
             data = fh.read(min(info.file_size, limits.max_entry_bytes) + 1)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
-        raise BundleError(f"cannot decompress: {exc}", entry=name) from exc
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
+        # zlib.error: corrupt deflate data; RuntimeError: encrypted entries.
+        raise BundleError(f"cannot decompress ({exc}); the archive is damaged", entry=name) from exc
     if len(data) > info.file_size:
         raise BundleError(f"holds more data than its declared size of {info.file_size} bytes", entry=name)
     return data

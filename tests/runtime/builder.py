@@ -296,3 +296,38 @@ def raw_zip(entries: Sequence[tuple[str, bytes, int | None]]) -> bytes:
 def entries_of(source: bytes) -> list[tuple[str, bytes]]:
     with zipfile.ZipFile(io.BytesIO(source)) as zf:
         return [(info.filename, zf.read(info)) for info in zf.infolist()]
+
+
+def rewrite(source: Path, target: Path, *, edit: Any = None, files: Mapping[str, bytes | None] | None = None,
+            signing_key: Path | None = None) -> Path:
+    """Re-write a valid bundle with an edited manifest and/or files; hashes stay consistent.
+
+    ``edit(manifest)`` mutates a copy of the manifest; ``files`` replaces (or, with None,
+    removes) entries. The result passes the container checks, so what fails is the content.
+    """
+    import copy
+
+    from runtime.bundle import read_bundle
+
+    original = read_bundle(source)
+    manifest = copy.deepcopy(original.manifest)
+    manifest.pop("files", None)
+    if edit is not None:
+        edit(manifest)
+    content = dict(original.files)
+    for name, data in (files or {}).items():
+        if data is None:
+            content.pop(name, None)
+        else:
+            content[name] = data
+    write_bundle(target, manifest, content, signing_key=signing_key)
+    return target
+
+
+def edit_golden(source: Path, target: Path, change: Any) -> Path:
+    """Re-write a bundle whose golden.json was changed by ``change(golden)``."""
+    from runtime.bundle import read_bundle
+
+    golden = json.loads(read_bundle(source).files["golden.json"])
+    change(golden)
+    return rewrite(source, target, files={"golden.json": json.dumps(golden).encode()})
