@@ -171,32 +171,33 @@ def test_stats_count_records_devices_models_and_counters(collector: RunningColle
     assert collector.stats(token=other) == expected
 
 
-def test_stats_need_a_known_token(collector: RunningCollector) -> None:
-    assert httpx.get(f"{collector.url}/v1/stats").status_code == 401
-    response = httpx.get(f"{collector.url}/v1/stats", headers={"Authorization": "Bearer nope"})
+def test_stats_need_a_known_token(shared: RunningCollector) -> None:
+    assert httpx.get(f"{shared.url}/v1/stats").status_code == 401
+    response = httpx.get(f"{shared.url}/v1/stats", headers={"Authorization": "Bearer nope"})
     assert response.status_code == 401
     assert "not known" in response.json()["error"]
 
 
-def test_healthz_needs_no_token(collector: RunningCollector) -> None:
-    response = httpx.get(f"{collector.url}/healthz")
+def test_healthz_needs_no_token(shared: RunningCollector) -> None:
+    response = httpx.get(f"{shared.url}/healthz")
     assert (response.status_code, response.json()) == (200, {"status": "ok"})
 
 
-def test_one_log_line_per_batch(collector: RunningCollector) -> None:
+def test_one_log_line_per_batch(shared: RunningCollector, device: tuple[str, str]) -> None:
+    device_id, token = device
     documents = [batch(2), batch(3)]
     for document in documents:
-        post(collector.url, collector.token, document)
-    post(collector.url, collector.token, documents[0])
-    lines = [line for line in collector.log().splitlines() if " batch " in line and "from device-1" in line]
+        post(shared.url, token, document)
+    post(shared.url, token, documents[0])
+    lines = [line for line in shared.log().splitlines() if " batch " in line and f"from {device_id}:" in line]
     assert len(lines) == 3
-    assert f"batch {documents[1]['batch_id']} from device-1: 3 records, 3 accepted, 0 duplicates" in lines[1]
+    assert f"batch {documents[1]['batch_id']} from {device_id}: 3 records, 3 accepted, 0 duplicates" in lines[1]
     assert lines[2].endswith("2 records, 0 accepted, 2 duplicates")
 
 
-def test_store_is_wal_with_unique_device_record_key(collector: RunningCollector) -> None:
-    post(collector.url, collector.token, batch(1))
-    with sqlite3.connect(collector.db_path) as connection:
+def test_store_is_wal_with_unique_device_record_key(shared: RunningCollector) -> None:
+    post(shared.url, shared.token, batch(1))
+    with sqlite3.connect(shared.db_path) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         key = [row[1] for row in connection.execute("PRAGMA table_info(records)") if row[5]]
         assert key == ["device", "id"]
@@ -204,4 +205,5 @@ def test_store_is_wal_with_unique_device_record_key(collector: RunningCollector)
             connection.execute(
                 "INSERT INTO records SELECT * FROM records LIMIT 1"
             )
-    assert SHA in {row["bundle_sha256"] for row in collector.records()}
+    connection.close()
+    assert SHA in {row["bundle_sha256"] for row in shared.records()}
