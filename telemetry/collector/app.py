@@ -52,7 +52,8 @@ class Collector:
         self._pending = 0
 
     async def _on_writer(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        assert self._writer is not None, "the collector store is not open (lifespan not started)"
+        if self._writer is None:
+            raise StoreError("the store is not open (the app was not started through its lifespan)")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._writer, lambda: fn(*args, **kwargs))
 
@@ -150,6 +151,9 @@ class Collector:
             stats = await self._on_writer(self._store_or_fail().stats)
         except RequestError as exc:
             return _error(exc.status, str(exc), exc.headers)
+        except StoreError as exc:
+            logger.error("stats not available: %s", exc)
+            return self._retry_later(f"the collector could not read its store ({exc}); try again later")
         return JSONResponse(stats)
 
     async def get_health(self, request: Request) -> Response:

@@ -87,6 +87,7 @@ def build_spec(settings: CollectorSettings) -> dict[str, Any]:
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Stats"}}},
                         },
                         "401": unauthorized,
+                        "503": _retry_after("The store could not be read; try again after Retry-After seconds."),
                     },
                 }
             },

@@ -87,6 +87,19 @@ def test_other_statuses_in_the_spec_are_exactly_those_the_app_answers(running: R
         httpx.get(f"{running.url}/v1/stats", headers={"Authorization": "Bearer wrong"}).status_code,
         httpx.get(f"{running.url}/v1/stats", headers={"Authorization": f"Bearer {running.token}"}).status_code,
     }
+    # A real read failure: the table the stats come from is briefly gone.
+    with sqlite3.connect(running.db_path) as connection:
+        connection.execute("ALTER TABLE devices RENAME TO devices_away")
+    connection.close()
+    try:
+        failed = httpx.get(f"{running.url}/v1/stats", headers={"Authorization": f"Bearer {running.token}"})
+    finally:
+        with sqlite3.connect(running.db_path) as connection:
+            connection.execute("ALTER TABLE devices_away RENAME TO devices")
+        connection.close()
+    assert failed.headers["Retry-After"] == "5" and "no such table" in failed.json()["error"]
+    stats.add(failed.status_code)
+    assert running.stats()["records"] >= 0
     assert _statuses(spec, "/v1/stats", "get") == stats
     assert _statuses(spec, "/healthz", "get") == {httpx.get(f"{running.url}/healthz").status_code}
     assert _statuses(spec, "/openapi.json", "get") == {httpx.get(f"{running.url}/openapi.json").status_code}

@@ -1,0 +1,32 @@
+"""CollectorSettings: the contract's defaults, and bad values refused by name."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from telemetry.collector import CollectorSettings
+
+
+def test_defaults_are_the_contract_limits(tmp_path: Path) -> None:
+    settings = CollectorSettings(db_path=str(tmp_path / "c.db"), tokens_path=tmp_path / "t.json")
+    assert settings.db_path == tmp_path / "c.db"
+    assert (settings.max_body_bytes, settings.max_decompressed_bytes, settings.max_records) == (8 << 20, 32 << 20, 5000)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.max_records = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("max_body_bytes", 0), ("max_records", -5), ("max_decompressed_bytes", 1.5), ("max_pending_batches", True), ("lock_timeout_seconds", -1)],
+)
+def test_bad_limits_are_refused_by_name(tmp_path: Path, field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=f"CollectorSettings.{field} must be"):
+        CollectorSettings(db_path=tmp_path / "c.db", tokens_path=tmp_path / "t.json", **{field: value})
+
+
+def test_options_are_keyword_only(tmp_path: Path) -> None:
+    with pytest.raises(TypeError):
+        CollectorSettings(tmp_path / "c.db", tmp_path / "t.json")  # type: ignore[misc]
