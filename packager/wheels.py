@@ -157,13 +157,13 @@ def device_wheels(
         seen.add(platform)
     version, abi = normalize_python_version(python_version)
     pinned = _parse_requirements(requirements)
-    constraints = _installed_pins(exclude={canonicalize_name(r.name) for r in pinned}) if options.pin_installed else []
-
     cache = options.cache_dir or _default_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="edgepack-wheels-") as tmp:
         work = Path(tmp)
         own = edgepack_wheel(work / "own", options=options)
+        pinned_names = {canonicalize_name(r.name) for r in pinned}
+        constraints = _installed_pins(_wheel_requires(own), version, exclude=pinned_names) if options.pin_installed else []
         constraint_file = work / "constraints.txt"
         constraint_file.write_text("".join(f"{c}\n" for c in constraints))
         out: dict[str, bytes] = {}
@@ -207,19 +207,23 @@ def _parse_requirements(lines: Sequence[str]) -> list[Requirement]:
     return parsed
 
 
-def _installed_pins(*, exclude: set[str]) -> list[str]:
-    """``name==version`` for edgepack's base requirements and their dependencies, as installed here."""
+def _wheel_requires(wheel: Path) -> list[str]:
+    """The ``Requires-Dist`` lines of a wheel: the device install of edgepack, as built."""
     try:
-        root = metadata.distribution(DIST_NAME)
-    except metadata.PackageNotFoundError as exc:
-        raise WheelError(
-            "edgepack is not installed in this environment, so its device requirements are unknown; "
-            "install it (pip install -e . or pip install edgepack) before building with --with-deps",
-            package=DIST_NAME,
-        ) from exc
-    env = {"extra": ""}
+        with zipfile.ZipFile(wheel) as zf:
+            meta = next(n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA"))
+            text = zf.read(meta).decode()
+    except (zipfile.BadZipFile, StopIteration, OSError, UnicodeDecodeError) as exc:
+        raise WheelError(f"{wheel.name} is not a readable wheel (no .dist-info/METADATA)", package=DIST_NAME) from exc
+    return [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Requires-Dist:")]
+
+
+def _installed_pins(requires: Sequence[str], python_version: str, *, exclude: set[str]) -> list[str]:
+    """``name==version`` for ``requires`` (no extras) and their dependencies, as installed here."""
+    # Markers are judged for the target interpreter, not the one running the build.
+    env = {"extra": "", "python_version": python_version, "python_full_version": f"{python_version}.0"}
     pins: dict[str, str] = {}
-    todo = [r for r in map(Requirement, root.requires or []) if not r.marker or r.marker.evaluate(env)]
+    todo = [r for r in map(Requirement, requires) if not r.marker or r.marker.evaluate(env)]
     while todo:
         req = todo.pop()
         name = canonicalize_name(req.name)
@@ -394,20 +398,23 @@ def rebuild_installed_wheel(out_dir: Path, dist_name: str = DIST_NAME) -> Path:
         dist = metadata.distribution(dist_name)
     except metadata.PackageNotFoundError as exc:
         raise WheelError(f"{dist_name} is not installed, so there is no wheel to rebuild", package=dist_name) from exc
+    wheel_meta = dist.read_text("WHEEL")
+    direct_url = dist.read_text("direct_url.json") or ""
+    if wheel_meta is None or '"editable": true' in direct_url.replace(" ", "").replace('":true', '": true'):
+        raise WheelError(
+            f"{dist_name} is a development (editable or egg-info) install and its source tree was not found, "
+            "so there is no wheel to ship; run from the source tree, or pass an edgepack wheel "
+            "(WheelOptions.edgepack_wheel)",
+            package=dist_name,
+        )
+    if "Root-Is-Purelib: true" not in wheel_meta:
+        raise WheelError(f"{dist_name} is not a pure-Python install; cannot rebuild its wheel", package=dist_name)
     files = dist.files
     if not files:
         raise WheelError(f"{dist_name} was installed without a RECORD; cannot rebuild its wheel", package=dist_name)
     info_dir = next((f.parts[0] for f in files if f.parts[0].endswith(".dist-info")), None)
     if info_dir is None:
         raise WheelError(f"{dist_name} has no .dist-info directory; cannot rebuild its wheel", package=dist_name)
-    wheel_meta = dist.read_text("WHEEL") or ""
-    if "Root-Is-Purelib: true" not in wheel_meta:
-        raise WheelError(f"{dist_name} is not a pure-Python install; cannot rebuild its wheel", package=dist_name)
-    if dist.read_text("direct_url.json") and '"editable": true' in (dist.read_text("direct_url.json") or ""):
-        raise WheelError(
-            f"{dist_name} is an editable install whose source tree is gone; reinstall it, or pass a wheel",
-            package=dist_name,
-        )
     tags = [line.split(":", 1)[1].strip() for line in wheel_meta.splitlines() if line.startswith("Tag:")]
     if len(tags) != 1:
         raise WheelError(f"{dist_name} WHEEL metadata has tags {tags}; expected exactly one", package=dist_name)
