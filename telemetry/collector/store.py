@@ -91,6 +91,25 @@ class Store:
                 if_not_exists=True,
             )
 
+    @contextmanager
+    def _write_transaction(self) -> Iterator[None]:
+        # BEGIN IMMEDIATE takes the write lock first, waiting up to busy_timeout for another
+        # process to let go. sqlite-utils' atomic() issues a deferred BEGIN; its insert then
+        # reads the schema and upgrades to a write, and in WAL mode SQLite refuses such an
+        # upgrade at once ("database is locked") without ever calling the busy handler.
+        # insert_all() inside nests as a savepoint.
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.rollback()
+            raise
+        try:
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.rollback()
+            raise
+
     def ingest(self, device: str, batch: Batch, *, received_at: float) -> IngestResult:
         """Store ``batch`` for ``device`` in one transaction; already-known record ids are skipped."""
         rows = [
@@ -111,7 +130,7 @@ class Store:
         ]
         counters = batch.counters
         with _translated(f"storing batch {batch.batch_id!r} of device {device!r}"):
-            with self.db.atomic():
+            with self._write_transaction():
                 before = self.db.conn.total_changes
                 if rows:
                     self.db["records"].insert_all(rows, ignore=True)

@@ -78,6 +78,17 @@ def test_overlapping_batch_stores_only_the_new_records(shared: RunningCollector,
     assert len(shared.records(device_id)) == 7
 
 
+def test_full_size_batch_at_the_default_limits(shared: RunningCollector, device: tuple[str, str]) -> None:
+    device_id, token = device
+    document = batch(5000)
+    assert post(shared.url, token, document, gzipped=True).json() == {"accepted": 5000, "duplicates": 0}
+    over = batch(5001)
+    refused = post(shared.url, token, over, gzipped=True)
+    assert refused.status_code == 422
+    assert "batch has 5001 records; at most 5000" in refused.json()["error"]
+    assert len(shared.records(device_id)) == 5000
+
+
 def test_record_id_repeated_inside_one_batch_is_stored_once(shared: RunningCollector, device: tuple[str, str]) -> None:
     device_id, token = device
     twin = record()
