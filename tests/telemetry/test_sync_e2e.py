@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pty
 import signal
 import subprocess
 import sys
@@ -162,3 +163,34 @@ def test_cli_help_lists_sync_options() -> None:
     assert done.returncode == 0
     for option in ("--db", "--endpoint", "--token-file", "--once", "--interval"):
         assert option in done.stdout
+
+
+def test_cli_once_shows_a_progress_bar_only_on_a_terminal(collector: RunningCollector, tmp_path: Path) -> None:
+    db = tmp_path / "p.db"
+    with telemetry.Buffer(db) as buffer:
+        for seq in range(300):
+            record(buffer, seq)
+    token_file = tmp_path / "token"
+    token_file.write_text(collector.token)
+    controller, terminal = pty.openpty()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "edgepack", *sync_args(db, collector, token_file, "--once", "--batch-size", "50")],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=terminal, text=True,
+    )
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(controller)
+    out, _ = child.communicate(timeout=60)
+    assert child.returncode == 0 and "drained: sent 300 records" in out
+    screen = shown.decode("utf-8", "replace")
+    assert "syncing" in screen and "100%" in screen
+    assert " records sent, " not in screen  # per-batch log lines give way to the bar
+    assert collector.stats()["records"] == 300
