@@ -97,6 +97,8 @@ class Report:
     """Skipped sections and caveats, printed under the table."""
     models: dict[str, Any] = field(default_factory=dict)
     """Per model case: what it is (estimator, columns, trees) and its bundle."""
+    phases: dict[str, float] = field(default_factory=dict)
+    """Seconds each phase of the run took (preparation, each section)."""
     started_at: str = ""
     duration_s: float = 0.0
 
@@ -106,6 +108,7 @@ class Report:
             "mode": self.mode,
             "started_at": self.started_at,
             "duration_s": round(self.duration_s, 3),
+            "phases": {k: round(v, 3) for k, v in self.phases.items()},
             "environment": self.environment,
             "models": self.models,
             "figures": [_clean(asdict(f)) for f in self.figures],

@@ -27,6 +27,8 @@ class BenchOptions:
     """Fresh processes per path for cold start."""
     cold_models: tuple[str, ...]
     """Models (by case name) measured for cold start and memory."""
+    memory_runs: int
+    """Fresh processes per path for peak RSS (it varies little between runs)."""
     memory_predictions: int
     """Predictions made by the child process whose peak RSS is measured."""
     record_count: int
@@ -54,6 +56,7 @@ QUICK = BenchOptions(
     batch_rounds=3,
     cold_runs=3,
     cold_models=("forest",),
+    memory_runs=1,
     memory_predictions=10_000,
     record_count=20_000,
     record_rounds=3,
@@ -72,6 +75,7 @@ FULL = BenchOptions(
     batch_rounds=15,
     cold_runs=7,
     cold_models=("logreg", "forest", "hgb"),
+    memory_runs=3,
     memory_predictions=10_000,
     record_count=100_000,
     record_rounds=5,
@@ -91,6 +95,7 @@ SMOKE = BenchOptions(
     batch_rounds=2,
     cold_runs=1,
     cold_models=("forest",),
+    memory_runs=1,
     memory_predictions=1_000,
     record_count=2_000,
     record_rounds=2,

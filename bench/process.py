@@ -21,6 +21,8 @@ from .zoo import ModelCase
 EDGEPACK = "edgepack"
 PYFUNC = "mlflow.pyfunc"
 CHILD_TIMEOUT = 300.0
+SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+"""Children compute on one thread, like the runtime's sessions (see suite.run_suite)."""
 MEMORY_BATCH = 1_000
 
 # Everything between the two clocks is what a user waits for; the stdlib modules imported
@@ -44,8 +46,32 @@ model.predict(pd.DataFrame([json.loads(sys.argv[2])]))
 print(json.dumps({"seconds": time.perf_counter() - start}))
 """
 
+PEAK_RSS = """
+import resource
+
+
+def peak_rss_kb():
+    # Not ru_maxrss: Linux carries the parent's peak RSS across fork + exec, so a child of this
+    # (large) benchmark process would report the benchmark's own peak. VmHWM is the peak of
+    # this process image alone.
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def report(made):
+    usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"peak_rss_kb": peak_rss_kb(), "ru_maxrss_kb": usage, "predictions": made}))
+"""
+
 MEMORY_EDGEPACK = """
-import json, resource, sys
+import json, sys
+""" + PEAK_RSS + """
 import numpy as np
 import runtime
 model = runtime.load(sys.argv[1], threads=1)
@@ -55,11 +81,12 @@ total, batch, made = int(sys.argv[4]), int(sys.argv[5]), 0
 while made < total:
     chunk = {name: values[made % len(values):][:batch] for name, values in columns.items()}
     made += len(model.predict_batch(chunk)["prediction"])
-print(json.dumps({"maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "predictions": made}))
+report(made)
 """
 
 MEMORY_PYFUNC = """
-import json, resource, sys
+import json, sys
+""" + PEAK_RSS + """
 import numpy as np
 import mlflow.pyfunc
 import pandas as pd
@@ -70,7 +97,7 @@ total, batch, made = int(sys.argv[4]), int(sys.argv[5]), 0
 while made < total:
     start = made % len(frame)
     made += len(model.predict(frame.iloc[start:start + batch]))
-print(json.dumps({"maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "predictions": made}))
+report(made)
 """
 
 
@@ -80,6 +107,7 @@ def _run_child(script: str, args: list[str], *, cwd: Path) -> dict[str, Any]:
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     env["PYTHONWARNINGS"] = "ignore"
+    env.update(SINGLE_THREAD)
     completed = subprocess.run(
         [sys.executable, "-c", script, *args],
         cwd=cwd,
@@ -169,7 +197,7 @@ def _write_memory_data(case: ModelCase, workdir: Path) -> tuple[Path, list[str]]
 
 def measure_memory(case: ModelCase, options: BenchOptions, workdir: Path) -> list[Figure]:
     """Peak RSS of a child that loaded the model and made ``options.memory_predictions``
-    predictions in batches of 1,000 rows; median over the cold-start run count (at most 3)."""
+    predictions in batches of 1,000 rows; median over ``options.memory_runs`` runs per path."""
     data, names = _write_memory_data(case, workdir)
     args_tail = [str(data), json.dumps(names), str(options.memory_predictions), str(MEMORY_BATCH)]
     runs: dict[str, tuple[str, list[str]]] = {}
@@ -184,7 +212,7 @@ def measure_memory(case: ModelCase, options: BenchOptions, workdir: Path) -> lis
     else:
         runs[PYFUNC] = (MEMORY_PYFUNC, [case.model_uri, *args_tail])
     peaks: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(min(3, options.cold_runs)):
+    for _ in range(options.memory_runs):
         for name, (script, args) in runs.items():
             if name in errors:
                 continue
@@ -192,7 +220,7 @@ def measure_memory(case: ModelCase, options: BenchOptions, workdir: Path) -> lis
                 result = _run_child(script, args, cwd=workdir)
                 if int(result["predictions"]) < options.memory_predictions:
                     raise RuntimeError(f"child made {result['predictions']} predictions, expected {options.memory_predictions}")
-                peaks[name].append(float(result["maxrss_kb"]) / 1024)
+                peaks[name].append(float(result["peak_rss_kb"]) / 1024)
             except Exception as exc:  # noqa: BLE001
                 errors[name] = f"{type(exc).__name__}: {exc}"
     figures = []
@@ -210,7 +238,7 @@ def measure_memory(case: ModelCase, options: BenchOptions, workdir: Path) -> lis
                 median=median,
                 p99=p99,
                 samples=len(peaks[name]),
-                note=f"peak RSS (ru_maxrss) after loading and {options.memory_predictions:,} predictions in batches of {MEMORY_BATCH:,}",
+                note=f"peak RSS (VmHWM of the child; ru_maxrss would include the parent's) after loading and {options.memory_predictions:,} predictions in batches of {MEMORY_BATCH:,}",
             )
         )
     set_ratios(figures, PYFUNC)

@@ -8,7 +8,8 @@ import platform
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,15 @@ def _guard(report: Report, section: str, what: str, fn: Callable[[], list[Figure
         report.figures.append(error_figure(section=section, path=what, unit="", error=exc, model=model))
 
 
+@contextmanager
+def _phase(report: Report, name: str) -> Iterator[None]:
+    began = time.perf_counter()
+    try:
+        yield
+    finally:
+        report.phases[name] = report.phases.get(name, 0.0) + time.perf_counter() - began
+
+
 def run_suite(
     options: BenchOptions,
     *,
@@ -59,11 +69,20 @@ def run_suite(
 ) -> Report:
     """Run the benchmark sections in ``sections`` and return the report (never raises for a
     failing measurement: the figure carries the error)."""
+    # Loaded first so that the limit below reaches the OpenMP runtime scikit-learn uses.
+    import sklearn.ensemble  # noqa: F401
+    from threadpoolctl import threadpool_limits
+
     began = time.perf_counter()
     report = Report(mode=options.mode, environment=environment(), started_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
-    with tempfile.TemporaryDirectory(prefix="edgepack-bench-", dir=workdir) as tmp:
+    report.notes.append(
+        "Every path computes on one thread: onnxruntime with the runtime's session options (1 intra-op thread), "
+        "scikit-learn / mlflow.pyfunc with OpenMP and BLAS limited to 1 thread, so figures compare cost per core."
+    )
+    with tempfile.TemporaryDirectory(prefix="edgepack-bench-", dir=workdir) as tmp, threadpool_limits(limits=1):
         root = Path(tmp)
-        cases = _prepare(options, root, report, log)
+        with _phase(report, "prepare"):
+            cases = _prepare(options, root, report, log)
         by_name = {case.name: case for case in cases}
         if "footprint" in sections:
             report.figures.extend(footprint.bundle_figures(cases))
@@ -71,17 +90,20 @@ def run_suite(
             for case in cases:
                 log(f"[bench] loading the paths for {case.name}")
                 try:
-                    contenders = inference.Contenders(case)
+                    with _phase(report, "load paths"):
+                        contenders = inference.Contenders(case)
                 except Exception as exc:  # noqa: BLE001
                     for section in ("latency", "throughput"):
                         report.figures.append(error_figure(section=section, path="all paths", unit="", error=exc, model=case.name))
                     continue
                 if "latency" in sections:
                     log(f"[bench] single-row latency: {case.name}")
-                    _guard(report, "latency", "all paths", lambda: inference.measure_latency(case, contenders, options), case.name)
+                    with _phase(report, "latency"):
+                        _guard(report, "latency", "all paths", lambda: inference.measure_latency(case, contenders, options), case.name)
                 if "throughput" in sections:
                     log(f"[bench] batch throughput: {case.name}")
-                    _guard(report, "throughput", "all paths", lambda: inference.measure_throughput(case, contenders, options), case.name)
+                    with _phase(report, "throughput"):
+                        _guard(report, "throughput", "all paths", lambda: inference.measure_throughput(case, contenders, options), case.name)
                 del contenders
         for name in options.cold_models:
             case = by_name.get(name)
@@ -89,24 +111,33 @@ def run_suite(
                 continue
             if "cold_start" in sections:
                 log(f"[bench] cold start: {name} ({options.cold_runs} runs per path)")
-                _guard(report, "cold_start", "all paths", lambda: process.measure_cold_start(case, options, root), name)
+                with _phase(report, "cold_start"):
+                    _guard(report, "cold_start", "all paths", lambda: process.measure_cold_start(case, options, root), name)
             if "memory" in sections:
                 log(f"[bench] peak RSS: {name}")
-                _guard(report, "memory", "all paths", lambda: process.measure_memory(case, options, root), name)
+                with _phase(report, "memory"):
+                    _guard(report, "memory", "all paths", lambda: process.measure_memory(case, options, root), name)
         if "telemetry" in sections and TELEMETRY_MODEL in by_name:
             case = by_name[TELEMETRY_MODEL]
-            log("[bench] telemetry: record() rate")
-            _guard(report, "telemetry", "record rate", lambda: buffering.measure_record_rate(case, options, root))
-            log("[bench] telemetry: sync to a collector on loopback")
-            _guard(report, "telemetry", buffering.SYNC, lambda: buffering.measure_sync(case, options, root))
-            log("[bench] telemetry: cost per prediction")
-            _guard(report, "telemetry", buffering.OVERHEAD, lambda: buffering.measure_overhead(case, options, root), case.name)
+            with _phase(report, "telemetry"):
+                log("[bench] telemetry: record() rate")
+                _guard(report, "telemetry", "record rate", lambda: buffering.measure_record_rate(case, options, root))
+                log("[bench] telemetry: sync to a collector on loopback")
+                _guard(report, "telemetry", buffering.SYNC, lambda: buffering.measure_sync(case, options, root))
+                log("[bench] telemetry: cost per prediction")
+                _guard(report, "telemetry", buffering.OVERHEAD, lambda: buffering.measure_overhead(case, options, root), case.name)
         if "footprint" in sections:
             if options.footprint == "skip":
-                report.notes.append(f"Footprint of the device and build venvs skipped in {options.mode} mode (run the full mode, or pass --footprint device|all).")
+                report.notes.append(
+                    f"Footprint of the device and build venvs skipped in {options.mode} mode "
+                    "(the full mode measures both; --footprint device|all forces it)."
+                )
             else:
+                if options.footprint == "device":
+                    report.notes.append(f"Footprint: only the device venv in {options.mode} mode; the build venv was not created.")
                 log(f"[bench] footprint: creating venvs ({options.footprint}); reuses pip's cache")
-                _guard(report, "footprint", "venvs", lambda: footprint.measure_venvs(REPO, root, build=options.footprint == "all"))
+                with _phase(report, "footprint"):
+                    _guard(report, "footprint", "venvs", lambda: footprint.measure_venvs(REPO, root, build=options.footprint == "all"))
     report.targets = check_targets(report, [case.name for case in cases])
     report.environment["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     report.duration_s = time.perf_counter() - began

@@ -27,7 +27,7 @@ def format_value(value: float | None, unit: str) -> str:
     if unit == "s":
         return f"{value:.3f} s"
     if unit == "MB":
-        return f"{value:,.1f} MB"
+        return f"{value:,.1f} MB" if abs(value) >= 1 else f"{value * 1024:,.1f} KB"
     return f"{value:.3g} {unit}"
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 EXPERIMENT = "edgepack-bench"
+ALIAS = "bench"
 
 
 @dataclass(kw_only=True)
@@ -45,6 +46,11 @@ class ModelCase:
     @property
     def model_uri(self) -> str:
         return f"models:/{self.registered_name}/{self.version}"
+
+    @property
+    def alias_uri(self) -> str:
+        """What the bundle is built from: the alias the benchmark sets on its version."""
+        return f"models:/{self.registered_name}@{ALIAS}"
 
     @property
     def numeric_columns(self) -> list[str]:
@@ -176,6 +182,7 @@ class Registry:
                 skops_trusted_types=trusted or None,
             )
         case.version = str(info.registered_model_version)
+        mlflow.MlflowClient(tracking_uri=self.uri, registry_uri=self.uri).set_registered_model_alias(case.registered_name, ALIAS, case.version)
 
 
 def build(case: ModelCase, registry: Registry, out_dir: Path) -> None:
@@ -190,7 +197,7 @@ def build(case: ModelCase, registry: Registry, out_dir: Path) -> None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            build_bundle(case.model_uri, str(out), tracking_uri=registry.uri, reference_data=reference)
+            build_bundle(case.alias_uri, str(out), tracking_uri=registry.uri, reference_data=reference)
     except Exception as exc:  # noqa: BLE001 - reported in the table
         case.bundle_error = f"build_bundle failed: {type(exc).__name__}: {exc}"
         return

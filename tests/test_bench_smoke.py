@@ -1,0 +1,195 @@
+"""The benchmark suite (``python -m bench``): its parts, and a CI smoke run of ``--quick``.
+
+Benchmarks report and tests assert, so nothing here checks a speed: the smoke run checks
+that every section produced its figures with the fields the results file promises, and the
+unit tests check that what the suite measures is what it claims to measure.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bench.figures import Figure, Report, Target, set_ratios, timing_figure
+from bench.inference import FLOOR, HANDMADE, PATHS, PREDICT_BATCH, PREDICT_DICT, PYFUNC, SKLEARN, numpy_columns, pack
+from bench.table import render
+from bench.timing import interleave
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK_TIMEOUT = 900
+MODELS = ("logreg", "forest", "hgb")
+FIGURE_KEYS = {"section", "path", "unit", "model", "median", "p99", "samples", "reference", "ratio", "target", "verdict", "error", "note"}
+TARGET_KEYS = {"name", "description", "value", "threshold", "comparison", "unit", "verdict", "detail"}
+
+
+# -- the parts ------------------------------------------------------------------------------
+
+
+def test_interleave_rotates_paths_and_keeps_a_failing_paths_error() -> None:
+    calls: list[str] = []
+
+    def path(name: str) -> Callable[[], None]:
+        return lambda: calls.append(name)
+
+    def broken() -> None:
+        if calls.count("b") >= 3:
+            raise RuntimeError("disk on fire")
+        calls.append("b")
+
+    timings = interleave({"a": path("a"), "b": broken, "c": path("c")}, rounds=3, calls=2, warmup=1)
+
+    assert set(timings.seconds) == {"a", "c"}
+    assert len(timings.seconds["a"]) == len(timings.seconds["c"]) == 6
+    assert all(s >= 0 for s in timings.seconds["a"])
+    assert isinstance(timings.errors["b"], RuntimeError) and "disk on fire" in str(timings.errors["b"])
+    # After one warm-up call each, round 0 runs a, b, c; round 1 starts with b, round 2 with c.
+    timed = calls[3:]
+    assert timed[:6] == ["a", "a", "b", "b", "c", "c"]
+    assert timed[6:10] == ["c", "c", "a", "a"]  # b failed at the start of round 1
+    assert timed[10:] == ["c", "c", "a", "a"]
+
+
+def test_rates_ratios_and_targets_are_computed_from_costs() -> None:
+    fast = timing_figure(section="throughput", path="fast", seconds=[0.5, 0.5, 0.5], unit="rows/s", per_call_units=1000)
+    slow = timing_figure(section="throughput", path="slow", seconds=[2.0, 2.0, 2.0], unit="rows/s", per_call_units=1000)
+    set_ratios([fast, slow], "fast")
+    assert fast.median == pytest.approx(2000.0) and slow.median == pytest.approx(500.0)
+    assert fast.ratio == pytest.approx(1.0) and slow.ratio == pytest.approx(4.0)  # four times the time per row
+
+    latency = timing_figure(section="latency", path="x", seconds=[1e-5] * 99 + [1e-3], unit="us")
+    assert latency.median == pytest.approx(10.0)
+    assert latency.p99 > latency.median
+
+    assert Target(name="t", description="", value=1.4, threshold=1.5, comparison="<=", unit="x").verdict == "meets"
+    assert Target(name="t", description="", value=1.6, threshold=1.5, comparison="<=", unit="x").verdict == "misses"
+    assert Target(name="t", description="", value=99.0, threshold=100.0, comparison=">=", unit="x").verdict == "misses"
+    assert Target(name="t", description="", value=None, threshold=100.0, comparison=">=", unit="x").verdict == "n/a"
+
+
+def test_a_failed_figure_is_printed_with_its_error_not_dropped() -> None:
+    report = Report(mode="test", environment={})
+    report.figures = [
+        Figure(section="latency", path=FLOOR, unit="us", model="m", median=10.0, p99=12.0, samples=5),
+        Figure(section="latency", path=PREDICT_DICT, unit="us", model="m", error="n/a (not available: runtime.load)"),
+    ]
+    set_ratios(report.figures, FLOOR)
+    table = render(report)
+    assert "n/a (not available: runtime.load)" in table
+    assert "10.0 µs" in table and "ref" in table
+    assert json.loads(json.dumps(report.to_json()))["figures"][1]["error"] == "n/a (not available: runtime.load)"
+
+
+def test_floor_feed_packs_inputs_as_the_runtime_does(make_bundle: Callable[[str], Any]) -> None:
+    """The bare-ORT floor is only a floor if it computes the same thing as edgepack."""
+    import onnxruntime as ort
+
+    import runtime
+    from bench.inference import session_options
+
+    built = make_bundle("binary")
+    frame = built.frame.head(40)
+    bundle = runtime.read_bundle(built.path)
+    session = ort.InferenceSession(bundle.files["model.onnx"], session_options(), providers=["CPUExecutionProvider"])
+    outputs = bundle.manifest["outputs"]
+    floor = dict(zip([o.name for o in session.get_outputs()], session.run(None, pack(bundle.manifest, numpy_columns(frame)))))
+
+    edge = runtime.load(built.path).predict_batch(numpy_columns(frame))
+
+    np.testing.assert_allclose(floor[outputs["probabilities"]], edge["probabilities"], rtol=1e-6, atol=1e-7)
+    expected = built.model.predict_proba(frame)
+    np.testing.assert_allclose(floor[outputs["probabilities"]], expected, atol=1e-4)
+
+
+# -- the smoke run ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
+    out = tmp_path_factory.mktemp("bench") / "results.json"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--output", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=QUICK_TIMEOUT,
+    )
+    assert completed.returncode == 0, f"python -m bench --quick exited {completed.returncode}:\n{completed.stderr[-3000:]}"
+    return json.loads(out.read_text()), completed.stdout
+
+
+def _figures(results: dict[str, Any], section: str) -> list[dict[str, Any]]:
+    return [f for f in results["figures"] if f["section"] == section]
+
+
+@pytest.mark.slow
+def test_quick_run_writes_every_figure_with_its_fields(quick_run: tuple[dict[str, Any], str]) -> None:
+    results, _ = quick_run
+    assert results["schema"] == 1 and results["mode"] == "quick"
+    assert results["environment"]["cpu_count"] >= 1 and results["environment"]["versions"]["onnxruntime"]
+    assert set(results["models"]) == set(MODELS)
+    for figure in results["figures"]:
+        assert set(figure) == FIGURE_KEYS, figure
+        assert figure["error"] is None, f"{figure['section']} / {figure['model']} / {figure['path']}: {figure['error']}"
+        assert isinstance(figure["median"], float) and math.isfinite(figure["median"]), figure
+        assert isinstance(figure["p99"], float) and figure["samples"] >= 1, figure
+    for section in ("latency", "throughput"):
+        measured = {(f["model"], f["path"]) for f in _figures(results, section)}
+        assert measured == {(m, p) for m in MODELS for p in PATHS}, section
+        for figure in _figures(results, section):
+            assert figure["median"] > 0 and figure["reference"] == FLOOR and figure["ratio"] > 0, figure
+            if figure["path"] == FLOOR:
+                assert figure["ratio"] == pytest.approx(1.0)
+    latency = _figures(results, "latency")
+    assert all(f["samples"] >= 100 for f in latency), "quick mode times at least 100 single-row calls per path"
+    assert {(f["model"], f["path"]) for f in _figures(results, "cold_start")} == {("forest", "edgepack"), ("forest", "mlflow.pyfunc")}
+    assert {(f["model"], f["path"]) for f in _figures(results, "memory")} == {("forest", "edgepack"), ("forest", "mlflow.pyfunc")}
+    telemetry = {f["path"] for f in _figures(results, "telemetry")}
+    assert {
+        'Buffer.record durability="power"',
+        'Buffer.record durability="process"',
+        "raw sqlite3 executemany",
+        "SyncService.sync_once to collector",
+        "telemetry cost per prediction",
+    } <= telemetry
+    bundles = [f for f in _figures(results, "footprint") if f["path"] == "bundle .edgepkg"]
+    assert {f["model"] for f in bundles} == set(MODELS) and all(f["median"] > 0 for f in bundles)
+    assert any("skipped in quick mode" in note for note in results["notes"])
+    assert {PREDICT_BATCH, HANDMADE, SKLEARN, PYFUNC} <= {f["path"] for f in latency}
+
+
+@pytest.mark.slow
+def test_quick_run_marks_every_target_and_prints_the_table(quick_run: tuple[dict[str, Any], str]) -> None:
+    results, stdout = quick_run
+    names = {t["name"] for t in results["targets"]}
+    assert names == {
+        *(f"single_row_vs_floor[{m}]" for m in MODELS),
+        "single_row_vs_handmade[forest]",
+        "single_row_vs_pyfunc[forest]",
+        "cold_start_vs_pyfunc[forest]",
+        "cold_start_under_half_second[forest]",
+        "record_rate_power",
+        "sync_rate",
+        "telemetry_overhead[forest]",
+    }
+    for target in results["targets"]:
+        assert set(target) == TARGET_KEYS
+        assert target["verdict"] in ("meets", "misses"), target
+        holds = target["value"] <= target["threshold"] if target["comparison"] == "<=" else target["value"] >= target["threshold"]
+        assert target["verdict"] == ("meets" if holds else "misses"), target
+        marked = [f for f in results["figures"] if f["target"] == target["name"]]
+        assert len(marked) == 1 and marked[0]["verdict"] == target["verdict"], target["name"]
+        assert f"{target['verdict']} ({target['name']})" in stdout
+    assert "## Single-row latency" in stdout and "## Targets" in stdout
+    assert "results written to" in stdout
