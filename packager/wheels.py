@@ -162,8 +162,7 @@ def device_wheels(
     with tempfile.TemporaryDirectory(prefix="edgepack-wheels-") as tmp:
         work = Path(tmp)
         own = edgepack_wheel(work / "own", options=options)
-        pinned_names = {canonicalize_name(r.name) for r in pinned}
-        constraints = _installed_pins(_wheel_requires(own), version, exclude=pinned_names) if options.pin_installed else []
+        constraints = _installed_pins(_wheel_requires(own), version, given=pinned) if options.pin_installed else []
         constraint_file = work / "constraints.txt"
         constraint_file.write_text("".join(f"{c}\n" for c in constraints))
         out: dict[str, bytes] = {}
@@ -218,8 +217,12 @@ def _wheel_requires(wheel: Path) -> list[str]:
     return [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Requires-Dist:")]
 
 
-def _installed_pins(requires: Sequence[str], python_version: str, *, exclude: set[str]) -> list[str]:
-    """``name==version`` for ``requires`` (no extras) and their dependencies, as installed here."""
+def _installed_pins(requires: Sequence[str], python_version: str, *, given: Sequence[Requirement]) -> list[str]:
+    """``name==version`` for ``requires`` (no extras) and their dependencies, as installed here.
+
+    A requirement in ``given`` wins: an exact pin there is left alone, and an installed
+    version outside a range there is not pinned.
+    """
     # Markers are judged for the target interpreter, not the one running the build.
     env = {"extra": "", "python_version": python_version, "python_full_version": f"{python_version}.0"}
     pins: dict[str, str] = {}
@@ -235,7 +238,13 @@ def _installed_pins(requires: Sequence[str], python_version: str, *, exclude: se
             continue  # not installed here: let pip choose, nothing passed parity with it anyway
         pins[name] = dist.version
         todo.extend(r for r in map(Requirement, dist.requires or []) if not r.marker or r.marker.evaluate(env))
-    return [f"{name}=={version}" for name, version in sorted(pins.items()) if name not in exclude]
+    ranges = {canonicalize_name(r.name): r.specifier for r in given}
+    return [
+        f"{name}=={version}"
+        for name, version in sorted(pins.items())
+        if name not in ranges
+        or (not any(s.operator in ("==", "===") for s in ranges[name]) and ranges[name].contains(version, prereleases=True))
+    ]
 
 
 def _download(

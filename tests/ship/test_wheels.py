@@ -63,7 +63,7 @@ def test_wheel_error_belongs_to_the_packager_tree() -> None:
 @pytest.fixture(scope="module")
 def gathered(wheel_cache: Path) -> dict[str, bytes]:
     version = metadata.version("onnxruntime")
-    return device_wheels([host_platform()], running_python(), [f"onnxruntime=={version}", "# parity ran here", ""], options=WheelOptions(cache_dir=wheel_cache))
+    return device_wheels([host_platform()], running_python(), [f"onnxruntime=={version}", "numpy>=1.24,<3", "# parity ran here", ""], options=WheelOptions(cache_dir=wheel_cache))
 
 
 def test_device_wheels_hold_edgepack_and_its_base_requirements_pinned_to_installed_versions(gathered: dict[str, bytes]) -> None:
