@@ -7,6 +7,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 import zlib
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
@@ -237,3 +238,35 @@ def test_too_many_batches_in_progress_answers_503(collector_factory) -> None:
     stored = {row["id"] for row in collector.records()}
     accepted = documents[[answer.status_code for answer in answers].index(200)]
     assert stored == {r["id"] for r in accepted["records"]}
+
+
+def _wait_for_log(collector: RunningCollector, text: str) -> None:
+    for _ in range(1200):
+        if text in collector.log():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} never appeared in the collector log:\n{collector.log()}")
+
+
+def test_sigterm_lets_a_batch_in_progress_finish(collector_factory) -> None:
+    collector = collector_factory(max_pending_batches=1, lock_timeout=120)
+    documents = [batch(3), batch(3)]
+    holder = _hold_write_lock(collector.db_path)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        try:
+            futures = [pool.submit(post, collector.url, collector.token, document) for document in documents]
+            # The batch refused as busy proves the other one is in progress, waiting on the lock.
+            done, _ = wait(futures, return_when=FIRST_COMPLETED)
+            assert "busy" in done.pop().result().json()["error"]
+            assert collector.process is not None
+            collector.process.send_signal(signal.SIGTERM)
+            _wait_for_log(collector, "Shutting down")
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        answers = [future.result() for future in futures]
+    finished = [i for i, answer in enumerate(answers) if answer.status_code == 200]
+    assert len(finished) == 1, [answer.text for answer in answers]
+    assert answers[finished[0]].json() == {"accepted": 3, "duplicates": 0}
+    assert collector.process.wait(timeout=60) == 0
+    assert {row["id"] for row in collector.records()} == {r["id"] for r in documents[finished[0]]["records"]}
