@@ -44,7 +44,7 @@ def _strip_zipmap(model: Any) -> None:
         source = node.input[0]
         model.graph.node.remove(node)
         model.graph.output.remove(out)
-        model.graph.output.insert(i, helper.make_tensor_value_info(source, TensorProto.FLOAT, None))
+        model.graph.output.insert(i, helper.make_tensor_value_info(source, TensorProto.FLOAT, [None, None]))
 
 
 def _classes(model: Any) -> list[Any] | None:
@@ -132,9 +132,10 @@ def from_onnx(loaded: LoadedModel, reference_data: Any, options: BuildOptions) -
     model.CopyFrom(loaded.model)
     # Tensors were read from the external files at load; make the bundle's model self-contained.
     external_data_helper.convert_model_from_external_data(model)
-    _strip_zipmap(model)
     classification = len(model.graph.output) >= 2
+    # Before ZipMap goes: it may be the only node that names the classes (MLP converters).
     classes = _classes(model) if classification else None
+    _strip_zipmap(model)
     if classification and classes is None:
         raise ConversionError("the ONNX classifier declares no class labels (classlabels_* attribute); cannot map its labels")
     columns, per_input = _columns(model, loaded)

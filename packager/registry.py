@@ -134,14 +134,14 @@ def resolve(model_uri: str, tracking_uri: str) -> ResolvedModel:
             version = str(aliases[alias])
         elif ref is not None and ref.isdigit():
             kind, value, version = "version", ref, ref
-            if version not in {mv.version for mv in versions}:
-                listed = ", ".join(mv.version for mv in versions) or "(none)"
+            if version not in {str(mv.version) for mv in versions}:
+                listed = ", ".join(str(mv.version) for mv in versions) or "(none)"
                 raise ModelNotFoundError(f"model {name!r} has no version {version}; its versions: {listed}")
         elif ref is not None and ref.lower() == "latest":
             kind, value = "latest", ref
             if not versions:
                 raise ModelNotFoundError(f"model {name!r} has no versions")
-            version = versions[-1].version
+            version = str(versions[-1].version)
         else:
             kind, value = "stage", str(ref)
             in_stage = [mv for mv in versions if (mv.current_stage or "").lower() == value.lower()]
@@ -154,7 +154,7 @@ def resolve(model_uri: str, tracking_uri: str) -> ResolvedModel:
                     f"{', '.join(stages) if stages else '(none)'}; aliases: "
                     f"{', '.join('@' + a for a in sorted(registered.aliases or {})) or '(none)'}"
                 )
-            version = in_stage[-1].version
+            version = str(in_stage[-1].version)
         mv = client.get_model_version(name, version)
     except MlflowException as exc:
         raise RegistryError(f"registry {redact(tracking_uri)} failed while resolving {model_uri!r}: {exc.message}") from exc

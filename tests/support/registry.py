@@ -19,6 +19,10 @@ Fixtures and helpers
     ``"pickle"``. ``skops_trusted_types`` defaults to the types the model holds that skops
     does not trust by default (MLflow refuses to log it otherwise).
 
+``mlflow_pointed_at(tracking_uri)`` / ``experiment_for(tracking_uri)``
+    A context manager pointing mlflow's process-wide URIs at a registry (restored after), and
+    the id of the experiment the helpers log into; for logging other flavors by hand.
+
 ``make_bundle`` (session scope)
     A factory ``make_bundle(kind) -> BuiltBundle`` building (once per session, cached) a
     real bundle from a session-wide registry. Kinds:
@@ -73,7 +77,7 @@ def _db_path(tracking_uri: str) -> Path:
 
 
 @contextlib.contextmanager
-def _mlflow_pointed_at(tracking_uri: str) -> Iterator[Any]:
+def mlflow_pointed_at(tracking_uri: str) -> Iterator[Any]:
     """Point mlflow's process-wide tracking/registry URIs at ``tracking_uri`` for a block."""
     import mlflow
 
@@ -90,6 +94,18 @@ def _mlflow_pointed_at(tracking_uri: str) -> Iterator[Any]:
                 os.environ[key] = value
         mlflow.set_tracking_uri(before["MLFLOW_TRACKING_URI"] or "")
         mlflow.set_registry_uri(before["MLFLOW_REGISTRY_URI"] or "")
+
+
+def experiment_for(tracking_uri: str) -> str:
+    """The id of the experiment tests log into, its artifacts next to the registry database."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(_EXPERIMENT)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    artifacts = _db_path(tracking_uri).parent / "artifacts"
+    return str(client.create_experiment(_EXPERIMENT, artifact_location=artifacts.as_uri()))
 
 
 def register_model(
@@ -114,13 +130,8 @@ def register_model(
 
         skops_trusted_types = skops.io.get_untrusted_types(data=skops.io.dumps(model)) or None
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    experiment = client.get_experiment_by_name(_EXPERIMENT)
-    if experiment is None:
-        artifacts = _db_path(tracking_uri).parent / "artifacts"
-        experiment_id = client.create_experiment(_EXPERIMENT, artifact_location=artifacts.as_uri())
-    else:
-        experiment_id = experiment.experiment_id
-    with _mlflow_pointed_at(tracking_uri) as mlflow, warnings.catch_warnings():
+    experiment_id = experiment_for(tracking_uri)
+    with mlflow_pointed_at(tracking_uri) as mlflow, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with mlflow.start_run(experiment_id=experiment_id):
             info = mlflow.sklearn.log_model(
