@@ -1,0 +1,82 @@
+"""buildah, driven from tests: a private image store, no registry, no network.
+
+Every call runs buildah with its own ``--root``/``--runroot`` under the test's temporary
+directory (nothing touches the machine's image store) and, with ``offline=True``, inside
+a fresh network namespace (``unshare --net``) that has no route anywhere: an image build or
+a container that tries to fetch anything fails instead of quietly using the network.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+TOOLS = ("buildah", "debootstrap", "unshare")
+DEBIAN_MIRROR = os.environ.get("EDGEPACK_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+DEBOOTSTRAP_TIMEOUT = 420
+# What a minbase rootfs carries that no image needs; removed to keep the test base small.
+_TRIM = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "var/cache/apt", "var/lib/apt/lists")
+
+
+def missing_tools() -> list[str]:
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if os.geteuid() != 0:
+        missing.append("root (debootstrap and buildah --isolation chroot need it)")
+    return missing
+
+
+def debootstrap(target: Path) -> Path:
+    """Debian bookworm, minbase, with python3 and python3-venv: a stand-in for python:3.11-slim."""
+    done = subprocess.run(
+        ["debootstrap", "--variant=minbase", "--include=python3,python3-venv", "bookworm", str(target), DEBIAN_MIRROR],
+        capture_output=True, text=True, timeout=DEBOOTSTRAP_TIMEOUT,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"debootstrap failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    for part in _TRIM:
+        shutil.rmtree(target / part, ignore_errors=True)
+    return target
+
+
+class Buildah:
+    def __init__(self, state: Path, *, driver: str = os.environ.get("EDGEPACK_BUILDAH_DRIVER", "overlay")) -> None:
+        self.root = state / "storage"
+        self.runroot = state / "run"
+        self.driver = driver
+
+    def __call__(self, *args: str, offline: bool = False, stdin: str | None = None, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
+        command = ["buildah", "--root", str(self.root), "--runroot", str(self.runroot), "--storage-driver", self.driver, *args]
+        if offline:
+            command = ["unshare", "--net", *command]
+        done = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=timeout)
+        if check and done.returncode != 0:
+            raise AssertionError(f"{' '.join(args[:3])} failed ({done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+        return done
+
+    def import_rootfs(self, rootfs: Path, name: str) -> str:
+        container = self("from", "scratch").stdout.strip()
+        try:
+            self("copy", container, f"{rootfs}/", "/")
+            self("commit", "--quiet", container, name)
+        finally:
+            self("rm", container, check=False)
+        return name
+
+    def run(self, image: str, *command: str, stdin: str | None = None, copy: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Run ``command`` in a fresh container of ``image`` (image user, env and workdir), offline.
+
+        ``copy`` maps host files to paths placed into the container first (as root).
+        """
+        container = self("from", "--quiet", image).stdout.strip()
+        try:
+            for source, target in (copy or {}).items():
+                self("copy", container, source, target)
+            return self("run", "--isolation", "chroot", container, "--", *command, offline=True, stdin=stdin, check=False)
+        finally:
+            self("rm", container, check=False)
+
+    def cleanup(self) -> None:
+        self("rm", "--all", check=False)
+        self("rmi", "--all", "--force", check=False)

@@ -1,0 +1,155 @@
+"""Dockerfile.edge, proven to build: buildah builds it offline from a debootstrapped Debian
+base (passed with ``--from`` in place of python:3.11-slim, as no image registry is
+reachable here), then the image verifies its bundle and predicts like the host.
+
+Needs root, buildah, debootstrap and unshare (scripts/install-image-tools.sh). Under CI
+(``CI=true``) a missing tool FAILS the test: a skip there would hide a missing install
+step. Set ``EDGEPACK_TEST_ROOTFS`` to a debootstrapped directory to skip debootstrap while
+developing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from .buildah import Buildah, debootstrap, missing_tools
+from .support import HEAVY, HEAVY_DISTRIBUTIONS, ROOT, DepsBundle, assert_same_predictions, host_predictions, parse_json_lines
+
+pytestmark = pytest.mark.slow
+
+BASE = "localhost/edgepack-test-base:bookworm"
+IMAGE = "localhost/edgepack-edge-test:latest"
+BUNDLE_IN_IMAGE = "/opt/edgepack/model.edgepkg"
+ENTRYPOINT = "/opt/edgepack/docker/entrypoint.sh"
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    buildah: Buildah
+    name: str
+    config: dict
+    size: int
+    build_log: str
+
+
+@pytest.fixture(scope="module")
+def image(deps_bundle: DepsBundle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltImage]:
+    missing = missing_tools()
+    if missing:
+        message = f"the image test needs {', '.join(missing)}: run scripts/install-image-tools.sh as root"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+    state = tmp_path_factory.mktemp("image")
+    given = os.environ.get("EDGEPACK_TEST_ROOTFS")
+    rootfs = Path(given) if given else debootstrap(state / "rootfs")
+    buildah = Buildah(state)
+    try:
+        buildah.import_rootfs(rootfs, BASE)
+        if not given:
+            shutil.rmtree(rootfs, ignore_errors=True)
+
+        context = state / "context"
+        (context / "dist").mkdir(parents=True)
+        shutil.copyfile(ROOT / "Dockerfile.edge", context / "Dockerfile.edge")
+        shutil.copytree(ROOT / "docker", context / "docker", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copyfile(deps_bundle.path, context / "dist" / "model.edgepkg")
+        built = buildah(
+            "bud", "--isolation", "chroot", "--format", "docker", "--from", BASE,
+            "--build-arg", "BUNDLE=dist/model.edgepkg",
+            "--build-arg", f"PUBLIC_KEY_PEM={deps_bundle.public_key.read_text().strip()}",
+            "-f", str(context / "Dockerfile.edge"), "-t", IMAGE, str(context),
+            offline=True, timeout=600,
+        )  # fmt: skip
+        config = json.loads(buildah("inspect", "--type", "image", IMAGE).stdout)
+        size = _image_bytes(buildah, IMAGE)
+        print(f"\nedge image {IMAGE}: {size / 1e6:.1f} MB (base {_image_bytes(buildah, BASE) / 1e6:.1f} MB)")
+        yield BuiltImage(buildah=buildah, name=IMAGE, config=config, size=size, build_log=built.stdout + built.stderr)
+    finally:
+        buildah.cleanup()
+
+
+def _image_bytes(buildah: Buildah, name: str) -> int:
+    listing = json.loads(buildah("images", "--json", name).stdout)
+    number, unit = listing[0]["size"].split()  # buildah prints decimal units: "531 MB"
+    return int(float(number) * {"B": 1, "kB": 1e3, "KB": 1e3, "MB": 1e6, "GB": 1e9}[unit])
+
+
+def _rows_jsonl(rows: list[dict]) -> str:
+    return "".join(json.dumps(row) + "\n" for row in rows)
+
+
+def test_image_verifies_its_bundle_then_predicts_like_the_host(image: BuiltImage, deps_bundle: DepsBundle) -> None:
+    # `IMAGE edgepack predict BUNDLE` with rows on stdin, through the image's entrypoint.
+    done = image.buildah.run(
+        image.name, ENTRYPOINT, "edgepack", "predict", BUNDLE_IN_IMAGE, "--public-key", "/opt/edgepack/edge.pub",
+        stdin=_rows_jsonl(deps_bundle.rows),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "signature verified" in done.stderr  # the entrypoint's start-up verification, on stderr
+    got = parse_json_lines(done.stdout)
+    assert_same_predictions(got, host_predictions(deps_bundle.path, deps_bundle.rows, deps_bundle.public_key))
+
+
+def test_image_holds_no_build_side_packages(image: BuiltImage) -> None:
+    probe = (
+        "import importlib.util, json, importlib.metadata as m\n"
+        f"mods = [n for n in {HEAVY!r} if importlib.util.find_spec(n)]\n"
+        "dists = sorted(d.metadata['Name'].lower() for d in m.distributions())\n"
+        "print(json.dumps({'mods': mods, 'dists': dists}))\n"
+    )
+    done = image.buildah.run(image.name, "python", "-c", probe)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert found["mods"] == []
+    assert not set(found["dists"]) & set(HEAVY_DISTRIBUTIONS)
+    assert {"edgepack", "onnxruntime", "numpy"} <= set(found["dists"])
+    print(f"\nedge image {image.name}: {image.size / 1e6:.1f} MB, {len(found['dists'])} distributions")
+
+
+def test_image_config_runs_unprivileged_with_a_health_check(image: BuiltImage) -> None:
+    docker = image.config["Docker"]["config"]
+    assert docker["User"] == "10001:10001"
+    assert docker["Entrypoint"] == [ENTRYPOINT]
+    assert docker["Healthcheck"]["Test"] == ["CMD", "/opt/edgepack/docker/healthcheck.sh"]
+    env = dict(item.split("=", 1) for item in docker["Env"])
+    assert env["EDGEPACK_BUNDLE"] == BUNDLE_IN_IMAGE
+    assert env["ORT_DISABLE_TELEMETRY"] == "1"
+    assert env["PATH"].startswith("/opt/edgepack/venv/bin:")
+
+
+def test_health_check_passes_on_a_good_image(image: BuiltImage) -> None:
+    done = image.buildah.run(image.name, "/opt/edgepack/docker/healthcheck.sh")
+    assert done.returncode == 0, done.stderr
+
+
+def test_default_command_without_an_endpoint_says_what_to_set(image: BuiltImage) -> None:
+    done = image.buildah.run(image.name, ENTRYPOINT)
+    assert done.returncode != 0
+    assert "EDGEPACK_ENDPOINT" in done.stderr
+
+
+def test_tampered_bundle_stops_the_container_before_anything_runs(image: BuiltImage, deps_bundle: DepsBundle, tmp_path: Path) -> None:
+    tampered = tmp_path / "model.edgepkg"
+    with zipfile.ZipFile(deps_bundle.path) as zin, zipfile.ZipFile(tampered, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info)
+            zout.writestr(info, data + b" " if info.filename == "golden.json" else data)
+    done = image.buildah.run(
+        image.name, ENTRYPOINT, "edgepack", "predict", BUNDLE_IN_IMAGE, stdin=_rows_jsonl(deps_bundle.rows[:2]),
+        copy={str(tampered): BUNDLE_IN_IMAGE},
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "golden.json" in done.stderr
+    assert done.stdout.strip() == ""  # no prediction came out of a bundle that failed verification
+    health = image.buildah.run(image.name, "/opt/edgepack/docker/healthcheck.sh", copy={str(tampered): BUNDLE_IN_IMAGE})
+    assert health.returncode != 0
