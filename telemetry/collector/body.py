@@ -17,6 +17,7 @@ from .errors import MalformedBody, PayloadTooLarge, UnsupportedMediaType
 from .settings import CollectorSettings
 
 ENCODINGS = ("identity", "gzip")
+SLICE = 1 << 20
 
 
 def content_encoding(headers: Mapping[str, str]) -> str:
@@ -63,13 +64,17 @@ class _Gunzip:
         self._decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
 
     def feed(self, data: bytes) -> None:
-        while data:
+        while True:
             if self._decoder.eof:
-                raise MalformedBody("body has data after the end of the gzip stream; expected a single gzip member")
+                if data or self._decoder.unused_data:
+                    raise MalformedBody("body has data after the end of the gzip stream; expected a single gzip member")
+                return
+            # Ask for one byte more than allowed (getting it proves the body is too big),
+            # and at most a slice at a time: one huge output buffer would be grown by
+            # reallocation, briefly costing twice its size.
+            want = min(self.cap - self.size + 1, SLICE)
             try:
-                # Ask for one byte more than allowed: getting it proves the body is too big,
-                # without ever holding more than the cap.
-                piece = self._decoder.decompress(data, self.cap - self.size + 1)
+                piece = self._decoder.decompress(data, want)
             except zlib.error as exc:
                 raise MalformedBody(f"body is not valid gzip ({exc}); expected Content-Encoding: gzip data") from exc
             self.size += len(piece)
@@ -78,9 +83,13 @@ class _Gunzip:
                     f"body decompresses to more than {self.cap} bytes; at most {self.cap} are accepted, send smaller batches"
                 )
             self.parts.append(piece)
-            data = self._decoder.unconsumed_tail or self._decoder.unused_data
+            data = self._decoder.unconsumed_tail
+            # A full slice may leave output pending inside zlib even with no input left.
+            if not data and len(piece) < want and not self._decoder.eof:
+                return
 
     def finish(self) -> bytes:
+        self.feed(b"")
         if not self._decoder.eof:
             raise MalformedBody("gzip body is truncated: the stream ended before the gzip trailer")
         return b"".join(self.parts)
