@@ -59,6 +59,7 @@ class EdgeModel:
         self._outputs = OutputSpec(self.manifest, self._session.outputs)
         self._output_names = list(self._outputs.names)
         self._run = self._session.run
+        self._pack_row = self._schema.pack_row
         self.inputs: tuple[Feature, ...] = self._schema.features
         self.classes: tuple[Any, ...] | None = self._outputs.classes
         self.task: str = self._outputs.task
@@ -107,8 +108,8 @@ class EdgeModel:
 
     def predict(self, data: Any) -> Result | list[Result]:
         """Predict one mapping (-> one result) or many rows (-> a list of results)."""
-        if isinstance(data, Mapping):
-            feeds, values, flags = self._schema.pack_row(data, self.strict)
+        if type(data) is dict or isinstance(data, Mapping):
+            feeds, values, flags = self._pack_row(data, self.strict)
             result = self._outputs.first(self._run(self._output_names, feeds), flags)
             if self._telemetry is not None:
                 self._record(self._schema.inputs_of(values), result)

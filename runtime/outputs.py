@@ -89,15 +89,15 @@ class OutputSpec:
         if self.classes is not None:
             labels, probabilities = raw
             try:
-                prediction = self._label_of[labels[0]]
+                prediction = self._label_of[labels.item(0)]
             except KeyError:
-                raise self._unknown_label(labels[0]) from None
+                raise self._unknown_label(labels.item(0)) from None
             return {
                 "prediction": prediction,
-                "probabilities": dict(zip(self.classes, probabilities[0].tolist())),
+                "probabilities": dict(zip(self.classes, probabilities.tolist()[0])),
                 "flags": flags,
             }
-        value = float(raw[0].flat[0])
+        value = float(raw[0].item(0))
         if self.target_range is not None and not self.target_range[0] <= value <= self.target_range[1]:
             flags.append(PREDICTION_OUT_OF_RANGE)
         return {"prediction": value, "flags": flags}

@@ -191,6 +191,8 @@ class InputSchema:
             (self._input_names.index(f.onnx_input), f.slot) for f in self.features
         )
         self._name_set = frozenset(self.names)
+        self._categories = {f.name: frozenset(f.categories) for f in self.features if f.categories is not None}
+        self._block_checks = tuple(self._block_check_table(p) if p.dtype is not object else () for p in self.packed)
 
     # -- load-time checks ---------------------------------------------------------------
 
@@ -260,7 +262,7 @@ class InputSchema:
         los = tuple(step[2] for step in plan)
         his = tuple(step[3] for step in plan)
         cats = tuple(step[4] if step[4] is not None else _ANYTHING for step in plan)
-        return (get, code, types, los, his, cats, plan)
+        return (p.name, p.dtype, get, code, types, los, his, cats, plan)
 
     def signature(self) -> tuple[tuple[str, str, str], ...]:
         """What must stay the same for a model to replace another without a schema change."""
@@ -271,22 +273,23 @@ class InputSchema:
 
     # -- one row --------------------------------------------------------------------------
 
-    def row_values(self, row: Mapping[str, Any], strict: bool) -> tuple[list[Sequence[Any]], Flags]:
+    def row_values(self, row: Mapping[str, Any], strict: bool, feeds: dict[str, np.ndarray] | None = None) -> tuple[list[Sequence[Any]], Flags]:
         """Validate one mapping; return the values of every packed input and the flags.
 
-        The common case (every value present, of a plain type, in range and known) is
-        checked per packed input with a few C-level passes; anything else takes the
-        per-feature path, which finds the flags or the error.
+        With ``feeds``, also put each packed input there as a ``(1, width)`` array. The
+        common case (every value present, of a plain type, in range and known) is checked
+        per packed input with a few C-level passes; anything else takes the per-feature
+        path, which finds the flags or the error.
         """
         flags: Flags = []
         out: list[Sequence[Any]] = []
         missing = False
-        for get, code, types, los, his, cats, plan in self._fast:
+        for name, dtype, get, code, types, los, his, cats, plan in self._fast:
             try:
                 vals = get(row)
             except KeyError:
                 vals = None
-            if (
+            if not (
                 vals is not None
                 and set(map(type, vals)) <= types
                 and (
@@ -295,11 +298,11 @@ class InputSchema:
                     else all(map(contains, cats, vals))
                 )
             ):
-                out.append(vals)
-                continue
-            vals, absent = self._slow_values(plan, row, strict, flags)
-            missing = missing or absent
+                vals, absent = self._slow_values(plan, row, strict, flags)
+                missing = missing or absent
             out.append(vals)
+            if feeds is not None:
+                feeds[name] = np.array((vals,), dtype=dtype)
         if missing:
             raise self._missing_error(row)
         if strict and len(row) != len(self.names):
@@ -336,8 +339,8 @@ class InputSchema:
         return values, missing
 
     def pack_row(self, row: Mapping[str, Any], strict: bool) -> tuple[dict[str, np.ndarray], list[Sequence[Any]], Flags]:
-        values, flags = self.row_values(row, strict)
-        feeds = {name: np.array([vals], dtype=dt) for name, dt, vals in zip(self._input_names, self._dtypes, values)}
+        feeds: dict[str, np.ndarray] = {}
+        values, flags = self.row_values(row, strict, feeds)
         return feeds, values, flags
 
     def pack_rows(self, rows: Sequence[Any], strict: bool) -> tuple[dict[str, np.ndarray], list[list[Sequence[Any]]], list[Flags]]:
@@ -373,7 +376,11 @@ class InputSchema:
     # -- columns --------------------------------------------------------------------------
 
     def pack_columns(self, columns: Mapping[str, Any], strict: bool) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list[Flags]]:
-        """Validate columnar input; return packed feeds, the per-feature arrays and per-row flags."""
+        """Validate columnar input; return packed feeds, the per-feature arrays and per-row flags.
+
+        Checks run once per packed input on the whole ``(N, width)`` block, not per column,
+        so a one-row batch costs a handful of numpy calls whatever the feature count.
+        """
         if not isinstance(columns, Mapping):
             raise InputError(
                 f"predict_batch expects a mapping of feature name -> 1-D array, got {type(columns).__name__}"
@@ -386,8 +393,7 @@ class InputSchema:
                 feature=str(extra[0]),
             )
         n: int | None = None
-        arrays: dict[str, np.ndarray] = {}
-        flagged: dict[int, Flags] = {}
+        cols: dict[str, Any] = {}
         for f in self.features:
             col = columns[f.name]
             if hasattr(col, "to_numpy") and not isinstance(col, np.ndarray):
@@ -409,95 +415,122 @@ class InputSchema:
                     f"feature {f.name!r} has {length} values but {first!r} has {n}; every column must have the same length",
                     feature=f.name,
                 )
-            arrays[f.name] = self._column(f, col, strict, flagged)
+            cols[f.name] = col
         if not n:
             raise InputError("expected at least one row, got empty columns")
-        feeds = {}
-        for p in self.packed:
-            block = np.empty((n, p.width), dtype=p.dtype)
-            for f in p.features:
-                block[:, f.slot] = arrays[f.name]
-            feeds[p.name] = block
-        flags = [flagged.get(i, []) for i in range(n)]
-        return feeds, arrays, flags
 
-    def _column(self, f: Feature, col: Any, strict: bool, flagged: dict[int, Flags]) -> np.ndarray:
-        name = f.name
-        kind = col.dtype.kind if isinstance(col, np.ndarray) else "O"
-        if f.dtype == "string":
-            if kind in "US":
-                arr = col.astype(object)
-            elif kind == "O":
-                arr = np.empty(len(col), dtype=object)
-                for i, v in enumerate(col):
-                    if type(v) is not str:
-                        try:
-                            v = self._coerce(f, v, strict, [], None)
-                        except InputError as exc:
-                            raise exc.at_row(i) from None
-                    arr[i] = v
+        feeds: dict[str, np.ndarray] = {}
+        arrays: dict[str, np.ndarray] = {}
+        flagged: dict[int, Flags] = {}
+        for p, checks in zip(self.packed, self._block_checks):
+            if p.dtype is object:
+                block = np.empty((n, p.width), dtype=object)
+                for f in p.features:
+                    block[:, f.slot] = self._string_column(f, cols[f.name], strict, flagged)
+                    arrays[f.name] = block[:, f.slot]
+                feeds[p.name] = block
             else:
-                first = col[0] if len(col) else None
+                values = np.empty((n, p.width), dtype=np.float64)
+                for f in p.features:
+                    values[:, f.slot] = self._numeric_column(f, cols[f.name], strict)
+                    arrays[f.name] = values[:, f.slot]
+                self._check_block(p, checks, values, strict, flagged)
+                feeds[p.name] = values.astype(p.dtype)
+        return feeds, arrays, [flagged.get(i, []) for i in range(n)]
+
+    def _block_check_table(self, p: _Packed) -> tuple[Any, ...]:
+        """Per-slot vectors for the block checks of one numeric packed input."""
+        not_nullable = np.array([not f.nullable or f.dtype == "int64" for f in p.features])
+        lo = np.array([f.range[0] if f.range is not None and f.categories is None else -math.inf for f in p.features])
+        hi = np.array([f.range[1] if f.range is not None and f.categories is None else math.inf for f in p.features])
+        categorical = tuple(f for f in p.features if f.categories is not None)
+        return not_nullable, lo, hi, categorical
+
+    def _check_block(self, p: _Packed, checks: tuple[Any, ...], values: np.ndarray, strict: bool, flagged: dict[int, Flags]) -> None:
+        not_nullable, lo, hi, categorical = checks
+        nan = np.isnan(values)
+        if nan.any():
+            bad = nan & not_nullable
+            if bad.any():
+                i, j = (int(x) for x in np.argwhere(bad)[0])
+                f = p.features[j]
                 raise InputError(
-                    f"feature {name!r} expects strings, got an array of {col.dtype} (first value {first!r}); expected {f.expected}",
-                    feature=name,
+                    f"feature {f.name!r} is not nullable but got a missing value (NaN/None); expected {f.expected}",
+                    feature=f.name,
+                    row=i,
                 )
-            if f.categories is not None:
-                cats = frozenset(f.categories)
-                label = f"unseen_category:{name}"
-                for i, v in enumerate(arr.tolist()):
+        if p.dtype is np.int64:
+            fractional = values != np.round(values)
+            if fractional.any():
+                i, j = (int(x) for x in np.argwhere(fractional)[0])
+                f = p.features[j]
+                raise InputError(f"feature {f.name!r} expects an integer, got {values[i, j]!r}; expected {f.expected}", feature=f.name, row=i)
+        outside = (values < lo) | (values > hi)
+        if outside.any():
+            for i, j in zip(*(idx.tolist() for idx in np.nonzero(outside))):
+                flagged.setdefault(i, []).append(f"out_of_range:{p.features[j].name}")
+        for f in categorical:
+            col = values[:, f.slot]
+            unseen = ~np.isin(col, np.asarray(f.categories, dtype=np.float64)) & ~np.isnan(col)
+            for i in np.flatnonzero(unseen).tolist():
+                if strict:
+                    raise self._unseen_error(f, col[i].item()).at_row(i)
+                flagged.setdefault(i, []).append(f"unseen_category:{f.name}")
+
+    def _numeric_column(self, f: Feature, col: Any, strict: bool) -> Any:
+        kind = col.dtype.kind if isinstance(col, np.ndarray) else "O"
+        if kind in "fiub":
+            return col
+        if kind != "O":
+            first = col[0] if len(col) else None
+            raise InputError(
+                f"feature {f.name!r} expects numbers, got an array of {col.dtype} (first value {first!r}); expected {f.expected}",
+                feature=f.name,
+            )
+        if set(map(type, col)) <= _PLAIN_NUMBERS:
+            return col
+        out = np.empty(len(col), dtype=np.float64)
+        for i, v in enumerate(col):
+            if type(v) is float or type(v) is int:
+                out[i] = v
+                continue
+            try:
+                v = self._coerce(f, v, False, [], None)
+            except InputError as exc:
+                raise exc.at_row(i) from None
+            out[i] = math.nan if v is None else v
+        return out
+
+    def _string_column(self, f: Feature, col: Any, strict: bool, flagged: dict[int, Flags]) -> Any:
+        kind = col.dtype.kind if isinstance(col, np.ndarray) else "O"
+        if kind in "US":
+            col = col.astype(str).astype(object)
+        elif kind != "O":
+            first = col[0] if len(col) else None
+            raise InputError(
+                f"feature {f.name!r} expects strings, got an array of {col.dtype} (first value {first!r}); expected {f.expected}",
+                feature=f.name,
+            )
+        elif not set(map(type, col)) <= _PLAIN_STRINGS:
+            fixed = np.empty(len(col), dtype=object)
+            for i, v in enumerate(col):
+                if type(v) is not str:
+                    try:
+                        v = self._coerce(f, v, False, [], None)
+                    except InputError as exc:
+                        raise exc.at_row(i) from None
+                fixed[i] = v
+            col = fixed
+        if f.categories is not None:
+            cats = self._categories[f.name]
+            if not all(map(cats.__contains__, col)):
+                label = f"unseen_category:{f.name}"
+                for i, v in enumerate(col):
                     if v not in cats:
                         if strict:
                             raise self._unseen_error(f, v).at_row(i)
                         flagged.setdefault(i, []).append(label)
-            return arr
-
-        np_dtype = DTYPES[f.dtype]
-        if kind in "fiub":
-            arr = col.astype(np.float64, copy=False)
-        elif kind == "O":
-            arr = np.empty(len(col), dtype=np.float64)
-            for i, v in enumerate(col):
-                t = type(v)
-                if t is float or t is int:
-                    arr[i] = v
-                    continue
-                try:
-                    v = self._coerce(f, v, strict, [], None)
-                except InputError as exc:
-                    raise exc.at_row(i) from None
-                arr[i] = math.nan if v is None else v
-        else:
-            first = col[0] if len(col) else None
-            raise InputError(
-                f"feature {name!r} expects numbers, got an array of {col.dtype} (first value {first!r}); expected {f.expected}",
-                feature=name,
-            )
-        nan = np.isnan(arr)
-        if nan.any() and (not f.nullable or f.dtype == "int64"):
-            i = int(np.flatnonzero(nan)[0])
-            raise InputError(
-                f"feature {name!r} is not nullable but got a missing value (NaN/None); expected {f.expected}",
-                feature=name,
-                row=i,
-            )
-        if f.dtype == "int64":
-            whole = arr == np.round(arr)
-            if not whole.all():
-                i = int(np.flatnonzero(~whole)[0])
-                raise InputError(f"feature {name!r} expects an integer, got {arr[i]!r}; expected {f.expected}", feature=name, row=i)
-        if f.categories is not None:
-            unseen = ~np.isin(arr, np.asarray(f.categories, dtype=np.float64)) & ~nan
-            for i in np.flatnonzero(unseen).tolist():
-                if strict:
-                    raise self._unseen_error(f, arr[i].item()).at_row(i)
-                flagged.setdefault(i, []).append(f"unseen_category:{name}")
-        elif f.range is not None:
-            lo, hi = f.range
-            out = (arr < lo) | (arr > hi)
-            for i in np.flatnonzero(out).tolist():
-                flagged.setdefault(i, []).append(f"out_of_range:{name}")
-        return arr.astype(np_dtype, copy=False)
+        return col
 
     # -- the general path for one value --------------------------------------------------
 
