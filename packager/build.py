@@ -30,7 +30,7 @@ from .parity import (
     original_answers,
     session,
 )
-from .reference import read_reference, select, synthesize, with_missing
+from .reference import read_reference, select, synthesize, target_range_of, with_missing
 
 
 @dataclass
@@ -475,8 +475,9 @@ def sklearn_artifacts(loaded: registry.LoadedModel, reference_data: Any, options
                 cls=type(model).__name__,
             )
         classes, label_values = _classes(model)
-    probe_frame = reference_data if reference_data is not None and hasattr(reference_data, "columns") else loaded.input_example
-    columns = columns_of(model, loaded.signature_columns, probe_frame)
+    if reference_data is not None:
+        reference_data = read_reference(reference_data, [])  # once: a path becomes a DataFrame
+    columns = columns_of(model, loaded.signature_columns, reference_data if reference_data is not None else loaded.input_example)
     categories = categories_by_column(model)
     ranges = ranges_by_column(model)
     base, real = reference_frames(reference_data, loaded.input_example, columns, options, categories=categories, ranges=ranges)
@@ -497,10 +498,8 @@ def sklearn_artifacts(loaded: registry.LoadedModel, reference_data: Any, options
     predictions = answers.labels if classification else answers.prediction
     golden = golden_rows(outcome.rows, columns, outcome.nullable, options.golden_rows)
     target_range = None
-    if not classification and options.target_column and reference_data is not None:
-        target = read_reference(reference_data, [])[options.target_column] if options.target_column else None
-        if target is not None:
-            target_range = [float(target.min()), float(target.max())]
+    if options.target_column is not None and not classification:
+        target_range = target_range_of(reference_data, options.target_column)
     return Artifacts(
         onnx_bytes=outcome.converted.onnx.SerializeToString(),
         converted=outcome.converted,

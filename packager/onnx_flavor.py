@@ -23,6 +23,7 @@ from .errors import ConversionError
 from .options import BuildOptions
 from .packing import pack
 from .parity import Answers, session
+from .reference import read_reference, target_range_of
 from .registry import LoadedModel
 
 
@@ -138,6 +139,8 @@ def from_onnx(loaded: LoadedModel, reference_data: Any, options: BuildOptions) -
     _strip_zipmap(model)
     if classification and classes is None:
         raise ConversionError("the ONNX classifier declares no class labels (classlabels_* attribute); cannot map its labels")
+    if reference_data is not None:
+        reference_data = read_reference(reference_data, [])
     columns, per_input = _columns(model, loaded)
     original = _OriginalGraph(model, columns, per_input, classes)
     packed_model = onnx.ModelProto()
@@ -184,4 +187,5 @@ def from_onnx(loaded: LoadedModel, reference_data: Any, options: BuildOptions) -
         golden=golden_record(original, golden, columns, classification, tol),
         baseline=baseline(base, columns, predictions, classification=classification, bins=options.histogram_bins),
         producers={"original": producer},
+        target_range=target_range_of(reference_data, options.target_column) if options.target_column and not classification else None,
     )

@@ -105,3 +105,15 @@ def with_missing(frame: Any, column: str, count: int) -> Any:
     probe[column] = probe[column].astype(float)
     probe[column] = np.nan
     return probe.reset_index(drop=True)
+
+
+def target_range_of(frame: Any, column: str) -> list[float]:
+    """Training target min/max from a column of the reference data."""
+    if frame is None:
+        raise ReferenceDataError(f"target column {column!r} was given but no reference data; pass --reference-data with that column")
+    if column not in frame.columns:
+        raise ReferenceDataError(f"reference data has no target column {column!r}; its columns: {[str(c) for c in frame.columns]}")
+    values = frame[column].dropna()
+    if values.empty:
+        raise ReferenceDataError(f"target column {column!r} holds no values")
+    return [float(values.min()), float(values.max())]

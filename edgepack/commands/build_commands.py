@@ -93,8 +93,8 @@ def build(
         from packager import BuildOptions, build_bundle
     except EdgeError as exc:  # the packager extra is missing
         _fail(str(exc), EXIT_ERROR)
-    options = BuildOptions(abs_tolerance=abs_tol, rel_tolerance=rel_tol, target_column=target_column, tag_registry=not no_tag)
     try:
+        options = BuildOptions(abs_tolerance=abs_tol, rel_tolerance=rel_tol, target_column=target_column, tag_registry=not no_tag)
         report = build_bundle(
             model_uri,
             out,

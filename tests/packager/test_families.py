@@ -332,3 +332,17 @@ def _native_categorical_hgb() -> tuple[Any, pd.DataFrame]:
     hgb = HistGradientBoostingClassifier(max_iter=5, categorical_features=[4], random_state=0)
     model = Pipeline([("model", hgb)]).fit(train, _labels("int", _score(train)))
     return model, train
+
+
+def test_target_range_comes_from_the_target_column_of_the_reference_data() -> None:
+    from sklearn.linear_model import Ridge
+
+    from packager import ReferenceDataError
+
+    model, train, test = _fit(lambda: Ridge(), None, False, False)
+    y = _score(test) * 10 + 3
+    art = _artifacts(model, None, reference_data=test.assign(yield_t=y), target_column="yield_t")
+    assert art.target_range == [float(y.min()), float(y.max())]
+    assert art.parity["rows"] == len(test) + art.parity["rows_with_missing"]
+    with pytest.raises(ReferenceDataError, match="no target column 'nope'"):
+        _artifacts(model, None, reference_data=test, target_column="nope")
