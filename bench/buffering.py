@@ -3,6 +3,7 @@ end-to-end sync to a real collector on loopback, and the extra cost per predicti
 
 from __future__ import annotations
 
+import itertools
 import marshal
 import re
 import sqlite3
@@ -16,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 
-from .figures import Figure, error_figure, set_ratios, timing_figure
+from .figures import Figure, error_figure, set_ratios, summarize, timing_figure
 from .inference import native_rows
 from .options import BenchOptions
-from .timing import interleave
+from .timing import Timings, interleave
 from .zoo import ModelCase
 
 POWER = 'Buffer.record durability="power"'
@@ -29,7 +31,8 @@ RAW = "raw sqlite3 executemany"
 SYNC = "SyncService.sync_once to collector"
 WITHOUT = "predict(dict) without telemetry"
 WITH = "predict(dict) with telemetry"
-OVERHEAD = "telemetry cost per prediction"
+OVERHEAD = "telemetry cost per prediction (caller)"
+OVERHEAD_ALL_IN = "telemetry cost per prediction (all in)"
 RAW_BATCH = 1_000
 START_TIMEOUT = 60.0
 LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
@@ -266,13 +269,27 @@ def measure_sync(case: ModelCase, options: BenchOptions, workdir: Path) -> list[
     ]
 
 
+def _paired(timings: Timings, slow: str, fast: str, *, per_call: int = 1) -> tuple[float, float, int]:
+    """Median and p99 (µs) of the per-round difference between two interleaved paths, each
+    round's blocks summarised by their median: pairing by round cancels slow drifts of the
+    machine that a difference of overall medians would keep."""
+    diffs = [
+        (float(np.median(a)) - float(np.median(b))) / per_call * 1e6
+        for a, b in zip(timings.rounds[slow], timings.rounds[fast])
+        if a and b
+    ]
+    median, p99 = summarize(diffs)
+    return median, p99, len(diffs)
+
+
 def measure_overhead(case: ModelCase, options: BenchOptions, workdir: Path) -> list[Figure]:
-    """``predict(dict)`` with ``telemetry=Buffer(durability="power")`` against without,
-    interleaved; the difference of medians is the cost telemetry adds to a prediction."""
+    """What telemetry adds to ``predict(dict)`` with ``telemetry=Buffer(durability="power")``:
+    on the calling thread (single calls, interleaved with calls without telemetry), and all in
+    (blocks of predictions followed by ``flush()``, so the writer thread's work is paid too)."""
     import runtime
     import telemetry
 
-    figures: list[Figure] = []
+    paths = (WITHOUT, WITH, OVERHEAD, OVERHEAD_ALL_IN)
     if case.bundle is None:
         reason = f"n/a (no bundle: {case.bundle_error})"
     elif not hasattr(runtime, "load"):
@@ -282,53 +299,83 @@ def measure_overhead(case: ModelCase, options: BenchOptions, workdir: Path) -> l
     else:
         reason = ""
     if reason:
-        return [error_figure(section="telemetry", path=p, unit="us", error=reason, model=case.name) for p in (WITHOUT, WITH, OVERHEAD)]
+        return [error_figure(section="telemetry", path=p, unit="us", error=reason, model=case.name) for p in paths]
     buffer = None
+    block = options.overhead_block
     try:
         buffer = telemetry.Buffer(workdir / "overhead.db", durability="power")
         plain = runtime.load(str(case.bundle), threads=1)
         recorded = runtime.load(str(case.bundle), threads=1, telemetry=buffer)
         rows = native_rows(case.frame, 16)
-        a, b = iter(range(10**12)), iter(range(10**12))
-        timings = interleave(
-            {
-                WITHOUT: lambda: plain.predict(rows[next(a) % 16]),
-                WITH: lambda: recorded.predict(rows[next(b) % 16]),
-            },
-            rounds=options.latency_rounds,
-            calls=options.latency_calls,
+        a, b = itertools.cycle(rows), itertools.cycle(rows)
+        single = interleave(
+            {WITHOUT: lambda: plain.predict(next(a)), WITH: lambda: recorded.predict(next(b))},
+            rounds=options.latency_rounds * 3,
+            calls=max(5, options.latency_calls // 3),
             warmup=options.latency_warmup,
         )
         buffer.flush()
+        batch = rows * (block // len(rows) + 1)
+        batch = batch[:block]
+        flush = buffer.flush
+
+        def without_block() -> None:
+            for row in batch:
+                plain.predict(row)
+
+        def with_block() -> None:
+            for row in batch:
+                recorded.predict(row)
+            flush()
+
+        blocks = interleave({WITHOUT: without_block, WITH: with_block}, rounds=options.overhead_rounds, calls=1, warmup=1)
     except Exception as exc:  # noqa: BLE001
-        return [error_figure(section="telemetry", path=p, unit="us", error=exc, model=case.name) for p in (WITHOUT, WITH, OVERHEAD)]
+        return [error_figure(section="telemetry", path=p, unit="us", error=exc, model=case.name) for p in paths]
     finally:
         if buffer is not None:
             try:
                 buffer.close()
             except Exception:  # noqa: BLE001, S110 - closing after a failure must not hide it
                 pass
+    figures: list[Figure] = []
+    seconds = single.seconds
     for name in (WITHOUT, WITH):
-        if name in timings.seconds:
-            figures.append(timing_figure(section="telemetry", path=name, seconds=timings.seconds[name], unit="us", model=case.name))
+        if seconds.get(name):
+            figures.append(timing_figure(section="telemetry", path=name, seconds=seconds[name], unit="us", model=case.name))
         else:
-            figures.append(error_figure(section="telemetry", path=name, unit="us", error=timings.errors[name], model=case.name))
+            figures.append(error_figure(section="telemetry", path=name, unit="us", error=single.errors.get(name, "not measured"), model=case.name))
     set_ratios(figures, WITHOUT)
     if all(f.ok for f in figures):
-        without, with_ = figures
+        median, p99, pairs = _paired(single, WITH, WITHOUT)
         figures.append(
             Figure(
                 section="telemetry",
                 path=OVERHEAD,
                 unit="us",
                 model=case.name,
-                median=(with_.median or 0.0) - (without.median or 0.0),
-                p99=(with_.p99 or 0.0) - (without.p99 or 0.0),
-                samples=min(without.samples, with_.samples),
-                note='difference of the two predict(dict) figures above (Buffer durability="power")',
+                median=median,
+                p99=p99,
+                samples=pairs,
+                note="latency added on the calling thread: per round, median with minus median without (the writer thread's commits are not in it)",
             )
         )
     else:
         figures.append(error_figure(section="telemetry", path=OVERHEAD, unit="us", error="needs both predict figures", model=case.name))
+    if WITH in blocks.rounds and WITHOUT in blocks.rounds:
+        median, p99, pairs = _paired(blocks, WITH, WITHOUT, per_call=block)
+        figures.append(
+            Figure(
+                section="telemetry",
+                path=OVERHEAD_ALL_IN,
+                unit="us",
+                model=case.name,
+                median=median,
+                p99=p99,
+                samples=pairs,
+                note=f"per round, ({block:,} predictions with telemetry + flush()) minus ({block:,} without), divided by {block:,}: includes the writer thread's work and the commit",
+            )
+        )
+    else:
+        error = blocks.errors.get(WITH) or blocks.errors.get(WITHOUT) or "not measured"
+        figures.append(error_figure(section="telemetry", path=OVERHEAD_ALL_IN, unit="us", error=error, model=case.name))
     return figures
-

@@ -266,22 +266,24 @@ def _figures(
     rounds: int,
     calls: int,
     warmup: int,
+    budget: float | None,
     unit: str,
     per_call_units: float,
     notes: dict[str, str],
 ) -> list[Figure]:
-    timings = interleave(paths, rounds=rounds, calls=calls, warmup=warmup)
+    timings = interleave(paths, rounds=rounds, calls=calls, warmup=warmup, budget=budget)
     figures = []
+    seconds = timings.seconds
     for path in PATHS:
         note = notes[path]
         if path == HANDMADE and contenders.handmade is not None:
             note += contenders.handmade.note
-        if path in timings.seconds and timings.seconds[path]:
+        if seconds.get(path):
             figures.append(
                 timing_figure(
                     section=section,
                     path=path,
-                    seconds=timings.seconds[path],
+                    seconds=seconds[path],
                     unit=unit,
                     model=case.name,
                     per_call_units=per_call_units,
@@ -305,6 +307,7 @@ def measure_latency(case: ModelCase, contenders: Contenders, options: BenchOptio
         rounds=options.latency_rounds,
         calls=options.latency_calls,
         warmup=options.latency_warmup,
+        budget=options.latency_budget,
         unit="us",
         per_call_units=1,
         notes=LATENCY_NOTES,
@@ -322,6 +325,7 @@ def measure_throughput(case: ModelCase, contenders: Contenders, options: BenchOp
         rounds=options.batch_rounds,
         calls=1,
         warmup=1,
+        budget=None,
         unit="rows/s",
         per_call_units=rows,
         notes={k: f"{v}, {rows:,} rows per call" for k, v in THROUGHPUT_NOTES.items()},

@@ -19,6 +19,8 @@ class BenchOptions:
     """Timed single-row calls per path per round (each call timed on its own)."""
     latency_warmup: int
     """Untimed single-row calls per path before the first round."""
+    latency_budget: float
+    """Seconds after which a path's block ends early within a round (slow paths get fewer samples)."""
     batch_rows: int
     """Rows per call for batch throughput."""
     batch_rounds: int
@@ -35,6 +37,10 @@ class BenchOptions:
     """Records per round for the telemetry ``record()`` rate."""
     record_rounds: int
     """Round-robin rounds for the telemetry ``record()`` rate."""
+    overhead_block: int
+    """Predictions per timed block for the all-in telemetry cost (the block ends with flush())."""
+    overhead_rounds: int
+    """Round-robin rounds of those blocks."""
     sync_records: int
     """Records pushed through the sync service to the collector per round."""
     sync_rounds: int
@@ -52,6 +58,7 @@ QUICK = BenchOptions(
     latency_rounds=10,
     latency_calls=30,
     latency_warmup=50,
+    latency_budget=0.1,
     batch_rows=10_000,
     batch_rounds=3,
     cold_runs=3,
@@ -60,7 +67,9 @@ QUICK = BenchOptions(
     memory_predictions=10_000,
     record_count=20_000,
     record_rounds=3,
-    sync_records=20_000,
+    overhead_block=1_000,
+    overhead_rounds=10,
+    sync_records=5_000,
     sync_rounds=1,
     footprint="skip",
 )
@@ -71,6 +80,7 @@ FULL = BenchOptions(
     latency_rounds=50,
     latency_calls=40,
     latency_warmup=200,
+    latency_budget=0.25,
     batch_rows=10_000,
     batch_rounds=15,
     cold_runs=7,
@@ -79,6 +89,8 @@ FULL = BenchOptions(
     memory_predictions=10_000,
     record_count=100_000,
     record_rounds=5,
+    overhead_block=2_000,
+    overhead_rounds=20,
     sync_records=100_000,
     sync_rounds=3,
     footprint="all",
@@ -91,6 +103,7 @@ SMOKE = BenchOptions(
     latency_rounds=3,
     latency_calls=5,
     latency_warmup=5,
+    latency_budget=0.02,
     batch_rows=1_000,
     batch_rounds=2,
     cold_runs=1,
@@ -99,6 +112,8 @@ SMOKE = BenchOptions(
     memory_predictions=1_000,
     record_count=2_000,
     record_rounds=2,
+    overhead_block=200,
+    overhead_rounds=3,
     sync_records=2_000,
     sync_rounds=1,
     footprint="skip",

@@ -142,7 +142,7 @@ def test_quick_run_writes_every_figure_with_its_fields(quick_run: tuple[dict[str
     for figure in results["figures"]:
         assert set(figure) == FIGURE_KEYS, figure
         assert figure["error"] is None, f"{figure['section']} / {figure['model']} / {figure['path']}: {figure['error']}"
-        assert isinstance(figure["median"], float) and math.isfinite(figure["median"]), figure
+        assert isinstance(figure["median"], (float, int)) and math.isfinite(figure["median"]), figure
         assert isinstance(figure["p99"], float) and figure["samples"] >= 1, figure
     for section in ("latency", "throughput"):
         measured = {(f["model"], f["path"]) for f in _figures(results, section)}
@@ -152,7 +152,9 @@ def test_quick_run_writes_every_figure_with_its_fields(quick_run: tuple[dict[str
             if figure["path"] == FLOOR:
                 assert figure["ratio"] == pytest.approx(1.0)
     latency = _figures(results, "latency")
-    assert all(f["samples"] >= 100 for f in latency), "quick mode times at least 100 single-row calls per path"
+    # A slow path gets fewer calls per round (time budget), but every path runs in every round.
+    assert all(f["samples"] >= 10 for f in latency), "quick mode runs 10 rounds of single-row calls"
+    assert max(f["samples"] for f in latency) == 300
     assert {(f["model"], f["path"]) for f in _figures(results, "cold_start")} == {("forest", "edgepack"), ("forest", "mlflow.pyfunc")}
     assert {(f["model"], f["path"]) for f in _figures(results, "memory")} == {("forest", "edgepack"), ("forest", "mlflow.pyfunc")}
     telemetry = {f["path"] for f in _figures(results, "telemetry")}
@@ -161,7 +163,8 @@ def test_quick_run_writes_every_figure_with_its_fields(quick_run: tuple[dict[str
         'Buffer.record durability="process"',
         "raw sqlite3 executemany",
         "SyncService.sync_once to collector",
-        "telemetry cost per prediction",
+        "telemetry cost per prediction (caller)",
+        "telemetry cost per prediction (all in)",
     } <= telemetry
     bundles = [f for f in _figures(results, "footprint") if f["path"] == "bundle .edgepkg"]
     assert {f["model"] for f in bundles} == set(MODELS) and all(f["median"] > 0 for f in bundles)
