@@ -33,13 +33,14 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from .encoding import pack
+from .encoding import names_of, pack
 from .errors import BufferClosedError, FlushTimeout, OptionsError, RecordError, StorageError, TelemetryError
-from .store import ROW_OVERHEAD, Row, Store, StoredRecord
+from .store import ROW_OVERHEAD, Context, Row, Store, StoredRecord
 
 T = TypeVar("T")
 
 _SYNCHRONOUS = {"power": "FULL", "process": "NORMAL"}
+_MAX_CONTEXTS = 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,7 +54,9 @@ class BufferOptions:
     """Upper bound on stored record bytes (payload plus a fixed per-row overhead);
     ``None`` for no bound. The file can exceed it by SQLite page slack and the WAL."""
     when_full: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
-    """What to give up when ``max_bytes`` is reached; dropped records are counted."""
+    """What to give up when ``max_bytes`` is reached; dropped records are counted.
+    ``"drop_newest"`` refuses new records from the first that does not fit until a
+    delivery makes room, so the buffer always holds the oldest records without holes."""
     sample_rate: float = 1.0
     """Fraction of records kept, decided by the record's UUID (so deterministic per
     record); the others are counted as ``sampled_out``."""
@@ -170,6 +173,7 @@ class Buffer:
         rate = self.options.sample_rate
         self._keep_below = None if rate >= 1.0 else int(rate * 2**32)
         self._last_error: StorageError | None = None
+        self._contexts: dict[tuple[Any, ...], Context] = {}  # writer thread only
         started = _Job(None)
         self._thread = threading.Thread(target=self._run, args=(started,), name=f"edgepack-buffer:{self.path.name}", daemon=True)
         self._thread.start()
@@ -406,15 +410,21 @@ class Buffer:
     def _rows(self, group: list[tuple]) -> tuple[list[Row], int]:
         ids = _uuid4_strings(len(group))
         keep_below = self._keep_below
+        contexts = self._contexts
         rows = []
         sampled_out = 0
         for uid, (ts, model, version, sha, inputs, outputs, flags) in zip(ids, group):
             if keep_below is not None and int(uid[:8], 16) >= keep_below:
                 sampled_out += 1
                 continue
-            payload = pack(inputs, outputs, flags)
-            size = len(payload) + len(model) + len(version) + len(sha) + ROW_OVERHEAD
-            rows.append((uid, ts, model, version, sha, payload, size))
+            key = (model, version, sha, tuple(inputs))
+            context = contexts.get(key)
+            if context is None:
+                if len(contexts) >= _MAX_CONTEXTS:
+                    contexts.clear()  # an app with ever-changing input names: stay bounded
+                context = contexts[key] = Context(model, version, sha, names_of(inputs))
+            payload = pack(tuple(inputs.values()), outputs, flags)
+            rows.append((uid, ts, context, payload, len(payload) + ROW_OVERHEAD))
         return rows, sampled_out
 
     def _fail_waiters(self, exc: StorageError) -> None:

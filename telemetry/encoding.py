@@ -1,9 +1,11 @@
 """How a record's values become bytes on disk and JSON on the wire.
 
-On disk the inputs, outputs and flags of a record are one ``marshal`` blob (format 4):
-encoding a 31-float dict as JSON costs ~18 µs of device CPU (float repr dominates),
-marshal ~3 µs, and the writer thread shares the GIL with the application. JSON is
-produced once, at sync time, when the device is online and sending anyway. The blob is
+On disk a record is its input *values*, outputs and flags as one ``marshal`` blob
+(format 4); the input names, model, version and bundle hash are stored once per
+"context" row and shared, which halves a 31-feature row. Encoding a 31-float dict as
+JSON costs ~18 µs of device CPU (float repr dominates), marshal ~3 µs, and the writer
+thread shares the GIL with the application. JSON is produced once, at sync time, when
+the device is online and sending anyway. The blob is
 only ever read back by this package from a file it wrote itself; marshal keeps reading
 older format versions, so a Python upgrade with records still pending is fine.
 
@@ -86,19 +88,34 @@ def _flat(mapping: dict[Any, Any]) -> bool:
     return _SCALARS.issuperset(map(type, mapping)) and _SCALARS.issuperset(map(type, mapping.values()))
 
 
-def pack(inputs: dict[str, Any], outputs: dict[str, Any], flags: tuple[str, ...]) -> bytes:
-    """The on-disk blob for one record."""
+def names_of(inputs: dict[Any, Any]) -> tuple[str, ...]:
+    """The input names as stored once per context: str keys, in the mapping's order."""
+    names = tuple(inputs)
+    if all(type(name) is str for name in names):
+        return names
+    return tuple(_key(name) for name in names)
+
+
+def pack(values: tuple[Any, ...], outputs: dict[str, Any], flags: tuple[str, ...]) -> bytes:
+    """The on-disk blob for one record: its input values (names live in the context
+    table, once), its outputs and flags."""
     # marshal writes anything with the buffer protocol (numpy scalars and arrays) as raw
     # bytes without complaint, so only exact builtin types may reach it unconverted.
-    if (_flat(inputs) or _native(inputs)) and (_flat(outputs) or _native(outputs)) and _native(flags):
-        return marshal.dumps((inputs, outputs, flags), MARSHAL_VERSION)
-    return marshal.dumps((plain(inputs), plain(outputs), plain(flags)), MARSHAL_VERSION)
+    if (
+        (_SCALARS.issuperset(map(type, values)) or _native(values))
+        and (_flat(outputs) or _native(outputs))
+        and _native(flags)
+    ):
+        return marshal.dumps((values, outputs, flags), MARSHAL_VERSION)
+    return marshal.dumps((plain(values), plain(outputs), plain(flags)), MARSHAL_VERSION)
 
 
-def unpack(blob: bytes) -> tuple[Any, Any, Any]:
-    """``(inputs, outputs, flags)`` from a blob written by ``pack``."""
-    inputs, outputs, flags = marshal.loads(blob)
-    return inputs, outputs, flags
+def unpack(names: tuple[str, ...], blob: bytes) -> tuple[dict[str, Any], Any, Any]:
+    """``(inputs, outputs, flags)`` from a context's names and a blob written by ``pack``."""
+    values, outputs, flags = marshal.loads(blob)
+    if len(values) != len(names):
+        raise ValueError(f"{len(values)} input values for {len(names)} input names")
+    return dict(zip(names, values)), outputs, flags
 
 
 def to_json(obj: Any) -> str:

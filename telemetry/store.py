@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import marshal
 import os
 import sqlite3
 import sys
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import crashpoint
+from .encoding import MARSHAL_VERSION
 from .errors import BufferFormatError, StorageError
 
 
@@ -64,13 +66,19 @@ ROW_OVERHEAD = 96
 """Bytes counted per record on top of its payload: uuid, timestamp, row and index slack."""
 
 _SCHEMA = f"""
+CREATE TABLE contexts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    model TEXT NOT NULL,
+    version TEXT NOT NULL,
+    bundle_sha256 TEXT NOT NULL,
+    input_names BLOB NOT NULL,
+    UNIQUE (model, version, bundle_sha256, input_names)
+);
 CREATE TABLE records (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     uuid TEXT NOT NULL,
     ts REAL NOT NULL,
-    model TEXT NOT NULL,
-    version TEXT NOT NULL,
-    bundle_sha256 TEXT NOT NULL,
+    context INTEGER NOT NULL REFERENCES contexts (id),
     payload BLOB NOT NULL,
     size INTEGER NOT NULL
 );
@@ -78,9 +86,7 @@ CREATE TABLE dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     uuid TEXT NOT NULL,
     ts REAL NOT NULL,
-    model TEXT NOT NULL,
-    version TEXT NOT NULL,
-    bundle_sha256 TEXT NOT NULL,
+    context INTEGER NOT NULL REFERENCES contexts (id),
     payload BLOB NOT NULL,
     batch_id TEXT NOT NULL,
     status INTEGER NOT NULL,
@@ -92,7 +98,7 @@ CREATE TABLE counters (
 ) WITHOUT ROWID;
 INSERT INTO counters (name, value) VALUES
     ('recorded', 0), ('delivered', 0), ('dropped', 0), ('sampled_out', 0),
-    ('dead_lettered', 0), ('stored_bytes', 0);
+    ('dead_lettered', 0), ('stored_bytes', 0), ('refusing', 0);
 PRAGMA application_id = {APPLICATION_ID};
 PRAGMA user_version = {SCHEMA_VERSION};
 """
@@ -116,13 +122,29 @@ class StoredRecord:
     """Model version."""
     bundle_sha256: str
     """SHA-256 of the bundle that made the prediction."""
+    input_names: tuple[str, ...]
+    """Names of the input values, shared by every record of the same context."""
     payload: bytes
-    """``(inputs, outputs, flags)`` as packed by ``telemetry.encoding.pack``."""
+    """``(input values, outputs, flags)`` as packed by ``telemetry.encoding.pack``."""
 
 
-Row = tuple[str, float, str, str, str, bytes, int]
-"""A record ready to insert: (uuid, ts, model, version, bundle_sha256, payload, size).
-A plain tuple because the writer builds one per record on the hot path."""
+class Context:
+    """What records of one model and input layout share: stored once, referenced by id."""
+
+    __slots__ = ("model", "version", "bundle_sha256", "names", "blob", "id")
+
+    def __init__(self, model: str, version: str, bundle_sha256: str, names: tuple[str, ...]) -> None:
+        self.model = model
+        self.version = version
+        self.bundle_sha256 = bundle_sha256
+        self.names = names
+        self.blob = marshal.dumps(names, MARSHAL_VERSION)
+        self.id: int | None = None  # known once resolved inside a write transaction
+
+
+Row = tuple[str, float, Context, bytes, int]
+"""A record ready to insert: (uuid, ts, context, payload, size). A plain tuple because
+the writer builds one per record on the hot path."""
 
 
 class Store:
@@ -169,6 +191,7 @@ class Store:
             )
         db.enable_wal()
         db.execute(f"PRAGMA synchronous = {synchronous}")
+        db.execute("PRAGMA foreign_keys = ON")  # a record never points at a missing context
         # Truncate the WAL after checkpoints so a burst does not leave a large file behind.
         db.execute("PRAGMA journal_size_limit = 4194304")
         if not tables:
@@ -219,32 +242,59 @@ class Store:
         queue was full. With ``max_bytes``, either the oldest rows make room (``drop_oldest``)
         or rows that do not fit are not stored; both are counted as dropped.
         """
-        with self._transaction() as conn:
-            dropped = lost
-            stored = conn.execute("SELECT value FROM counters WHERE name = 'stored_bytes'").fetchone()[0]
-            if max_bytes is not None and not drop_oldest:
-                kept = []
-                for row in rows:
-                    if stored + row[6] <= max_bytes:
-                        kept.append(row)
-                        stored += row[6]
-                    else:
-                        dropped += 1
-                rows = kept
-            else:
-                stored += sum(row[6] for row in rows)
-            conn.executemany(
-                "INSERT INTO records (uuid, ts, model, version, bundle_sha256, payload, size) VALUES (?, ?, ?, ?, ?, ?, ?)", rows
-            )
-            freed = 0
-            if max_bytes is not None and drop_oldest and stored > max_bytes:
-                count, freed = self._drop_oldest(conn, stored - max_bytes)
-                dropped += count
-            added = sum(row[6] for row in rows)
-            self._add(
-                conn,
-                {"recorded": accepted, "sampled_out": sampled_out, "dropped": dropped, "stored_bytes": added - freed},
-            )
+        resolved: list[Context] = []
+        try:
+            with self._transaction() as conn:
+                dropped = lost
+                stored = conn.execute("SELECT value FROM counters WHERE name = 'stored_bytes'").fetchone()[0]
+                if max_bytes is not None and not drop_oldest:
+                    # Once a record did not fit, newer ones are refused until a delivery makes
+                    # room, so what is kept is always the oldest records, without holes.
+                    refusing = conn.execute("SELECT value FROM counters WHERE name = 'refusing'").fetchone()[0]
+                    kept = []
+                    for row in rows:
+                        if not refusing and stored + row[4] <= max_bytes:
+                            kept.append(row)
+                            stored += row[4]
+                        else:
+                            refusing = 1
+                            dropped += 1
+                    rows = kept
+                    conn.execute("UPDATE counters SET value = ? WHERE name = 'refusing'", (refusing,))
+                else:
+                    stored += sum(row[4] for row in rows)
+                for context in {id(row[2]): row[2] for row in rows if row[2].id is None}.values():
+                    self._resolve(conn, context)
+                    resolved.append(context)
+                conn.executemany(
+                    "INSERT INTO records (uuid, ts, context, payload, size) VALUES (?, ?, ?, ?, ?)",
+                    [(row[0], row[1], row[2].id, row[3], row[4]) for row in rows],
+                )
+                freed = 0
+                if max_bytes is not None and drop_oldest and stored > max_bytes:
+                    count, freed = self._drop_oldest(conn, stored - max_bytes)
+                    dropped += count
+                added = sum(row[4] for row in rows)
+                self._add(
+                    conn,
+                    {"recorded": accepted, "sampled_out": sampled_out, "dropped": dropped, "stored_bytes": added - freed},
+                )
+        except StorageError:
+            # The transaction rolled back: context rows it created are gone again.
+            for context in resolved:
+                context.id = None
+            raise
+
+
+    def _resolve(self, conn: sqlite3.Connection, context: Context) -> None:
+        # Another process may have stored the same context: INSERT OR IGNORE, then look up.
+        key = (context.model, context.version, context.bundle_sha256, context.blob)
+        conn.execute(
+            "INSERT OR IGNORE INTO contexts (model, version, bundle_sha256, input_names) VALUES (?, ?, ?, ?)", key
+        )
+        context.id = conn.execute(
+            "SELECT id FROM contexts WHERE model = ? AND version = ? AND bundle_sha256 = ? AND input_names = ?", key
+        ).fetchone()[0]
 
     def _drop_oldest(self, conn: sqlite3.Connection, excess: int) -> tuple[int, int]:
         count = freed = 0
@@ -262,13 +312,24 @@ class Store:
     def oldest(self, limit: int) -> list[StoredRecord]:
         """The ``limit`` oldest pending records, oldest first."""
         try:
-            cursor = self.db.execute(
-                "SELECT id, uuid, ts, model, version, bundle_sha256, payload FROM records ORDER BY id LIMIT ?", [limit]
-            )
-            return [
-                StoredRecord(rowid=r[0], id=r[1], ts=r[2], model=r[3], version=r[4], bundle_sha256=r[5], payload=r[6])
-                for r in cursor.fetchall()
-            ]
+            rows = self.db.execute(
+                "SELECT r.id, r.uuid, r.ts, c.model, c.version, c.bundle_sha256, c.input_names, r.payload "
+                "FROM records AS r LEFT JOIN contexts AS c ON c.id = r.context ORDER BY r.id LIMIT ?",
+                [limit],
+            ).fetchall()
+            names: dict[bytes | None, tuple[str, ...]] = {}
+            out = []
+            for r in rows:
+                if r[6] is None:
+                    names[r[6]] = ()  # no context: cannot be unpacked, will be dead-lettered
+                elif r[6] not in names:
+                    try:
+                        names[r[6]] = tuple(marshal.loads(r[6]))
+                    except (ValueError, EOFError, TypeError):
+                        names[r[6]] = ()  # unreadable: its records fail to unpack and are dead-lettered
+                out.append(StoredRecord(rowid=r[0], id=r[1], ts=r[2], model=r[3] or "", version=r[4] or "",
+                                        bundle_sha256=r[5] or "", input_names=names[r[6]], payload=r[7]))
+            return out
         except sqlite3.Error as exc:
             raise StorageError(f"reading telemetry buffer {self.path} failed: {exc}") from exc
 
@@ -286,6 +347,8 @@ class Store:
             ).fetchone()
             conn.execute("DELETE FROM records WHERE id IN (SELECT value FROM json_each(?))", (ids,))
             self._add(conn, {"delivered": count, "stored_bytes": -size})
+            if count:
+                conn.execute("UPDATE counters SET value = 0 WHERE name = 'refusing'")
             crashpoint.reach("during_delete")
         return int(count)
 
@@ -297,13 +360,15 @@ class Store:
                 "SELECT count(*), coalesce(sum(size), 0) FROM records WHERE id IN (SELECT value FROM json_each(?))", (ids,)
             ).fetchone()
             conn.execute(
-                "INSERT INTO dead_letters (uuid, ts, model, version, bundle_sha256, payload, batch_id, status, reason) "
-                "SELECT uuid, ts, model, version, bundle_sha256, payload, ?, ?, ? FROM records "
+                "INSERT INTO dead_letters (uuid, ts, context, payload, batch_id, status, reason) "
+                "SELECT uuid, ts, context, payload, ?, ?, ? FROM records "
                 "WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
                 (batch_id, status, reason, ids),
             )
             conn.execute("DELETE FROM records WHERE id IN (SELECT value FROM json_each(?))", (ids,))
             self._add(conn, {"dead_lettered": count, "stored_bytes": -size})
+            if count:
+                conn.execute("UPDATE counters SET value = 0 WHERE name = 'refusing'")
         return int(count)
 
     def counters(self) -> dict[str, int]:

@@ -262,7 +262,7 @@ class SyncService:
         size = 0
         for record in records:
             try:
-                inputs, outputs, flags = unpack(record.payload)
+                inputs, outputs, flags = unpack(record.input_names, record.payload)
             except (ValueError, EOFError, TypeError) as exc:
                 log.error("record %s is unreadable (%s); moving it to the dead-letter table", record.id, exc)
                 unreadable.append(record.rowid)

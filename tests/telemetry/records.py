@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import marshal
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -27,12 +28,15 @@ def stored(path: Path) -> list[dict[str, Any]]:
     """Every pending row of a buffer file, read with a separate plain connection."""
     connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        rows = connection.execute("SELECT id, uuid, ts, model, version, bundle_sha256, payload FROM records ORDER BY id").fetchall()
+        rows = connection.execute(
+            "SELECT r.id, r.uuid, r.ts, c.model, c.version, c.bundle_sha256, c.input_names, r.payload "
+            "FROM records AS r JOIN contexts AS c ON c.id = r.context ORDER BY r.id"
+        ).fetchall()
     finally:
         connection.close()
     out = []
-    for rowid, uid, ts, model, version, sha, payload in rows:
-        inputs, outputs, flags = unpack(payload)
+    for rowid, uid, ts, model, version, sha, names, payload in rows:
+        inputs, outputs, flags = unpack(marshal.loads(names), payload)
         out.append({"rowid": rowid, "id": uid, "ts": ts, "model": model, "version": version, "bundle_sha256": sha,
                     "inputs": inputs, "outputs": outputs, "flags": list(flags)})
     return out

@@ -144,9 +144,17 @@ def test_drop_newest_keeps_the_oldest_records(tmp_path: Path) -> None:
         stats = buffer.stats()
     kept = seqs(path)
     assert 0 < len(kept) < 1000
-    assert kept == list(range(len(kept)))
+    assert kept == list(range(len(kept)))  # the oldest, without holes
     assert stats.dropped == 1000 - len(kept)
     assert stats.stored_bytes <= 20_000
+    with telemetry.Buffer(path, max_bytes=20_000, when_full="drop_newest") as buffer:
+        record(buffer, 1000)  # still full: refused
+        delivered = buffer.oldest(10)
+        assert buffer.acknowledge([row.rowid for row in delivered]) == 10  # a delivery makes room
+        for seq in range(1001, 1004):
+            record(buffer, seq)
+        assert buffer.dropped() == stats.dropped + 1
+    assert seqs(path) == list(range(10, len(kept))) + [1001, 1002, 1003]
 
 
 def test_the_file_stays_bounded_when_full(tmp_path: Path) -> None:
