@@ -36,6 +36,7 @@ KINDS = ("numeric", "categorical")
 # (int64, numeric categories, numpy scalars, None) take the general path.
 _REAL, _STR, _OTHER = 0, 1, 2
 _PLAIN_NUMBERS = frozenset((float, int))
+_FLOAT_MAX = float(np.finfo(np.float64).max)
 _PLAIN_STRINGS = frozenset((str,))
 
 
@@ -291,7 +292,7 @@ class InputSchema:
                 vals = None
             if not (
                 vals is not None
-                and set(map(type, vals)) <= types
+                and types.issuperset(map(type, vals))
                 and (
                     (all(map(le, los, vals)) and all(map(le, vals, his)))
                     if code == _REAL
@@ -301,8 +302,11 @@ class InputSchema:
                 vals, absent = self._slow_values(plan, row, strict, flags)
                 missing = missing or absent
             out.append(vals)
-            if feeds is not None:
-                feeds[name] = np.array((vals,), dtype=dtype)
+            if feeds is not None and not missing:
+                try:
+                    feeds[name] = np.array((vals,), dtype=dtype)
+                except (OverflowError, TypeError, ValueError) as exc:
+                    raise self._pack_error(name, vals, exc) from exc
         if missing:
             raise self._missing_error(row)
         if strict and len(row) != len(self.names):
@@ -362,8 +366,25 @@ class InputSchema:
             all_flags.append(flags)
         if not all_values:
             raise InputError("expected at least one row, got an empty sequence")
-        feeds = {name: np.array(rows_, dtype=dt) for name, dt, rows_ in zip(self._input_names, self._dtypes, per_input)}
+        try:
+            feeds = {name: np.array(rows_, dtype=dt) for name, dt, rows_ in zip(self._input_names, self._dtypes, per_input)}
+        except (OverflowError, TypeError, ValueError):
+            for i, row in enumerate(rows):  # find the row and feature that does not fit
+                try:
+                    self.pack_row(row, strict)
+                except InputError as exc:
+                    raise exc.at_row(i) from None
+            raise
         return feeds, all_values, all_flags
+
+    def _pack_error(self, input_name: str, vals: Sequence[Any], exc: Exception) -> InputError:
+        p = next(p for p in self.packed if p.name == input_name)
+        for f, v in zip(p.features, vals):
+            try:
+                np.array(v, dtype=p.dtype)
+            except (OverflowError, TypeError, ValueError):
+                return InputError(f"feature {f.name!r} got {v!r}, which does not fit {f.dtype}; expected {f.expected}", feature=f.name)
+        return InputError(f"inputs for {input_name!r} cannot be packed as {p.dtype}: {exc}")
 
     def inputs_of(self, values: list[Sequence[Any]]) -> dict[str, Any]:
         """The validated values of one row by feature name, NaN as None (for telemetry)."""
@@ -432,7 +453,11 @@ class InputSchema:
             else:
                 values = np.empty((n, p.width), dtype=np.float64)
                 for f in p.features:
-                    values[:, f.slot] = self._numeric_column(f, cols[f.name], strict)
+                    column = self._numeric_column(f, cols[f.name], strict)
+                    try:
+                        values[:, f.slot] = column
+                    except (OverflowError, TypeError, ValueError):  # e.g. an int beyond float64
+                        values[:, f.slot] = self._numeric_elements(f, column)
                     arrays[f.name] = values[:, f.slot]
                 self._check_block(p, checks, values, strict, flagged)
                 feeds[p.name] = values.astype(p.dtype)
@@ -489,9 +514,12 @@ class InputSchema:
             )
         if set(map(type, col)) <= _PLAIN_NUMBERS:
             return col
+        return self._numeric_elements(f, col)
+
+    def _numeric_elements(self, f: Feature, col: Any) -> np.ndarray:
         out = np.empty(len(col), dtype=np.float64)
         for i, v in enumerate(col):
-            if type(v) is float or type(v) is int:
+            if type(v) is float or (type(v) is int and -_FLOAT_MAX <= v <= _FLOAT_MAX):
                 out[i] = v
                 continue
             try:
@@ -559,6 +587,8 @@ class InputSchema:
             v = int(v)
         elif isinstance(v, (numbers.Integral, np.integer)):
             v = int(v)
+            if f.dtype != "int64" and abs(v) > _FLOAT_MAX:
+                raise self._value_error(row, f, v)
         elif isinstance(v, (numbers.Real, np.floating)):
             v = float(v)
             if math.isinf(v) and f.dtype == "int64":

@@ -257,3 +257,12 @@ def test_predict_batch_nullable_column_with_none(fire_model: runtime.EdgeModel, 
     single = fire_model.predict({**good_row, "humidity_pct": None})
     assert batch["prediction"].tolist() == [single["prediction"]] * 2
     assert np.allclose(batch["probabilities"][0], list(single["probabilities"].values()))
+
+
+def test_number_too_big_for_the_tensor(fire_model: runtime.EdgeModel, good_row: dict) -> None:
+    with pytest.raises(InputError, match="feature 'temp c' got 1000000000.*, which does not fit float32"):
+        fire_model.predict({**good_row, "temp c": 10**400})
+    with pytest.raises(InputError, match="^row 1: feature 'temp c' got 1000000000.*, which does not fit float32"):
+        fire_model.predict([good_row, {**good_row, "temp c": 10**400}])
+    with pytest.raises(InputError, match="^row 1: feature 'temp c' got int 1000000000"):
+        fire_model.predict_batch({**{k: [v, v] for k, v in good_row.items()}, "temp c": [1.0, 10**400]})
