@@ -14,7 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from click.testing import CliRunner
 
+from edgepack.cli import cli
+from telemetry.collector import add_token
 from tests.support.collector import ROOT, RunningCollector
 
 from .batches import batch, post
@@ -148,16 +151,17 @@ def _edgepack(*args: str, blocker: str = "") -> subprocess.CompletedProcess[str]
 
 
 def test_missing_tokens_file_is_a_clear_startup_error(tmp_path: Path) -> None:
-    result = _edgepack("collector", "--db", str(tmp_path / "c.db"), "--tokens", str(tmp_path / "missing.json"), "--port", "0")
-    assert result.returncode == 1
+    result = CliRunner().invoke(cli, ["collector", "--db", str(tmp_path / "c.db"), "--tokens", str(tmp_path / "missing.json"), "--port", "0"])
+    assert result.exit_code == 1
     assert "missing.json does not exist" in result.stderr
     assert "edgepack token add" in result.stderr
 
 
 def test_unusable_db_path_is_a_clear_startup_error(tmp_path: Path) -> None:
-    _edgepack("token", "add", "d1", "--tokens", str(tmp_path / "tokens.json"))
-    result = _edgepack("collector", "--db", str(tmp_path / "no" / "such" / "dir" / "c.db"), "--tokens", str(tmp_path / "tokens.json"), "--port", "0")
-    assert result.returncode == 1
+    add_token(tmp_path / "tokens.json", "d1")
+    db = tmp_path / "no" / "such" / "dir" / "c.db"
+    result = CliRunner().invoke(cli, ["collector", "--db", str(db), "--tokens", str(tmp_path / "tokens.json"), "--port", "0"])
+    assert result.exit_code == 1
     assert "opening the store" in result.stderr and "c.db" in result.stderr
 
 

@@ -62,7 +62,8 @@ def test_methods_outside_the_spec_are_refused(running: RunningCollector, spec: d
 
 
 def test_batch_statuses_in_the_spec_are_exactly_those_the_app_answers(running: RunningCollector, spec: dict[str, Any]) -> None:
-    observed = {case.send(running).status for case in CASES}
+    # One case per status is enough here; test_bad_input runs them all.
+    observed = {case.send(running).status for case in {case.status: case for case in CASES}.values()}
     observed.add(post(running.url, running.token, batch(2)).status_code)
     document = batch(1)
     with sqlite3.connect(running.db_path) as connection:

@@ -5,25 +5,22 @@ from __future__ import annotations
 import hashlib
 import json
 import stat
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
 
+from edgepack.cli import cli
 from telemetry.collector import CollectorError, add_token
 from telemetry.collector.tokens import TokenStore
-from tests.support.collector import ROOT, RunningCollector
+from tests.support.collector import RunningCollector
 
 from .batches import batch, post
 
 
-def _token_add(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from edgepack.cli import main; main()", "token", "add", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
-    )
+def _token_add(*args: str) -> Result:
+    return CliRunner().invoke(cli, ["token", "add", *args])
 
 
 def test_token_add_prints_the_token_once_and_stores_only_its_sha256(tmp_path: Path) -> None:
@@ -31,7 +28,7 @@ def test_token_add_prints_the_token_once_and_stores_only_its_sha256(tmp_path: Pa
 
     result = _token_add("pump-7", "--tokens", str(tokens))
 
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.output
     token = result.stdout.strip()
     assert len(result.stdout.splitlines()) == 1 and len(token) >= 40
     assert "shown only once" in result.stderr
@@ -50,13 +47,13 @@ def test_adding_an_existing_device_is_an_error_unless_rotate(tmp_path: Path) -> 
 
     again = _token_add("pump-7", "--tokens", str(tokens))
 
-    assert again.returncode == 1
+    assert again.exit_code == 1
     assert "already has a token" in again.stderr and "--rotate" in again.stderr
     assert again.stdout == ""
     assert tokens.read_bytes() == before
 
     rotated = _token_add("pump-7", "--tokens", str(tokens), "--rotate")
-    assert rotated.returncode == 0
+    assert rotated.exit_code == 0
     new = rotated.stdout.strip()
     assert new != first
     store = TokenStore(tokens)
