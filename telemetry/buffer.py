@@ -135,6 +135,13 @@ def _uuid4_strings(n: int) -> list[str]:
     return out
 
 
+def _text(value: Any) -> str:
+    try:
+        return str(value)[:10_000]
+    except Exception:  # noqa: BLE001 - a broken __str__
+        return f"<unprintable {type(value).__name__}>"
+
+
 _open_buffers: weakref.WeakSet[Buffer] = weakref.WeakSet()
 
 
@@ -423,7 +430,12 @@ class Buffer:
                 if len(contexts) >= _MAX_CONTEXTS:
                     contexts.clear()  # an app with ever-changing input names: stay bounded
                 context = contexts[key] = Context(model, version, sha, names_of(inputs))
-            payload = pack(tuple(inputs.values()), outputs, flags)
+            try:
+                payload = pack(tuple(inputs.values()), outputs, flags)
+            except Exception:  # noqa: BLE001 - e.g. nested too deep for marshal
+                # Keep the record in a degraded form rather than lose it or the writer.
+                payload = pack(tuple(_text(v) for v in inputs.values()), {k: _text(v) for k, v in outputs.items()},
+                               tuple(_text(f) for f in flags))
             rows.append((uid, ts, context, payload, len(payload) + ROW_OVERHEAD))
         return rows, sampled_out
 

@@ -14,6 +14,11 @@ lock: the race is between writers and checkpointers only. Both sides may checkpo
 the WAL stays bounded even when only one of them runs. The lock is held for a group
 commit (milliseconds), never across a network request.
 
+Layout: ``records`` holds one row per pending record (UUID, timestamp, a reference to its
+``contexts`` row, and a marshal blob of input values, outputs and flags); ``contexts``
+holds what consecutive records share (model, version, bundle hash, input names) once;
+``dead_letters`` keeps what the collector refused; ``counters`` the cumulative totals.
+
 SQLite errors are translated into ``telemetry.errors`` here and nowhere else.
 """
 
@@ -216,7 +221,7 @@ class Store:
         try:
             with self._write_lock(), self.db.atomic():
                 yield self.db.conn
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StorageError(f"writing telemetry buffer {self.path} failed: {exc}") from exc
 
     def _add(self, conn: sqlite3.Connection, deltas: dict[str, int]) -> None:
