@@ -128,3 +128,16 @@ def test_telemetry_errors_counted_across_threads(fire: builder.Built, good_row: 
 def test_telemetry_without_record_is_refused(fire: builder.Built) -> None:
     with pytest.raises(TypeError, match="telemetry must have a record"):
         runtime.load(fire.path, telemetry=object())  # type: ignore[arg-type]
+
+
+def test_with_a_real_telemetry_buffer(tmp_path, fire: builder.Built, good_row: dict) -> None:  # type: ignore[no-untyped-def]
+    import telemetry
+
+    with telemetry.Buffer(tmp_path / "predictions.db") as buffer:
+        model = runtime.load(fire.path, telemetry=buffer)
+        model.predict(good_row)
+        model.predict([{**good_row, "region": "highlands"}, {**good_row, "humidity_pct": None}])
+        model.predict_batch({k: [v] for k, v in good_row.items()})
+        buffer.flush()
+        assert buffer.pending() == 4
+    assert model.telemetry_errors == 0
