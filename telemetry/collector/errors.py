@@ -1,14 +1,18 @@
 """The exception tree of the collector.
 
-``CollectorError`` is the root. ``RequestError`` and its subclasses are a client's fault
-and carry the HTTP status they are answered with; ``TokenError`` covers the tokens file;
-``StoreError`` wraps every SQLite failure (translated in ``store.py``).
+``CollectorError`` is the root, itself a ``telemetry.TelemetryError`` so the whole
+telemetry package (device and home side) has one tree. ``RequestError`` and its
+subclasses are a client's fault and carry the HTTP status they are answered with;
+``TokenError`` covers the tokens file; ``StoreError`` wraps every SQLite failure
+(translated in ``store.py``).
 """
 
 from __future__ import annotations
 
+from ..errors import TelemetryError
 
-class CollectorError(Exception):
+
+class CollectorError(TelemetryError):
     """Root of every error the collector raises on purpose."""
 
 

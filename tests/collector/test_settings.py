@@ -30,3 +30,12 @@ def test_bad_limits_are_refused_by_name(tmp_path: Path, field: str, value: objec
 def test_options_are_keyword_only(tmp_path: Path) -> None:
     with pytest.raises(TypeError):
         CollectorSettings(tmp_path / "c.db", tmp_path / "t.json")  # type: ignore[misc]
+
+
+def test_collector_errors_belong_to_the_telemetry_tree() -> None:
+    from telemetry import TelemetryError
+    from telemetry.collector import CollectorError
+    from telemetry.collector.errors import SchemaError, StoreError, TokenError
+
+    assert all(issubclass(error, CollectorError) for error in (SchemaError, StoreError, TokenError))
+    assert issubclass(CollectorError, TelemetryError)
