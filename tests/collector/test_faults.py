@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
@@ -197,7 +198,7 @@ def _hold_write_lock(db_path: Path) -> sqlite3.Connection:
     return holder
 
 
-def test_store_locked_by_another_process_answers_503(collector_factory) -> None:
+def test_store_locked_by_another_process_answers_503(collector_factory: Callable[..., RunningCollector]) -> None:
     collector = collector_factory(lock_timeout=0.2)
     holder = _hold_write_lock(collector.db_path)
     try:
@@ -216,7 +217,7 @@ def test_store_locked_by_another_process_answers_503(collector_factory) -> None:
     assert post(collector.url, collector.token, document).json() == {"accepted": 3, "duplicates": 0}
 
 
-def test_too_many_batches_in_progress_answers_503(collector_factory) -> None:
+def test_too_many_batches_in_progress_answers_503(collector_factory: Callable[..., RunningCollector]) -> None:
     collector = collector_factory(max_pending_batches=1, lock_timeout=120)
     documents = [batch(2), batch(2)]
     holder = _hold_write_lock(collector.db_path)
@@ -252,7 +253,7 @@ def _wait_for_log(collector: RunningCollector, text: str) -> None:
     raise AssertionError(f"{text!r} never appeared in the collector log:\n{collector.log()}")
 
 
-def test_sigterm_lets_a_batch_in_progress_finish(collector_factory) -> None:
+def test_sigterm_lets_a_batch_in_progress_finish(collector_factory: Callable[..., RunningCollector]) -> None:
     collector = collector_factory(max_pending_batches=1, lock_timeout=120)
     documents = [batch(3), batch(3)]
     holder = _hold_write_lock(collector.db_path)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from telemetry.collector import CollectorSettings
+from tests.support.collector import ROOT
 
 
 def test_defaults_are_the_contract_limits(tmp_path: Path) -> None:
@@ -39,3 +42,9 @@ def test_collector_errors_belong_to_the_telemetry_tree() -> None:
 
     assert all(issubclass(error, CollectorError) for error in (SchemaError, StoreError, TokenError))
     assert issubclass(CollectorError, TelemetryError)
+
+
+def test_importing_telemetry_leaves_the_collector_out() -> None:
+    probe = "import sys, telemetry; print(sorted(m for m in sys.modules if m.startswith(('telemetry.collector', 'starlette', 'uvicorn'))))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
