@@ -177,8 +177,9 @@ class SyncService:
     """Sends a buffer's records to a collector.
 
     ``client`` lets tests and applications supply their own ``httpx.Client`` (fault
-    injection through ``httpx.MockTransport``, proxies, TLS settings); ``sleep`` and
-    ``rng`` make backoff testable without waiting (``sleep`` receives each delay).
+    injection through ``httpx.MockTransport``, proxies, TLS settings); ``sleep``, ``rng``
+    and ``clock`` (wall time, for ``Retry-After`` dates) make backoff testable without
+    waiting (``sleep`` receives each delay; by default waits end early on a stop request).
     ``on_batch`` is called after every batch with a ``BatchReport``.
     """
 
@@ -192,6 +193,7 @@ class SyncService:
         options: SyncOptions | None = None,
         sleep: Callable[[float], None] | None = None,
         rng: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.time,
         on_batch: Callable[[BatchReport], None] | None = None,
     ) -> None:
         self.buffer = buffer
@@ -206,6 +208,7 @@ class SyncService:
         self._owns_client = client is None
         self._sleep = sleep
         self._rng = rng
+        self._clock = clock
         self._on_batch = on_batch
         self._gzip = self.options.gzip
         self._failures = 0  # consecutive transient failures, across rounds (drives backoff)
@@ -412,7 +415,8 @@ class SyncService:
         except ValueError:
             parsed = None
         problem = parsed.get("error", "") if isinstance(parsed, dict) else response.text[:200]
-        return _Answer(response.status_code, parsed, _retry_after(response.headers.get("Retry-After")), str(problem))
+        retry_after = _retry_after(response.headers.get("Retry-After"), self._clock())
+        return _Answer(response.status_code, parsed, retry_after, str(problem))
 
     # -- waiting --------------------------------------------------------------------------
 
@@ -432,7 +436,8 @@ class SyncService:
         return stop_event.wait(delay)
 
 
-def _retry_after(value: str | None) -> float | None:
+def _retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date."""
     if not value:
         return None
     value = value.strip()
@@ -444,7 +449,7 @@ def _retry_after(value: str | None) -> float | None:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return max(0.0, when.timestamp() - now)
 
 
 def _check_endpoint(endpoint: str) -> str:

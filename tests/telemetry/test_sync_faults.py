@@ -6,7 +6,6 @@ import email.utils
 import hashlib
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -89,10 +88,13 @@ def test_retry_after_is_honoured_then_the_batch_goes_through(buffer: telemetry.B
 def test_retry_after_as_an_http_date(buffer: telemetry.Buffer) -> None:
     fill(buffer, 1)
     delays: list[float] = []
-    when = email.utils.formatdate(time.time() + 120, usegmt=True)
-    fake = FakeCollector(script=[error(503, "maintenance", **{"Retry-After": when})])
-    assert service(buffer, fake, delays, backoff_base=0.1).sync_once().sent == 1
-    assert 100 < delays[0] <= 121
+    now = 1_800_000_000.0
+    when = email.utils.formatdate(now + 120, usegmt=True)
+    fake = FakeCollector(script=[error(503, "maintenance", **{"Retry-After": when}), error(503, "again", **{"Retry-After": "soon"})])
+    sync = SyncService(buffer, URL, token="t", client=fake.client(), options=SyncOptions(backoff_base=0.1),
+                       sleep=delays.append, rng=lambda: 1.0, clock=lambda: now)
+    assert sync.sync_once().sent == 1
+    assert delays == [120.0, 0.2]  # an unreadable Retry-After falls back to the backoff window
 
 
 def test_backoff_doubles_with_full_jitter_up_to_the_cap(buffer: telemetry.Buffer) -> None:
