@@ -92,14 +92,15 @@ def _write(path: Path, devices: dict[str, dict[str, object]]) -> None:
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
     # Two `token add` runs at once must not lose one another's device: serialise the
-    # read-modify-write on a lock file next to the tokens file.
+    # read-modify-write. The lock is on the directory, since the file itself is replaced
+    # (a new inode) on every write, and a lock file would be left lying around.
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def add_token(path: str | os.PathLike[str], device_id: str, *, rotate: bool = False) -> str:

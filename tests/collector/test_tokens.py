@@ -99,3 +99,9 @@ def test_cli_added_and_rotated_tokens_work_without_a_restart(collector: RunningC
     assert len(collector.records("field-3")) == 3
     # The other device is untouched by the rotation.
     assert post(collector.url, collector.token, batch(1)).status_code == 200
+
+
+def test_token_add_leaves_only_the_tokens_file(tmp_path: Path) -> None:
+    add_token(tmp_path / "tokens.json", "a")
+    add_token(tmp_path / "tokens.json", "b")
+    assert [p.name for p in tmp_path.iterdir()] == ["tokens.json"]
