@@ -15,7 +15,7 @@ from typing import Any
 from .errors import InputError
 from .schema import Feature
 
-Record = tuple[int, "dict[str, Any] | InputError"]
+Record = tuple[int, dict[str, Any] | InputError]
 
 
 def json_lines(lines: Iterable[str]) -> Iterator[Record]:

@@ -18,8 +18,8 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
-from operator import contains, itemgetter, le
 from dataclasses import dataclass
+from operator import contains, itemgetter, le
 from typing import Any
 
 import numpy as np
@@ -91,16 +91,6 @@ class Feature:
         if self.nullable:
             text += " or None"
         return text
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "dtype": self.dtype,
-            "kind": self.kind,
-            "nullable": self.nullable,
-            "range": list(self.range) if self.range is not None else None,
-            "categories": list(self.categories) if self.categories is not None else None,
-        }
 
 
 def _manifest_error(message: str) -> BundleError:
@@ -574,7 +564,7 @@ class InputSchema:
             if not isinstance(v, str):
                 raise self._value_error(row, f, v)
             v = str(v)
-            if f.categories is not None and v not in frozenset(f.categories):
+            if f.categories is not None and v not in self._categories[f.name]:
                 if strict:
                     raise self._unseen_error(f, v)
                 flags.append(f"unseen_category:{f.name}")
@@ -603,7 +593,7 @@ class InputSchema:
             if not -(2**63) <= v < 2**63:
                 raise self._value_error(row, f, v)
         if f.categories is not None:
-            if v not in frozenset(f.categories):
+            if v not in self._categories[f.name]:
                 if strict:
                     raise self._unseen_error(f, v)
                 flags.append(f"unseen_category:{f.name}")
