@@ -7,8 +7,17 @@ from importlib.util import find_spec as _find_spec
 
 from edgepack.extras import EXTRA_MODULES as _EXTRA_MODULES, MissingExtraError as _MissingExtraError
 
+
+
+def _absent(module: str) -> bool:
+    try:
+        return _find_spec(module) is None
+    except (ImportError, ValueError):
+        return True
+
+
 # A cheap presence check: importing mlflow here would cost seconds on every `import packager`.
-if _missing := [m for m in _EXTRA_MODULES["packager"] if _find_spec(m) is None]:
+if _missing := [m for m in _EXTRA_MODULES["packager"] if _absent(m)]:
     raise _MissingExtraError(
         f"edgepack build needs the 'packager' extra ({', '.join(_missing)} not installed); "
         "install it with: pip install 'edgepack[packager]'"
@@ -23,6 +32,7 @@ from .errors import (
     ParityError,
     ReferenceDataError,
     RegistryError,
+    SelfTestFailedError,
     UnsupportedFlavorError,
     UnsupportedModelError,
     UntrustedTypesError,
@@ -39,6 +49,7 @@ __all__ = [
     "ParityError",
     "ReferenceDataError",
     "RegistryError",
+    "SelfTestFailedError",
     "UnsupportedFlavorError",
     "UnsupportedModelError",
     "UntrustedTypesError",

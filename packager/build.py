@@ -9,16 +9,18 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from runtime import bundle as bundle_format
+from runtime.errors import EdgeError
 from runtime.signing import KeySource
 
 from . import registry
 from .baseline import baseline
 from .convert import Column, Converted, columns_of, convert, is_classifier
 from .converters import categories_by_column, check_supported, ranges_by_column
-from .errors import ConversionError, ParityError, ReferenceDataError, UnsupportedModelError
+from .errors import ConversionError, ParityError, ReferenceDataError, SelfTestFailedError, UnsupportedModelError
 from .options import BuildOptions, BuildReport
 from .parity import (
     Answers,
@@ -89,22 +91,9 @@ def build_bundle(
 
         art = from_onnx(loaded, reference_data, options)
 
-    requirements = requirements_txt()
-    files: dict[str, bytes] = {
-        bundle_format.MODEL: art.onnx_bytes,
-        bundle_format.GOLDEN: bundle_format.canonical_json(art.golden),
-        bundle_format.REQUIREMENTS: requirements.encode(),
-    }
-    if with_deps:
-        from .wheels import device_wheels
-
-        version = python_version or f"{sys.version_info.major}.{sys.version_info.minor}"
-        files.update(device_wheels(list(with_deps), version, requirements.splitlines()))
-
-    manifest = _manifest(resolved, loaded.flavor, art, __version__)
-    written = bundle_format.write_bundle(out, manifest, files, signing_key=signing_key)
-    # Read it back as a device would: hashes (and the signature, if any) must hold.
-    bundle_format.read_bundle(written.path or os.fspath(out))
+    written = write_artifacts(
+        art, out, resolved, loaded.flavor, signing_key=signing_key, with_deps=with_deps, python_version=python_version
+    )
     tagged = False
     if options.tag_registry:
         registry.tag_provenance(resolved, sha256=written.sha256, edgepack_version=__version__)
@@ -122,9 +111,52 @@ def build_bundle(
         precision=art.converted.precision,
         parity=art.parity,
         signed=written.signature is not None,
-        files=tuple(sorted(files)),
+        files=tuple(sorted(written.files)),
         tagged=tagged,
     )
+
+
+def write_artifacts(
+    art: Artifacts,
+    out: str | os.PathLike[str],
+    resolved: registry.ResolvedModel,
+    flavor: str,
+    *,
+    signing_key: KeySource | None = None,
+    with_deps: Sequence[str] = (),
+    python_version: str | None = None,
+) -> bundle_format.Bundle:
+    """Write the bundle for converted, parity-checked artifacts, then load it as a device would."""
+    from edgepack import __version__
+
+    requirements = requirements_txt()
+    files: dict[str, bytes] = {
+        bundle_format.MODEL: art.onnx_bytes,
+        bundle_format.GOLDEN: bundle_format.canonical_json(art.golden),
+        bundle_format.REQUIREMENTS: requirements.encode(),
+    }
+    if with_deps:
+        from .wheels import device_wheels
+
+        version = python_version or f"{sys.version_info.major}.{sys.version_info.minor}"
+        files.update(device_wheels(list(with_deps), version, requirements.splitlines()))
+    manifest = _manifest(resolved, flavor, art, __version__)
+    written = bundle_format.write_bundle(out, manifest, files, signing_key=signing_key)
+    _self_test(written.path or os.fspath(out))
+    return written
+
+
+def _self_test(path: str) -> None:
+    """Load the bundle as a device would (hashes, manifest, golden self-test); remove it if that fails."""
+    import runtime
+
+    try:
+        runtime.load(path)
+    except EdgeError as exc:
+        Path(path).unlink(missing_ok=True)
+        raise SelfTestFailedError(
+            f"the bundle was written but fails to load on the device side ({exc}); it was removed"
+        ) from exc
 
 
 def requirements_txt() -> str:

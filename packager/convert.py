@@ -178,3 +178,9 @@ def _normalise(onx: Any) -> None:
     onx.domain = "edgepack"
     onx.model_version = 1
     del onx.metadata_props[:]
+    # skl2onnx collects opsets in a set: their order follows PYTHONHASHSEED unless sorted.
+    opsets = sorted(((imp.domain, imp.version) for imp in onx.opset_import))
+    del onx.opset_import[:]
+    for domain, version in opsets:
+        imp = onx.opset_import.add()
+        imp.domain, imp.version = domain, version

@@ -144,7 +144,8 @@ def walk(model: Any, path: str = "", columns: tuple[Any, ...] | None = None) -> 
             if step is None or step == "passthrough":
                 continue
             yield from walk(step, _join(path, name), columns)
-            columns = None  # later steps see the previous step's output, not raw columns
+            if not _keeps_columns(step):
+                columns = None  # later steps see this step's output, not the raw columns
     elif isinstance(model, ColumnTransformer):
         for name, trans, cols in model.transformers_:
             if isinstance(trans, str) and trans in ("drop", "passthrough"):
@@ -152,6 +153,20 @@ def walk(model: Any, path: str = "", columns: tuple[Any, ...] | None = None) -> 
             yield from walk(trans, _join(path, name), _as_columns(cols, model))
     else:
         yield Step(path, model, columns)
+
+
+def _keeps_columns(step: Any) -> bool:
+    """Imputers and scalers map column i to column i, so an encoder after them still sees raw columns."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, RobustScaler, StandardScaler
+
+    if isinstance(step, SimpleImputer):
+        import pandas as pd
+
+        # An all-missing column has no statistic and is dropped, unless keep_empty_features.
+        dropped = bool(pd.isna(pd.Series(step.statistics_, dtype=object)).any()) and not step.keep_empty_features
+        return not step.add_indicator and not dropped
+    return isinstance(step, (StandardScaler, MinMaxScaler, MaxAbsScaler, RobustScaler))
 
 
 def _join(path: str, name: str) -> str:

@@ -69,3 +69,7 @@ class ParityError(PackagerError):
     def __init__(self, message: str, *, worst: list[dict[str, object]] | None = None) -> None:
         self.worst = worst or []
         super().__init__(message)
+
+
+class SelfTestFailedError(PackagerError):
+    """The written bundle does not load and reproduce its golden outputs through ``runtime.load``."""

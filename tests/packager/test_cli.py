@@ -95,3 +95,26 @@ def test_build_in_a_subprocess_exits_non_zero_without_traceback(registry: Regist
     )
     assert proc.returncode == 4
     assert "model 'fire' has no version 7; its versions: 1, 2, 3" in proc.stderr and "Traceback" not in proc.stderr
+
+
+_WITHOUT_SKL2ONNX = (
+    "import sys\n"
+    "class Block:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.split('.')[0] == 'skl2onnx':\n"
+    "            raise ModuleNotFoundError(f'blocked: {name}')\n"
+    "sys.meta_path.insert(0, Block())\n"
+)
+
+
+def test_missing_packager_extra_names_the_pip_command(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    probe = _WITHOUT_SKL2ONNX + "import packager\n"
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "MissingExtraError" in proc.stderr and "pip install 'edgepack[packager]'" in proc.stderr and "skl2onnx" in proc.stderr
+
+    cli_run = _WITHOUT_SKL2ONNX + "sys.argv = ['edgepack', 'build', 'models:/m/1', '-o', sys.argv[1]]\nfrom edgepack.cli import main\nmain()\n"
+    proc = subprocess.run([sys.executable, "-c", cli_run, str(tmp_path / "x.edgepkg")], cwd=root, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: ") and "pip install 'edgepack[packager]'" in proc.stderr and "Traceback" not in proc.stderr

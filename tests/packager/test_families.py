@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,11 +17,15 @@ import pandas as pd
 import pytest
 
 from packager import BuildOptions, ParityError, UnsupportedModelError
-from packager.build import sklearn_artifacts
-from packager.registry import LoadedModel
+from packager.build import sklearn_artifacts, write_artifacts
+from packager.registry import LoadedModel, ResolvedModel
 from tests.packager.conftest import onnx_answers
 
 NUMERIC = ["temp c", "wind.speed", "1st reading", "p"]
+_RESOLVED = ResolvedModel(
+    name="family", version="1", run_id=None, requested_uri="models:/family/1", kind="version", value="1",
+    registry_uri="(none)", created_at=None, tracking_uri="(none)",
+)
 
 
 def _frame(rows: int, seed: int, *, strings: bool = False, nan: bool = False) -> pd.DataFrame:
@@ -121,7 +126,9 @@ def _artifacts(model: Any, example: pd.DataFrame, **kw: Any) -> Any:
 
 
 @pytest.mark.parametrize(("make", "labels", "strings", "nan"), _families())
-def test_family_converts_and_answers_like_the_original(make: Callable[[], Any], labels: str | None, strings: bool, nan: bool) -> None:
+def test_family_converts_and_answers_like_the_original(
+    make: Callable[[], Any], labels: str | None, strings: bool, nan: bool, tmp_path: Path
+) -> None:
     model, train, test = _fit(make, labels, strings, nan)
     art = _artifacts(model, train.head(5))
 
@@ -150,6 +157,10 @@ def test_family_converts_and_answers_like_the_original(make: Callable[[], Any], 
         assert {type(c) for c in art.classes} == {type(c) for c in model.classes_.tolist()}
     else:
         np.testing.assert_allclose(outs[0].reshape(-1), model.predict(usable), rtol=1e-4, atol=1e-6)
+
+    # Written as a bundle, it loads and passes its golden self-test through the device runtime.
+    bundle = write_artifacts(art, tmp_path / "family.edgepkg", _RESOLVED, "sklearn")
+    assert bundle.manifest["outputs"]["classes"] == (model.classes_.tolist() if labels else None)
 
     # golden.json holds what the ORIGINAL model answers on its rows.
     golden = pd.DataFrame(art.golden["inputs"]).astype({c: float for c in train.columns if c in NUMERIC})
@@ -346,3 +357,37 @@ def test_target_range_comes_from_the_target_column_of_the_reference_data() -> No
     assert art.parity["rows"] == len(test) + art.parity["rows_with_missing"]
     with pytest.raises(ReferenceDataError, match="no target column 'nope'"):
         _artifacts(model, None, reference_data=test, target_column="nope")
+
+
+_BUILD_IN_CHILD = """
+import pickle, sys
+from packager.build import sklearn_artifacts, write_artifacts
+from packager.registry import LoadedModel
+from packager import BuildOptions
+from tests.packager.test_families import _RESOLVED
+model, example = pickle.load(open(sys.argv[1], "rb"))
+art = sklearn_artifacts(LoadedModel(flavor="sklearn", model=model, input_example=example, signature_columns=None), None, BuildOptions())
+print(write_artifacts(art, sys.argv[2], _RESOLVED, "sklearn").sha256)
+"""
+
+
+def test_bundle_bytes_do_not_depend_on_the_process_hash_seed(tmp_path: Path) -> None:
+    import os
+    import pickle
+    import subprocess
+    import sys
+
+    from sklearn.ensemble import RandomForestClassifier
+
+    model, train, _ = _fit(lambda: _ct_pipeline(RandomForestClassifier(n_estimators=3, random_state=0)), "str", True, True)
+    here = write_artifacts(_artifacts(model, train.head(5)), tmp_path / "here.edgepkg", _RESOLVED, "sklearn")
+    (tmp_path / "model.pkl").write_bytes(pickle.dumps((model, train.head(5))))
+    root = Path(__file__).resolve().parents[2]
+    # Without care, seeds 0 and 1 give different bytes here (skl2onnx keeps opsets in a set).
+    for seed in ("0", "1"):
+        child = subprocess.run(
+            [sys.executable, "-c", _BUILD_IN_CHILD, str(tmp_path / "model.pkl"), str(tmp_path / f"child{seed}.edgepkg")],
+            cwd=root, env={**os.environ, "PYTHONHASHSEED": seed}, capture_output=True, text=True, check=True,
+        )
+        assert child.stdout.strip().splitlines()[-1] == here.sha256
+        assert (tmp_path / f"child{seed}.edgepkg").read_bytes() == (tmp_path / "here.edgepkg").read_bytes()
