@@ -38,7 +38,7 @@ def serve(settings: CollectorSettings, host: str = "127.0.0.1", port: int = 8787
     server = uvicorn.Server(config)
     logger.info("listening on http://%s:%d", bound_host if family == socket.AF_INET else f"[{bound_host}]", bound_port)
     received: list[int] = []
-    previous = _quiet_signals(received)
+    previous = _quiet_signals(received, server)
     try:
         server.run(sockets=[sock])
     finally:
@@ -48,13 +48,19 @@ def serve(settings: CollectorSettings, host: str = "127.0.0.1", port: int = 8787
         logger.info("stopped on %s", signal.Signals(received[0]).name)
 
 
-def _quiet_signals(received: list[int]) -> dict[int, Any]:
+def _quiet_signals(received: list[int], server: uvicorn.Server) -> dict[int, Any]:
     # uvicorn shuts down gracefully on SIGTERM/SIGINT and then re-raises the signal against
     # whatever handler was installed before it, which would turn a clean stop into a death
-    # by signal (exit -15, or KeyboardInterrupt). Give it a handler that only records.
+    # by signal (exit -15, or KeyboardInterrupt). Give it a handler that only records (and
+    # stops the server, for a signal arriving before uvicorn installs its own handlers).
     if threading.current_thread() is not threading.main_thread():
         return {}
-    return {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in STOP_SIGNALS}
+
+    def record(signum: int, frame: object) -> None:
+        received.append(signum)
+        server.should_exit = True
+
+    return {sig: signal.signal(sig, record) for sig in STOP_SIGNALS}
 
 
 def _restore_signals(previous: dict[int, Any]) -> None:
