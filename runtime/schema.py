@@ -253,7 +253,8 @@ class InputSchema:
         los = tuple(step[2] for step in plan)
         his = tuple(step[3] for step in plan)
         cats = tuple(step[4] if step[4] is not None else _ANYTHING for step in plan)
-        return (p.name, p.dtype, get, code, types, los, his, cats, plan)
+        # A dtype instance spares numpy the type -> dtype lookup on every call.
+        return (p.name, np.dtype(p.dtype), get, code, types, los, his, cats, plan)
 
     def signature(self) -> tuple[tuple[str, str, str], ...]:
         """What must stay the same for a model to replace another without a schema change."""
