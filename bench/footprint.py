@@ -4,6 +4,7 @@ build install, and the size of each bundle."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,9 +37,20 @@ def _run(args: list[str]) -> None:
         raise RuntimeError(f"{' '.join(args[:4])} ... failed: {' | '.join(tail)}")
 
 
+SOURCES = ("pyproject.toml", "README.md", "edgepack", "packager", "runtime", "telemetry")
+
+
 def _wheel(repo: Path, out: Path) -> Path:
-    """Build the edgepack wheel once; both venvs install the same file."""
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", str(out), str(repo)])
+    """Build the edgepack wheel once, from a copy of the sources (setuptools writes build/ and
+    egg-info next to them); both venvs install the same file."""
+    source = out / "source"
+    for name in SOURCES:
+        if (repo / name).is_dir():
+            shutil.copytree(repo / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        elif (repo / name).exists():
+            source.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(repo / name, source / name)
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(source)])
     wheels = sorted(out.glob("edgepack-*.whl"))
     if not wheels:
         raise RuntimeError(f"pip wheel wrote no edgepack wheel into {out}")

@@ -91,8 +91,8 @@ FULL = BenchOptions(
     record_rounds=5,
     overhead_block=2_000,
     overhead_rounds=20,
-    sync_records=100_000,
-    sync_rounds=3,
+    sync_records=50_000,
+    sync_rounds=2,
     footprint="all",
 )
 

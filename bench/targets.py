@@ -62,10 +62,10 @@ def check_targets(report: Report, models: list[str]) -> list[Target]:
                 edge,
             )
         )
-    if RF_MODEL in models:
-        edge = report.find("latency", PREDICT_DICT, RF_MODEL)
-        handmade = report.find("latency", HANDMADE, RF_MODEL)
-        pyfunc = report.find("latency", PYFUNC, RF_MODEL)
+    edge = report.find("latency", PREDICT_DICT, RF_MODEL)
+    handmade = report.find("latency", HANDMADE, RF_MODEL)
+    pyfunc = report.find("latency", PYFUNC, RF_MODEL)
+    if RF_MODEL in models and (edge, handmade, pyfunc) != (None, None, None):
         targets.append(
             _mark(
                 Target(
