@@ -64,9 +64,10 @@ class BufferOptions:
     """Most records committed in one transaction."""
     group_delay: float = 0.05
     """Longest a recorded record waits in memory before its group is committed, in seconds."""
-    max_queued: int = 1_000_000
-    """Records held in memory waiting for the writer; beyond it new records are dropped
-    (and counted) instead of growing memory without bound while the disk fails."""
+    max_queued: int = 250_000
+    """Records held in memory waiting for the writer (a 31-feature record takes ~2-3 KB
+    there); beyond it new records are dropped and counted, so a stalled disk cannot
+    exhaust memory. Lower it on small devices."""
     busy_timeout: float = 30.0
     """Seconds to wait for a lock held by another process (e.g. ``edgepack sync``)."""
     retry_delay: float = 1.0
@@ -305,7 +306,11 @@ class Buffer:
     # -- lifecycle ----------------------------------------------------------------------
 
     def close(self, timeout: float | None = None) -> None:
-        """Commit everything recorded so far and close the file. Idempotent."""
+        """Commit everything recorded so far and close the file. Idempotent.
+
+        Stop recording threads first: a ``record()`` racing with ``close()`` may be refused
+        (``BufferClosedError``) or, in a window of a few bytecodes, not be committed.
+        """
         if self._closed:
             return
         try:

@@ -334,3 +334,14 @@ def test_a_value_marshal_cannot_take_is_kept_as_text_and_the_writer_survives(tmp
     rows = stored(path)
     assert [row["inputs"]["seq"] for row in rows] == ["0", 1]  # degraded to text, not lost
     assert rows[0]["inputs"]["deep"] == "<unprintable list>"  # even str() gives up at this depth
+
+
+def test_records_beyond_the_memory_queue_are_dropped_and_counted(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    # A writer that never gets to commit on its own (long group delay, large groups).
+    with telemetry.Buffer(path, max_queued=10, group_delay=3600) as buffer:
+        for seq in range(25):
+            record(buffer, seq)
+        stats = buffer.stats()
+    assert seqs(path) == list(range(10))
+    assert (stats.dropped, stats.recorded, stats.pending) == (15, 25, 10)
