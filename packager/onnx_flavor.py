@@ -37,15 +37,22 @@ def _strip_zipmap(model: Any) -> None:
     """Expose the (N, C) probability tensor instead of ZipMap's list of dicts."""
     from onnx import TensorProto, helper
 
+    from onnx import shape_inference
+
     producers = {out: node for node in model.graph.node for out in node.output}
+    known = {vi.name: vi for vi in shape_inference.infer_shapes(model).graph.value_info}
     for i, out in enumerate(list(model.graph.output)):
         node = producers.get(out.name)
         if node is None or node.op_type != "ZipMap":
             continue
         source = node.input[0]
+        if source in known:
+            replacement = known[source]
+        else:
+            replacement = helper.make_tensor_value_info(source, TensorProto.FLOAT, [None, None])
         model.graph.node.remove(node)
         model.graph.output.remove(out)
-        model.graph.output.insert(i, helper.make_tensor_value_info(source, TensorProto.FLOAT, [None, None]))
+        model.graph.output.insert(i, replacement)
 
 
 def _classes(model: Any) -> list[Any] | None:
@@ -71,7 +78,13 @@ def _columns(model: Any, loaded: LoadedModel) -> tuple[list[Column], list[list[s
             )
     widths = [vi.type.tensor_type.shape.dim[1].dim_value for vi in inputs]
     if all(w == 1 for w in widths):
-        names = sig if len(sig) == len(inputs) else [vi.name for vi in inputs]
+        # Converters sanitise names ("temp c" -> "temp_c") but keep the order of the columns.
+        if len(sig) == len(inputs):
+            names = sig
+        elif len(example_cols) == len(inputs):
+            names = example_cols
+        else:
+            names = [vi.name for vi in inputs]
         cols = [Column(n, _elem_kind(vi.type.tensor_type.elem_type)) for n, vi in zip(names, inputs)]
         return cols, [[c.name] for c in cols]
     if len(inputs) == 1 and widths[0] > 0:

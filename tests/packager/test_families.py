@@ -391,3 +391,25 @@ def test_bundle_bytes_do_not_depend_on_the_process_hash_seed(tmp_path: Path) -> 
         )
         assert child.stdout.strip().splitlines()[-1] == here.sha256
         assert (tmp_path / f"child{seed}.edgepkg").read_bytes() == (tmp_path / "here.edgepkg").read_bytes()
+
+
+def test_onnx_flavor_per_column_inputs_with_zipmap_are_packed_under_original_names(tmp_path: Path) -> None:
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+    from sklearn.linear_model import LogisticRegression
+
+    from packager.onnx_flavor import from_onnx
+
+    model, train, test = _fit(lambda: _ct_pipeline(LogisticRegression(max_iter=500)), "str", True, True)
+    types = [(c, FloatTensorType([None, 1]) if c in NUMERIC else StringTensorType([None, 1])) for c in train.columns]
+    onx = to_onnx(model, initial_types=types, target_opset={"": 17, "ai.onnx.ml": 3})  # ZipMap on
+    assert [i.name for i in onx.graph.input][:3] == ["temp_c", "wind_speed", "_1st_reading"]
+    art = from_onnx(LoadedModel(flavor="onnx", model=onx, input_example=train.head(5), signature_columns=None), None, BuildOptions())
+    assert [i["name"] for i in art.inputs] == list(train.columns)
+    assert [s["name"] for s in art.converted.onnx_inputs] == ["float_input", "string_input"]
+    assert art.classes == ["high", "low", "medium"] and art.estimator == "onnx"
+    complete = test.dropna()
+    outs = onnx_answers(art.onnx_bytes, art.inputs, art.converted.onnx_inputs, complete)
+    assert outs[0].tolist() == model.predict(complete).tolist()
+    np.testing.assert_allclose(outs[1], model.predict_proba(complete), atol=1e-4)
+    write_artifacts(art, tmp_path / "onnx.edgepkg", _RESOLVED, "onnx")  # loads and self-tests on the device side
