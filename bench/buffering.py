@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from .errors import BenchError
 from .figures import Figure, error_figure, set_ratios, summarize, timing_figure
 from .inference import native_rows
 from .options import BenchOptions
@@ -107,7 +108,7 @@ def measure_record_rate(case: ModelCase, options: BenchOptions, workdir: Path) -
         finally:
             buffer.close()
         if pending != count:
-            raise RuntimeError(f"buffer holds {pending} records after flush, expected {count}")
+            raise BenchError(f"buffer holds {pending} records after flush, expected {count}")
         return elapsed
 
     def raw() -> float:
@@ -168,14 +169,14 @@ class Collector:
     def _cli(self, *args: str) -> str:
         completed = subprocess.run([*self._base(), *args], capture_output=True, text=True, timeout=120)
         if completed.returncode != 0:
-            raise RuntimeError(f"edgepack {' '.join(args[:2])} failed: {completed.stderr.strip()[-300:]}")
+            raise BenchError(f"edgepack {' '.join(args[:2])} failed: {completed.stderr.strip()[-300:]}")
         return completed.stdout
 
     def _wait_until_listening(self) -> str:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if self.process.poll() is not None:
-                raise RuntimeError(f"collector exited with {self.process.returncode}: {self.log_path.read_text()[-300:]}")
+                raise BenchError(f"collector exited with {self.process.returncode}: {self.log_path.read_text()[-300:]}")
             match = LISTENING.search(self.log_path.read_text("utf-8", "replace"))
             if match:
                 url = f"http://127.0.0.1:{match.group(1)}"
@@ -185,7 +186,7 @@ class Collector:
                 except httpx.TransportError:
                     pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"collector not healthy after {START_TIMEOUT:.0f} s")
+                raise BenchError(f"collector not healthy after {START_TIMEOUT:.0f} s")
             time.sleep(0.05)
 
     def stored(self) -> int:
@@ -248,7 +249,7 @@ def measure_sync(case: ModelCase, options: BenchOptions, workdir: Path) -> list[
                     buffer.close()
                 arrived = collector.stored() - before
                 if left or arrived != count:
-                    raise RuntimeError(f"after sync {left} records still pending and {arrived} of {count} stored")
+                    raise BenchError(f"after sync {left} records still pending and {arrived} of {count} stored")
                 seconds.append(elapsed)
                 waiting.append(sum(getattr(r, "seconds", 0.0) for r in reports))
     except Exception as exc:  # noqa: BLE001

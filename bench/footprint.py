@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .errors import BenchError
 from .figures import Figure, error_figure, set_ratios
 from .zoo import ModelCase
 
@@ -34,7 +35,7 @@ def _run(args: list[str]) -> None:
     completed = subprocess.run(args, capture_output=True, text=True, timeout=PIP_TIMEOUT)
     if completed.returncode != 0:
         tail = (completed.stderr.strip() or completed.stdout.strip()).splitlines()[-3:]
-        raise RuntimeError(f"{' '.join(args[:4])} ... failed: {' | '.join(tail)}")
+        raise BenchError(f"{' '.join(args[:4])} ... failed: {' | '.join(tail)}")
 
 
 SOURCES = ("pyproject.toml", "README.md", "edgepack", "packager", "runtime", "telemetry")
@@ -53,7 +54,7 @@ def _wheel(repo: Path, out: Path) -> Path:
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(source)])
     wheels = sorted(out.glob("edgepack-*.whl"))
     if not wheels:
-        raise RuntimeError(f"pip wheel wrote no edgepack wheel into {out}")
+        raise BenchError(f"pip wheel wrote no edgepack wheel into {out}")
     return wheels[-1]
 
 

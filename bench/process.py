@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import BenchError
 from .figures import Figure, error_figure, set_ratios, summarize
 from .inference import native_rows
 from .options import BenchOptions
@@ -119,7 +120,7 @@ def _run_child(script: str, args: list[str], *, cwd: Path) -> dict[str, Any]:
     lines = [line for line in completed.stdout.splitlines() if line.strip()]
     if completed.returncode != 0 or not lines:
         tail = (completed.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"child exited with {completed.returncode}: {tail}")
+        raise BenchError(f"child exited with {completed.returncode}: {tail}")
     return json.loads(lines[-1])
 
 
@@ -219,7 +220,7 @@ def measure_memory(case: ModelCase, options: BenchOptions, workdir: Path) -> lis
             try:
                 result = _run_child(script, args, cwd=workdir)
                 if int(result["predictions"]) < options.memory_predictions:
-                    raise RuntimeError(f"child made {result['predictions']} predictions, expected {options.memory_predictions}")
+                    raise BenchError(f"child made {result['predictions']} predictions, expected {options.memory_predictions}")
                 peaks[name].append(float(result["peak_rss_kb"]) / 1024)
             except Exception as exc:  # noqa: BLE001
                 errors[name] = f"{type(exc).__name__}: {exc}"
