@@ -121,3 +121,40 @@ def test_sync_killed_at_any_step_of_a_send_delivers_every_record_exactly_once(
     with telemetry.Buffer(db) as buffer:
         stats = buffer.stats()
     assert (stats.delivered, stats.pending) == (250, 0)
+
+
+def test_recording_killed_repeatedly_while_a_sync_service_deletes_from_another_process(
+    home: RunningCollector, tmp_path: Path
+) -> None:
+    device = "device-two-processes"
+    token_file = tmp_path / "token"
+    token_file.write_text(home.add_device(device))
+    db = tmp_path / "p.db"
+    telemetry.Buffer(db).close()
+    service = subprocess.Popen(
+        [sys.executable, "-m", "edgepack", "sync", "--db", str(db), "--endpoint", home.url, "--token-file", str(token_file),
+         "--interval", "0.02", "--batch-size", "50"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    rng = random.Random("two-processes")
+    acknowledged: set[int] = set()
+    try:
+        for round_number in range(KILLS // 2):
+            first = round_number * 1_000_000
+            last = run_and_kill(db, first, rng.choice(["power", "process"]), rng)
+            if last is not None:
+                acknowledged.update(range(first, last + 1))
+    finally:
+        service.send_signal(signal.SIGTERM)
+        out, err = service.communicate(timeout=60)
+    assert service.returncode == 0, err
+    sent_meanwhile = int(out.split("sent ")[1].split(" ")[0])
+    assert sent_meanwhile > 0, "the service never sent while the recorder ran: no concurrency was tested"
+    assert integrity(db) == "ok"
+    drained = sync_once(db, home, token_file)
+    assert drained.returncode == 0, drained.stderr
+    at_home = collections.Counter(row["inputs"]["seq"] for row in home.records(device))
+    assert not [seq for seq, n in at_home.items() if n > 1]
+    missing = sorted(acknowledged - set(at_home))
+    assert not missing, f"{len(missing)} acknowledged records never arrived, e.g. {missing[:5]}"
+    assert stored(db) == [] and integrity(db) == "ok"
