@@ -5,9 +5,9 @@ On disk a record is its input *values*, outputs and flags as one ``marshal`` blo
 "context" row and shared, which halves a 31-feature row. Encoding a 31-float dict as
 JSON costs ~18 µs of device CPU (float repr dominates), marshal ~3 µs, and the writer
 thread shares the GIL with the application. JSON is produced once, at sync time, when
-the device is online and sending anyway. The blob is
-only ever read back by this package from a file it wrote itself; marshal keeps reading
-older format versions, so a Python upgrade with records still pending is fine.
+the device is online and sending anyway. The blob is only ever read back by this
+package from a file it wrote itself; marshal keeps reading older format versions, so a
+Python upgrade with records still pending is fine.
 
 Values the application hands over may be numpy scalars or arrays: they are converted by
 duck typing (``.tolist()`` / ``.item()``) so that numpy is never imported here. Anything

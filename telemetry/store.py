@@ -34,13 +34,14 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 from . import crashpoint
 from .encoding import MARSHAL_VERSION
 from .errors import BufferFormatError, StorageError
 
 
-def _import_sqlite_utils():  # type: ignore[no-untyped-def]
+def _import_sqlite_utils() -> ModuleType:
     # sqlite-utils imports pandas at import time when it is installed (0.45 s, 140 MB);
     # a device must not pay that. A None entry in sys.modules makes that import fail
     # fast, and sqlite-utils then runs without its optional pandas support. Only done
