@@ -282,14 +282,22 @@ def reference_frames(
 
 @dataclass
 class ParityOutcome:
+    """The model that passed parity, and what the gate proved about it."""
+
     converted: Converted
+    """The packed ONNX model that passed."""
     attempts: list[str]
+    """Precisions tried, in order."""
     nullable: set[str]
+    """Numeric features whose NaN the original takes and ONNX answers the same for."""
     rows: Any
     """Every row that was compared and passed (complete rows, then rows with NaN)."""
     rows_with_missing: int
+    """How many of ``rows`` have NaN."""
     max_abs: float
+    """Largest absolute difference over ``rows``."""
     max_rel: float
+    """Largest relative difference over ``rows``."""
 
 
 def run_parity(
@@ -341,44 +349,44 @@ def run_parity(
             worst=worst,
         )
     conv, sess, cmp = chosen
-    max_abs, max_rel = float(cmp.abs_diff.max()), float(cmp.rel_diff.max())
 
-    def passes(frame: Any) -> tuple[bool, Any]:
+    def passes(frame: Any) -> Any:
+        """The comparison on ``frame`` when the original takes its NaN and ONNX agrees, else None."""
         try:
             exp = original_answers(model, frame, classification)
-        except ValueError:
-            return False, None
+        except ValueError:  # sklearn refuses NaN for this model
+            return None
         if np.isnan(exp.values()).any():
-            return False, None
-        got = onnx_answers(sess, frame, columns, conv, classes, label_values)
-        return bool(compare(exp, got, tol).ok.all()), compare(exp, got, tol)
+            return None
+        result = compare(exp, onnx_answers(sess, frame, columns, conv, classes, label_values), tol)
+        return result if bool(result.ok.all()) else None
+
+    def gaps_of(frame: Any) -> set[str]:
+        return {c for c in frame.columns if frame[c].isna().any()}
 
     nullable: set[str] = set()
-    passed_missing = []
+    passed: list[tuple[Any, Any]] = []
     for col in columns:
         if col.kind != "numeric":
             continue
         probe = with_missing(complete, col.name, options.nan_probe_rows)
-        ok, pcmp = passes(probe)
-        if ok:
+        if (result := passes(probe)) is not None:
             nullable.add(col.name)
-            passed_missing.append(probe)
-            max_abs, max_rel = max(max_abs, float(pcmp.abs_diff.max())), max(max_rel, float(pcmp.rel_diff.max()))
+            passed.append((probe, result))
     for i in range(len(incomplete)):
         row = incomplete.iloc[[i]].reset_index(drop=True)
-        gaps = {c for c in row.columns if row[c].isna().any()}
-        if not gaps <= nullable:
+        if not gaps_of(row) <= nullable:
             continue
-        ok, rcmp = passes(row)
-        if ok:
-            passed_missing.append(row)
-            max_abs, max_rel = max(max_abs, float(rcmp.abs_diff.max())), max(max_rel, float(rcmp.rel_diff.max()))
+        if (result := passes(row)) is not None:
+            passed.append((row, result))
         else:
             # A real row with NaN disagrees: refuse NaN for those features on the device
             # rather than answer differently from the original.
-            nullable -= gaps
-    passed_missing = [f for f in passed_missing if {c for c in f.columns if f[c].isna().any()} <= nullable]
-    missing_rows = pd.concat(passed_missing, ignore_index=True) if passed_missing else complete.iloc[0:0]
+            nullable -= gaps_of(row)
+    passed = [(frame, result) for frame, result in passed if gaps_of(frame) <= nullable]
+    max_abs = max([float(cmp.abs_diff.max())] + [float(r.abs_diff.max()) for _, r in passed])
+    max_rel = max([float(cmp.rel_diff.max())] + [float(r.rel_diff.max()) for _, r in passed])
+    missing_rows = pd.concat([f for f, _ in passed], ignore_index=True) if passed else complete.iloc[0:0]
     rows = pd.concat([complete.astype(object), missing_rows.astype(object)], ignore_index=True)
     for col in columns:
         if col.kind == "numeric":

@@ -131,7 +131,7 @@ def register_model(
         skops_trusted_types = skops.io.get_untrusted_types(data=skops.io.dumps(model)) or None
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     experiment_id = experiment_for(tracking_uri)
-    with mlflow_pointed_at(tracking_uri) as mlflow, warnings.catch_warnings():
+    with mlflow_pointed_at(tracking_uri), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with mlflow.start_run(experiment_id=experiment_id):
             info = mlflow.sklearn.log_model(
