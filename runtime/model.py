@@ -30,7 +30,9 @@ class EdgeModel:
     DataFrame-like object with ``columns`` (-> a list of results); ``predict_batch`` takes
     columns and returns arrays. Every result carries ``"flags"``: a list of guardrail flag
     strings (``"unseen_category:<feature>"``, ``"out_of_range:<feature>"``,
-    ``"prediction_out_of_range"``), empty when nothing was unusual.
+    ``"prediction_out_of_range"``), empty when nothing was unusual. ``predict_batch``
+    gives them as ``{row index: [flags]}`` for the flagged rows only, so a large clean
+    batch costs nothing for them.
     """
 
     def __init__(
@@ -132,8 +134,9 @@ class EdgeModel:
         """Predict columns (feature -> 1-D array) of N rows.
 
         Returns ``{"prediction": ndarray (N,), "probabilities": ndarray (N, C), "flags":
-        list of N lists}`` for classification (probability columns in ``classes`` order),
-        ``{"prediction": ndarray (N,), "flags": [...]}`` for regression.
+        {row: [flag, ...]}}`` for classification (probability columns in ``classes``
+        order), ``{"prediction": ndarray (N,), "flags": {...}}`` for regression; ``flags``
+        lists only the rows that have any (an empty dict for a clean batch).
         """
         return self._predict_columns(columns, strict=self.strict, record=True)
 
@@ -145,12 +148,13 @@ class EdgeModel:
 
     def _rows_from_arrays(self, arrays: dict[str, Any]) -> list[Result]:
         predictions = arrays["prediction"].tolist()
+        flagged = arrays["flags"]
         if self.classes is None:
-            return [{"prediction": p, "flags": f} for p, f in zip(predictions, arrays["flags"])]
+            return [{"prediction": p, "flags": list(flagged.get(i, ()))} for i, p in enumerate(predictions)]
         classes = self.classes
         return [
-            {"prediction": p, "probabilities": dict(zip(classes, row)), "flags": f}
-            for p, row, f in zip(predictions, arrays["probabilities"].tolist(), arrays["flags"])
+            {"prediction": p, "probabilities": dict(zip(classes, row)), "flags": list(flagged.get(i, ()))}
+            for i, (p, row) in enumerate(zip(predictions, arrays["probabilities"].tolist()))
         ]
 
     def _predict_columns(self, columns: Mapping[str, Any], *, strict: bool, record: bool = False) -> dict[str, Any]:

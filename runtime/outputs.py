@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .errors import BundleError, PredictionError
-from .schema import Flags
+from .schema import Flags, RowFlags
 
 MANIFEST = "manifest.json"
 PREDICTION_OUT_OF_RANGE = "prediction_out_of_range"
@@ -67,6 +67,13 @@ class OutputSpec:
             self._label_of = {v: c for v, c in zip(label_values, classes)}
             self._index_of = {v: i for i, v in enumerate(label_values)}
             self._class_array = _class_array(classes)
+            self._sorted_values: np.ndarray | None = None
+            self._sorted_order = np.empty(0, dtype=np.intp)
+            plain_ints = all(isinstance(v, int) and not isinstance(v, bool) for v in label_values)
+            if plain_ints or all(isinstance(v, str) for v in label_values):
+                order = sorted(range(len(label_values)), key=label_values.__getitem__)
+                self._sorted_values = np.array([label_values[i] for i in order], dtype=np.int64 if plain_ints else str)
+                self._sorted_order = np.array(order, dtype=np.intp)
         elif self.task == "regression":
             prediction = raw.get("prediction")
             if not isinstance(prediction, str) or prediction not in session_outputs:
@@ -116,22 +123,37 @@ class OutputSpec:
                 out.append({"prediction": prediction, "probabilities": dict(zip(classes, row)), "flags": row_flags})
             return out
         values = self._regression_values(raw[0])
-        self._flag_predictions(values, flags)
+        if self.target_range is not None:
+            for i in self._outside_target(values):
+                flags[i].append(PREDICTION_OUT_OF_RANGE)
         return [{"prediction": v, "flags": f} for v, f in zip(values.tolist(), flags)]
 
-    def arrays(self, raw: list[np.ndarray], flags: list[Flags]) -> dict[str, Any]:
-        """The results of a many-row run as arrays."""
+    def arrays(self, raw: list[np.ndarray], flags: RowFlags) -> dict[str, Any]:
+        """The results of a many-row run as arrays; ``flags`` only for rows that have any."""
         if self.classes is not None:
             labels, probabilities = raw
+            return {"prediction": self._class_array[self._indices(labels)], "probabilities": probabilities, "flags": flags}
+        values = self._regression_values(raw[0])
+        if self.target_range is not None:
+            for i in self._outside_target(values):
+                flags.setdefault(i, []).append(PREDICTION_OUT_OF_RANGE)
+        return {"prediction": values, "flags": flags}
+
+    def _indices(self, labels: np.ndarray) -> np.ndarray:
+        """Class index of every label tensor value, vectorised when the values sort."""
+        if self._sorted_values is None:
             index_of = self._index_of
             try:
-                index = np.fromiter((index_of[v] for v in labels.tolist()), dtype=np.intp, count=len(labels))
+                return np.fromiter((index_of[v] for v in labels.tolist()), dtype=np.intp, count=len(labels))
             except KeyError as exc:
                 raise self._unknown_label(exc.args[0]) from None
-            return {"prediction": self._class_array[index], "probabilities": probabilities, "flags": flags}
-        values = self._regression_values(raw[0])
-        self._flag_predictions(values, flags)
-        return {"prediction": values, "flags": flags}
+        # str, not the sorted array's own '<Un' dtype, which would cut longer labels short.
+        values = labels.astype(str if self._sorted_values.dtype.kind == "U" else np.int64, copy=False)
+        position = np.minimum(np.searchsorted(self._sorted_values, values), len(self._sorted_values) - 1)
+        known = self._sorted_values[position] == values
+        if not known.all():
+            raise self._unknown_label(labels.tolist()[int(np.flatnonzero(~known)[0])])
+        return self._sorted_order[position]
 
     def outputs_of(self, result: Mapping[str, Any]) -> dict[str, Any]:
         """A result without its flags (what telemetry records as outputs)."""
@@ -145,12 +167,9 @@ class OutputSpec:
             raise PredictionError(f"regression output has shape {raw.shape}; expected (N,) or (N, 1)")
         return raw.reshape(-1).astype(np.float64, copy=False)
 
-    def _flag_predictions(self, values: np.ndarray, flags: list[Flags]) -> None:
-        if self.target_range is None:
-            return
-        lo, hi = self.target_range
-        for i in np.flatnonzero((values < lo) | (values > hi)).tolist():
-            flags[i].append(PREDICTION_OUT_OF_RANGE)
+    def _outside_target(self, values: np.ndarray) -> list[int]:
+        lo, hi = self.target_range  # type: ignore[misc]
+        return np.flatnonzero((values < lo) | (values > hi)).tolist()
 
     def _unknown_label(self, value: Any) -> PredictionError:
         return PredictionError(

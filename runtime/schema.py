@@ -50,6 +50,8 @@ class _Anything:
 _ANYTHING = _Anything()
 
 Flags = list[str]
+RowFlags = dict[int, Flags]
+"""Flags of a batch: row index -> that row's flags, only for rows that have any."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -387,8 +389,9 @@ class InputSchema:
 
     # -- columns --------------------------------------------------------------------------
 
-    def pack_columns(self, columns: Mapping[str, Any], strict: bool) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list[Flags]]:
-        """Validate columnar input; return packed feeds, the per-feature arrays and per-row flags.
+    def pack_columns(self, columns: Mapping[str, Any], strict: bool) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[int, Flags]]:
+        """Validate columnar input; return packed feeds, the per-feature arrays and the flags
+        of the rows that have any, by row index.
 
         Checks run once per packed input on the whole ``(N, width)`` block, not per column,
         so a one-row batch costs a handful of numpy calls whatever the feature count.
@@ -452,7 +455,7 @@ class InputSchema:
                     arrays[f.name] = values[:, f.slot]
                 self._check_block(p, checks, values, strict, flagged)
                 feeds[p.name] = values.astype(p.dtype)
-        return feeds, arrays, [flagged.get(i, []) for i in range(n)]
+        return feeds, arrays, flagged
 
     def _block_check_table(self, p: _Packed) -> tuple[Any, ...]:
         """Per-slot vectors for the block checks of one numeric packed input."""

@@ -318,3 +318,15 @@ def test_read_bundle_keeps_exact_manifest_bytes(fire: builder.Built) -> None:
     bundle = read_bundle(fire.path)
     assert json.loads(bundle.manifest_bytes) == bundle.manifest
     assert np.isclose(bundle.size, fire.path.stat().st_size)
+
+
+@pytest.mark.parametrize("bundle", ["fire", "levels"])
+def test_label_values_that_the_model_never_returns(tmp_path: Path, bundle: str, request: pytest.FixtureRequest) -> None:
+    built = request.getfixturevalue(bundle)
+
+    def relabel(manifest: dict) -> None:
+        values = manifest["outputs"]["label_values"]
+        values[1] = 7 if isinstance(values[1], int) else "something-else"
+
+    with pytest.raises(SelfTestError, match="golden rows cannot be predicted: model.onnx returned label .*, which is not one of the manifest's label_values"):
+        runtime.load(builder.rewrite(built.path, tmp_path / "x.edgepkg", edit=relabel))

@@ -52,7 +52,8 @@ def test_list_dataframe_and_batch_agree(fire_model: runtime.EdgeModel) -> None:
     assert batch["prediction"].dtype == np.int64
     assert batch["probabilities"].shape == (40, 2)
     assert np.allclose(batch["probabilities"], [list(r["probabilities"].values()) for r in singles])
-    assert batch["flags"] == [r["flags"] for r in singles]
+    assert batch["flags"] == {i: r["flags"] for i, r in enumerate(singles) if r["flags"]}
+    assert batch["flags"]  # the data has rows out of the training range
     # Plain lists work as columns too, and a generator of rows as rows.
     listed = fire_model.predict_batch({c: frame[c].tolist() for c in frame.columns})
     assert listed["prediction"].tolist() == batch["prediction"].tolist()
@@ -113,7 +114,9 @@ def test_unseen_category_and_out_of_range_are_flagged(fire_model: runtime.EdgeMo
     low = fire_model.predict({**good_row, "wind_kmh": -50.0})
     assert low["flags"] == ["out_of_range:wind_kmh"]
     batch = fire_model.predict_batch({k: [v, v] for k, v in {**good_row, "vegetation": "moss"}.items()})
-    assert batch["flags"] == [["unseen_category:vegetation"], ["unseen_category:vegetation"]]
+    assert batch["flags"] == {0: ["unseen_category:vegetation"], 1: ["unseen_category:vegetation"]}
+    clean = fire_model.predict_batch({k: [v, v] for k, v in good_row.items()})
+    assert clean["flags"] == {}
 
 
 def test_values_on_the_range_edges_are_not_flagged(fire: builder.Built, fire_model: runtime.EdgeModel, good_row: dict) -> None:
@@ -135,7 +138,9 @@ def test_regression_prediction_outside_target_range_is_flagged(tmp_path: Path, b
     cool = model.predict({**row, "temp c": 10.0, "region": "north"})
     assert cool["prediction"] < 60.0 and cool["flags"] == []
     batch = model.predict_batch({k: [v, v] for k, v in row.items()})
-    assert batch["flags"] == [["prediction_out_of_range"], ["prediction_out_of_range"]]
+    assert batch["flags"] == {0: ["prediction_out_of_range"], 1: ["prediction_out_of_range"]}
+    mixed = model.predict_batch({k: [v, 10.0 if k == "temp c" else v] for k, v in row.items()})
+    assert list(mixed["flags"]) == [0]
 
 
 def test_strict_refuses_unseen_category_and_extra_keys(fire: builder.Built, good_row: dict) -> None:
