@@ -1,5 +1,23 @@
 """Device side: load a verified bundle and predict locally with onnxruntime.
 
+::
+
+    model = runtime.load("fire-risk.edgepkg", public_key="edge.pub", require_signature=True)
+    model.predict({"temp_c": 31.5, "region": "north"})
+    # {"prediction": 1, "probabilities": {0: 0.2, 1: 0.8}, "flags": []}
+    model.predict([row, row])          # list of results; a DataFrame works too
+    model.predict_batch({"temp_c": arr, "region": arr})
+    # {"prediction": ndarray (N,), "probabilities": ndarray (N, C), "flags": {row: [...]}}
+
+``load`` checks the archive, hashes and signature, replays the golden rows (self-test)
+and runs once before it returns. Labels keep their original type (int, str, bool);
+regression results are ``{"prediction": float, "flags": [...]}``. Flags are
+``"unseen_category:<feature>"``, ``"out_of_range:<feature>"`` and
+``"prediction_out_of_range"``. Bad input raises ``InputError`` (a ``ValueError``) naming
+the feature, the value and what was expected. ``ModelSlot`` swaps bundles on a running
+device. ``SessionOptions`` holds the onnxruntime settings (1 thread, no spinning, no
+memory arena or pattern by default).
+
 ``import runtime`` stays light; onnxruntime and numpy are imported on first use of
 ``load``, ``EdgeModel`` or ``ModelSlot``.
 """
