@@ -290,6 +290,10 @@ class Buffer:
         """Delete records the collector stored, in one transaction; returns how many."""
         return self._call(lambda store: store.delete(rowids))
 
+    def hold(self, upto: int, seconds: float) -> None:
+        """Keep records up to row ``upto`` from being dropped for ``seconds`` (0 releases)."""
+        self._call(lambda store: store.hold(upto, seconds))
+
     def dead_letter(self, rowids: Sequence[int], *, batch_id: str, status: int, reason: str) -> int:
         """Move records the collector refused to the ``dead_letters`` table; returns how many."""
         return self._call(lambda store: store.dead_letter(rowids, batch_id=batch_id, status=status, reason=reason))

@@ -31,6 +31,7 @@ import marshal
 import os
 import sqlite3
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,7 +105,8 @@ CREATE TABLE counters (
 ) WITHOUT ROWID;
 INSERT INTO counters (name, value) VALUES
     ('recorded', 0), ('delivered', 0), ('dropped', 0), ('sampled_out', 0),
-    ('dead_lettered', 0), ('stored_bytes', 0), ('refusing', 0);
+    ('dead_lettered', 0), ('stored_bytes', 0), ('refusing', 0),
+    ('held_upto', 0), ('held_until_ms', 0);
 PRAGMA application_id = {APPLICATION_ID};
 PRAGMA user_version = {SCHEMA_VERSION};
 """
@@ -303,17 +305,31 @@ class Store:
         ).fetchone()[0]
 
     def _drop_oldest(self, conn: sqlite3.Connection, excess: int) -> tuple[int, int]:
+        # Rows of a batch in flight are skipped: they are about to be delivered, and
+        # dropping them would count them as lost although the collector gets them.
+        held = dict(conn.execute("SELECT name, value FROM counters WHERE name IN ('held_upto', 'held_until_ms')").fetchall())
+        after = held["held_upto"] if held["held_until_ms"] > time.time() * 1000 else 0
         count = freed = 0
         last = None
-        for rowid, size in conn.execute("SELECT id, size FROM records ORDER BY id"):
+        for rowid, size in conn.execute("SELECT id, size FROM records WHERE id > ? ORDER BY id", (after,)):
             count += 1
             freed += size
             last = rowid
             if freed >= excess:
                 break
         if last is not None:
-            conn.execute("DELETE FROM records WHERE id <= ?", (last,))
+            conn.execute("DELETE FROM records WHERE id > ? AND id <= ?", (after, last))
         return count, freed
+
+    def hold(self, upto: int, seconds: float) -> None:
+        """Keep rows up to ``upto`` from ``drop_oldest`` for ``seconds`` (a batch in flight).
+
+        Stored in the file, so a sync in another process protects its batch from the
+        recording app too; a crash leaves a hold that simply expires.
+        """
+        until = int((time.time() + seconds) * 1000) if upto else 0
+        with self._transaction() as conn:
+            conn.executemany("UPDATE counters SET value = ? WHERE name = ?", [(upto, "held_upto"), (until, "held_until_ms")])
 
     def oldest(self, limit: int) -> list[StoredRecord]:
         """The ``limit`` oldest pending records, oldest first."""

@@ -229,7 +229,10 @@ class SyncService:
                 break
             items = self._encode(records, tally)
             if items:
-                self._deliver(items, tally, stop_event)
+                try:
+                    self._deliver(items, tally, stop_event)
+                finally:
+                    self.buffer.hold(0, 0)
         return tally.result(tally.stop)
 
     def run(self, stop_event: threading.Event) -> SyncResult:
@@ -288,6 +291,8 @@ class SyncService:
         batch_id = hashlib.sha256("\n".join(sorted(item.id for item in items)).encode()).hexdigest()
         started = time.monotonic()
         while True:
+            # Hold the batch against drop_oldest while it is in flight (and a little after).
+            self.buffer.hold(max(item.rowid for item in items), 2 * self.options.request_deadline + 5)
             answer = self._post(batch_id, items)
             status = answer.status
             if status is not None and 200 <= status < 300:

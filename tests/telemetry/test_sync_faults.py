@@ -299,3 +299,24 @@ def test_bad_configuration_is_refused_up_front(buffer: telemetry.Buffer, endpoin
 def test_bad_options_name_the_limit(buffer: telemetry.Buffer) -> None:
     with pytest.raises(telemetry.OptionsError, match="batch_size=6000: expected 1 to 5000"):
         SyncOptions(batch_size=6000)
+
+
+def test_a_batch_in_flight_is_not_dropped_when_the_buffer_overflows_meanwhile(tmp_path: Path) -> None:
+    with telemetry.Buffer(tmp_path / "p.db", max_bytes=12_000) as buffer:
+        fill(buffer, 10)
+
+        def overflow_while_in_flight(body: dict) -> httpx.Response | None:
+            # The app keeps recording while the first batch travels, far past max_bytes.
+            for seq in range(100, 160):
+                record(buffer, seq, pad="p" * 300)
+            buffer.flush()
+            return None
+
+        fake = FakeCollector(script=[overflow_while_in_flight])
+        result = SyncService(buffer, URL, token="t", client=fake.client(), options=SyncOptions(batch_size=10)).sync_once()
+        stats = buffer.stats()
+    arrived = fake.seqs()
+    assert result.stopped == "drained" and arrived[:10] == list(range(10))
+    assert stats.dropped > 0 and stats.pending == 0
+    # Every record is counted once: delivered or dropped, never both.
+    assert stats.delivered == len(arrived) and stats.delivered + stats.dropped == stats.recorded == 70
