@@ -330,3 +330,10 @@ def test_label_values_that_the_model_never_returns(tmp_path: Path, bundle: str, 
 
     with pytest.raises(SelfTestError, match="golden rows cannot be predicted: model.onnx returned label .*, which is not one of the manifest's label_values"):
         runtime.load(builder.rewrite(built.path, tmp_path / "x.edgepkg", edit=relabel))
+
+
+@pytest.mark.parametrize("signature", [b"", b"short", b"\x00" * 64, b"\xff" * 200])
+def test_malformed_signature_bytes(tmp_path: Path, fire_bytes: bytes, keys: tuple[Path, Path], signature: bytes) -> None:
+    path = _write(tmp_path, builder.rezip(fire_bytes, replace={"manifest.sig": signature}))
+    with pytest.raises(SignatureError, match="manifest.sig: signature does not match"):
+        runtime.load(path, public_key=keys[1])
