@@ -321,6 +321,12 @@ class Store:
             conn.execute("DELETE FROM records WHERE id > ? AND id <= ?", (after, last))
         return count, freed
 
+    def _settle(self, conn: sqlite3.Connection, removed: int) -> None:
+        # A batch left the table: its hold ends, and if it made room, drop_newest may
+        # accept records again.
+        names = ("held_upto", "held_until_ms", "refusing") if removed else ("held_upto", "held_until_ms")
+        conn.executemany("UPDATE counters SET value = 0 WHERE name = ?", [(name,) for name in names])
+
     def hold(self, upto: int, seconds: float) -> None:
         """Keep rows up to ``upto`` from ``drop_oldest`` for ``seconds`` (a batch in flight).
 
@@ -369,8 +375,7 @@ class Store:
             ).fetchone()
             conn.execute("DELETE FROM records WHERE id IN (SELECT value FROM json_each(?))", (ids,))
             self._add(conn, {"delivered": count, "stored_bytes": -size})
-            if count:
-                conn.execute("UPDATE counters SET value = 0 WHERE name = 'refusing'")
+            self._settle(conn, count)
             crashpoint.reach("during_delete")
         return int(count)
 
@@ -389,8 +394,7 @@ class Store:
             )
             conn.execute("DELETE FROM records WHERE id IN (SELECT value FROM json_each(?))", (ids,))
             self._add(conn, {"dead_lettered": count, "stored_bytes": -size})
-            if count:
-                conn.execute("UPDATE counters SET value = 0 WHERE name = 'refusing'")
+            self._settle(conn, count)
         return int(count)
 
     def counters(self) -> dict[str, int]:

@@ -43,7 +43,7 @@ import httpx
 from . import crashpoint
 from .buffer import Buffer
 from .encoding import to_json, unpack
-from .errors import OptionsError, SyncConfigError
+from .errors import OptionsError, SyncConfigError, TelemetryError
 from .store import StoredRecord
 
 log = logging.getLogger("telemetry.sync")
@@ -231,8 +231,11 @@ class SyncService:
             if items:
                 try:
                     self._deliver(items, tally, stop_event)
-                finally:
-                    self.buffer.hold(0, 0)
+                except BaseException:
+                    self._release_hold()
+                    raise
+                if tally.stop is not None:
+                    self._release_hold()  # an acknowledged or dead-lettered batch released it already
         return tally.result(tally.stop)
 
     def run(self, stop_event: threading.Event) -> SyncResult:
@@ -248,6 +251,12 @@ class SyncService:
             delay = self.options.interval if result.stopped == "drained" else self._backoff(None)
             if self._wait(delay, stop_event):
                 return SyncResult(stopped="stop_requested")
+
+    def _release_hold(self) -> None:
+        try:
+            self.buffer.hold(0, 0)
+        except TelemetryError:
+            pass  # the hold expires on its own
 
     def close(self) -> None:
         """Close the HTTP client if this service created it."""
