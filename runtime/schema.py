@@ -37,6 +37,9 @@ KINDS = ("numeric", "categorical")
 _REAL, _STR, _OTHER = 0, 1, 2
 _PLAIN_NUMBERS = frozenset((float, int))
 _FLOAT_MAX = float(np.finfo(np.float64).max)
+# Largest magnitude each numeric tensor type holds; beyond it (and infinity) a value would
+# silently become inf, which the original model would have refused.
+_FIT = {"float32": float(np.finfo(np.float32).max), "float64": _FLOAT_MAX, "int64": float(2**63)}
 _PLAIN_STRINGS = frozenset((str,))
 
 
@@ -232,9 +235,10 @@ class InputSchema:
             code = _STR
         else:
             code = _OTHER
-        lo, hi = f.range if f.range is not None else (-math.inf, math.inf)
+        fit = _FIT.get(f.dtype, math.inf)
+        lo, hi = f.range if f.range is not None else (-fit, fit)
         cats = frozenset(f.categories) if f.categories is not None else None
-        return (f.name, code, lo, hi, cats, f"out_of_range:{f.name}", f"unseen_category:{f.name}", f)
+        return (f.name, code, lo, hi, cats, f"out_of_range:{f.name}", f"unseen_category:{f.name}", f, fit)
 
     @staticmethod
     def _fast_plan(p: _Packed, plan: tuple[tuple[Any, ...], ...]) -> tuple[Any, ...]:
@@ -310,7 +314,7 @@ class InputSchema:
         values: list[Any] = []
         append = values.append
         missing = False
-        for name, code, lo, hi, cats, range_flag, unseen_flag, feature in plan:
+        for name, code, lo, hi, cats, range_flag, unseen_flag, feature, fit in plan:
             try:
                 v = row[name]
             except KeyError:
@@ -323,6 +327,8 @@ class InputSchema:
                     if v != v:
                         if not feature.nullable:
                             raise self._value_error(row, feature, v)
+                    elif not -fit <= v <= fit:
+                        raise self._fit_error(feature, v)
                     else:
                         flags.append(range_flag)
             elif code == _STR and t is str:
@@ -463,10 +469,15 @@ class InputSchema:
         lo = np.array([f.range[0] if f.range is not None and f.categories is None else -math.inf for f in p.features])
         hi = np.array([f.range[1] if f.range is not None and f.categories is None else math.inf for f in p.features])
         categorical = tuple(f for f in p.features if f.categories is not None)
-        return not_nullable, lo, hi, categorical
+        fit = np.array([_FIT[f.dtype] for f in p.features])
+        return not_nullable, lo, hi, categorical, fit
 
     def _check_block(self, p: _Packed, checks: tuple[Any, ...], values: np.ndarray, strict: bool, flagged: dict[int, Flags]) -> None:
-        not_nullable, lo, hi, categorical = checks
+        not_nullable, lo, hi, categorical, fit = checks
+        too_big = np.abs(values) > fit
+        if too_big.any():
+            i, j = (int(x) for x in np.argwhere(too_big)[0])
+            raise self._fit_error(p.features[j], values[i, j].item()).at_row(i)
         nan = np.isnan(values)
         if nan.any():
             bad = nan & not_nullable
@@ -581,21 +592,17 @@ class InputSchema:
             v = int(v)
         elif isinstance(v, (numbers.Integral, np.integer)):
             v = int(v)
-            if f.dtype != "int64" and abs(v) > _FLOAT_MAX:
-                raise self._value_error(row, f, v)
         elif isinstance(v, (numbers.Real, np.floating)):
             v = float(v)
-            if math.isinf(v) and f.dtype == "int64":
-                raise self._value_error(row, f, v)
         else:
             raise self._value_error(row, f, v)
+        if not -_FIT[f.dtype] <= v <= _FIT[f.dtype] or (f.dtype == "int64" and v == _FIT["int64"]):
+            raise self._fit_error(f, v)
         if f.dtype == "int64":
             if isinstance(v, float):
                 if not v.is_integer():
                     raise self._value_error(row, f, v)
                 v = int(v)
-            if not -(2**63) <= v < 2**63:
-                raise self._value_error(row, f, v)
         if f.categories is not None:
             if v not in self._categories[f.name]:
                 if strict:
@@ -625,6 +632,13 @@ class InputSchema:
         else:
             what = f"got {type(v).__name__} {v!r}"
         return InputError(f"feature {f.name!r} {what}; expected {f.expected}", feature=f.name)
+
+    def _fit_error(self, f: Feature, v: Any) -> InputError:
+        return InputError(
+            f"feature {f.name!r} got {v!r}, which does not fit {f.dtype} (finite values up to ±{_FIT[f.dtype]:.3g}); "
+            f"expected {f.expected}",
+            feature=f.name,
+        )
 
     def _unseen_error(self, f: Feature, v: Any) -> InputError:
         return InputError(

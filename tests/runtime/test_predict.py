@@ -269,5 +269,16 @@ def test_number_too_big_for_the_tensor(fire_model: runtime.EdgeModel, good_row: 
         fire_model.predict({**good_row, "temp c": 10**400})
     with pytest.raises(InputError, match="^row 1: feature 'temp c' got 1000000000.*, which does not fit float32"):
         fire_model.predict([good_row, {**good_row, "temp c": 10**400}])
-    with pytest.raises(InputError, match="^row 1: feature 'temp c' got int 1000000000"):
+    with pytest.raises(InputError, match="^row 1: feature 'temp c' got 1000000000.*, which does not fit float32"):
         fire_model.predict_batch({**{k: [v, v] for k, v in good_row.items()}, "temp c": [1.0, 10**400]})
+
+
+@pytest.mark.parametrize("value", [float("inf"), -float("inf"), 1e39, np.float64(-1e300)])
+def test_values_float32_cannot_hold(fire_model: runtime.EdgeModel, good_row: dict, value: float) -> None:
+    # Would become inf in the tensor; the original model refuses infinity too.
+    message = f"feature 'wind_kmh' got {float(value)!r}, which does not fit float32 (finite values up to ±3.4e+38)"
+    with pytest.raises(InputError) as info:
+        fire_model.predict({**good_row, "wind_kmh": value})
+    assert message in str(info.value)
+    with pytest.raises(InputError, match="^row 1: feature 'wind_kmh' got .*, which does not fit float32"):
+        fire_model.predict_batch({**{k: [v, v] for k, v in good_row.items()}, "wind_kmh": np.array([1.0, value])})
