@@ -62,11 +62,12 @@ def columns_of(model: Any, signature: list[tuple[str, str]] | None, frame: Any) 
     sig_types = dict(signature or [])
     columns = []
     for name in names:
-        if frame is not None and name in frame.columns:
+        # The logged signature wins: a CSV of zip codes reads as numbers, the model saw strings.
+        if name in sig_types:
+            numeric = sig_types[name] not in ("string", "str", "binary")
+        elif frame is not None and name in frame.columns:
             series = frame[name]
             numeric = pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)
-        elif name in sig_types:
-            numeric = sig_types[name] not in ("string", "str", "binary")
         else:
             raise ReferenceDataError(f"column {name!r} is neither in the reference data nor in the logged signature")
         columns.append(Column(name, "numeric" if numeric else "categorical"))

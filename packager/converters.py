@@ -60,6 +60,13 @@ def _imputer(imp: Any) -> str | None:
     return None
 
 
+def _identity(ft: Any) -> str | None:
+    # A fitted ColumnTransformer stores "passthrough" as FunctionTransformer(func=None).
+    if ft.func is not None:
+        return f"FunctionTransformer({getattr(ft.func, '__name__', ft.func)!s}) runs arbitrary Python, which ONNX cannot hold"
+    return None
+
+
 def _known_wrong(reason: str) -> Check:
     def check(_: Any) -> str:
         return reason
@@ -79,6 +86,7 @@ def _table() -> dict[type, Check]:
 
     return {
         # transformers
+        preprocessing.FunctionTransformer: _identity,
         impute.SimpleImputer: _imputer,
         preprocessing.StandardScaler: _ok,
         preprocessing.MinMaxScaler: _ok,

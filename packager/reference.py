@@ -43,8 +43,23 @@ def read_reference(source: Any, columns: Sequence[Column]) -> Any:
 
 
 def select(frame: Any, columns: Sequence[Column]) -> Any:
-    """Only the model's columns, in training order, with a fresh 0..N-1 index."""
-    return frame[[c.name for c in columns]].reset_index(drop=True)
+    """Only the model's columns, in training order, with a fresh 0..N-1 index; numbers as
+    numbers and strings as strings, whatever a CSV reader guessed."""
+    import pandas as pd
+
+    out = frame[[c.name for c in columns]].reset_index(drop=True).copy()
+    for col in columns:
+        series = out[col.name]
+        if col.kind == "numeric":
+            if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
+                continue
+            try:
+                out[col.name] = pd.to_numeric(series)
+            except (ValueError, TypeError) as exc:
+                raise ReferenceDataError(f"column {col.name!r} should hold numbers: {exc}") from exc
+        elif not (pd.api.types.is_string_dtype(series) or series.dtype == object) or pd.api.types.is_numeric_dtype(series):
+            out[col.name] = pd.Series([v if pd.isna(v) else str(v) for v in series.tolist()], dtype=object)
+    return out
 
 
 def synthesize(

@@ -413,3 +413,43 @@ def test_onnx_flavor_per_column_inputs_with_zipmap_are_packed_under_original_nam
     assert outs[0].tolist() == model.predict(complete).tolist()
     np.testing.assert_allclose(outs[1], model.predict_proba(complete), atol=1e-4)
     write_artifacts(art, tmp_path / "onnx.edgepkg", _RESOLVED, "onnx")  # loads and self-tests on the device side
+
+
+def test_signature_types_win_over_what_a_csv_reader_guesses(tmp_path: Path) -> None:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    rng = np.random.default_rng(3)
+    train = pd.DataFrame({"zone": rng.choice(["10", "20", "30"], 120).astype(object), "t": rng.normal(0, 1, 120)})
+    y = ((train["zone"] == "20") ^ (train["t"] > 0)).astype(int)
+    pre = ColumnTransformer([("zone", OneHotEncoder(handle_unknown="ignore"), ["zone"]), ("t", "passthrough", ["t"])])
+    model = Pipeline([("pre", pre), ("clf", LogisticRegression())]).fit(train, y)
+    train.to_csv(tmp_path / "ref.csv", index=False)
+    assert pd.api.types.is_integer_dtype(pd.read_csv(tmp_path / "ref.csv")["zone"])  # the trap
+
+    loaded = LoadedModel(flavor="sklearn", model=model, input_example=None, signature_columns=[("zone", "string"), ("t", "double")])
+    art = sklearn_artifacts(loaded, tmp_path / "ref.csv", BuildOptions())
+    zone = art.inputs[0]
+    assert (zone["kind"], zone["dtype"], zone["categories"]) == ("categorical", "string", ["10", "20", "30"])
+    outs = onnx_answers(art.onnx_bytes, art.inputs, art.converted.onnx_inputs, train)
+    np.testing.assert_allclose(outs[1], model.predict_proba(train), atol=1e-4)
+
+
+def test_passthrough_columns_convert_but_custom_functions_are_refused() -> None:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+    train = _frame(120, 8)
+    y = _score(train)
+    keep = Pipeline([("pre", ColumnTransformer([("s", StandardScaler(), ["temp c"])], remainder="passthrough")), ("r", Ridge())]).fit(train, y)
+    art = _artifacts(keep, train.head(5))
+    outs = onnx_answers(art.onnx_bytes, art.inputs, art.converted.onnx_inputs, train)
+    np.testing.assert_allclose(outs[0].reshape(-1), keep.predict(train), rtol=1e-4, atol=1e-5)
+
+    logs = Pipeline([("pre", ColumnTransformer([("log", FunctionTransformer(np.log1p), ["p"])], remainder="passthrough")), ("r", Ridge())]).fit(train, y)
+    with pytest.raises(UnsupportedModelError, match=r"step 'pre/log' \(FunctionTransformer\) is refused: .*log1p.*arbitrary Python"):
+        _artifacts(logs, train.head(5))

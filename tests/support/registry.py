@@ -104,7 +104,7 @@ def experiment_for(tracking_uri: str) -> str:
     experiment = client.get_experiment_by_name(_EXPERIMENT)
     if experiment is not None:
         return str(experiment.experiment_id)
-    artifacts = _db_path(tracking_uri).parent / "artifacts"
+    artifacts = _db_path(tracking_uri).resolve().parent / "artifacts"
     return str(client.create_experiment(_EXPERIMENT, artifact_location=artifacts.as_uri()))
 
 
