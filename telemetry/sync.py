@@ -35,7 +35,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import httpx
@@ -239,18 +239,21 @@ class SyncService:
         return tally.result(tally.stop)
 
     def run(self, stop_event: threading.Event) -> SyncResult:
-        """Sync until ``stop_event`` is set, or until the collector refuses the configuration.
+        """Sync until ``stop_event`` is set, or until the collector refuses the configuration;
+        returns the totals of every round.
 
         Between rounds it waits ``interval`` (drained) or the backoff delay (unavailable);
         a set ``stop_event`` ends the wait at once, and a request in flight is finished first.
         """
+        total = SyncResult(stopped="stop_requested")
         while True:
             result = self.sync_once(stop_event)
+            total = _add(total, result)
             if result.stopped in ("unauthorized", "rejected", "stop_requested"):
-                return result
+                return total
             delay = self.options.interval if result.stopped == "drained" else self._backoff(None)
             if self._wait(delay, stop_event):
-                return SyncResult(stopped="stop_requested")
+                return replace(total, stopped="stop_requested", error=None)
 
     def _release_hold(self) -> None:
         try:
@@ -448,6 +451,16 @@ class SyncService:
             self._sleep(delay)
             return stop_event.is_set()
         return stop_event.wait(delay)
+
+
+def _add(total: SyncResult, result: SyncResult) -> SyncResult:
+    """Totals of ``run``'s rounds so far, ending the way ``result`` ended."""
+    return SyncResult(
+        stopped=result.stopped, batches=total.batches + result.batches, sent=total.sent + result.sent,
+        accepted=total.accepted + result.accepted, duplicates=total.duplicates + result.duplicates,
+        dead_lettered=total.dead_lettered + result.dead_lettered, retries=total.retries + result.retries,
+        error=result.error,
+    )
 
 
 def _retry_after(value: str | None, now: float) -> float | None:

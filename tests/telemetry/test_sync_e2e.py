@@ -150,7 +150,7 @@ def test_the_sync_service_runs_beside_a_recording_app_and_stops_cleanly_on_sigte
             if service.poll() is None:
                 service.kill()
         assert service.returncode == 0, err
-        assert out.startswith("stop_requested: sent ")
+        assert out.startswith("stop_requested: sent 1500 records")
         stats = buffer.stats()
     assert collector.stats()["records"] == 1500
     assert sorted(row["inputs"]["seq"] for row in collector.records(collector.device_id)) == list(range(1500))

@@ -270,7 +270,8 @@ def test_run_keeps_syncing_new_records_between_intervals(buffer: telemetry.Buffe
             stop.set()
 
     sync = SyncService(buffer, URL, token="t", client=fake.client(), options=SyncOptions(interval=12.0), sleep=sleep)
-    assert sync.run(stop).stopped == "stop_requested"
+    result = sync.run(stop)
+    assert (result.stopped, result.sent, result.batches) == ("stop_requested", 5, 2)  # totals of both rounds
     assert rounds == [12.0, 12.0] and fake.seqs() == [0, 1, 2, 3, 4]
 
 
