@@ -106,3 +106,36 @@ def test_predictions_keep_flowing_during_swaps(fire: builder.Built, fire_v2: bui
         t.join()
     assert not errors
     assert seen and all(r in (v1, v2) for r in seen)
+
+
+def test_in_flight_prediction_finishes_on_the_old_model(fire: builder.Built, fire_v2: builder.Built, good_row: dict) -> None:
+    class Gate:
+        """A telemetry sink that holds the first prediction inside predict() until released."""
+
+        def __init__(self) -> None:
+            self.entered = threading.Event()
+            self.release = threading.Event()
+            self.versions: list[str] = []
+
+        def record(self, *, version: str, **_: object) -> None:
+            self.versions.append(version)
+            if len(self.versions) == 1:
+                self.entered.set()
+                assert self.release.wait(10)
+
+    gate = Gate()
+    slot = runtime.ModelSlot(fire.path, telemetry=gate)
+    v1 = runtime.load(fire.path).predict(good_row)
+    v2 = runtime.load(fire_v2.path).predict(good_row)
+    assert v1 != v2
+    results: list[dict] = []
+    worker = threading.Thread(target=lambda: results.append(slot.predict(good_row)))
+    worker.start()
+    assert gate.entered.wait(10)
+    slot.swap(fire_v2.path)  # while the first prediction is still inside the old model
+    after = slot.predict(good_row)
+    gate.release.set()
+    worker.join(10)
+    assert results == [v1]
+    assert after == v2
+    assert gate.versions == ["1", "2"]
