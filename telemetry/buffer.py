@@ -52,7 +52,8 @@ class BufferOptions:
     ``"process"``: they survive process crashes only (``synchronous=NORMAL``), for less I/O."""
     max_bytes: int | None = 256 * 1024 * 1024
     """Upper bound on stored record bytes (payload plus a fixed per-row overhead);
-    ``None`` for no bound. The file can exceed it by SQLite page slack and the WAL."""
+    ``None`` for no bound. Dead letters are kept up to a quarter of it on top (oldest
+    discarded first, still counted). The file can exceed it by SQLite page slack and the WAL."""
     when_full: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
     """What to give up when ``max_bytes`` is reached; dropped records are counted.
     ``"drop_newest"`` refuses new records from the first that does not fit until a
@@ -296,7 +297,10 @@ class Buffer:
 
     def dead_letter(self, rowids: Sequence[int], *, batch_id: str, status: int, reason: str) -> int:
         """Move records the collector refused to the ``dead_letters`` table; returns how many."""
-        return self._call(lambda store: store.dead_letter(rowids, batch_id=batch_id, status=status, reason=reason))
+        keep = None if self.options.max_bytes is None else self.options.max_bytes // 4
+        return self._call(
+            lambda store: store.dead_letter(rowids, batch_id=batch_id, status=status, reason=reason, keep_bytes=keep)
+        )
 
     def counters(self) -> dict[str, int]:
         """The cumulative counters sent with every batch (``dropped``, ``sampled_out``, ``dead_lettered``)."""

@@ -95,6 +95,7 @@ CREATE TABLE dead_letters (
     ts REAL NOT NULL,
     context INTEGER NOT NULL REFERENCES contexts (id),
     payload BLOB NOT NULL,
+    size INTEGER NOT NULL,
     batch_id TEXT NOT NULL,
     status INTEGER NOT NULL,
     reason TEXT NOT NULL
@@ -379,22 +380,32 @@ class Store:
             crashpoint.reach("during_delete")
         return int(count)
 
-    def dead_letter(self, rowids: Sequence[int], *, batch_id: str, status: int, reason: str) -> int:
-        """Move rows to ``dead_letters`` (kept for inspection, never resent); returns how many moved."""
+    def dead_letter(self, rowids: Sequence[int], *, batch_id: str, status: int, reason: str, keep_bytes: int | None) -> int:
+        """Move rows to ``dead_letters`` (kept for inspection, never resent); returns how many moved.
+
+        With ``keep_bytes``, the oldest dead letters beyond it are discarded (they stay
+        counted in ``dead_lettered``): a collector refusing everything cannot fill the disk.
+        """
         ids = json.dumps([int(rowid) for rowid in rowids])
         with self._transaction() as conn:
             count, size = conn.execute(
                 "SELECT count(*), coalesce(sum(size), 0) FROM records WHERE id IN (SELECT value FROM json_each(?))", (ids,)
             ).fetchone()
             conn.execute(
-                "INSERT INTO dead_letters (uuid, ts, context, payload, batch_id, status, reason) "
-                "SELECT uuid, ts, context, payload, ?, ?, ? FROM records "
+                "INSERT INTO dead_letters (uuid, ts, context, payload, size, batch_id, status, reason) "
+                "SELECT uuid, ts, context, payload, size, ?, ?, ? FROM records "
                 "WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
                 (batch_id, status, reason, ids),
             )
             conn.execute("DELETE FROM records WHERE id IN (SELECT value FROM json_each(?))", (ids,))
             self._add(conn, {"dead_lettered": count, "stored_bytes": -size})
             self._settle(conn, count)
+            if keep_bytes is not None:
+                conn.execute(
+                    "DELETE FROM dead_letters WHERE id <= (SELECT coalesce(max(id), 0) FROM "
+                    "(SELECT id, sum(size) OVER (ORDER BY id DESC) AS newer FROM dead_letters) WHERE newer > ?)",
+                    (keep_bytes,),
+                )
         return int(count)
 
     def counters(self) -> dict[str, int]:
