@@ -61,7 +61,9 @@ class EdgeModel:
         self._outputs = OutputSpec(self.manifest, self._session.outputs)
         self._output_names = list(self._outputs.names)
         self._run = self._session.run
-        self._pack_row = self._schema.pack_row
+        self._raw_run = self._session.raw_run
+        self._row_values = self._schema.row_values
+        self._first = self._outputs.first
         self.inputs: tuple[Feature, ...] = self._schema.features
         self.classes: tuple[Any, ...] | None = self._outputs.classes
         self.task: str = self._outputs.task
@@ -111,8 +113,14 @@ class EdgeModel:
     def predict(self, data: Any) -> Result | list[Result]:
         """Predict one mapping (-> one result) or many rows (-> a list of results)."""
         if type(data) is dict or isinstance(data, Mapping):
-            feeds, values, flags = self._pack_row(data, self.strict)
-            result = self._outputs.first(self._run(self._output_names, feeds), flags)
+            # The hot path: one validation pass, one onnxruntime call, one result dict.
+            feeds: dict[str, Any] = {}
+            values, flags = self._row_values(data, self.strict, feeds)
+            try:
+                raw = self._raw_run(self._output_names, feeds, None)
+            except Session.errors as exc:
+                raise Session.failure(exc) from exc
+            result = self._first(raw, flags)
             if self._telemetry is not None:
                 self._record(self._schema.inputs_of(values), result)
             return result

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -100,8 +100,22 @@ class Session:
         }
         """Graph output name -> (onnxruntime type string, shape)."""
 
+    errors = _ORT_ERRORS
+    """What ``raw_run`` may raise; pass it to ``failure`` to translate."""
+
+    @property
+    def raw_run(self) -> Callable[[Sequence[str], Mapping[str, np.ndarray], Any], list[np.ndarray]]:
+        """``run`` without the translation, for the single-row hot path: call it as
+        ``raw_run(names, feeds, None)`` inside ``try``/``except Session.errors`` and raise
+        ``failure(exc)``."""
+        return self._run
+
+    @staticmethod
+    def failure(exc: BaseException) -> PredictionError:
+        return PredictionError(f"onnxruntime failed to run the model: {exc}")
+
     def run(self, output_names: Sequence[str], feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         try:
             return self._run(output_names, feeds, None)
         except _ORT_ERRORS as exc:
-            raise PredictionError(f"onnxruntime failed to run the model: {exc}") from exc
+            raise self.failure(exc) from exc
