@@ -126,6 +126,8 @@ def convert(model: Any, columns: list[Column], precision: str) -> Converted:
             f"converted graph has {len(onx.graph.input)} inputs for {len(per_input)} columns; "
             "drop unused columns from the model before logging it"
         )
+    if precision == "float64":
+        _imputers_as_where(onx)
     onx, slots, onnx_inputs = pack(onx, per_input)
     _normalise(onx)
     return Converted(
@@ -169,6 +171,45 @@ def _trees_in_float32(model: Any) -> Any:
     if isinstance(model, Pipeline):
         return Pipeline([*model.steps[:-1], cast, model.steps[-1]])
     return Pipeline([cast, ("model", model)])
+
+
+def _imputers_as_where(onx: Any) -> None:
+    """Rewrite ``ai.onnx.ml.Imputer`` nodes as ``Where(IsNaN(x), values, x)``.
+
+    onnxruntime implements Imputer for float and int64 only ("NOT_IMPLEMENTED ... Imputer(1)"
+    in double); the standard operators do the same thing in any precision.
+    """
+    import math
+
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    nodes = list(onx.graph.node)
+    if not any(n.op_type == "Imputer" and n.domain == "ai.onnx.ml" for n in nodes):
+        return
+    rewritten = []
+    for node in nodes:
+        if node.op_type != "Imputer" or node.domain != "ai.onnx.ml":
+            rewritten.append(node)
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        values = attrs.get("imputed_value_floats")
+        if not values:
+            rewritten.append(node)  # int64 imputers run in onnxruntime as they are
+            continue
+        replaced = float(attrs.get("replaced_value_float", 0.0))
+        base = node.name or node.output[0]
+        const, mask = f"{base}_edgepack_values", f"{base}_edgepack_mask"
+        onx.graph.initializer.append(numpy_helper.from_array(np.asarray(values, dtype=np.float64), name=const))
+        if math.isnan(replaced):
+            rewritten.append(helper.make_node("IsNaN", [node.input[0]], [mask], name=f"{base}_edgepack_isnan"))
+        else:
+            target = f"{base}_edgepack_replaced"
+            onx.graph.initializer.append(numpy_helper.from_array(np.asarray(replaced, dtype=np.float64), name=target))
+            rewritten.append(helper.make_node("Equal", [node.input[0], target], [mask], name=f"{base}_edgepack_equal"))
+        rewritten.append(helper.make_node("Where", [mask, const, node.input[0]], [node.output[0]], name=f"{base}_edgepack_where"))
+    del onx.graph.node[:]
+    onx.graph.node.extend(rewritten)
 
 
 def _normalise(onx: Any) -> None:

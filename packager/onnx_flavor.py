@@ -46,10 +46,9 @@ def _strip_zipmap(model: Any) -> None:
         if node is None or node.op_type != "ZipMap":
             continue
         source = node.input[0]
-        if source in known:
-            replacement = known[source]
-        else:
-            replacement = helper.make_tensor_value_info(source, TensorProto.FLOAT, [None, None])
+        inferred = known.get(source)
+        elem = inferred.type.tensor_type.elem_type if inferred is not None else 0
+        replacement = helper.make_tensor_value_info(source, elem or TensorProto.FLOAT, [None, None])
         model.graph.node.remove(node)
         model.graph.output.remove(out)
         model.graph.output.insert(i, replacement)

@@ -220,7 +220,8 @@ def load(model_dir: str | os.PathLike[str], *, allow_pickle: bool = True) -> Loa
     columns = None
     schema = meta.get_input_schema()
     if schema is not None and schema.has_input_names() and not schema.is_tensor_spec():
-        columns = [(col.name, str(col.type)) for col in schema.inputs]
+        # DataType members print as "DataType.string"; their .name is the plain "string".
+        columns = [(col.name, str(getattr(col.type, "name", col.type))) for col in schema.inputs]
     return LoadedModel(flavor=flavor, model=model, input_example=example, signature_columns=columns)
 
 

@@ -243,10 +243,10 @@ def test_parity_failure_lists_every_attempt_and_the_worst_rows() -> None:
     with pytest.raises(ParityError) as err:
         _artifacts(model, train.head(5), abs_tolerance=0.0, rel_tolerance=0.0)
     message = str(err.value)
-    assert "float32: " in message and "float64: " in message
-    # onnxruntime has no double Imputer: the double attempt fails for that reason, named.
-    assert "Imputer" in message
-    assert err.value.worst[0]["inputs"].keys() == set(train.columns)
+    assert "float32: " in message and "float64: " in message and message.count("rows disagree") == 2
+    worst = err.value.worst
+    assert worst[0]["inputs"].keys() == set(train.columns) and len(worst) == BuildOptions().worst_rows
+    assert worst[0]["abs_diff"] == max(row["abs_diff"] for row in worst) > 0
 
 
 def test_reference_data_frame_drives_parity_ranges_and_baseline() -> None:
@@ -453,3 +453,20 @@ def test_passthrough_columns_convert_but_custom_functions_are_refused() -> None:
     logs = Pipeline([("pre", ColumnTransformer([("log", FunctionTransformer(np.log1p), ["p"])], remainder="passthrough")), ("r", Ridge())]).fit(train, y)
     with pytest.raises(UnsupportedModelError, match=r"step 'pre/log' \(FunctionTransformer\) is refused: .*log1p.*arbitrary Python"):
         _artifacts(logs, train.head(5))
+
+
+def test_double_retry_works_behind_an_imputer_too() -> None:
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.tree import DecisionTreeRegressor
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"x": 10000 + rng.random(300), "z": rng.random(300)})
+    X.loc[::17, "z"] = np.nan
+    model = make_pipeline(SimpleImputer(), StandardScaler(), DecisionTreeRegressor(random_state=0)).fit(X, rng.random(300))
+    art = _artifacts(model, X.head(20))
+    assert art.parity["attempts"] == ["float32", "float64"] and art.parity["precision"] == "float64"
+    assert {i["name"]: i["nullable"] for i in art.inputs} == {"x": True, "z": True}
+    outs = onnx_answers(art.onnx_bytes, art.inputs, art.converted.onnx_inputs, X)
+    np.testing.assert_allclose(outs[0].reshape(-1), model.predict(X), rtol=1e-4, atol=1e-6)
