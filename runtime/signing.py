@@ -1,15 +1,19 @@
-"""Ed25519 keys and signatures over the exact bytes of ``manifest.json``."""
+"""Ed25519 keys and signatures over the exact bytes of ``manifest.json``.
+
+cryptography is imported on first use: a device that loads unsigned bundles never pays
+for it at start-up.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING
 
 from .errors import SignatureError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 PRIVATE_KEY_NAME = "edge.pem"
 PUBLIC_KEY_NAME = "edge.pub"
@@ -29,6 +33,9 @@ def _pem_bytes(source: KeySource, what: str) -> bytes:
 
 def load_private_key(source: KeySource) -> Ed25519PrivateKey:
     """Load an Ed25519 private key from a PEM file path or PEM bytes."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     data = _pem_bytes(source, "private key")
     try:
         key = serialization.load_pem_private_key(data, password=None)
@@ -43,6 +50,9 @@ def load_private_key(source: KeySource) -> Ed25519PrivateKey:
 
 def load_public_key(source: KeySource) -> Ed25519PublicKey:
     """Load an Ed25519 public key from a PEM file path or PEM bytes."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     data = _pem_bytes(source, "public key")
     try:
         key = serialization.load_pem_public_key(data)
@@ -57,12 +67,17 @@ def load_public_key(source: KeySource) -> Ed25519PublicKey:
 
 def sign(data: bytes, private_key: KeySource | Ed25519PrivateKey) -> bytes:
     """Return the 64-byte Ed25519 signature of ``data``."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     key = private_key if isinstance(private_key, Ed25519PrivateKey) else load_private_key(private_key)
     return key.sign(data)
 
 
 def verify(data: bytes, signature: bytes, public_key: KeySource | Ed25519PublicKey) -> None:
     """Raise ``SignatureError`` unless ``signature`` is a valid signature of ``data``."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     key = public_key if isinstance(public_key, Ed25519PublicKey) else load_public_key(public_key)
     try:
         key.verify(signature, data)
@@ -79,6 +94,9 @@ def generate_keypair(directory: str | os.PathLike[str]) -> tuple[Path, Path]:
 
     Refuses to overwrite an existing private key: losing it strands every deployed device.
     """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     private_path, public_path = out / PRIVATE_KEY_NAME, out / PUBLIC_KEY_NAME
