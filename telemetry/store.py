@@ -163,7 +163,13 @@ class Store:
         self.path = path
         if not create and not path.exists():
             raise BufferFormatError(f"no telemetry buffer at {path}: the file does not exist (expected the --db of the recording app)")
-        self._lock_fd = os.open(f"{path}-lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self._lock_fd = os.open(f"{path}-lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot open telemetry buffer {path}: {exc.strerror} ({exc.filename}); "
+                "expected a writable directory for the buffer and its -wal, -shm and -lock files"
+            ) from exc
         try:
             # isolation_level=None: transactions are explicit (db.atomic), never implicit.
             conn = sqlite3.connect(str(path), timeout=busy_timeout, isolation_level=None)

@@ -345,3 +345,8 @@ def test_records_beyond_the_memory_queue_are_dropped_and_counted(tmp_path: Path)
         stats = buffer.stats()
     assert seqs(path) == list(range(10))
     assert (stats.dropped, stats.recorded, stats.pending) == (15, 25, 10)
+
+
+def test_a_buffer_in_a_missing_directory_names_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(telemetry.StorageError, match="No such file or directory.*writable directory"):
+        telemetry.Buffer(tmp_path / "missing" / "p.db")
