@@ -203,7 +203,13 @@ class Buffer:
         outputs: Mapping[str, Any],
         flags: Sequence[str],
     ) -> None:
-        """Queue one prediction; it is committed within ``group_delay`` (see ``flush``)."""
+        """Queue one prediction; it is committed within ``group_delay`` (see ``flush``).
+
+        At commit it gets a random UUID, its identity at the collector forever, and a row
+        id that is never reused. Only ``model``/``version``/``bundle_sha256`` types and the
+        shape of the arguments are checked here (``RecordError``); values are converted in
+        the writer thread (numpy by duck typing, anything else JSON lacks as text).
+        """
         if self._closed:
             raise BufferClosedError(f"telemetry buffer {self.path} is closed; record() needs an open buffer")
         if type(model) is not str or type(version) is not str or type(bundle_sha256) is not str:
