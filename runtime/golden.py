@@ -44,7 +44,8 @@ def _error(message: str) -> SelfTestError:
     return SelfTestError(message, entry=GOLDEN)
 
 
-def parse_golden(data: bytes, *, task: str) -> GoldenSet:
+def parse_golden(data: bytes, *, task: str, fallback_tolerance: Any = None) -> GoldenSet:
+    """Parse ``golden.json``; its ``tolerance`` wins, else the manifest's parity tolerance."""
     try:
         raw = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -56,7 +57,7 @@ def parse_golden(data: bytes, *, task: str) -> GoldenSet:
     if len(lengths) != len(inputs) or not lengths or len(set(lengths.values())) != 1 or 0 in lengths.values():
         raise _error(f"'inputs' must be non-empty lists of one common length, got lengths {lengths}")
     n = next(iter(lengths.values()))
-    tolerance = raw.get("tolerance")
+    tolerance = raw.get("tolerance", fallback_tolerance)
     if not isinstance(tolerance, dict) or not all(isinstance(tolerance.get(k), (int, float)) for k in ("abs", "rel")):
         raise _error(f"'tolerance' must be {{abs: number, rel: number}}, got {tolerance!r}")
     outputs = raw["outputs"]

@@ -68,7 +68,10 @@ class EdgeModel:
         self.classes: tuple[Any, ...] | None = self._outputs.classes
         self.task: str = self._outputs.task
 
-        golden = parse_golden(bundle.files[GOLDEN], task=self.task)
+        parity = self.manifest.get("parity")
+        golden = parse_golden(
+            bundle.files[GOLDEN], task=self.task, fallback_tolerance=parity.get("tolerance") if isinstance(parity, dict) else None
+        )
         self.golden_rows: int = golden.rows
         """How many golden rows the self-test replayed."""
         self_test(golden, lambda cols: self._predict_columns(cols, strict=False), self.classes)

@@ -337,3 +337,18 @@ def test_malformed_signature_bytes(tmp_path: Path, fire_bytes: bytes, keys: tupl
     path = _write(tmp_path, builder.rezip(fire_bytes, replace={"manifest.sig": signature}))
     with pytest.raises(SignatureError, match="manifest.sig: signature does not match"):
         runtime.load(path, public_key=keys[1])
+
+
+def test_golden_without_tolerance_uses_the_parity_tolerance(tmp_path: Path, fire: builder.Built) -> None:
+    def change(golden: dict) -> None:
+        del golden["tolerance"]
+        golden["outputs"]["probabilities"][0] = [p + 5e-3 for p in golden["outputs"]["probabilities"][0]]
+
+    path = builder.edit_golden(fire.path, tmp_path / "x.edgepkg", change)
+    with pytest.raises(SelfTestError, match=r"golden row 0: .*\(tolerance abs 0.0001, rel 0.0001\)"):
+        runtime.load(path)
+    loose = builder.rewrite(path, tmp_path / "loose.edgepkg", edit=lambda m: m["parity"].update(tolerance={"abs": 1e-2, "rel": 0}))
+    assert runtime.load(loose).golden_rows == 20
+    no_tolerance = builder.rewrite(path, tmp_path / "none.edgepkg", edit=lambda m: m.pop("parity"))
+    with pytest.raises(SelfTestError, match="'tolerance' must be"):
+        runtime.load(no_tolerance)
