@@ -124,7 +124,8 @@ def predict(bundle: str, input_path: str, fmt: str | None, public_key: str | Non
         stream = sys.stdin
     else:
         try:
-            stream = open(input_path, encoding="utf-8", newline="" if fmt == "csv" else None)  # noqa: SIM115
+            # utf-8-sig: spreadsheet exports often start with a byte-order mark.
+            stream = open(input_path, encoding="utf-8-sig", newline="" if fmt == "csv" else None)  # noqa: SIM115
         except OSError as exc:
             raise click.BadParameter(f"cannot read {input_path!r}: {exc.strerror or exc}", param_hint="--input") from exc
 

@@ -64,7 +64,7 @@ def test_predict_all_good_rows_exit_zero_from_stdin(fire: builder.Built, good_ro
 def test_predict_csv_converts_numbers_by_the_manifest(tmp_path: Path, fire: builder.Built, good_row: dict) -> None:
     path = tmp_path / "rows.csv"
     path.write_text(
-        "temp c,humidity_pct,wind_kmh,region,vegetation,station\n"
+        "\ufefftemp c,humidity_pct,wind_kmh,region,vegetation,station\n"
         "25.0,20.5,12,north,grass,A7\n"
         "30,,12,south,shrub,A8\n"
         "warm,1,2,north,grass,A9\n"
