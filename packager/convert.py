@@ -129,7 +129,7 @@ def convert(model: Any, columns: list[Column], precision: str) -> Converted:
     if precision == "float64":
         _imputers_as_where(onx)
     onx, slots, onnx_inputs = pack(onx, per_input)
-    _normalise(onx)
+    normalise(onx)
     return Converted(
         onnx=onx,
         precision=precision,
@@ -212,7 +212,7 @@ def _imputers_as_where(onx: Any) -> None:
     onx.graph.node.extend(rewritten)
 
 
-def _normalise(onx: Any) -> None:
+def normalise(onx: Any) -> None:
     """Fixed metadata, so the same model always serialises to the same bytes."""
     onx.doc_string = ""
     onx.graph.doc_string = ""

@@ -6,24 +6,15 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from .build import (
-    Artifacts,
-    _json_value,
-    golden_record,
-    golden_rows,
-    input_entries,
-    parity_record,
-    reference_frames,
-    run_parity,
-    tolerance_for,
-)
 from .baseline import baseline
-from .convert import Column, Converted, _normalise
+from .convert import Column, Converted, normalise
 from .errors import ConversionError
+from .golden import golden_record, golden_rows, json_value
+from .manifest import Artifacts, input_entries
 from .options import BuildOptions
 from .packing import pack
-from .parity import Answers, session
-from .reference import read_reference, target_range_of
+from .parity import Answers, parity_record, run_parity, session, tolerance_for
+from .reference import read_reference, reference_frames, target_range_of
 from .registry import LoadedModel
 
 
@@ -158,7 +149,7 @@ def from_onnx(loaded: LoadedModel, reference_data: Any, options: BuildOptions) -
     packed_model = onnx.ModelProto()
     packed_model.CopyFrom(model)
     packed_model, slots, onnx_inputs = pack(packed_model, per_input)
-    _normalise(packed_model)
+    normalise(packed_model)
     elem = {spec["dtype"] for spec in onnx_inputs}
     precision = "float64" if "float64" in elem else "float32"
     converted = Converted(
@@ -191,7 +182,7 @@ def from_onnx(loaded: LoadedModel, reference_data: Any, options: BuildOptions) -
         converted=converted,
         columns=columns,
         classification=classification,
-        classes=[_json_value(c) for c in classes] if classes else None,
+        classes=[json_value(c) for c in classes] if classes else None,
         label_values=classes,
         estimator="onnx",
         inputs=input_entries(columns, converted, outcome.nullable, categories={}, ranges={}, real=real, observed=reference_data is not None),

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .convert import Column, Converted
-from .errors import ConversionError, ReferenceDataError
+from .errors import ConversionError, ParityError, ReferenceDataError
+from .options import BuildOptions
+from .reference import with_missing
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -213,3 +216,148 @@ def describe_failure(precision: str, frame: Any, expected: Answers, got: Answers
     )
     return msg, worst
 
+
+def tolerance_for(classification: bool, options: BuildOptions) -> Tolerance:
+    default_abs = 1e-4 if classification else 1e-6
+    return Tolerance(
+        abs=options.abs_tolerance if options.abs_tolerance is not None else default_abs,
+        rel=options.rel_tolerance if options.rel_tolerance is not None else 1e-4,
+    )
+
+
+@dataclass
+class ParityOutcome:
+    """The model that passed parity, and what the gate proved about it."""
+
+    converted: Converted
+    """The packed ONNX model that passed."""
+    attempts: list[str]
+    """Precisions tried, in order."""
+    nullable: set[str]
+    """Numeric features whose NaN the original takes and ONNX answers the same for."""
+    rows: Any
+    """Every row that was compared and passed (complete rows, then rows with NaN)."""
+    rows_with_missing: int
+    """How many of ``rows`` have NaN."""
+    max_abs: float
+    """Largest absolute difference over ``rows``."""
+    max_rel: float
+    """Largest relative difference over ``rows``."""
+
+
+def run_parity(
+    model: Any,
+    columns: list[Column],
+    base: Any,
+    *,
+    classification: bool,
+    classes: list[Any] | None,
+    label_values: list[Any] | None,
+    tol: Tolerance,
+    options: BuildOptions,
+    make: Callable[[str], Converted],
+) -> ParityOutcome:
+    """Convert at each precision until one agrees with the original on every complete row,
+    then find which numeric features provably take NaN."""
+    import numpy as np
+    import pandas as pd
+
+    complete = base[~base.isna().any(axis=1)].reset_index(drop=True)
+    incomplete = base[base.isna().any(axis=1)].reset_index(drop=True)
+    if complete.empty:
+        raise ReferenceDataError("every reference row has a missing value; expected some complete rows")
+    expected = check_original_runs(model, complete, classification)
+    failures: list[str] = []
+    worst: list[dict[str, Any]] = []
+    attempts: list[str] = []
+    chosen = None
+    for precision in options.precisions:
+        attempts.append(precision)
+        try:
+            conv = make(precision)
+            sess = session(conv.onnx.SerializeToString())
+            got = onnx_answers(sess, complete, columns, conv, classes, label_values)
+            cmp = compare(expected, got, tol)
+        except ConversionError as exc:
+            failures.append(f"{precision}: {exc}")
+            continue
+        if bool(cmp.ok.all()):
+            chosen = (conv, sess, cmp)
+            break
+        message, worst = describe_failure(precision, complete, expected, got, cmp, tol, options.worst_rows)
+        failures.append(message)
+    if chosen is None:
+        lines = "\n".join(f"  {json.dumps(row, default=str)}" for row in worst)
+        raise ParityError(
+            "the ONNX model does not answer like the original; tried " + "; ".join(failures)
+            + (f"\nworst rows:\n{lines}" if lines else ""),
+            worst=worst,
+        )
+    conv, sess, cmp = chosen
+
+    def passes(frame: Any) -> Any:
+        """The comparison on ``frame`` when the original takes its NaN and ONNX agrees, else None."""
+        try:
+            exp = original_answers(model, frame, classification)
+        except ValueError:  # sklearn refuses NaN for this model
+            return None
+        if np.isnan(exp.values()).any():
+            return None
+        result = compare(exp, onnx_answers(sess, frame, columns, conv, classes, label_values), tol)
+        return result if bool(result.ok.all()) else None
+
+    def gaps_of(frame: Any) -> set[str]:
+        return {c for c in frame.columns if frame[c].isna().any()}
+
+    nullable: set[str] = set()
+    passed: list[tuple[Any, Any]] = []
+    for col in columns:
+        if col.kind != "numeric":
+            continue
+        probe = with_missing(complete, col.name, options.nan_probe_rows)
+        if (result := passes(probe)) is not None:
+            nullable.add(col.name)
+            passed.append((probe, result))
+    for i in range(len(incomplete)):
+        row = incomplete.iloc[[i]].reset_index(drop=True)
+        if not gaps_of(row) <= nullable:
+            continue
+        if (result := passes(row)) is not None:
+            passed.append((row, result))
+        else:
+            # A real row with NaN disagrees: refuse NaN for those features on the device
+            # rather than answer differently from the original.
+            nullable -= gaps_of(row)
+    passed = [(frame, result) for frame, result in passed if gaps_of(frame) <= nullable]
+    max_abs = max([float(cmp.abs_diff.max())] + [float(r.abs_diff.max()) for _, r in passed])
+    max_rel = max([float(cmp.rel_diff.max())] + [float(r.rel_diff.max()) for _, r in passed])
+    missing_rows = pd.concat([f for f, _ in passed], ignore_index=True) if passed else complete.iloc[0:0]
+    rows = pd.concat([complete.astype(object), missing_rows.astype(object)], ignore_index=True)
+    for col in columns:
+        if col.kind == "numeric":
+            rows[col.name] = pd.to_numeric(rows[col.name])
+    return ParityOutcome(
+        converted=conv,
+        attempts=attempts,
+        nullable=nullable,
+        rows=rows,
+        rows_with_missing=len(missing_rows),
+        max_abs=max_abs,
+        max_rel=max_rel,
+    )
+
+
+def parity_record(outcome: ParityOutcome, tol: Tolerance, classification: bool) -> dict[str, Any]:
+    import onnxruntime
+
+    return {
+        "rows": len(outcome.rows),
+        "rows_with_missing": outcome.rows_with_missing,
+        "label_agreement": 1.0 if classification else None,
+        "max_abs_diff": outcome.max_abs,
+        "max_rel_diff": outcome.max_rel,
+        "tolerance": tol.as_dict(),
+        "precision": outcome.converted.precision,
+        "attempts": outcome.attempts,
+        "onnxruntime": onnxruntime.__version__,
+    }

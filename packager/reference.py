@@ -10,6 +10,7 @@ from typing import Any
 
 from .convert import Column
 from .errors import ReferenceDataError
+from .options import BuildOptions
 
 
 def read_reference(source: Any, columns: Sequence[Column]) -> Any:
@@ -132,3 +133,32 @@ def target_range_of(frame: Any, column: str) -> list[float]:
     if values.empty:
         raise ReferenceDataError(f"target column {column!r} holds no values")
     return [float(values.min()), float(values.max())]
+
+
+def reference_frames(
+    reference_data: Any, example: Any, columns: list[Column], options: BuildOptions, *, categories: dict[str, list[Any]], ranges: dict[str, tuple[float, float]]
+) -> tuple[Any, Any]:
+    """``(base, real)``: all reference rows (real + synthesised) and the real ones alone."""
+    import pandas as pd
+
+    if reference_data is not None:
+        frame = read_reference(reference_data, columns)
+        if len(frame) > options.max_reference_rows:
+            frame = frame.sample(n=options.max_reference_rows, random_state=options.seed).sort_index()
+        real = select(frame, columns)
+        return real, real
+    if example is None:
+        raise ReferenceDataError(
+            "the model was logged without an input example, so there is nothing to test parity on; "
+            "pass --reference-data FILE (CSV or Parquet with the model's columns)"
+        )
+    missing = [c.name for c in columns if c.name not in example.columns]
+    if missing:
+        raise ReferenceDataError(f"the logged input example lacks the model's columns {missing}; pass --reference-data")
+    real = select(example, columns)
+    synth = synthesize(real, columns, rows=options.synth_rows, seed=options.seed, categories=categories, ranges=ranges)
+    base = pd.concat([real.astype(object), synth.astype(object)], ignore_index=True)
+    for col in columns:
+        if col.kind == "numeric":
+            base[col.name] = pd.to_numeric(base[col.name])
+    return base, real
