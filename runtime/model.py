@@ -10,7 +10,7 @@ from typing import Any
 
 from . import signing
 from .bundle import GOLDEN, MODEL, Bundle, BundleLimits, read_bundle
-from .errors import BundleError, InputError
+from .errors import BundleError, EdgeError, InputError, SelfTestError
 from .golden import parse_golden, self_test
 from .options import SessionOptions
 from .outputs import OutputSpec
@@ -77,8 +77,11 @@ class EdgeModel:
         self_test(golden, lambda cols: self._predict_columns(cols, strict=False), self.classes)
         # One single-row run so that the first real prediction does not pay for lazy setup.
         first = {name: col[0] for name, col in golden.inputs.items()}
-        feeds, _, _ = self._schema.pack_row(first, False)
-        self._run(self._output_names, feeds)
+        try:
+            feeds, _, _ = self._schema.pack_row(first, False)
+            self._first(self._run(self._output_names, feeds), [])
+        except EdgeError as exc:
+            raise SelfTestError(f"golden row 0 alone cannot be predicted: {exc}", entry=GOLDEN) from exc
 
         self._telemetry = telemetry
         self._telemetry_lock = threading.Lock()

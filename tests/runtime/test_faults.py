@@ -14,10 +14,9 @@ from runtime import PredictionError
 from runtime.bundle import write_bundle
 
 
-@pytest.fixture(scope="module")
-def one_row_only(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real model that runs on one row and fails in onnxruntime on two (Reshape to [1])."""
-    shape = numpy_helper.from_array(np.array([1], dtype=np.int64), "one")
+def _reshaping_bundle(path: Path, rows: int) -> Path:
+    """A real model that runs only on batches of exactly ``rows`` rows (Reshape to [rows])."""
+    shape = numpy_helper.from_array(np.array([rows], dtype=np.int64), "one")
     graph = helper.make_graph(
         [helper.make_node("Reshape", ["float_input", "one"], ["variable"])],
         "one-row",
@@ -34,11 +33,22 @@ def one_row_only(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "onnx_inputs": [{"name": "float_input", "dtype": "float32", "width": 1}],
         "outputs": {"task": "regression", "prediction": "variable", "target_range": [0.0, 10.0]},
     }
-    golden = {"inputs": {"x": [2.5]}, "outputs": {"prediction": [2.5]}, "tolerance": {"abs": 1e-6, "rel": 1e-6}}
-    path = tmp_path_factory.mktemp("faults") / "one-row.edgepkg"
+    values = [2.5 + i for i in range(rows)]
+    golden = {"inputs": {"x": values}, "outputs": {"prediction": values}, "tolerance": {"abs": 1e-6, "rel": 1e-6}}
     write_bundle(path, manifest, {"model.onnx": model.SerializeToString(), "golden.json": json.dumps(golden).encode(),
                                   "requirements.txt": b"onnxruntime\n"})
     return path
+
+
+@pytest.fixture(scope="module")
+def one_row_only(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _reshaping_bundle(tmp_path_factory.mktemp("faults") / "one-row.edgepkg", 1)
+
+
+def test_model_that_fails_on_a_single_row_does_not_load(tmp_path: Path) -> None:
+    path = _reshaping_bundle(tmp_path / "two-rows.edgepkg", 2)
+    with pytest.raises(runtime.SelfTestError, match="golden.json: golden row 0 alone cannot be predicted: onnxruntime failed to run the model"):
+        runtime.load(path)
 
 
 def test_run_failure_is_a_prediction_error_and_the_model_keeps_working(one_row_only: Path) -> None:
