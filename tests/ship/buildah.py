@@ -16,6 +16,12 @@ from pathlib import Path
 TOOLS = ("buildah", "debootstrap", "unshare")
 DEBIAN_MIRROR = os.environ.get("EDGEPACK_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 DEBOOTSTRAP_TIMEOUT = 420
+# The packages debootstrap needs, fetched ahead by scripts/install-image-tools.sh (network
+# belongs to the install step); without it debootstrap downloads them itself.
+DEBOOTSTRAP_TARBALL = Path(os.environ.get("EDGEPACK_DEBOOTSTRAP_TARBALL", "/var/cache/edgepack/debootstrap-bookworm-python3.tgz"))
+DEBOOTSTRAP_ARGS = ("--variant=minbase", "--include=python3,python3-venv", "bookworm")
+# dpkg fsyncs every file it unpacks; a throwaway test rootfs needs none of that.
+_UNSAFE_IO = Path("etc/dpkg/dpkg.cfg.d/zz-edgepack-test-unsafe-io")
 # What a minbase rootfs carries that no image needs; removed to keep the test base small.
 _TRIM = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale", "var/cache/apt", "var/lib/apt/lists")
 
@@ -27,17 +33,43 @@ def missing_tools() -> list[str]:
     return missing
 
 
-def debootstrap(target: Path) -> Path:
-    """Debian bookworm, minbase, with python3 and python3-venv: a stand-in for python:3.11-slim."""
-    done = subprocess.run(
-        ["debootstrap", "--variant=minbase", "--include=python3,python3-venv", "bookworm", str(target), DEBIAN_MIRROR],
-        capture_output=True, text=True, timeout=DEBOOTSTRAP_TIMEOUT,
-    )  # fmt: skip
-    if done.returncode != 0:
-        raise RuntimeError(f"debootstrap failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    for part in _TRIM:
-        shutil.rmtree(target / part, ignore_errors=True)
-    return target
+class Debootstrap:
+    """Debian bookworm, minbase, with python3 and python3-venv: a stand-in for python:3.11-slim.
+
+    Started in the background at once (it is mostly download and unpacking), so that the
+    test can build its bundle meanwhile; ``wait()`` returns the finished rootfs.
+    """
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+        self.log = target.with_name(target.name + ".log")
+        (target / _UNSAFE_IO).parent.mkdir(parents=True)
+        (target / _UNSAFE_IO).write_text("force-unsafe-io\n")
+        fetched = [f"--unpack-tarball={DEBOOTSTRAP_TARBALL}"] if DEBOOTSTRAP_TARBALL.is_file() else []
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                ["debootstrap", *DEBOOTSTRAP_ARGS[:2], *fetched, DEBOOTSTRAP_ARGS[2], str(target), DEBIAN_MIRROR],
+                stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+    def wait(self) -> Path:
+        try:
+            code = self.process.wait(timeout=DEBOOTSTRAP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise
+        if code != 0:
+            raise RuntimeError(f"debootstrap failed ({code}):\n{self.log.read_text(errors='replace')[-4000:]}")
+        for part in _TRIM:
+            shutil.rmtree(self.target / part, ignore_errors=True)
+        (self.target / _UNSAFE_IO).unlink()
+        return self.target
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
 
 class Buildah:
@@ -78,5 +110,7 @@ class Buildah:
             self("rm", container, check=False)
 
     def cleanup(self) -> None:
+        # Containers hold mounts; once they are gone the store is plain files under the
+        # test's temporary directory, which pytest's retention removes (deleting ~1 GB
+        # here would only slow the run down).
         self("rm", "--all", check=False)
-        self("rmi", "--all", "--force", check=False)

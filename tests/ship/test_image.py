@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from .buildah import Buildah, debootstrap, missing_tools
+from .buildah import Buildah, Debootstrap, missing_tools
 from .support import HEAVY, HEAVY_DISTRIBUTIONS, ROOT, DepsBundle, assert_same_predictions, host_predictions, parse_json_lines
 
 pytestmark = pytest.mark.slow
@@ -41,22 +41,32 @@ class BuiltImage:
 
 
 @pytest.fixture(scope="module")
-def image(deps_bundle: DepsBundle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltImage]:
+def base_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path | Debootstrap]:
+    """The Debian rootfs, or the debootstrap making it (requested before the bundle, so both run at once)."""
     missing = missing_tools()
     if missing:
         message = f"the image test needs {', '.join(missing)}: run scripts/install-image-tools.sh as root"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message)
         pytest.skip(message)
-
-    state = tmp_path_factory.mktemp("image")
     given = os.environ.get("EDGEPACK_TEST_ROOTFS")
-    rootfs = Path(given) if given else debootstrap(state / "rootfs")
-    buildah = Buildah(state)
+    if given:
+        yield Path(given)
+        return
+    job = Debootstrap(tmp_path_factory.mktemp("rootfs") / "bookworm")
+    try:
+        yield job
+    finally:
+        job.stop()
+
+
+@pytest.fixture(scope="module")
+def image(base_rootfs: Path | Debootstrap, deps_bundle: DepsBundle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltImage]:
+    rootfs = base_rootfs.wait() if isinstance(base_rootfs, Debootstrap) else base_rootfs
+    buildah = Buildah(tmp_path_factory.mktemp("image"))
+    state = buildah.root.parent
     try:
         buildah.import_rootfs(rootfs, BASE)
-        if not given:
-            shutil.rmtree(rootfs, ignore_errors=True)
 
         context = state / "context"
         (context / "dist").mkdir(parents=True)
