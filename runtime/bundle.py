@@ -169,11 +169,11 @@ def read_bundle(
         path = str(source)
         try:
             size = os.stat(path).st_size
+            if size > limits.max_bundle_bytes:
+                raise BundleError(f"bundle is {size} bytes, over the limit of {limits.max_bundle_bytes}")
+            payload = Path(path).read_bytes()
         except OSError as exc:
             raise BundleError(f"cannot read bundle {path!r}: {exc.strerror or exc}") from exc
-        if size > limits.max_bundle_bytes:
-            raise BundleError(f"bundle is {size} bytes, over the limit of {limits.max_bundle_bytes}")
-        payload = Path(path).read_bytes()
     if len(payload) > limits.max_bundle_bytes:
         raise BundleError(f"bundle is {len(payload)} bytes, over the limit of {limits.max_bundle_bytes}")
 

@@ -352,3 +352,8 @@ def test_golden_without_tolerance_uses_the_parity_tolerance(tmp_path: Path, fire
     no_tolerance = builder.rewrite(path, tmp_path / "none.edgepkg", edit=lambda m: m.pop("parity"))
     with pytest.raises(SelfTestError, match="'tolerance' must be"):
         runtime.load(no_tolerance)
+
+
+def test_directory_instead_of_a_bundle(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="cannot read bundle .*: Is a directory"):
+        runtime.load(tmp_path)
