@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from runtime.bundle import read_bundle
-from tests.support.registry import BuiltBundle, fire_risk_data, fire_risk_pipeline, register_model
+from tests.support.registry import BuiltBundle, fire_risk_data, fire_risk_pipeline, mlflow_pointed_at, register_model
 
 
 def test_tracking_uri_is_a_fresh_registry_in_tmp_path_and_register_model_fills_it(tracking_uri: str, tmp_path: Any) -> None:
@@ -28,6 +28,11 @@ def test_tracking_uri_is_a_fresh_registry_in_tmp_path_and_register_model_fills_i
     assert v2.current_stage == "Production"
     location = client.get_model_version_download_uri("m", "2").removeprefix("file://")
     assert location.startswith(str(tmp_path)) and os.path.exists(os.path.join(location, "model.pkl"))
+
+    with mlflow_pointed_at(tracking_uri) as mlflow, mlflow.start_run() as run:  # no experiment given
+        mlflow.log_text("x", "note.txt")
+    assert run.info.artifact_uri.removeprefix("file://").startswith(str(tmp_path))
+    assert os.environ["MLFLOW_TRACKING_URI"] == tracking_uri  # put back as the fixture set it
 
 
 @pytest.mark.parametrize(

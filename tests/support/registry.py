@@ -8,8 +8,10 @@ Fixtures and helpers
 --------------------
 ``tracking_uri`` (function scope)
     A fresh, empty registry ``sqlite:///<tmp_path>/mlflow.db`` (artifacts under
-    ``<tmp_path>/artifacts``). ``MLFLOW_TRACKING_URI`` and ``MLFLOW_REGISTRY_URI`` point at it
-    for the duration of the test and are restored afterwards.
+    ``<tmp_path>/artifacts``). ``MLFLOW_TRACKING_URI`` and ``MLFLOW_REGISTRY_URI`` point at it,
+    and ``MLFLOW_EXPERIMENT_NAME`` names an experiment whose artifacts live in ``tmp_path``
+    (MLflow's Default experiment would write under the working directory), for the duration
+    of the test; all are restored afterwards.
 
 ``register_model(tracking_uri, name, model, X, *, alias=None, stage=None, serialization="skops") -> str``
     Log a FITTED sklearn model with ``X.head(5)`` as input example (the signature is inferred
@@ -78,22 +80,28 @@ def _db_path(tracking_uri: str) -> Path:
 
 @contextlib.contextmanager
 def mlflow_pointed_at(tracking_uri: str) -> Iterator[Any]:
-    """Point mlflow's process-wide tracking/registry URIs at ``tracking_uri`` for a block."""
+    """Point mlflow's process-wide tracking/registry URIs at ``tracking_uri`` for a block,
+    then put back exactly what was there (the explicit URIs and the environment)."""
     import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
 
-    before = {key: os.environ.get(key) for key in _ENV_KEYS}
+    env = {key: os.environ.get(key) for key in _ENV_KEYS}
+    # MLflow keeps "set explicitly" apart from "from the environment" only in these globals;
+    # set_tracking_uri("") would mean ./mlruns, not "unset".
+    tracking, registry = tracking_utils._tracking_uri, registry_utils._registry_uri
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     try:
         yield mlflow
     finally:
-        for key, value in before.items():
+        mlflow.set_tracking_uri(tracking)
+        registry_utils._registry_uri = registry
+        for key, value in env.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        mlflow.set_tracking_uri(before["MLFLOW_TRACKING_URI"] or "")
-        mlflow.set_registry_uri(before["MLFLOW_REGISTRY_URI"] or "")
 
 
 def experiment_for(tracking_uri: str) -> str:
@@ -170,6 +178,10 @@ def tracking_uri(tmp_path: Path, _empty_registry_db: Path, monkeypatch: pytest.M
     uri = f"sqlite:///{db}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
+    # The Default experiment stores artifacts under the working directory; runs started
+    # without an experiment go to one whose artifacts live in tmp_path instead.
+    experiment_for(uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", _EXPERIMENT)
     yield uri
 
 
