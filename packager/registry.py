@@ -101,6 +101,19 @@ def _versions(client: Any, name: str) -> list[Any]:
     return sorted(versions, key=lambda mv: int(mv.version))
 
 
+def _check_sqlite_exists(tracking_uri: str) -> None:
+    # MLflow would silently create an empty registry (and its directories) at a wrong path.
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    path = Path(tracking_uri.removeprefix("sqlite:///").split("?", 1)[0])
+    if str(path) in ("", ":memory:") or path.is_file():
+        return
+    raise RegistryError(
+        f"no MLflow registry database at {str(path.resolve())!r} (tracking URI {tracking_uri}); expected an existing "
+        "registry: pass --tracking-uri, set MLFLOW_TRACKING_URI, or run in the directory that holds mlflow.db"
+    )
+
+
 def resolve(model_uri: str, tracking_uri: str) -> ResolvedModel:
     """Resolve ``model_uri`` to exactly one registered version (once; every later step uses it)."""
     from mlflow.exceptions import MlflowException
@@ -112,6 +125,7 @@ def resolve(model_uri: str, tracking_uri: str) -> ResolvedModel:
             "or models:/NAME/VERSION (e.g. models:/fire-risk/Production, models:/fire-risk@champion, models:/fire-risk/3)"
         )
     name, alias, ref = match["name"], match["alias"], match["ref"]
+    _check_sqlite_exists(tracking_uri)
     client = _client(tracking_uri)
     try:
         try:

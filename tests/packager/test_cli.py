@@ -118,3 +118,15 @@ def test_missing_packager_extra_names_the_pip_command(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", cli_run, str(tmp_path / "x.edgepkg")], cwd=root, capture_output=True, text=True)
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: ") and "pip install 'edgepack[packager]'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_registry_that_does_not_exist_is_not_created(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = tmp_path / "nowhere" / "mlflow.db"
+    result = _run("build", "models:/fire/1", "-o", str(tmp_path / "x.edgepkg"), "--tracking-uri", f"sqlite:///{missing}")
+    assert result.exit_code == 4 and "no MLflow registry database at" in result.stderr and str(missing) in result.stderr
+    assert not missing.parent.exists()
+    # The default, sqlite:///mlflow.db in the working directory, says so too.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    result = _run("build", "models:/fire/1", "-o", "x.edgepkg")
+    assert result.exit_code == 4 and "sqlite:///mlflow.db" in result.stderr and not (tmp_path / "mlflow.db").exists()
