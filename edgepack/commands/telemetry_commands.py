@@ -40,7 +40,7 @@ def sync(db_path: Path, endpoint: str, token_file: Path, once: bool, interval: f
     token = token_file.read_text(encoding="utf-8").strip()
     if not token:
         raise click.UsageError(f"--token-file {token_file} is empty; expected the device token issued by `edgepack token add`")
-    if not db_path.exists():
+    if once and not db_path.exists():
         raise click.UsageError(f"--db {db_path} does not exist; expected the telemetry buffer the app records into")
     stop = threading.Event()
 
@@ -56,10 +56,20 @@ def sync(db_path: Path, endpoint: str, token_file: Path, once: bool, interval: f
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not db_path.exists():
+        # As a service (e.g. a container's default command) sync may start before the app
+        # has recorded anything: wait for the buffer instead of exiting into a restart loop.
+        logging.getLogger("telemetry.sync").warning("--db %s does not exist yet; waiting for the app to create it", db_path)
+        while not db_path.exists():
+            if stop.wait(min(interval, 1.0) or 0.1):
+                click.echo("stop_requested: sent 0 records in 0 batches (the buffer never appeared)")
+                return
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per batch is ours
     options = telemetry.SyncOptions(batch_size=batch_size, request_deadline=deadline, interval=interval)
     try:
-        with telemetry.Buffer(db_path, create=False) as buffer:
+        # As a service, the app may still be creating the file: whichever side gets the
+        # write lock first creates the schema, the other finds it.
+        with telemetry.Buffer(db_path, create=not once) as buffer:
             if interactive:
                 with click.progressbar(length=buffer.pending(), label="syncing", file=sys.stderr) as bar:
                     with telemetry.SyncService(buffer, endpoint, token=token, options=options,

@@ -83,7 +83,7 @@ def test_cli_usage_errors_name_what_is_wrong(collector: RunningCollector, tmp_pa
     assert empty.returncode == 2 and "is empty" in empty.stderr
     token_file.write_text(collector.token)
     missing = edgepack(*sync_args(tmp_path / "nope.db", collector, token_file, "--once"))
-    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    assert missing.returncode == 2 and "does not exist" in missing.stderr  # --once: a typo must not pass
     assert not (tmp_path / "nope.db").exists()
     bad_url = edgepack("sync", "--db", str(db), "--endpoint", "collector:8787", "--token-file", str(token_file), "--once")
     assert bad_url.returncode == 2 and "expected an http:// or https:// URL" in bad_url.stderr
@@ -194,3 +194,30 @@ def test_cli_once_shows_a_progress_bar_only_on_a_terminal(collector: RunningColl
     assert "syncing" in screen and "100%" in screen
     assert " records sent, " not in screen  # per-batch log lines give way to the bar
     assert collector.stats()["records"] == 300
+
+
+def test_the_service_waits_for_a_buffer_the_app_has_not_created_yet(collector: RunningCollector, tmp_path: Path) -> None:
+    db = tmp_path / "later.db"
+    token_file = tmp_path / "token"
+    token_file.write_text(collector.token)
+    service = subprocess.Popen(
+        [sys.executable, "-m", "edgepack", *sync_args(db, collector, token_file, "--interval", "0.05")],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert service.stderr is not None
+        waiting = service.stderr.readline()
+        assert "does not exist yet; waiting" in waiting
+        with telemetry.Buffer(db) as buffer:  # the app starts after the sync service
+            for seq in range(30):
+                record(buffer, seq)
+        deadline = time.monotonic() + 60
+        while collector.stats()["records"] < 30 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        service.send_signal(signal.SIGTERM)
+        out, err = service.communicate(timeout=60)
+    finally:
+        if service.poll() is None:
+            service.kill()
+    assert service.returncode == 0, err
+    assert collector.stats()["records"] == 30 and stored(db) == []
