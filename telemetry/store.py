@@ -25,7 +25,6 @@ SQLite errors are translated into ``telemetry.errors`` here and nowhere else.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import marshal
 import os
@@ -38,6 +37,11 @@ from pathlib import Path
 from types import ModuleType
 
 from . import crashpoint
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock there; use one process per buffer file
+    fcntl = None  # type: ignore[assignment]
 from .encoding import MARSHAL_VERSION
 from .errors import BufferFormatError, StorageError
 
@@ -220,6 +224,9 @@ class Store:
 
     @contextlib.contextmanager
     def _write_lock(self) -> Iterator[None]:
+        if fcntl is None:
+            yield
+            return
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:
             yield
