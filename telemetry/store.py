@@ -36,12 +36,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from . import crashpoint
-
 try:
     import fcntl
 except ImportError:  # Windows: no flock there; use one process per buffer file
     fcntl = None  # type: ignore[assignment]
+
+from . import crashpoint
 from .encoding import MARSHAL_VERSION
 from .errors import BufferFormatError, StorageError
 
