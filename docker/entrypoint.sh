@@ -27,8 +27,10 @@ if [ "$#" -eq 0 ]; then
         echo "entrypoint: token file $TOKEN_FILE is not readable; mount the device token there or set EDGEPACK_TOKEN_FILE" >&2
         exit 64
     fi
+    # EDGEPACK_SYNC_ARGS: extra sync options, split on spaces (e.g. "--interval 120 --batch-size 200").
+    # shellcheck disable=SC2086
     exec edgepack sync --db "${EDGEPACK_DB:-/var/lib/edgepack/predictions.db}" \
-        --endpoint "$EDGEPACK_ENDPOINT" --token-file "$TOKEN_FILE"
+        --endpoint "$EDGEPACK_ENDPOINT" --token-file "$TOKEN_FILE" ${EDGEPACK_SYNC_ARGS:-}
 fi
 
 exec "$@"

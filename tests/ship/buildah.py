@@ -8,9 +8,11 @@ a container that tries to fetch anything fails instead of quietly using the netw
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 TOOLS = ("buildah", "debootstrap", "unshare")
@@ -96,21 +98,40 @@ class Buildah:
             self("rm", container, check=False)
         return name
 
-    def run(self, image: str, *command: str, stdin: str | None = None, copy: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        """Run ``command`` in a fresh container of ``image`` (image user, env and workdir), offline.
-
-        ``copy`` maps host files to paths placed into the container first (as root).
-        """
-        container = self("from", "--quiet", image).stdout.strip()
+    @contextlib.contextmanager
+    def container(self, image: str, *, copy: dict[str, str] | None = None) -> Iterator[Container]:
+        """A working container of ``image``, removed afterwards; ``copy`` maps host files to
+        paths placed into it first (as root)."""
+        name = self("from", "--quiet", image).stdout.strip()
         try:
             for source, target in (copy or {}).items():
-                self("copy", container, source, target)
-            return self("run", "--isolation", "chroot", container, "--", *command, offline=True, stdin=stdin, check=False)
+                self("copy", name, source, target)
+            yield Container(self, name)
         finally:
-            self("rm", container, check=False)
+            self("rm", name, check=False)
+
+    def run(self, image: str, *command: str, stdin: str | None = None, copy: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Run ``command`` offline in a fresh container of ``image`` (image user, env and workdir)."""
+        with self.container(image, copy=copy) as container:
+            return container.run(*command, stdin=stdin)
 
     def cleanup(self) -> None:
         # Containers hold mounts; once they are gone the store is plain files under the
         # test's temporary directory, which pytest's retention removes (deleting ~1 GB
         # here would only slow the run down).
         self("rm", "--all", check=False)
+
+
+class Container:
+    """One working container: several commands share its filesystem (and its volumes)."""
+
+    def __init__(self, buildah: Buildah, name: str) -> None:
+        self.buildah = buildah
+        self.name = name
+
+    def run(self, *command: str, stdin: str | None = None, offline: bool = True) -> subprocess.CompletedProcess[str]:
+        """``offline=False`` shares the host's network (chroot isolation has no other), to reach a loopback server."""
+        return self.buildah("run", "--isolation", "chroot", self.name, "--", *command, offline=offline, stdin=stdin, check=False)
+
+    def set_env(self, **env: str) -> None:
+        self.buildah("config", *(arg for key, value in env.items() for arg in ("--env", f"{key}={value}")), self.name)

@@ -158,8 +158,44 @@ def test_tampered_bundle_stops_the_container_before_anything_runs(image: BuiltIm
         image.name, ENTRYPOINT, "edgepack", "predict", BUNDLE_IN_IMAGE, stdin=_rows_jsonl(deps_bundle.rows[:2]),
         copy={str(tampered): BUNDLE_IN_IMAGE},
     )  # fmt: skip
-    assert done.returncode != 0
+    assert done.returncode == 3, done.stderr  # edgepack verify's "bundle refused"
     assert "golden.json" in done.stderr
     assert done.stdout.strip() == ""  # no prediction came out of a bundle that failed verification
     health = image.buildah.run(image.name, "/opt/edgepack/docker/healthcheck.sh", copy={str(tampered): BUNDLE_IN_IMAGE})
     assert health.returncode != 0
+
+
+# The application side of a device: predictions recorded into the buffer the image syncs.
+APP = """
+import json, sys
+import runtime, telemetry
+buffer = telemetry.Buffer("/var/lib/edgepack/predictions.db")
+model = runtime.load("/opt/edgepack/model.edgepkg", telemetry=buffer)
+model.predict(json.load(open(sys.argv[1])))
+buffer.close()
+print(json.dumps({"sha256": model.sha256}))
+"""
+
+
+def test_default_command_sends_buffered_predictions_to_a_real_collector(
+    image: BuiltImage, deps_bundle: DepsBundle, collector, tmp_path: Path
+) -> None:
+    token = tmp_path / "token"
+    token.write_text(collector.token)
+    rows = tmp_path / "rows.json"
+    rows.write_text(json.dumps(deps_bundle.rows[:5]))
+    files = {str(token): "/opt/edgepack-test/token", str(rows): "/opt/edgepack-test/rows.json"}
+    with image.buildah.container(image.name, copy=files) as container:
+        recorded = container.run("python", "-c", APP, "/opt/edgepack-test/rows.json")
+        assert recorded.returncode == 0, recorded.stderr
+        sha256 = json.loads(recorded.stdout)["sha256"]
+        container.set_env(EDGEPACK_ENDPOINT=collector.url, EDGEPACK_TOKEN_FILE="/opt/edgepack-test/token", EDGEPACK_SYNC_ARGS="--once")
+        sent = container.run(ENTRYPOINT, offline=False)  # no command: the image's sync service
+        assert sent.returncode == 0, sent.stderr
+    stored = collector.records()
+    assert len(stored) == 5
+    assert {row["bundle_sha256"] for row in stored} == {sha256}
+    def canonical(rows: list[dict]) -> list[str]:
+        return sorted(json.dumps(row, sort_keys=True) for row in rows)
+
+    assert canonical([row["inputs"] for row in stored]) == canonical(deps_bundle.rows[:5])
