@@ -12,7 +12,7 @@ from typing import Any
 
 from runtime import bundle as bundle_format
 from runtime.errors import EdgeError
-from runtime.signing import KeySource
+from runtime.signing import KeySource, load_private_key
 
 from . import registry
 from .baseline import baseline
@@ -48,6 +48,8 @@ def build_bundle(
     """
     from edgepack import __version__
 
+    if signing_key is not None:
+        load_private_key(signing_key)  # a bad key fails now, not after the conversion
     uri = registry.tracking_uri_from(tracking_uri)
     resolved = registry.resolve(model_uri, uri)
     if on_resolved is not None:

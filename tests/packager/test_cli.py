@@ -65,6 +65,7 @@ def test_keygen_then_signed_build_verifies(registry: Registry, tmp_path: Path) -
         (["not-a-uri"], 4, "expected models:/NAME/STAGE"),
         (["models:/fire/1", "--abs-tol", "0", "--rel-tol", "0"], 3, "does not answer like the original"),
         (["models:/fire/1", "--abs-tol", "-1"], 1, "expected a number >= 0"),
+        (["models:/fire/1", "--sign-key", __file__], 1, "not an unencrypted PEM private key"),
     ],
 )
 def test_errors_map_to_exit_codes_with_the_message_and_no_traceback(registry: Registry, tmp_path: Path, args: list[str], code: int, message: str) -> None:
