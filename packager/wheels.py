@@ -24,10 +24,10 @@ import sys
 import tempfile
 import tomllib
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
@@ -43,9 +43,9 @@ _MUSLLINUX_RE = re.compile(r"^musllinux_(\d+)_(\d+)_(\w+)$")
 _LEGACY_MANYLINUX = {"manylinux2014": (2, 17), "manylinux2010": (2, 12), "manylinux1": (2, 5)}
 _NO_MATCH_RE = re.compile(r"No matching distribution found for (.+?)\s*$", re.MULTILINE)
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
-# Installer-owned files a reconstructed wheel must not carry (PEP 376 / PEP 610 / PEP 627).
 # Top-level files a wheel build may read (metadata, readme, license); nothing else is staged.
 _PROJECT_FILES = ("pyproject.toml", "setup.cfg", "setup.py", "MANIFEST.in", "README*", "LICENSE*", "NOTICE*", "COPYING*")
+# Installer-owned files a reconstructed wheel must not carry (PEP 376 / PEP 610 / PEP 627).
 _INSTALLER_FILES = {"INSTALLER", "REQUESTED", "direct_url.json", "RECORD"}
 
 
@@ -96,10 +96,6 @@ def normalize_python_version(python_version: str) -> tuple[str, str]:
         raise WheelError(f"python version {python_version!r} is not understood; expected e.g. '3.11'")
     major, minor = match.groups()
     return f"{major}.{minor}", f"cp{major}{minor}"
-
-
-def running_python_version() -> str:
-    return f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
 def platform_tags(platform: str) -> list[str]:
@@ -181,16 +177,6 @@ def device_wheels(
                     shutil.copyfile(wheel, partial)
                     os.replace(partial, cached)
         return out
-
-
-def wheel_platforms(files: Iterable[str]) -> dict[str, list[str]]:
-    """Group bundle entry names ``wheels/<platform>/<file>`` by platform."""
-    grouped: dict[str, list[str]] = {}
-    for name in files:
-        parts = PurePosixPath(name).parts
-        if len(parts) == 3 and parts[0] + "/" == WHEELS_PREFIX and parts[2].endswith(".whl"):
-            grouped.setdefault(parts[1], []).append(parts[2])
-    return {platform: sorted(names) for platform, names in sorted(grouped.items())}
 
 
 def _parse_requirements(lines: Sequence[str]) -> list[Requirement]:
