@@ -242,11 +242,12 @@ def load(model_dir: str | os.PathLike[str], *, allow_pickle: bool = True) -> Loa
 def _as_frame(example: Any) -> Any:
     import pandas as pd
 
-    if example is None or isinstance(example, pd.DataFrame):
-        return example
-    if isinstance(example, dict):
-        return pd.DataFrame(example)
-    return pd.DataFrame(example)
+    if example is None:
+        return None
+    frame = example if isinstance(example, pd.DataFrame) else pd.DataFrame(example)
+    # A numpy example gives integer column labels; names are strings everywhere else.
+    frame.columns = [str(c) for c in frame.columns]
+    return frame
 
 
 def _load_sklearn(path: Path, conf: dict[str, Any], *, allow_pickle: bool) -> Any:

@@ -470,3 +470,26 @@ def test_double_retry_works_behind_an_imputer_too() -> None:
     assert {i["name"]: i["nullable"] for i in art.inputs} == {"x": True, "z": True}
     outs = onnx_answers(art.onnx_bytes, art.inputs, art.converted.onnx_inputs, X)
     np.testing.assert_allclose(outs[0].reshape(-1), model.predict(X), rtol=1e-4, atol=1e-6)
+
+
+def test_model_fitted_on_a_numpy_array_and_logged_with_a_numpy_example(tmp_path: Path) -> None:
+    import mlflow.sklearn
+    from sklearn.linear_model import LogisticRegression
+
+    from packager.registry import load
+
+    train = _frame(120, 9)
+    X = train.to_numpy()
+    model = LogisticRegression(max_iter=300).fit(X, _labels("int", _score(train)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mlflow.sklearn.save_model(model, tmp_path / "model", input_example=X[:5], serialization_format="pickle")
+    loaded = load(tmp_path / "model")
+    assert loaded.signature_columns is None and list(loaded.input_example.columns) == ["0", "1", "2", "3"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sklearn: "X has feature names" for the reference frame
+        art = sklearn_artifacts(loaded, None, BuildOptions())
+    assert [i["name"] for i in art.inputs] == ["0", "1", "2", "3"]
+    frame = pd.DataFrame(X, columns=["0", "1", "2", "3"])
+    outs = onnx_answers(art.onnx_bytes, art.inputs, art.converted.onnx_inputs, frame)
+    np.testing.assert_allclose(outs[1], model.predict_proba(X), atol=1e-4)
