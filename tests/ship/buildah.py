@@ -12,8 +12,10 @@ import contextlib
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+
+import pytest
 
 TOOLS = ("buildah", "debootstrap", "unshare")
 DEBIAN_MIRROR = os.environ.get("EDGEPACK_DEBIAN_MIRROR", "http://deb.debian.org/debian")
@@ -33,6 +35,16 @@ def missing_tools() -> list[str]:
     if os.geteuid() != 0:
         missing.append("root (debootstrap and buildah --isolation chroot need it)")
     return missing
+
+
+def require_tools(missing: list[str], env: Mapping[str, str]) -> None:
+    """Skip without the tools, except under CI, where a skip would hide a missing install step."""
+    if not missing:
+        return
+    message = f"the image test needs {', '.join(missing)}: run scripts/install-image-tools.sh as root"
+    if env.get("CI", "").lower() in ("true", "1"):
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 class Debootstrap:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from .buildah import Buildah, Debootstrap, missing_tools
+from .buildah import Buildah, Debootstrap, missing_tools, require_tools
 from .support import HEAVY, HEAVY_DISTRIBUTIONS, ROOT, DepsBundle, assert_same_predictions, host_predictions, parse_json_lines
 
 pytestmark = pytest.mark.slow
@@ -43,12 +43,7 @@ class BuiltImage:
 @pytest.fixture(scope="module")
 def base_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path | Debootstrap]:
     """The Debian rootfs, or the debootstrap making it (requested before the bundle, so both run at once)."""
-    missing = missing_tools()
-    if missing:
-        message = f"the image test needs {', '.join(missing)}: run scripts/install-image-tools.sh as root"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    require_tools(missing_tools(), os.environ)
     given = os.environ.get("EDGEPACK_TEST_ROOTFS")
     if given:
         yield Path(given)
@@ -86,6 +81,18 @@ def image(base_rootfs: Path | Debootstrap, deps_bundle: DepsBundle, tmp_path_fac
         yield BuiltImage(buildah=buildah, name=IMAGE, config=config, size=size, build_log=built.stdout + built.stderr)
     finally:
         buildah.cleanup()
+
+
+@pytest.mark.parametrize("ci", ["true", "1"])
+def test_missing_image_tools_fail_under_ci(ci: str) -> None:
+    with pytest.raises(pytest.fail.Exception, match="buildah.*install-image-tools"):
+        require_tools(["buildah"], {"CI": ci})
+
+
+def test_missing_image_tools_skip_outside_ci() -> None:
+    with pytest.raises(pytest.skip.Exception, match="debootstrap"):
+        require_tools(["debootstrap"], {})
+    require_tools([], {"CI": "true"})  # nothing missing: neither
 
 
 def _image_bytes(buildah: Buildah, name: str) -> int:
