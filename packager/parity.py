@@ -318,16 +318,18 @@ def run_parity(
         if (result := passes(probe)) is not None:
             nullable.add(col.name)
             passed.append((probe, result))
-    for i in range(len(incomplete)):
-        row = incomplete.iloc[[i]].reset_index(drop=True)
-        if not gaps_of(row) <= nullable:
+    # Real rows with NaN, one batch per pattern of missing features.
+    patterns = incomplete.isna().apply(lambda r: tuple(r.index[r.to_numpy()]), axis=1) if len(incomplete) else []
+    for gaps in sorted(set(patterns)):
+        if not set(gaps) <= nullable:
             continue
-        if (result := passes(row)) is not None:
-            passed.append((row, result))
+        group = incomplete[[p == gaps for p in patterns]].reset_index(drop=True)
+        if (result := passes(group)) is not None:
+            passed.append((group, result))
         else:
-            # A real row with NaN disagrees: refuse NaN for those features on the device
+            # Real rows with NaN disagree: refuse NaN for those features on the device
             # rather than answer differently from the original.
-            nullable -= gaps_of(row)
+            nullable -= set(gaps)
     passed = [(frame, result) for frame, result in passed if gaps_of(frame) <= nullable]
     max_abs = max([float(cmp.abs_diff.max())] + [float(r.abs_diff.max()) for _, r in passed])
     max_rel = max([float(cmp.rel_diff.max())] + [float(r.rel_diff.max()) for _, r in passed])
