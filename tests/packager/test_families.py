@@ -493,3 +493,18 @@ def test_model_fitted_on_a_numpy_array_and_logged_with_a_numpy_example(tmp_path:
     frame = pd.DataFrame(X, columns=["0", "1", "2", "3"])
     outs = onnx_answers(art.onnx_bytes, art.inputs, art.converted.onnx_inputs, frame)
     np.testing.assert_allclose(outs[1], model.predict_proba(X), atol=1e-4)
+
+
+def test_a_bundle_that_fails_the_device_self_test_is_removed(tmp_path: Path) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from packager import SelfTestFailedError
+
+    model, train, _ = _fit(lambda: LogisticRegression(max_iter=300), "int", False, False)
+    art = _artifacts(model, train.head(5))
+    # Golden answers that the model in the bundle cannot reproduce (a corrupted conversion).
+    art.golden["outputs"]["probabilities"] = [[p[1], p[0]] for p in art.golden["outputs"]["probabilities"]]
+    out = tmp_path / "bad.edgepkg"
+    with pytest.raises(SelfTestFailedError, match="fails to load on the device side"):
+        write_artifacts(art, out, _RESOLVED, "sklearn")
+    assert not out.exists()
