@@ -127,12 +127,6 @@ class Buildah:
         with self.container(image, copy=copy) as container:
             return container.run(*command, stdin=stdin)
 
-    def cleanup(self) -> None:
-        # Containers hold mounts; once they are gone the store is plain files under the
-        # test's temporary directory, which pytest's retention removes (deleting ~1 GB
-        # here would only slow the run down).
-        self("rm", "--all", check=False)
-
 
 class Container:
     """One working container: several commands share its filesystem (and its volumes)."""

@@ -10,11 +10,11 @@ developing.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,50 +37,82 @@ class BuiltImage:
     name: str
     config: dict
     size: int
-    build_log: str
+    bundle: Path
+    """A copy of the bundle inside the image (what the host compares with)."""
+    public_key: Path
+    """The key the image verifies with."""
+    rows: list[dict]
+    """Sample rows for the model in the image."""
 
 
-@pytest.fixture(scope="module")
-def base_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path | Debootstrap]:
-    """The Debian rootfs, or the debootstrap making it (requested before the bundle, so both run at once)."""
+@pytest.fixture(scope="session")
+def image(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> BuiltImage:
+    """The image, built once per run however many pytest-xdist workers ask for it.
+
+    The first worker to take the lock builds it into a store shared by all workers; the
+    others wait and reuse it (buildah locks its store for concurrent use).
+    """
     require_tools(missing_tools(), os.environ)
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    state = shared / "edgepack-image"
+    buildah = Buildah(state)
+    failed = state.with_name("edgepack-image.failed")
+    with open(shared / "edgepack-image.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if failed.exists():
+            pytest.fail(f"building the image failed in another worker:\n{failed.read_text()}")
+        if not (state / "image.json").exists():
+            try:
+                _build(buildah, state, request)
+            except BaseException as exc:
+                failed.write_text(f"{type(exc).__name__}: {exc}")
+                raise
+    built = json.loads((state / "image.json").read_text())
+    return BuiltImage(
+        buildah=buildah,
+        name=IMAGE,
+        config=built["config"],
+        size=built["size"],
+        bundle=state / "context" / "dist" / "model.edgepkg",
+        public_key=state / "edge.pub",
+        rows=built["rows"],
+    )
+
+
+def _build(buildah: Buildah, state: Path, request: pytest.FixtureRequest) -> None:
     given = os.environ.get("EDGEPACK_TEST_ROOTFS")
-    if given:
-        yield Path(given)
-        return
-    job = Debootstrap(tmp_path_factory.mktemp("rootfs") / "bookworm")
+    # debootstrap runs in the background while the bundle is built.
+    job = None if given else Debootstrap(state / "rootfs" / "bookworm")
     try:
-        yield job
+        deps_bundle: DepsBundle = request.getfixturevalue("deps_bundle")
+        rootfs = Path(given) if given else job.wait()
     finally:
-        job.stop()
+        if job is not None:
+            job.stop()
+    buildah.import_rootfs(rootfs, BASE)
 
-
-@pytest.fixture(scope="module")
-def image(base_rootfs: Path | Debootstrap, deps_bundle: DepsBundle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltImage]:
-    rootfs = base_rootfs.wait() if isinstance(base_rootfs, Debootstrap) else base_rootfs
-    buildah = Buildah(tmp_path_factory.mktemp("image"))
-    state = buildah.root.parent
-    try:
-        buildah.import_rootfs(rootfs, BASE)
-
-        context = state / "context"
-        (context / "dist").mkdir(parents=True)
-        shutil.copyfile(ROOT / "Dockerfile.edge", context / "Dockerfile.edge")
-        shutil.copytree(ROOT / "docker", context / "docker", ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copyfile(deps_bundle.path, context / "dist" / "model.edgepkg")
-        built = buildah(
-            "bud", "--isolation", "chroot", "--format", "docker", "--from", BASE,
-            "--build-arg", "BUNDLE=dist/model.edgepkg",
-            "--build-arg", f"PUBLIC_KEY_PEM={deps_bundle.public_key.read_text().strip()}",
-            "-f", str(context / "Dockerfile.edge"), "-t", IMAGE, str(context),
-            offline=True, timeout=600,
-        )  # fmt: skip
-        config = json.loads(buildah("inspect", "--type", "image", IMAGE).stdout)
-        size = _image_bytes(buildah, IMAGE)
-        print(f"\nedge image {IMAGE}: {size / 1e6:.1f} MB (base {_image_bytes(buildah, BASE) / 1e6:.1f} MB)")
-        yield BuiltImage(buildah=buildah, name=IMAGE, config=config, size=size, build_log=built.stdout + built.stderr)
-    finally:
-        buildah.cleanup()
+    context = state / "context"
+    (context / "dist").mkdir(parents=True)
+    shutil.copyfile(ROOT / "Dockerfile.edge", context / "Dockerfile.edge")
+    shutil.copytree(ROOT / "docker", context / "docker", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copyfile(deps_bundle.path, context / "dist" / "model.edgepkg")
+    shutil.copyfile(deps_bundle.public_key, state / "edge.pub")
+    buildah(
+        "bud", "--isolation", "chroot", "--format", "docker", "--from", BASE,
+        "--build-arg", "BUNDLE=dist/model.edgepkg",
+        "--build-arg", f"PUBLIC_KEY_PEM={deps_bundle.public_key.read_text().strip()}",
+        "-f", str(context / "Dockerfile.edge"), "-t", IMAGE, str(context),
+        offline=True, timeout=600,
+    )  # fmt: skip
+    config = json.loads(buildah("inspect", "--type", "image", IMAGE).stdout)
+    size = _image_bytes(buildah, IMAGE)
+    print(f"\nedge image {IMAGE}: {size / 1e6:.1f} MB (base {_image_bytes(buildah, BASE) / 1e6:.1f} MB)")
+    if not given:
+        shutil.rmtree(rootfs, ignore_errors=True)
+    built = {"config": config, "size": size, "rows": deps_bundle.rows}
+    (state / "image.json.part").write_text(json.dumps(built))
+    (state / "image.json.part").rename(state / "image.json")
 
 
 @pytest.mark.parametrize("ci", ["true", "1"])
@@ -105,16 +137,16 @@ def _rows_jsonl(rows: list[dict]) -> str:
     return "".join(json.dumps(row) + "\n" for row in rows)
 
 
-def test_image_verifies_its_bundle_then_predicts_like_the_host(image: BuiltImage, deps_bundle: DepsBundle) -> None:
+def test_image_verifies_its_bundle_then_predicts_like_the_host(image: BuiltImage) -> None:
     # `IMAGE edgepack predict BUNDLE` with rows on stdin, through the image's entrypoint.
     done = image.buildah.run(
         image.name, ENTRYPOINT, "edgepack", "predict", BUNDLE_IN_IMAGE, "--public-key", "/opt/edgepack/edge.pub",
-        stdin=_rows_jsonl(deps_bundle.rows),
+        stdin=_rows_jsonl(image.rows),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "signature verified" in done.stderr  # the entrypoint's start-up verification, on stderr
     got = parse_json_lines(done.stdout)
-    assert_same_predictions(got, host_predictions(deps_bundle.path, deps_bundle.rows, deps_bundle.public_key))
+    assert_same_predictions(got, host_predictions(image.bundle, image.rows, image.public_key))
 
 
 def test_image_holds_no_build_side_packages(image: BuiltImage) -> None:
@@ -155,14 +187,14 @@ def test_default_command_without_an_endpoint_says_what_to_set(image: BuiltImage)
     assert "EDGEPACK_ENDPOINT" in done.stderr
 
 
-def test_tampered_bundle_stops_the_container_before_anything_runs(image: BuiltImage, deps_bundle: DepsBundle, tmp_path: Path) -> None:
+def test_tampered_bundle_stops_the_container_before_anything_runs(image: BuiltImage, tmp_path: Path) -> None:
     tampered = tmp_path / "model.edgepkg"
-    with zipfile.ZipFile(deps_bundle.path) as zin, zipfile.ZipFile(tampered, "w") as zout:
+    with zipfile.ZipFile(image.bundle) as zin, zipfile.ZipFile(tampered, "w") as zout:
         for info in zin.infolist():
             data = zin.read(info)
             zout.writestr(info, data + b" " if info.filename == "golden.json" else data)
     done = image.buildah.run(
-        image.name, ENTRYPOINT, "edgepack", "predict", BUNDLE_IN_IMAGE, stdin=_rows_jsonl(deps_bundle.rows[:2]),
+        image.name, ENTRYPOINT, "edgepack", "predict", BUNDLE_IN_IMAGE, stdin=_rows_jsonl(image.rows[:2]),
         copy={str(tampered): BUNDLE_IN_IMAGE},
     )  # fmt: skip
     assert done.returncode == 3, done.stderr  # edgepack verify's "bundle refused"
@@ -185,12 +217,12 @@ print(json.dumps({"sha256": model.sha256}))
 
 
 def test_default_command_sends_buffered_predictions_to_a_real_collector(
-    image: BuiltImage, deps_bundle: DepsBundle, collector, tmp_path: Path
+    image: BuiltImage, collector, tmp_path: Path
 ) -> None:
     token = tmp_path / "token"
     token.write_text(collector.token)
     rows = tmp_path / "rows.json"
-    rows.write_text(json.dumps(deps_bundle.rows[:5]))
+    rows.write_text(json.dumps(image.rows[:5]))
     files = {str(token): "/opt/edgepack-test/token", str(rows): "/opt/edgepack-test/rows.json"}
     with image.buildah.container(image.name, copy=files) as container:
         recorded = container.run("python", "-c", APP, "/opt/edgepack-test/rows.json")
@@ -205,4 +237,4 @@ def test_default_command_sends_buffered_predictions_to_a_real_collector(
     def canonical(rows: list[dict]) -> list[str]:
         return sorted(json.dumps(row, sort_keys=True) for row in rows)
 
-    assert canonical([row["inputs"] for row in stored]) == canonical(deps_bundle.rows[:5])
+    assert canonical([row["inputs"] for row in stored]) == canonical(image.rows[:5])
