@@ -190,3 +190,21 @@ def test_tampered_wheel_is_rejected_by_the_loader(deps_bundle, tmp_path: Path) -
     manifest = json.loads(zipfile.ZipFile(tampered).read("manifest.json"))
     assert victim in manifest["files"]
 
+
+
+def test_edgepack_build_for_32_bit_arm_fails_naming_onnxruntime_and_writes_nothing(make_bundle, wheel_cache: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from edgepack.cli import cli
+
+    base = make_bundle("binary")
+    out = tmp_path / "dist" / "armv7.edgepkg"
+    result = CliRunner().invoke(
+        cli,
+        ["build", "models:/fire-risk@champion", "-o", str(out), "--tracking-uri", base.tracking_uri,
+         "--with-deps", host_platform(), "--with-deps", "linux_armv7l"],
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "onnxruntime" in result.stderr and "linux_armv7l" in result.stderr
+    assert not out.exists()
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []
