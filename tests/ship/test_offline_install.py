@@ -118,3 +118,26 @@ def test_installer_refuses_a_bundle_without_wheels(make_bundle, tmp_path: Path) 
     done = subprocess.run([sys.executable, str(INSTALLER), str(plain), "--python", sys.executable], capture_output=True, text=True, env=_env())
     assert done.returncode == 2
     assert "--with-deps" in done.stderr
+
+
+def _installer_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("install_from_bundle", INSTALLER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_installer_picks_the_platform_of_this_machine_among_several(monkeypatch: pytest.MonkeyPatch) -> None:
+    installer = _installer_module()
+    both = ["manylinux_2_28_x86_64", "manylinux_2_28_aarch64"]
+    monkeypatch.setattr(installer.host_platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(installer.host_platform, "libc_ver", lambda: ("glibc", "2.36"))
+    assert installer.choose_platform(both, None) == "manylinux_2_28_aarch64"
+    monkeypatch.setattr(installer.host_platform, "machine", lambda: "x86_64")
+    assert installer.choose_platform(both, None) == "manylinux_2_28_x86_64"
+    assert installer.choose_platform(both, "manylinux_2_28_aarch64") == "manylinux_2_28_aarch64"
+    monkeypatch.setattr(installer.host_platform, "machine", lambda: "armv7l")
+    with pytest.raises(installer.InstallError, match="pass --platform"):
+        installer.choose_platform(both, None)

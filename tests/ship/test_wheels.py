@@ -208,3 +208,16 @@ def test_edgepack_build_for_32_bit_arm_fails_naming_onnxruntime_and_writes_nothi
     assert "onnxruntime" in result.stderr and "linux_armv7l" in result.stderr
     assert not out.exists()
     assert not out.parent.exists() or list(out.parent.iterdir()) == []
+
+
+def test_arm64_wheels_carry_only_tags_an_arm64_device_accepts(wheel_cache: Path) -> None:
+    version = metadata.version("onnxruntime")
+    platform = "manylinux_2_28_aarch64"
+    got = device_wheels([platform], running_python(), [f"onnxruntime=={version}"], options=WheelOptions(cache_dir=wheel_cache))
+    accepted = set(platform_tags(platform)) | {"any"}
+    assert {"onnxruntime", "numpy", "cryptography", "edgepack"} <= _names(got, platform)
+    for name in got:
+        _, _, _, tags = parse_wheel_filename(name.rsplit("/", 1)[1])
+        assert {tag.platform for tag in tags} & accepted, f"{name} does not install on {platform}"
+        abi = "cp" + running_python().replace(".", "")
+        assert {tag.abi for tag in tags} & {"none", "abi3", abi}, f"{name} does not load in CPython {running_python()}"
