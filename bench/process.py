@@ -34,7 +34,9 @@ start = time.perf_counter()
 import runtime
 model = runtime.load(sys.argv[1], threads=1)
 model.predict(json.loads(sys.argv[2]))
-print(json.dumps({"seconds": time.perf_counter() - start}))
+elapsed = time.perf_counter() - start
+heavy = [m for m in ("pandas", "sklearn", "mlflow", "skl2onnx", "onnx", "scipy") if m in sys.modules]
+print(json.dumps({"seconds": elapsed, "heavy_modules": heavy}))
 """
 
 COLD_PYFUNC = """
@@ -150,6 +152,7 @@ def measure_cold_start(case: ModelCase, options: BenchOptions, workdir: Path) ->
         runs[PYFUNC] = (COLD_PYFUNC, [case.model_uri, row])
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     walls: dict[str, list[float]] = {name: [] for name in runs}
+    heavy: set[str] = set()
     for _ in range(options.cold_runs):
         for name, (script, args) in runs.items():
             if name in errors:
@@ -159,6 +162,7 @@ def measure_cold_start(case: ModelCase, options: BenchOptions, workdir: Path) ->
                 result = _run_child(script, args, cwd=workdir)
                 walls[name].append(time.perf_counter() - began)
                 seconds[name].append(float(result["seconds"]))
+                heavy.update(result.get("heavy_modules", []))
             except Exception as exc:  # noqa: BLE001
                 errors[name] = f"{type(exc).__name__}: {exc}"
     figures = []
@@ -168,7 +172,11 @@ def measure_cold_start(case: ModelCase, options: BenchOptions, workdir: Path) ->
             continue
         median, p99 = summarize(seconds[name])
         wall, _ = summarize(walls[name])
-        what = "runtime.load + predict(dict)" if name == EDGEPACK else "mlflow.pyfunc.load_model(models:/...) + predict(1-row DataFrame)"
+        if name == EDGEPACK:
+            loaded = ", ".join(sorted(heavy)) if heavy else "none"
+            what = f"runtime.load + predict(dict); build-side modules imported: {loaded}"
+        else:
+            what = "mlflow.pyfunc.load_model(models:/...) + predict(1-row DataFrame)"
         figures.append(
             Figure(
                 section="cold_start",
