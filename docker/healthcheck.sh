@@ -27,8 +27,11 @@ if [ -f "$DB" ]; then
 import sqlite3
 import sys
 
-con = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True, timeout=5)
-result = con.execute("PRAGMA quick_check").fetchone()[0]
+try:
+    con = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True, timeout=5)
+    result = con.execute("PRAGMA quick_check").fetchone()[0]
+except sqlite3.DatabaseError as exc:
+    result = str(exc)
 if result != "ok":
     sys.exit(f"healthcheck: prediction buffer {sys.argv[1]} is damaged: {result}")
 PY

@@ -231,6 +231,12 @@ def test_default_command_sends_buffered_predictions_to_a_real_collector(
         container.set_env(EDGEPACK_ENDPOINT=collector.url, EDGEPACK_TOKEN_FILE="/opt/edgepack-test/token", EDGEPACK_SYNC_ARGS="--once")
         sent = container.run(ENTRYPOINT, offline=False)  # no command: the image's sync service
         assert sent.returncode == 0, sent.stderr
+        healthy = container.run("/opt/edgepack/docker/healthcheck.sh")  # now with a buffer to check
+        assert healthy.returncode == 0, healthy.stderr
+        container.run("python", "-c", "open('/var/lib/edgepack/predictions.db', 'r+b').write(b'not sqlite' * 20)")
+        damaged = container.run("/opt/edgepack/docker/healthcheck.sh")
+        assert damaged.returncode != 0
+        assert "prediction buffer /var/lib/edgepack/predictions.db is damaged" in damaged.stderr
     stored = collector.records()
     assert len(stored) == 5
     assert {row["bundle_sha256"] for row in stored} == {sha256}
