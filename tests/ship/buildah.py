@@ -127,6 +127,14 @@ class Buildah:
         with self.container(image, copy=copy) as container:
             return container.run(*command, stdin=stdin)
 
+    def release(self) -> None:
+        """Remove every container and unmount what buildah left mounted in the store (the
+        overlay driver keeps its own bind mount), so the directory can be deleted."""
+        self("rm", "--all", check=False)
+        mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+        for target in sorted((m for m in mounts if m.startswith(f"{self.root}/")), key=len, reverse=True):
+            subprocess.run(["umount", target], capture_output=True, check=False)
+
 
 class Container:
     """One working container: several commands share its filesystem (and its volumes)."""

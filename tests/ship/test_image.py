@@ -10,11 +10,13 @@ developing.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import shutil
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,20 +48,21 @@ class BuiltImage:
 
 
 @pytest.fixture(scope="session")
-def image(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> BuiltImage:
+def image(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltImage]:
     """The image, built once per run however many pytest-xdist workers ask for it.
 
     The first worker to take the lock builds it into a store shared by all workers; the
-    others wait and reuse it (buildah locks its store for concurrent use).
+    others wait and reuse it (buildah locks its store for concurrent use). The last worker
+    done with it unmounts the store.
     """
     require_tools(missing_tools(), os.environ)
     base = tmp_path_factory.getbasetemp()
     shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     state = shared / "edgepack-image"
+    users = shared / "edgepack-image.users"
+    failed = shared / "edgepack-image.failed"
     buildah = Buildah(state)
-    failed = state.with_name("edgepack-image.failed")
-    with open(shared / "edgepack-image.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _locked(shared / "edgepack-image.lock"):
         if failed.exists():
             pytest.fail(f"building the image failed in another worker:\n{failed.read_text()}")
         if not (state / "image.json").exists():
@@ -67,17 +70,37 @@ def image(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
                 _build(buildah, state, request)
             except BaseException as exc:
                 failed.write_text(f"{type(exc).__name__}: {exc}")
+                buildah.release()
                 raise
+        count = int(users.read_text()) if users.exists() else 0
+        users.write_text(str(count + 1))
     built = json.loads((state / "image.json").read_text())
-    return BuiltImage(
-        buildah=buildah,
-        name=IMAGE,
-        config=built["config"],
-        size=built["size"],
-        bundle=state / "context" / "dist" / "model.edgepkg",
-        public_key=state / "edge.pub",
-        rows=built["rows"],
-    )
+    try:
+        yield BuiltImage(
+            buildah=buildah,
+            name=IMAGE,
+            config=built["config"],
+            size=built["size"],
+            bundle=state / "context" / "dist" / "model.edgepkg",
+            public_key=state / "edge.pub",
+            rows=built["rows"],
+        )
+    finally:
+        with _locked(shared / "edgepack-image.lock"):
+            left = int(users.read_text()) - 1
+            users.write_text(str(left))
+            if left == 0:
+                buildah.release()
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _build(buildah: Buildah, state: Path, request: pytest.FixtureRequest) -> None:
@@ -105,6 +128,7 @@ def _build(buildah: Buildah, state: Path, request: pytest.FixtureRequest) -> Non
         "-f", str(context / "Dockerfile.edge"), "-t", IMAGE, str(context),
         offline=True, timeout=600,
     )  # fmt: skip
+    buildah("rm", "--all")  # bud leaves the base stage's working container (and its mount) behind
     config = json.loads(buildah("inspect", "--type", "image", IMAGE).stdout)
     size = _image_bytes(buildah, IMAGE)
     print(f"\nedge image {IMAGE}: {size / 1e6:.1f} MB (base {_image_bytes(buildah, BASE) / 1e6:.1f} MB)")
