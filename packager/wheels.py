@@ -272,14 +272,31 @@ def _run(args: list[str], options: WheelOptions) -> subprocess.CompletedProcess[
         raise WheelError(f"pip took longer than {options.timeout:.0f} s gathering wheels; is the package index reachable?") from exc
 
 
+def _missing(output: str) -> tuple[str, str] | None:
+    """(requirement, package name) from pip's "No matching distribution found for X"."""
+    match = _NO_MATCH_RE.search(output)
+    if not match:
+        return None
+    wanted = match[1].strip()
+    try:
+        return wanted, Requirement(wanted).name
+    except InvalidRequirement:
+        return wanted, wanted.split()[0]
+
+
 def _translate(output: str, platform: str) -> WheelError:
-    tail = "\n".join(line for line in output.strip().splitlines()[-8:])
-    if match := _NO_MATCH_RE.search(output):
-        wanted = match[1].strip()
-        try:
-            package = Requirement(wanted).name
-        except InvalidRequirement:
-            package = wanted.split()[0]
+    tail = "\n".join(output.strip().splitlines()[-8:])
+    missing = _missing(output)
+    # An unreachable index also ends in "no matching distribution": say what really failed.
+    if any(s in output for s in ("Failed to establish a new connection", "Could not fetch URL", "NewConnectionError")):
+        return WheelError(
+            f"the package index is unreachable and the wheel cache lacks wheels for {platform}; "
+            f"build once with network access (the cache is reused afterwards):\n{tail}",
+            package=missing[1] if missing else None,
+            platform=platform,
+        )
+    if missing:
+        wanted, package = missing
         return WheelError(
             f"no wheel of {wanted} exists for platform {platform} (pip: no matching distribution); "
             f"drop --with-deps {platform}, or choose a platform {package} publishes wheels for",
@@ -288,12 +305,6 @@ def _translate(output: str, platform: str) -> WheelError:
         )
     if "conflicting dependencies" in output or "ResolutionImpossible" in output:
         return WheelError(f"device requirements conflict for platform {platform}:\n{tail}", platform=platform)
-    if any(s in output for s in ("Failed to establish a new connection", "Could not fetch URL", "NewConnectionError")):
-        return WheelError(
-            f"the package index is unreachable and the wheel cache lacks wheels for {platform}; "
-            f"build once with network access (the cache is reused afterwards):\n{tail}",
-            platform=platform,
-        )
     return WheelError(f"pip could not gather wheels for platform {platform}:\n{tail}", platform=platform)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import zipfile
 from importlib import metadata
 from pathlib import Path
@@ -18,6 +19,14 @@ from packager.wheels import WheelError, WheelOptions, device_wheels, platform_ta
 from runtime.bundle import read_bundle
 
 from .support import host_platform, running_python
+
+
+def _only_a_dead_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pip sees one index, refusing connections, and none of this machine's pip config."""
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    for name in ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PIP_NO_INDEX"):
+        monkeypatch.delenv(name, raising=False)
 
 
 def _names(files: dict[str, bytes], platform: str) -> set[str]:
@@ -101,8 +110,8 @@ def test_gathering_twice_gives_the_same_bytes_offline_from_the_cache(
     own_name, own = next((name, data) for name, data in gathered.items() if "/edgepack-" in name)
     own_path = tmp_path / own_name.rsplit("/", 1)[1]
     own_path.write_bytes(own)
-    # A dead index proves the second run needs none: everything comes from the cache.
-    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+    # A dead index and no other source prove the second run needs none: all from the cache.
+    _only_a_dead_index(monkeypatch)
     version = metadata.version("onnxruntime")
     options = WheelOptions(cache_dir=wheel_cache, edgepack_wheel=own_path)
     again = device_wheels([host_platform()], running_python(), [f"onnxruntime=={version}"], options=options)
@@ -221,3 +230,17 @@ def test_arm64_wheels_carry_only_tags_an_arm64_device_accepts(wheel_cache: Path)
         assert {tag.platform for tag in tags} & accepted, f"{name} does not install on {platform}"
         abi = "cp" + running_python().replace(".", "")
         assert {tag.abi for tag in tags} & {"none", "abi3", abi}, f"{name} does not load in CPython {running_python()}"
+
+
+def test_unreachable_index_is_reported_as_such_not_as_a_missing_wheel(
+    gathered: dict[str, bytes], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    own_name, own = next((name, data) for name, data in gathered.items() if "/edgepack-" in name)
+    own_path = tmp_path / own_name.rsplit("/", 1)[1]
+    own_path.write_bytes(own)
+    _only_a_dead_index(monkeypatch)
+    monkeypatch.setenv("PIP_RETRIES", "1")  # one quick retry, and pip's warning names the connection error
+    options = WheelOptions(cache_dir=tmp_path / "empty-cache", edgepack_wheel=own_path)
+    with pytest.raises(WheelError, match="package index is unreachable") as info:
+        device_wheels([host_platform()], running_python(), ["onnxruntime"], options=options)
+    assert info.value.platform == host_platform()
