@@ -11,4 +11,4 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet -e '.[all]'
 
 # pytest exits 5 when it collects nothing: that must fail CI, and it does (non-zero).
-exec .venv/bin/python -m pytest -n 2 --durations=15 "$@"
+exec .venv/bin/python -m pytest -n 2 --dist loadfile --durations=15 "$@"
