@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .errors import BenchError
-from .figures import Figure, error_figure, set_ratios, summarize
+from .figures import Figure, error_figure, set_ratios, summarize, timing_figure
 from .inference import native_rows
 from .options import BenchOptions
 from .zoo import ModelCase
@@ -170,7 +170,6 @@ def measure_cold_start(case: ModelCase, options: BenchOptions, workdir: Path) ->
         if name in errors or not seconds.get(name):
             figures.append(error_figure(section="cold_start", path=name, unit="s", error=errors.get(name, "not measured"), model=case.name))
             continue
-        median, p99 = summarize(seconds[name])
         wall, _ = summarize(walls[name])
         if name == EDGEPACK:
             loaded = ", ".join(sorted(heavy)) if heavy else "none"
@@ -178,14 +177,12 @@ def measure_cold_start(case: ModelCase, options: BenchOptions, workdir: Path) ->
         else:
             what = "mlflow.pyfunc.load_model(models:/...) + predict(1-row DataFrame)"
         figures.append(
-            Figure(
+            timing_figure(
                 section="cold_start",
                 path=name,
+                seconds=seconds[name],
                 unit="s",
                 model=case.name,
-                median=median,
-                p99=p99,
-                samples=len(seconds[name]),
                 note=f"import to first prediction in a fresh process: {what}; whole process incl. interpreter start {wall:.3f} s (median)",
             )
         )
