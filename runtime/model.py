@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import signing
@@ -84,6 +84,8 @@ class EdgeModel:
             raise SelfTestError(f"golden row 0 alone cannot be predicted: {exc}", entry=GOLDEN) from exc
 
         self._telemetry = telemetry
+        # A sink may take the inputs as (names, values) tuples: no dict per prediction.
+        self._record_values = getattr(telemetry, "record_values", None)
         self._telemetry_lock = threading.Lock()
         self._telemetry_errors = 0
 
@@ -128,7 +130,7 @@ class EdgeModel:
                 raise Session.failure(exc) from exc
             result = self._first(raw, flags)
             if self._telemetry is not None:
-                self._record(self._schema.inputs_of(values), result)
+                self._record(values, result)
             return result
         if hasattr(data, "columns") and hasattr(data, "to_dict"):
             return self._predict_frame(data)
@@ -141,7 +143,7 @@ class EdgeModel:
         results = self._outputs.rows(self._run(self._output_names, feeds), flags)
         if self._telemetry is not None:
             for row_values, result in zip(values, results):
-                self._record(self._schema.inputs_of(row_values), result)
+                self._record(row_values, result)
         return results
 
     def predict_batch(self, columns: Mapping[str, Any]) -> dict[str, Any]:
@@ -180,12 +182,30 @@ class EdgeModel:
             rows = self._rows_from_arrays(result)
             for i, row_result in enumerate(rows):
                 inputs = {n: (None if (v := col[i]) is None or v != v else v) for n, col in zip(names, columns_as_lists)}
-                self._record(inputs, row_result)
+                self._record_mapping(inputs, row_result)
         return result
 
     # -- telemetry ------------------------------------------------------------------------
 
-    def _record(self, inputs: dict[str, Any], result: Result) -> None:
+    def _record(self, values: list[Sequence[Any]], result: Result) -> None:
+        """Hand one predicted row (its validated per-input values) to the telemetry sink."""
+        if self._record_values is None:
+            self._record_mapping(self._schema.inputs_of(values), result)
+            return
+        try:
+            self._record_values(
+                model=self.name,
+                version=self.version,
+                bundle_sha256=self.sha256,
+                names=self._schema.names,
+                values=self._schema.input_values(values),
+                outputs=self._outputs.outputs_of(result),
+                flags=result["flags"],
+            )
+        except Exception as exc:  # a sink's failure must never fail a prediction
+            self._telemetry_failed(exc)
+
+    def _record_mapping(self, inputs: dict[str, Any], result: Result) -> None:
         try:
             self._telemetry.record(  # type: ignore[union-attr]
                 model=self.name,
@@ -196,18 +216,21 @@ class EdgeModel:
                 flags=list(result["flags"]),
             )
         except Exception as exc:  # a sink's failure must never fail a prediction
-            with self._telemetry_lock:
-                self._telemetry_errors += 1
-                first = self._telemetry_errors == 1
-            if first:
-                log.warning(
-                    "telemetry record() failed for %s v%s (%s: %s); predictions continue, further failures are only counted "
-                    "in EdgeModel.telemetry_errors",
-                    self.name,
-                    self.version,
-                    type(exc).__name__,
-                    exc,
-                )
+            self._telemetry_failed(exc)
+
+    def _telemetry_failed(self, exc: Exception) -> None:
+        with self._telemetry_lock:
+            self._telemetry_errors += 1
+            first = self._telemetry_errors == 1
+        if first:
+            log.warning(
+                "telemetry record() failed for %s v%s (%s: %s); predictions continue, further failures are only counted "
+                "in EdgeModel.telemetry_errors",
+                self.name,
+                self.version,
+                type(exc).__name__,
+                exc,
+            )
 
 
 def load(

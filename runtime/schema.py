@@ -19,7 +19,8 @@ import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from operator import contains, itemgetter, le
+from itertools import chain
+from operator import contains, eq, itemgetter, le
 from typing import Any
 
 import numpy as np
@@ -185,6 +186,14 @@ class InputSchema:
         # Where each feature's value sits in the per-input value lists, in feature order.
         self._positions = tuple(
             (self._input_names.index(f.onnx_input), f.slot) for f in self.features
+        )
+        # The same, as indexes into the packed inputs' values laid end to end: picking them
+        # is one C-level call per row (telemetry reads every predicted row this way).
+        offsets = [sum(len(q.features) for q in self.packed[:k]) for k in range(len(self.packed))]
+        flat = [offsets[i] + slot for i, slot in self._positions]
+        picker = itemgetter(*flat) if flat else None
+        self._pick_in_name_order: Callable[[list[Any]], tuple[Any, ...]] = (
+            (lambda vals: (picker(vals),)) if len(flat) == 1 else (picker or (lambda vals: ()))  # type: ignore[assignment]
         )
         self._name_set = frozenset(self.names)
         self._categories = {f.name: frozenset(f.categories) for f in self.features if f.categories is not None}
@@ -387,11 +396,14 @@ class InputSchema:
 
     def inputs_of(self, values: list[Sequence[Any]]) -> dict[str, Any]:
         """The validated values of one row by feature name, NaN as None (for telemetry)."""
-        out = {}
-        for name, (i, slot) in zip(self.names, self._positions):
-            v = values[i][slot]
-            out[name] = None if v is None or v != v else v
-        return out
+        return dict(zip(self.names, self.input_values(values)))
+
+    def input_values(self, values: list[Sequence[Any]]) -> tuple[Any, ...]:
+        """The validated values of one row in ``names`` order, NaN as None (for telemetry)."""
+        picked = self._pick_in_name_order(list(chain.from_iterable(values)))
+        if all(map(eq, picked, picked)):  # only NaN differs from itself
+            return picked
+        return tuple(None if v != v else v for v in picked)
 
     # -- columns --------------------------------------------------------------------------
 

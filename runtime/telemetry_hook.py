@@ -3,6 +3,11 @@
 ``telemetry.Buffer`` implements it; so can any object with the same method. The runtime
 calls ``record`` once per predicted row, after the prediction is computed. A sink that
 raises never fails the prediction: the runtime counts the error and logs it once.
+
+A sink may also have ``record_values`` (``telemetry.Buffer`` does): the same call with the
+inputs as two tuples, ``names`` (the same object for every row of a model) and ``values``
+(NaN as None). Single-row predictions then skip building a dict per row, which is most of
+what telemetry costs the calling thread.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The device-side prediction buffer: ``record()`` enqueues, one writer thread commits.
 
-``record()`` does a shallow copy and a ``deque.append`` (about a microsecond), so the
-application never waits for the disk. A single background thread owns the only SQLite
-connection of the buffer: it turns queued records into rows (UUID, sampling, packing) and
-commits them in groups of at most ``group_size`` records or ``group_delay`` seconds.
+``record()`` packs the record's values into a small blob and appends it to an in-memory
+queue (a few microseconds), so the application never waits for the disk. A single
+background thread owns the only SQLite connection of the buffer: it turns queued records
+into rows (UUID, sampling) and commits them in groups of at most ``group_size`` records or
+``group_delay`` seconds, with multi-row INSERTs whose SQLite work runs without the GIL.
 Everything else that touches the file (``flush``, ``pending``, the sync service's reads
 and deletes) is a job queued behind the records, run by the same thread, so a job always
 sees every record recorded before it.
@@ -137,6 +138,15 @@ def _uuid4_strings(n: int) -> list[str]:
     return out
 
 
+def _payload(values: tuple[Any, ...], outputs: Mapping[str, Any], flags: tuple[Any, ...]) -> bytes:
+    try:
+        return pack(values, outputs, flags)
+    except Exception:  # noqa: BLE001 - e.g. nested too deep for marshal
+        # Keep the record in a degraded form rather than lose it or fail the caller.
+        return pack(tuple(_text(v) for v in values), {_text(k): _text(v) for k, v in outputs.items()},
+                    tuple(_text(f) for f in flags))
+
+
 def _text(value: Any) -> str:
     try:
         return str(value)[:10_000]
@@ -206,9 +216,34 @@ class Buffer:
         """Queue one prediction; it is committed within ``group_delay`` (see ``flush``).
 
         At commit it gets a random UUID, its identity at the collector forever, and a row
-        id that is never reused. Only ``model``/``version``/``bundle_sha256`` types and the
-        shape of the arguments are checked here (``RecordError``); values are converted in
-        the writer thread (numpy by duck typing, anything else JSON lacks as text).
+        id that is never reused. The values are packed here, so later changes to the
+        mappings do not reach the record; numpy values are converted by duck typing and
+        anything JSON lacks is kept as text. Bad argument shapes raise ``RecordError``.
+        """
+        try:
+            names = tuple(inputs)
+            values = tuple(inputs.values())
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise RecordError(f"inputs and outputs must be mappings and flags a sequence: {exc}") from exc
+        self.record_values(model=model, version=version, bundle_sha256=bundle_sha256, names=names, values=values,
+                           outputs=outputs, flags=flags)
+
+    def record_values(
+        self,
+        *,
+        model: str,
+        version: str,
+        bundle_sha256: str,
+        names: tuple[str, ...],
+        values: tuple[Any, ...],
+        outputs: Mapping[str, Any],
+        flags: Sequence[str],
+    ) -> None:
+        """``record`` with the inputs as two equally long tuples, names and values.
+
+        The runtime calls this when a sink has it: it saves building a dict per
+        prediction, and passing the same ``names`` object every time makes finding the
+        record's context an identity check.
         """
         if self._closed:
             raise BufferClosedError(f"telemetry buffer {self.path} is closed; record() needs an open buffer")
@@ -219,15 +254,25 @@ class Buffer:
             )
         if type(flags) is str:
             raise RecordError("flags must be a sequence of str (e.g. ['out_of_range:temp_c']), got a single str")
+        if type(names) is not tuple or type(values) is not tuple or len(names) != len(values):
+            raise RecordError(
+                f"names and values must be tuples of the same length, got {type(names).__name__} "
+                f"of {len(names) if hasattr(names, '__len__') else '?'} and {type(values).__name__}"
+            )
         try:
-            item = (time.time(), model, version, bundle_sha256, dict(inputs), dict(outputs), tuple(flags))
-        except (TypeError, ValueError) as exc:
+            flags = tuple(flags)
+        except TypeError as exc:
             raise RecordError(f"inputs and outputs must be mappings and flags a sequence: {exc}") from exc
+        if type(outputs) is not dict and not isinstance(outputs, Mapping):
+            raise RecordError(f"inputs and outputs must be mappings and flags a sequence: outputs is a {type(outputs).__name__}")
         queue = self._queue
         if len(queue) >= self._max_queued:
             self._lost.append(None)
             return
-        queue.append(item)
+        # Packing here rather than on the writer thread: the work is the same, but done by
+        # the caller it cannot convoy with it on the GIL, and the writer's share becomes
+        # mostly SQLite time, which runs without the GIL.
+        queue.append((time.time(), model, version, bundle_sha256, names, _payload(values, outputs, flags)))
         # Order matters: append, then signal. The writer clears the signal before it
         # drains, so a record is either drained or finds the signal cleared and sets it.
         if not self._wake.is_set():
@@ -289,9 +334,9 @@ class Buffer:
 
     # Used by the sync service; each runs on the writer thread, after earlier records.
 
-    def oldest(self, limit: int) -> list[StoredRecord]:
-        """The ``limit`` oldest pending records (not removed: see ``acknowledge``)."""
-        return self._call(lambda store: store.oldest(limit))
+    def oldest(self, limit: int, *, after: int = 0) -> list[StoredRecord]:
+        """The ``limit`` oldest pending records after row ``after`` (not removed: see ``acknowledge``)."""
+        return self._call(lambda store: store.oldest(limit, after))
 
     def acknowledge(self, rowids: Sequence[int]) -> int:
         """Delete records the collector stored, in one transaction; returns how many."""
@@ -310,7 +355,7 @@ class Buffer:
 
     def counters(self) -> dict[str, int]:
         """The cumulative counters sent with every batch (``dropped``, ``sampled_out``, ``dead_lettered``)."""
-        values = self._call(lambda store: store.counters())
+        values = self._call(lambda store: store.counters(pending=False))
         return {
             "dropped": values["dropped"] + len(self._lost),
             "sampled_out": values["sampled_out"],
@@ -439,23 +484,23 @@ class Buffer:
         contexts = self._contexts
         rows = []
         sampled_out = 0
-        for uid, (ts, model, version, sha, inputs, outputs, flags) in zip(ids, group):
+        key: tuple[Any, ...] = ()
+        context: Context | None = None
+        for uid, item in zip(ids, group):
             if keep_below is not None and int(uid[:8], 16) >= keep_below:
                 sampled_out += 1
                 continue
-            key = (model, version, sha, tuple(inputs))
-            context = contexts.get(key)
-            if context is None:
-                if len(contexts) >= _MAX_CONTEXTS:
-                    contexts.clear()  # an app with ever-changing input names: stay bounded
-                context = contexts[key] = Context(model, version, sha, names_of(inputs))
-            try:
-                payload = pack(tuple(inputs.values()), outputs, flags)
-            except Exception:  # noqa: BLE001 - e.g. nested too deep for marshal
-                # Keep the record in a degraded form rather than lose it or the writer.
-                payload = pack(tuple(_text(v) for v in inputs.values()), {k: _text(v) for k, v in outputs.items()},
-                               tuple(_text(f) for f in flags))
-            rows.append((uid, ts, context, payload, len(payload) + ROW_OVERHEAD))
+            # Consecutive records nearly always share their context: compare (the names
+            # are the same str objects, so this is a pointer walk) before hashing.
+            if context is None or key != item[1:5]:
+                key = item[1:5]
+                context = contexts.get(key)
+                if context is None:
+                    if len(contexts) >= _MAX_CONTEXTS:
+                        contexts.clear()  # an app with ever-changing input names: stay bounded
+                    context = contexts[key] = Context(item[1], item[2], item[3], names_of(item[4]))
+            payload = item[5]
+            rows.append((uid, item[0], context, payload, len(payload) + ROW_OVERHEAD))
         return rows, sampled_out
 
     def _fail_waiters(self, exc: StorageError) -> None:

@@ -1,11 +1,12 @@
 """How a record's values become bytes on disk and JSON on the wire.
 
 On disk a record is its input *values*, outputs and flags as one ``marshal`` blob
-(format 4); the input names, model, version and bundle hash are stored once per
-"context" row and shared, which halves a 31-feature row. Encoding a 31-float dict as
-JSON costs ~18 µs of device CPU (float repr dominates), marshal ~3 µs, and the writer
-thread shares the GIL with the application. JSON is produced once, at sync time, when
-the device is online and sending anyway. The blob is only ever read back by this
+(format 2: no back-references, which format 3+ spend a hash lookup per object on); the
+input names, model, version and bundle hash are stored once per "context" row and
+shared, which halves a 31-feature row. Packing is done by ``record()`` in the
+application's thread (~1 µs of marshal plus type checks); a 31-float row is ~360 bytes,
+half its JSON. JSON is produced at sync time with orjson, when the device is online and
+sending anyway. The blob is only ever read back by this
 package from a file it wrote itself; marshal keeps reading older format versions, so a
 Python upgrade with records still pending is fine.
 
@@ -21,10 +22,16 @@ from __future__ import annotations
 import json
 import marshal
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+import orjson
+
 MARSHAL_VERSION = 4
+"""marshal format of the input names stored once per context (part of its unique key)."""
+
+PAYLOAD_MARSHAL_VERSION = 2
+"""marshal format of record payloads; ``marshal.loads`` reads every format."""
 
 _encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=True)
 
@@ -88,26 +95,45 @@ def _flat(mapping: dict[Any, Any]) -> bool:
     return _SCALARS.issuperset(map(type, mapping)) and _SCALARS.issuperset(map(type, mapping.values()))
 
 
-def names_of(inputs: dict[Any, Any]) -> tuple[str, ...]:
+def names_of(names: Iterable[Any]) -> tuple[str, ...]:
     """The input names as stored once per context: str keys, in the mapping's order."""
-    names = tuple(inputs)
+    names = tuple(names)
     if all(type(name) is str for name in names):
         return names
     return tuple(_key(name) for name in names)
+
+
+def _plain_outputs(outputs: dict[Any, Any]) -> bool:
+    # What the runtime hands over: scalars, plus one flat dict (probabilities) or list.
+    for value in outputs.values():
+        kind = type(value)
+        if kind in _SCALARS:
+            continue
+        if kind is dict:
+            if not _flat(value):
+                return False
+        elif kind is list or kind is tuple:
+            if not _SCALARS.issuperset(map(type, value)):
+                return False
+        else:
+            return False
+    return _SCALARS.issuperset(map(type, outputs))
 
 
 def pack(values: tuple[Any, ...], outputs: dict[str, Any], flags: tuple[str, ...]) -> bytes:
     """The on-disk blob for one record: its input values (names live in the context
     table, once), its outputs and flags."""
     # marshal writes anything with the buffer protocol (numpy scalars and arrays) as raw
-    # bytes without complaint, so only exact builtin types may reach it unconverted.
+    # bytes without complaint, so only exact builtin types may reach it unconverted. The
+    # checks run on the writer thread for every record, so the common shapes are checked
+    # with C-level set operations first and only odd ones walk the structure.
     if (
-        (_SCALARS.issuperset(map(type, values)) or _native(values))
-        and (_flat(outputs) or _native(outputs))
-        and _native(flags)
-    ):
-        return marshal.dumps((values, outputs, flags), MARSHAL_VERSION)
-    return marshal.dumps((plain(values), plain(outputs), plain(flags)), MARSHAL_VERSION)
+        _SCALARS.issuperset(map(type, values))
+        and _SCALARS.issuperset(map(type, flags))
+        and _plain_outputs(outputs)
+    ) or (_native(values) and _native(outputs) and _native(flags)):
+        return marshal.dumps((values, outputs, flags), PAYLOAD_MARSHAL_VERSION)
+    return marshal.dumps((plain(values), plain(outputs), plain(flags)), PAYLOAD_MARSHAL_VERSION)
 
 
 def unpack(names: tuple[str, ...], blob: bytes) -> tuple[dict[str, Any], Any, Any]:
@@ -124,3 +150,19 @@ def to_json(obj: Any) -> str:
         return _encoder.encode(obj)
     except (TypeError, ValueError):
         return _encoder.encode(plain(obj))
+
+
+_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS  # probabilities are keyed by class label: 0, 1, ...
+
+
+def to_json_bytes(obj: Any) -> bytes:
+    """Compact strict JSON for ``obj`` as UTF-8, the way sync sends records.
+
+    orjson does it ~15x faster than the json module (float formatting dominates a
+    31-feature record); non-finite floats become ``null``. What orjson refuses (integers
+    beyond 64 bits, unusual key types) goes through ``to_json``'s normalising path.
+    """
+    try:
+        return orjson.dumps(obj, option=_ORJSON_OPTIONS)
+    except TypeError:
+        return to_json(obj).encode()

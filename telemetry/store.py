@@ -160,6 +160,29 @@ Row = tuple[str, float, Context, bytes, int]
 the writer builds one per record on the hot path."""
 
 
+_ROWS_PER_STATEMENT = 100
+"""Rows per multi-row INSERT. One statement per row (``executemany``) pays statement
+overhead, an AUTOINCREMENT sequence update and a GIL release/reacquire per row; the
+last one stalls the writer behind a busy recording thread."""
+
+
+def _insert_rows(conn: sqlite3.Connection, rows: Sequence[Row]) -> None:
+    step = _ROWS_PER_STATEMENT
+    for start in range(0, len(rows), step):
+        chunk = rows[start : start + step]
+        params = []
+        for uid, ts, context, payload, size in chunk:
+            params += (uid, ts, context.id, payload, size)
+        conn.execute(_insert_sql(len(chunk)), params)
+
+
+def _insert_sql(count: int, cache: dict[int, str] = {}) -> str:  # noqa: B006 - a deliberate memo
+    sql = cache.get(count)
+    if sql is None:
+        sql = cache[count] = "INSERT INTO records (uuid, ts, context, payload, size) VALUES " + ",".join(["(?,?,?,?,?)"] * count)
+    return sql
+
+
 class Store:
     """One SQLite connection to a buffer file, with its schema checked or created."""
 
@@ -210,6 +233,7 @@ class Store:
             )
         db.enable_wal()
         db.execute(f"PRAGMA synchronous = {synchronous}")
+        self._synchronous = synchronous
         db.execute("PRAGMA foreign_keys = ON")  # a record never points at a missing context
         # Truncate the WAL after checkpoints so a burst does not leave a large file behind.
         db.execute("PRAGMA journal_size_limit = 4194304")
@@ -234,10 +258,26 @@ class Store:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """A write transaction under the cross-process lock.
+
+        ``durable=False`` commits without waiting for the disk (``synchronous=NORMAL`` for
+        that commit: still atomic and never corrupt, but the last such commits may be
+        undone by a power cut). Used for what the sync service writes: losing a hold, a
+        delete or a dead-letter move only means a batch is sent again, and the collector
+        stores each record once. The next durable commit makes them durable as well.
+        """
+        conn = self.db.conn
         try:
-            with self._write_lock(), self.db.atomic():
-                yield self.db.conn
+            with self._write_lock():
+                if not durable and self._synchronous != "NORMAL":
+                    conn.execute("PRAGMA synchronous = NORMAL")
+                try:
+                    with self.db.atomic():
+                        yield conn
+                finally:
+                    if not durable and self._synchronous != "NORMAL":
+                        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         except (sqlite3.Error, OSError) as exc:
             raise StorageError(f"writing telemetry buffer {self.path} failed: {exc}") from exc
 
@@ -288,10 +328,7 @@ class Store:
                 for context in {id(row[2]): row[2] for row in rows if row[2].id is None}.values():
                     self._resolve(conn, context)
                     resolved.append(context)
-                conn.executemany(
-                    "INSERT INTO records (uuid, ts, context, payload, size) VALUES (?, ?, ?, ?, ?)",
-                    [(row[0], row[1], row[2].id, row[3], row[4]) for row in rows],
-                )
+                _insert_rows(conn, rows)
                 freed = 0
                 if max_bytes is not None and drop_oldest and stored > max_bytes:
                     count, freed = self._drop_oldest(conn, stored - max_bytes)
@@ -348,16 +385,16 @@ class Store:
         recording app too; a crash leaves a hold that simply expires.
         """
         until = int((time.time() + seconds) * 1000) if upto else 0
-        with self._transaction() as conn:
+        with self._transaction(durable=False) as conn:
             conn.executemany("UPDATE counters SET value = ? WHERE name = ?", [(upto, "held_upto"), (until, "held_until_ms")])
 
-    def oldest(self, limit: int) -> list[StoredRecord]:
-        """The ``limit`` oldest pending records, oldest first."""
+    def oldest(self, limit: int, after: int = 0) -> list[StoredRecord]:
+        """The ``limit`` oldest pending records with a row id above ``after``, oldest first."""
         try:
             rows = self.db.execute(
                 "SELECT r.id, r.uuid, r.ts, c.model, c.version, c.bundle_sha256, c.input_names, r.payload "
-                "FROM records AS r LEFT JOIN contexts AS c ON c.id = r.context ORDER BY r.id LIMIT ?",
-                [limit],
+                "FROM records AS r LEFT JOIN contexts AS c ON c.id = r.context WHERE r.id > ? ORDER BY r.id LIMIT ?",
+                [after, limit],
             ).fetchall()
             names: dict[bytes | None, tuple[str, ...]] = {}
             out = []
@@ -383,7 +420,7 @@ class Store:
         exactly once, by the way it left the table.
         """
         ids = json.dumps([int(rowid) for rowid in rowids])
-        with self._transaction() as conn:
+        with self._transaction(durable=False) as conn:
             count, size = conn.execute(
                 "SELECT count(*), coalesce(sum(size), 0) FROM records WHERE id IN (SELECT value FROM json_each(?))", (ids,)
             ).fetchone()
@@ -400,7 +437,7 @@ class Store:
         counted in ``dead_lettered``): a collector refusing everything cannot fill the disk.
         """
         ids = json.dumps([int(rowid) for rowid in rowids])
-        with self._transaction() as conn:
+        with self._transaction(durable=False) as conn:
             count, size = conn.execute(
                 "SELECT count(*), coalesce(sum(size), 0) FROM records WHERE id IN (SELECT value FROM json_each(?))", (ids,)
             ).fetchone()
@@ -421,14 +458,16 @@ class Store:
                 )
         return int(count)
 
-    def counters(self) -> dict[str, int]:
-        """Every persistent counter, plus ``pending`` (rows waiting to be sent)."""
+    def counters(self, *, pending: bool = True) -> dict[str, int]:
+        """Every persistent counter, plus ``pending`` (rows waiting to be sent) unless
+        ``pending=False`` (counting rows scans the table: milliseconds for a big backlog)."""
         try:
             values = dict(self.db.execute("SELECT name, value FROM counters").fetchall())
-            values["pending"] = self.db.execute("SELECT count(*) FROM records").fetchone()[0]
+            if pending:
+                values["pending"] = self.db.execute("SELECT count(*) FROM records").fetchone()[0]
         except sqlite3.Error as exc:
             raise StorageError(f"reading telemetry buffer {self.path} failed: {exc}") from exc
-        return {name: int(values.get(name, 0)) for name in (*COUNTERS, "pending")}
+        return {name: int(values.get(name, 0)) for name in (*COUNTERS, *(("pending",) if pending else ()))}
 
     def close(self) -> None:
         """Close the connection (under the write lock: closing may checkpoint the WAL)."""
