@@ -67,9 +67,9 @@ class BufferOptions:
     group_delay: float = 0.05
     """Longest a recorded record waits in memory before its group is committed, in seconds."""
     max_queued: int = 250_000
-    """Records held in memory waiting for the writer (a 31-feature record takes ~2-3 KB
-    there); beyond it new records are dropped and counted, so a stalled disk cannot
-    exhaust memory. Lower it on small devices."""
+    """Records held in memory waiting for the writer (a packed 31-feature record takes
+    under 1 KB there); beyond it new records are dropped and counted, so a stalled disk
+    cannot exhaust memory. Lower it on small devices."""
     busy_timeout: float = 30.0
     """Seconds to wait for a lock held by another process (e.g. ``edgepack sync``)."""
     retry_delay: float = 1.0

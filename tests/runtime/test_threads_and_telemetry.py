@@ -141,3 +141,30 @@ def test_with_a_real_telemetry_buffer(tmp_path, fire: builder.Built, good_row: d
         buffer.flush()
         assert buffer.pending() == 4
     assert model.telemetry_errors == 0
+
+
+class ValuesRecorder(Recorder):
+    """A sink with the optional ``record_values`` fast path."""
+
+    def record_values(self, *, model: str, version: str, bundle_sha256: str, names: Any, values: Any, outputs: Any, flags: Any) -> None:
+        with self.lock:
+            self.calls.append(
+                {"model": model, "version": version, "bundle_sha256": bundle_sha256, "names": names, "values": values,
+                 "outputs": outputs, "flags": flags}
+            )
+
+
+def test_a_sink_with_record_values_gets_names_and_values_tuples(fire: builder.Built, good_row: dict) -> None:
+    sink = ValuesRecorder()
+    model = runtime.load(fire.path, telemetry=sink)
+    first = model.predict({**good_row, "humidity_pct": None, "region": "highlands"})
+    model.predict([good_row, {**good_row, "temp c": 99.0}])
+    model.predict_batch({k: [v] for k, v in good_row.items()})  # columns keep using record(mapping)
+    single, listed, flagged = (c for c in sink.calls if "names" in c)
+    assert len([c for c in sink.calls if "names" not in c]) == 1
+    assert single["names"] == model.feature_names and type(single["values"]) is tuple
+    assert single["names"] is listed["names"] is flagged["names"]  # one object: an identity check per record
+    assert dict(zip(single["names"], single["values"])) == {**good_row, "humidity_pct": None, "region": "highlands"}
+    assert dict(zip(listed["names"], listed["values"])) == good_row
+    assert single["outputs"] == {"prediction": first["prediction"], "probabilities": first["probabilities"]}
+    assert list(single["flags"]) == ["unseen_category:region"] and list(flagged["flags"]) == ["out_of_range:temp c"]

@@ -350,3 +350,23 @@ def test_records_beyond_the_memory_queue_are_dropped_and_counted(tmp_path: Path)
 def test_a_buffer_in_a_missing_directory_names_the_problem(tmp_path: Path) -> None:
     with pytest.raises(telemetry.StorageError, match="No such file or directory.*writable directory"):
         telemetry.Buffer(tmp_path / "missing" / "p.db")
+
+
+def test_record_values_stores_the_same_record_as_record(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    names = ("seq", "temp_c", "region")
+    with telemetry.Buffer(path) as buffer:
+        buffer.record(model="m", version="1", bundle_sha256=SHA, inputs={"seq": 0, "temp_c": 21.5, "region": None},
+                      outputs={"prediction": 1}, flags=["a"])
+        buffer.record_values(model="m", version="1", bundle_sha256=SHA, names=names, values=(1, 22.5, "north"),
+                             outputs={"prediction": 0}, flags=[])
+        with pytest.raises(telemetry.RecordError, match="tuples of the same length"):
+            buffer.record_values(model="m", version="1", bundle_sha256=SHA, names=names, values=(2, 1.0),
+                                 outputs={"prediction": 0}, flags=[])
+        with pytest.raises(telemetry.RecordError, match="tuples of the same length"):
+            buffer.record_values(model="m", version="1", bundle_sha256=SHA, names=list(names), values=(2, 1.0, "x"),
+                                 outputs={"prediction": 0}, flags=[])
+    rows = stored(path)
+    assert [r["inputs"] for r in rows] == [{"seq": 0, "temp_c": 21.5, "region": None}, {"seq": 1, "temp_c": 22.5, "region": "north"}]
+    assert [r["flags"] for r in rows] == [["a"], []]
+    assert rows[0]["model"] == rows[1]["model"] == "m"

@@ -6,6 +6,7 @@ import email.utils
 import hashlib
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -333,3 +334,74 @@ def test_dead_letters_are_bounded_but_stay_counted(tmp_path: Path) -> None:
     count, size, oldest = kept
     assert 0 < count < 60 and size <= 10_000  # a quarter of max_bytes
     assert oldest > 1  # the oldest went first
+
+
+def _held_upto(path: Path) -> int:
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return connection.execute("SELECT value FROM counters WHERE name = 'held_upto'").fetchone()[0]
+    finally:
+        connection.close()
+
+
+def test_the_next_batch_is_prepared_and_held_while_one_is_in_flight(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    with telemetry.Buffer(path) as buffer:
+        fill(buffer, 25)
+        seen: list[int] = []
+
+        def wait_for_the_next_batch(body: dict) -> None:
+            # The first request is answered only once the sync has read the second batch
+            # and extended the hold over it: preparation overlaps the request.
+            deadline = time.monotonic() + 10
+            while _held_upto(path) < 20 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            seen.append(_held_upto(path))
+            return None
+
+        fake = FakeCollector(script=[wait_for_the_next_batch])
+        result = service(buffer, fake, batch_size=10).sync_once()
+        stats = buffer.stats()
+    assert seen == [20]
+    assert (result.stopped, result.batches, result.sent) == ("drained", 3, 25)
+    assert [[r["inputs"]["seq"] for r in sent.body["records"]] for sent in fake.requests] == [
+        list(range(10)), list(range(10, 20)), list(range(20, 25))
+    ]
+    assert stats.delivered == 25 and stats.pending == 0
+
+
+def test_a_failed_batch_is_retried_before_the_prepared_one_and_nothing_is_sent_twice(buffer: telemetry.Buffer) -> None:
+    fill(buffer, 30)
+
+    def refuse_then_add(body: dict) -> httpx.Response:
+        # While batch 2 is refused, the app records more: nothing prepared earlier may be sent stale.
+        fill(buffer, 3, start=100)
+        return error(503, "busy")
+
+    fake = FakeCollector(script=[lambda body: None, refuse_then_add])
+    result = service(buffer, fake, batch_size=10).sync_once()
+    sent = [[r["inputs"]["seq"] for r in s.body["records"]] for s in fake.requests]
+    assert result.stopped == "drained" and result.retries == 1
+    assert sent[:3] == [list(range(10)), list(range(10, 20)), list(range(10, 20))]
+    assert fake.seqs() == [*range(30), 100, 101, 102]
+    assert buffer.pending() == 0 and buffer.stats().delivered == 33
+
+
+def test_sync_side_commits_skip_the_fsync_and_restore_full_durability(buffer: telemetry.Buffer) -> None:
+    fill(buffer, 12)
+    result = service(buffer, FakeCollector(), batch_size=5).sync_once()
+    assert result.sent == 12
+    # Holds, deletes and dead letters commit with synchronous=NORMAL; recording must still be FULL (2).
+    assert buffer._call(lambda store: store.db.execute("PRAGMA synchronous").fetchone()[0]) == 2
+
+
+def test_gzip_level_is_an_option(buffer: telemetry.Buffer) -> None:
+    fill(buffer, 40)
+    sizes = {}
+    for level in (0, 9):
+        fake = FakeCollector(rule=lambda body: error(503, "keep them"))
+        service(buffer, fake, gzip_level=level, max_attempts=1).sync_once()
+        sizes[level] = fake.requests[0].raw_size
+    assert sizes[9] < sizes[0] / 2
+    with pytest.raises(telemetry.OptionsError, match="gzip_level=10"):
+        SyncOptions(gzip_level=10)
