@@ -138,7 +138,7 @@ class Collector:
         return JSONResponse({"accepted": result.accepted, "duplicates": result.duplicates})
 
     def _parse(self, body: bytes) -> Batch:
-        return parse_batch(decode_json(body), max_records=self.settings.max_records)
+        return parse_batch(decode_json(body), max_records=self.settings.max_records, source=body)
 
     def _store_or_fail(self) -> Store:
         if self._store is None:

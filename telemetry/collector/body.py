@@ -4,6 +4,10 @@ The size as sent is checked from ``Content-Length`` before anything is read, and
 while streaming (a client may lie or send chunked). A gzip body is decompressed while it
 streams in, never asking zlib for more than the remaining allowance, so a gzip bomb costs
 at most ``max_decompressed_bytes`` of memory before it is refused.
+
+The body is parsed with orjson (several times faster than the ``json`` module on
+float-heavy records); only a body orjson refuses is parsed again with ``json``, for the
+same messages as ever and for the few things ``json`` alone reads (see ``decode_json``).
 """
 
 from __future__ import annotations
@@ -13,7 +17,10 @@ import zlib
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import orjson
+
 from .errors import MalformedBody, PayloadTooLarge, UnsupportedMediaType
+from .schema import refuse_inexact
 from .settings import CollectorSettings
 
 ENCODINGS = ("identity", "gzip")
@@ -115,14 +122,27 @@ async def read_body(chunks: AsyncIterator[bytes], encoding: str, settings: Colle
 
 
 def decode_json(body: bytes) -> Any:
-    """Parse the body as JSON; anything unparseable is a 400."""
+    """Parse the body as JSON; anything unparseable is a 400.
+
+    orjson reads strict JSON several times faster than the ``json`` module. What it
+    refuses goes through ``json`` again: that gives the same 400 messages as ever for
+    broken JSON, and what ``json`` alone accepts (NaN, Infinity, numbers beyond a double,
+    unpaired surrogates, a byte order mark or UTF-16) is either refused with a 422 naming
+    the value that cannot be stored exactly, or, if nothing like that is in it, accepted.
+    """
     if not body:
         raise MalformedBody("body is empty; expected a JSON batch object")
     try:
-        return json.loads(body)
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        document = json.loads(body)
     except UnicodeDecodeError as exc:
         raise MalformedBody(f"body is not UTF-8 text ({exc.reason} at byte {exc.start}); expected JSON") from exc
     except ValueError as exc:
         raise MalformedBody(f"body is not valid JSON ({exc}); expected a JSON batch object") from exc
     except RecursionError as exc:
         raise MalformedBody("body JSON is nested too deeply; expected a flat batch object") from exc
+    refuse_inexact(document)
+    return document

@@ -1,54 +1,92 @@
-"""The batch a device posts, checked field by field.
+"""The batch a device posts, checked field by field and turned into what the store keeps.
 
 Every check names the field at fault (``records[3].id``) and what was expected, so a
 device developer can fix the sender from the message alone.
+
+Only a wrong batch is checked twice. A valid one passes whole-batch checks that run at C
+speed (the set of types in each column, the distinct model names, one regex per id)
+without building an object per record; when any of them fails, the record-by-record
+checks run instead, to find the first field at fault and say what it should be.
+
+Inputs, outputs and flags are kept as canonical JSON text (sorted keys, compact, UTF-8),
+encoded here with orjson so that anything which cannot be stored exactly is refused with
+a 422 naming the field, never found out by the store. Strict JSON is what is stored:
+NaN, Infinity, integers beyond 64 bits and unpaired surrogates are refused, not turned
+into something else (see ``refuse_inexact``).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
-import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
+from itertools import chain
+from operator import itemgetter
 from typing import Any
+
+import orjson
 
 from .errors import SchemaError
 
 BATCH_KEYS = frozenset({"batch_id", "records", "counters"})
-RECORD_KEYS = frozenset({"id", "ts", "model", "version", "bundle_sha256", "inputs", "outputs", "flags"})
+RECORD_FIELDS = ("id", "ts", "model", "version", "bundle_sha256", "inputs", "outputs", "flags")
+RECORD_KEYS = frozenset(RECORD_FIELDS)
 COUNTER_KEYS = ("dropped", "sampled_out", "dead_lettered")
 CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 MAX_TEXT = 256
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+"""Counters go into SQLite INTEGER columns: signed 64 bits."""
+UINT64_MAX = 2**64 - 1
+"""orjson reads integers from ``INT64_MIN`` to here exactly; beyond, it silently reads a float."""
+
+_fields_of = itemgetter(*RECORD_FIELDS)
+_canonical = partial(orjson.dumps, option=orjson.OPT_SORT_KEYS)
+# orjson writes every float of magnitude >= 1e16 with an exponent ("1.8446744073709552e+19"),
+# so a value read from an integer orjson could not hold (magnitude >= 2**63, about
+# 9.2e18) always shows an exponent of 18 or more in its encoding.
+_EXPONENT_SIGN = "+"
+_LARGE_NUMBER = re.compile(r"e\+(1[89]|[2-9][0-9]|[0-9]{3})")
 
 
 @dataclass(frozen=True, kw_only=True)
-class Record:
-    """One prediction as the device saw it."""
+class Records:
+    """The records of a batch, one list per field in the order sent.
 
-    id: str
-    """Record id, a UUID in canonical lower-case form; unique per device forever."""
+    Columns rather than an object per record: the store hands them to one executemany
+    as they are, and a batch of 5,000 records never costs 5,000 object constructions.
+    """
 
-    ts: float
-    """When the prediction was made, unix seconds UTC."""
+    id: list[str]
+    """Record ids, UUIDs in canonical lower-case form; unique per device forever."""
 
-    model: str
+    ts: list[float]
+    """When each prediction was made, unix seconds UTC."""
+
+    model: list[str]
     """Registry name of the model."""
 
-    version: str
+    version: list[str]
     """Registry version of the model."""
 
-    bundle_sha256: str
+    bundle_sha256: list[str]
     """sha256 of the bundle that made the prediction (lower-case hex)."""
 
-    inputs: dict[str, Any]
-    """The features as given to the model."""
+    inputs: list[str]
+    """The features as given to the model, as canonical JSON text (sorted keys)."""
 
-    outputs: dict[str, Any]
-    """What the model answered."""
+    outputs: list[str]
+    """What the model answered, as canonical JSON text (sorted keys)."""
 
     flags: list[str]
-    """Markers set by the device (out of range input, sampled, ...)."""
+    """Markers set by the device (out of range input, sampled, ...), as a JSON array."""
+
+    def __len__(self) -> int:
+        return len(self.id)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,7 +110,7 @@ class Batch:
     batch_id: str
     """Sender's id of the batch (for logs; records are deduplicated by their own ids)."""
 
-    records: list[Record]
+    records: Records
     """The records, in the order sent."""
 
     counters: Counters | None
@@ -103,12 +141,23 @@ def _text(value: object, where: str) -> str:
 
 
 def _count(value: object, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise SchemaError(f"expected a non-negative integer, got {_type_name(value)} {value!r:.60}", field=where)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT64_MAX:
+        raise SchemaError(
+            f"expected a non-negative integer of at most {INT64_MAX}, got {_type_name(value)} {value!r:.60}", field=where
+        )
     return value
 
 
-def _record(value: object, where: str) -> Record:
+def _finite(value: float | int) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large to be a float
+        return False
+
+
+def _check_record(value: object, where: str) -> None:
+    """The precise checks of one record, always in this order, so a record with several
+    faults always gets the same message."""
     if not isinstance(value, dict):
         raise SchemaError(f"expected an object, got {_type_name(value)}", field=where)
     _keys(value, required=RECORD_KEYS, allowed=RECORD_KEYS, where=where)
@@ -118,7 +167,7 @@ def _record(value: object, where: str) -> Record:
             f"expected a UUID string like '1b4e28ba-2fa1-41d2-883f-0016d3cca427', got {raw_id!r:.60}", field=f"{where}.id"
         )
     ts = value["ts"]
-    if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts):
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not _finite(ts):
         raise SchemaError(f"expected unix seconds UTC as a finite number, got {_type_name(ts)} {ts!r:.60}", field=f"{where}.ts")
     sha = value["bundle_sha256"]
     if not isinstance(sha, str) or not SHA256_HEX.fullmatch(sha):
@@ -129,20 +178,176 @@ def _record(value: object, where: str) -> Record:
     flags = value["flags"]
     if not isinstance(flags, list) or not all(isinstance(flag, str) for flag in flags):
         raise SchemaError(f"expected an array of strings, got {flags!r:.80}", field=f"{where}.flags")
-    return Record(
-        id=str(uuid.UUID(raw_id)),
-        ts=float(ts),
-        model=_text(value["model"], f"{where}.model"),
-        version=_text(value["version"], f"{where}.version"),
-        bundle_sha256=sha.lower(),
-        inputs=value["inputs"],
-        outputs=value["outputs"],
-        flags=flags,
+    _text(value["model"], f"{where}.model")
+    _text(value["version"], f"{where}.version")
+
+
+def _only(values: Iterable[object], *types: type) -> bool:
+    # Exact types, so bool never passes for int and no subclass sneaks past the encoder.
+    return set(map(type, values)).issubset(types)
+
+
+def _fast_check(records: list[Any]) -> tuple[tuple[Any, ...], ...] | None:
+    """The record columns if every record is valid, judged batch-wide; None if any check
+    fails (the precise checks then say which field)."""
+    if not _only(records, dict) or set(map(len, records)) != {len(RECORD_FIELDS)}:
+        return None
+    try:
+        # Exactly the expected keys: each record has as many keys as fields, and each field.
+        columns = tuple(zip(*map(_fields_of, records)))
+    except KeyError:
+        return None
+    ids, ts, models, versions, shas, inputs, outputs, flags = columns
+    try:
+        texts_ok = all(
+            type(text) is str and text.strip() and len(text) <= MAX_TEXT for text in set(chain(models, versions))
+        )
+        shas_ok = _only(shas, str) and all(map(SHA256_HEX.fullmatch, set(shas)))
+        times_ok = _only(ts, float, int) and all(map(math.isfinite, ts))
+    except (TypeError, OverflowError):
+        # An unhashable model, version or sha, or an integer too large for a float: the
+        # precise checks say which.
+        return None
+    if not (
+        texts_ok
+        and shas_ok
+        and times_ok
+        and _only(ids, str)
+        and all(map(CANONICAL_UUID.fullmatch, ids))
+        and _only(inputs, dict)
+        and _only(outputs, dict)
+        and _only(flags, list)
+        and _only(chain.from_iterable(flags), str)
+    ):
+        return None
+    return columns
+
+
+def _where(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def _inexact(value: object, path: str) -> tuple[str, str] | None:
+    """The first place in ``value`` that strict JSON cannot carry exactly, and why."""
+    kind = type(value)
+    if kind is float:
+        if not math.isfinite(value):  # type: ignore[arg-type]
+            spelled = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")  # type: ignore[arg-type, operator]
+            return path, f"expected a finite number, got {spelled}; strict JSON has no NaN or Infinity"
+    elif kind is int:
+        if not INT64_MIN <= value <= UINT64_MAX:  # type: ignore[operator]
+            return path, (
+                f"expected an integer from {INT64_MIN} to {UINT64_MAX}, got {value!r:.60}; "
+                "larger integers cannot be stored exactly, send them as strings"
+            )
+    elif kind is str:
+        if not _unicode(value):  # type: ignore[arg-type]
+            return path, f"expected valid Unicode text, got an unpaired surrogate in {value!r:.60}"
+    elif kind is dict:
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if isinstance(key, str) and not _unicode(key):
+                return path, f"expected keys in valid Unicode, got an unpaired surrogate in key {key!r:.60}"
+            found = _inexact(item, _where(path, key))
+            if found:
+                return found
+    elif kind is list:
+        for index, item in enumerate(value):  # type: ignore[arg-type]
+            found = _inexact(item, _where(path, index))
+            if found:
+                return found
+    return None
+
+
+def _unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def refuse_inexact(document: object) -> None:
+    """Raise ``SchemaError`` naming the first value strict JSON cannot carry exactly.
+
+    For documents the ``json`` module reads but orjson does not (NaN, Infinity, numbers
+    beyond a double or 64-bit integer, unpaired surrogates): storing them would either
+    write JSON that other readers refuse, or change the value without saying so.
+    """
+    found = _inexact(document, "")
+    if found:
+        where, problem = found
+        raise SchemaError(problem, field=where or None)
+
+
+def _encode(column: tuple[Any, ...], encode: Callable[[Any], bytes], field: str) -> list[str]:
+    try:
+        return list(map(bytes.decode, map(encode, column)))
+    except (TypeError, ValueError):
+        # Only strict JSON reaches here, so this is nesting beyond orjson's depth limit or a
+        # caller's non-JSON object: find the record to name it.
+        for index, value in enumerate(column):
+            try:
+                encode(value)
+            except (TypeError, ValueError) as exc:
+                raise SchemaError(
+                    f"cannot be stored as canonical JSON ({exc}); expected plain JSON values nested at most 254 deep",
+                    field=f"records[{index}].{field}",
+                ) from exc
+        raise
+
+
+def _records(records: list[Any], source: bytes | None) -> Records:
+    columns = _fast_check(records)
+    if columns is None:
+        for index, item in enumerate(records):
+            _check_record(item, f"records[{index}]")
+        columns = tuple(zip(*map(_fields_of, records))) if records else ((),) * len(RECORD_FIELDS)
+    ids, ts, models, versions, shas, inputs, outputs, flags = columns
+    inputs_text = _encode(inputs, _canonical, "inputs")
+    outputs_text = _encode(outputs, _canonical, "outputs")
+    flags_text = _encode(flags, orjson.dumps, "flags") if any(flags) else ["[]"] * len(flags)
+    if source is not None and _may_hold_big_integers(inputs_text, outputs_text):
+        # Decoded again, exactly, only for the rare batch holding a number of 1e18 or more.
+        _refuse_big_integers(json.loads(source)["records"])
+    lowered_shas = {sha: sha.lower() for sha in set(shas)}
+    return Records(
+        id=list(map(str.lower, ids)),
+        # Integer timestamps are made floats here: SQLite cannot bind an integer over 2**63.
+        ts=list(ts) if _only(ts, float) else list(map(float, ts)),
+        model=list(models),
+        version=list(versions),
+        bundle_sha256=list(map(lowered_shas.__getitem__, shas)),
+        inputs=inputs_text,
+        outputs=outputs_text,
+        flags=flags_text,
     )
 
 
-def parse_batch(document: object, *, max_records: int) -> Batch:
-    """Check a decoded JSON body against the batch schema; raise ``SchemaError`` naming the field."""
+def _refuse_big_integers(exact_records: list[dict[str, Any]]) -> None:
+    # Only inputs and outputs are stored as sent; a huge ts is a float either way.
+    for index, record in enumerate(exact_records):
+        for key in ("inputs", "outputs"):
+            found = _inexact(record[key], f"records[{index}].{key}")
+            if found:
+                raise SchemaError(found[1], field=found[0])
+
+
+def _may_hold_big_integers(*columns: list[str]) -> bool:
+    text = "".join(chain.from_iterable(columns))
+    # Canonical JSON has a '+' only in an exponent or inside a string, and a one-character
+    # search runs at memchr speed; the regex looks only at batches that have one.
+    return _EXPONENT_SIGN in text and _LARGE_NUMBER.search(text) is not None
+
+
+def parse_batch(document: object, *, max_records: int, source: bytes | None = None) -> Batch:
+    """Check a decoded JSON body against the batch schema; raise ``SchemaError`` naming the field.
+
+    ``source`` is the body ``document`` was decoded from by orjson, if it was: orjson reads
+    an integer beyond 64 bits as a float without a word, so a batch holding numbers that
+    large is decoded again exactly from it, and such an integer is refused.
+    """
     if not isinstance(document, dict):
         raise SchemaError(f"expected the body to be a JSON object with keys {sorted(BATCH_KEYS)}, got {_type_name(document)}")
     _keys(document, required=frozenset({"batch_id", "records"}), allowed=BATCH_KEYS, where=None)
@@ -155,7 +360,7 @@ def parse_batch(document: object, *, max_records: int) -> Batch:
             f"batch has {len(records)} records; at most {max_records} are accepted per batch, send smaller batches",
             field="records",
         )
-    parsed = [_record(item, f"records[{index}]") for index, item in enumerate(records)]
+    parsed = _records(records, source)
     counters = None
     if document.get("counters") is not None:
         raw = document["counters"]

@@ -151,6 +151,27 @@ def _delete(path: str) -> Callable[[dict[str, Any]], None]:
     return mutate
 
 
+def _nested(depth: int) -> dict[str, Any]:
+    inner: dict[str, Any] = {}
+    outer = inner
+    for _ in range(depth):
+        inner["a"] = {}
+        inner = inner["a"]
+    return outer
+
+
+def _literal(path: str, literal: str) -> Callable[[RunningCollector], Answer]:
+    """Send a valid batch with the value at ``path`` spelled as ``literal`` in the JSON text
+    (for what ``json.dumps`` cannot write, or would write differently)."""
+
+    def send(c: RunningCollector) -> Answer:
+        document = _valid()
+        _set(path, "@@literal@@")(document)
+        return _raw(c, json.dumps(document).encode().replace(b'"@@literal@@"', literal.encode()), {})
+
+    return send
+
+
 def _too_many(document: dict[str, Any]) -> None:
     document["records"] = [record() for _ in range(LIMITS["max_records"] + 1)]
 
@@ -204,5 +225,24 @@ CASES: list[Case] = [
     Case("unknown top-level key", 422, "unknown key(s) 'device_id'", _broken(_set("device_id", "someone-else"))),
     Case("NaN timestamp", 422, "finite number", lambda c: _raw(
         c, json.dumps(_valid()).encode().replace(b'"ts": 1790000000.25', b'"ts": NaN', 1), {})),
+    # Values Python's json reads but strict JSON (and so the store) cannot carry exactly.
+    Case("integer beyond 64 bits", 422, "records[1].inputs.count: expected an integer from -9223372036854775808 to "
+         "18446744073709551615, got 18446744073709551616", _broken(_set("records.1.inputs", {"count": 2**64}))),
+    Case("negative integer beyond 64 bits", 422, "records[0].outputs.probabilities.1: expected an integer from",
+         _broken(_set("records.0.outputs.probabilities.1", -(2**63) - 1))),
+    Case("NaN input", 422, "records[2].inputs.temp_c: expected a finite number, got NaN",
+         _literal("records.2.inputs.temp_c", "NaN")),
+    Case("Infinity output", 422, "records[0].outputs.prediction: expected a finite number, got -Infinity",
+         _literal("records.0.outputs.prediction", "-Infinity")),
+    Case("number beyond a double", 422, "records[1].inputs.temp_c: expected a finite number, got Infinity",
+         _literal("records.1.inputs.temp_c", "1e400")),
+    Case("unpaired surrogate in inputs", 422, "records[0].inputs.region: expected valid Unicode text",
+         _broken(_set("records.0.inputs.region", "north\ud800"))),
+    Case("unpaired surrogate in model", 422, "records[1].model: expected valid Unicode text",
+         _broken(_set("records.1.model", "fire\udfff"))),
+    Case("inputs nested too deep", 422, "records[2].inputs: cannot be stored as canonical JSON",
+         _broken(_set("records.2.inputs", _nested(300)))),
+    Case("counter beyond 64 bits", 422, "counters.dropped: expected a non-negative integer of at most 9223372036854775807",
+         _broken(_set("counters.dropped", 2**63))),
 ]
 
