@@ -36,6 +36,7 @@ from typing import Any, Literal, TypeVar
 
 from .encoding import names_of, pack
 from .errors import BufferClosedError, FlushTimeout, OptionsError, RecordError, StorageError, TelemetryError
+from .ids import IdClock, sample_key
 from .store import ROW_OVERHEAD, Context, Row, Store, StoredRecord
 
 T = TypeVar("T")
@@ -127,17 +128,6 @@ class _Job:
 _CLOSE = _Job(None)  # identity marker; never waited on
 
 
-def _uuid4_strings(n: int) -> list[str]:
-    # uuid.uuid4() costs ~3 µs each here; one urandom call per group and string slicing
-    # give the same RFC 4122 version-4 UUIDs (122 random bits) for a fraction of that.
-    raw = os.urandom(16 * n)
-    out = []
-    for i in range(0, 16 * n, 16):
-        h = raw[i : i + 16].hex()
-        out.append(f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[raw[i + 8] >> 6]}{h[17:20]}-{h[20:]}")
-    return out
-
-
 def _payload(values: tuple[Any, ...], outputs: Mapping[str, Any], flags: tuple[Any, ...]) -> bytes:
     try:
         return pack(values, outputs, flags)
@@ -193,6 +183,7 @@ class Buffer:
         self._keep_below = None if rate >= 1.0 else int(rate * 2**32)
         self._last_error: StorageError | None = None
         self._contexts: dict[tuple[Any, ...], Context] = {}  # writer thread only
+        self._ids = IdClock()  # writer thread only
         started = _Job(None)
         self._thread = threading.Thread(target=self._run, args=(started,), name=f"edgepack-buffer:{self.path.name}", daemon=True)
         self._thread.start()
@@ -215,8 +206,8 @@ class Buffer:
     ) -> None:
         """Queue one prediction; it is committed within ``group_delay`` (see ``flush``).
 
-        At commit it gets a random UUID, its identity at the collector forever, and a row
-        id that is never reused. The values are packed here, so later changes to the
+        At commit it gets a UUID (version 7: time-ordered, see ``telemetry.ids``), its
+        identity at the collector forever, and a row id that is never reused. The values are packed here, so later changes to the
         mappings do not reach the record; numpy values are converted by duck typing and
         anything JSON lacks is kept as text. Bad argument shapes raise ``RecordError``.
         """
@@ -479,7 +470,7 @@ class Buffer:
         return True
 
     def _rows(self, group: list[tuple]) -> tuple[list[Row], int]:
-        ids = _uuid4_strings(len(group))
+        ids = self._ids.take(len(group))
         keep_below = self._keep_below
         contexts = self._contexts
         rows = []
@@ -487,7 +478,7 @@ class Buffer:
         key: tuple[Any, ...] = ()
         context: Context | None = None
         for uid, item in zip(ids, group):
-            if keep_below is not None and int(uid[:8], 16) >= keep_below:
+            if keep_below is not None and sample_key(uid) >= keep_below:
                 sampled_out += 1
                 continue
             # Consecutive records nearly always share their context: compare (the names

@@ -32,9 +32,9 @@ import sqlite3
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import NamedTuple
 
 try:
     import fcntl
@@ -119,9 +119,9 @@ PRAGMA user_version = {SCHEMA_VERSION};
 COUNTERS = ("recorded", "delivered", "dropped", "sampled_out", "dead_lettered", "stored_bytes")
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class StoredRecord:
-    """One pending record as read back from the file."""
+class StoredRecord(NamedTuple):
+    """One pending record as read back from the file (a named tuple: the sync service
+    reads thousands per batch, and a frozen dataclass costs ~1 µs more each to build)."""
 
     rowid: int
     """Local row id (AUTOINCREMENT: never reused)."""
@@ -406,8 +406,7 @@ class Store:
                         names[r[6]] = tuple(marshal.loads(r[6]))
                     except (ValueError, EOFError, TypeError):
                         names[r[6]] = ()  # unreadable: its records fail to unpack and are dead-lettered
-                out.append(StoredRecord(rowid=r[0], id=r[1], ts=r[2], model=r[3] or "", version=r[4] or "",
-                                        bundle_sha256=r[5] or "", input_names=names[r[6]], payload=r[7]))
+                out.append(StoredRecord(r[0], r[1], r[2], r[3] or "", r[4] or "", r[5] or "", names[r[6]], r[7]))
             return out
         except sqlite3.Error as exc:
             raise StorageError(f"reading telemetry buffer {self.path} failed: {exc}") from exc

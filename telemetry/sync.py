@@ -167,7 +167,13 @@ class _Tally:
 class _Item:
     rowid: int
     id: str
-    json: bytes
+    record: dict[str, Any]  # as sent
+
+
+@dataclass(frozen=True)
+class _Batch:
+    items: list[_Item]
+    json: bytes  # the items' records as one JSON array
 
 
 @dataclass
@@ -176,7 +182,7 @@ class _Prefetch:
 
     after: int  # last row id of the batch it follows
     records: int  # records read (items plus any dead-lettered as unreadable)
-    items: list[_Item]
+    batch: _Batch
     body: tuple[bytes, bool] | None = None  # the request body, and whether it is gzipped
 
 
@@ -243,16 +249,16 @@ class SyncService:
             ahead, self._next = self._next, None
             body = None
             if ahead is not None:
-                count, items, body = ahead.records, ahead.items, ahead.body
+                count, batch, body = ahead.records, ahead.batch, ahead.body
             else:
                 records = self.buffer.oldest(self.options.batch_size)
-                count, items = len(records), self._encode(records, tally)
+                count, batch = len(records), self._encode(records, tally)
             if not count:
                 tally.stop = "drained"
                 break
-            if items:
+            if batch.items:
                 try:
-                    acknowledged = self._deliver(items, tally, stop_event, prefetch=True, body=body)
+                    acknowledged = self._deliver(batch.items, tally, stop_event, prefetch=True, body=body, records_json=batch.json)
                 except BaseException:
                     self._next = None
                     self._release_hold()
@@ -300,10 +306,10 @@ class SyncService:
 
     # -- batches --------------------------------------------------------------------------
 
-    def _encode(self, records: Sequence[StoredRecord], tally: _Tally) -> list[_Item]:
+    def _encode(self, records: Sequence[StoredRecord], tally: _Tally) -> _Batch:
+        """The records as sent, cut at ``max_batch_bytes``; unreadable ones are dead-lettered."""
         items: list[_Item] = []
         unreadable: list[int] = []
-        size = 0
         for record in records:
             try:
                 inputs, outputs, flags = unpack(record.input_names, record.payload)
@@ -311,18 +317,25 @@ class SyncService:
                 log.error("record %s is unreadable (%s); moving it to the dead-letter table", record.id, exc)
                 unreadable.append(record.rowid)
                 continue
-            text = to_json_bytes({
+            items.append(_Item(record.rowid, record.id, {
                 "id": record.id, "ts": record.ts, "model": record.model, "version": record.version,
-                "bundle_sha256": record.bundle_sha256, "inputs": inputs, "outputs": outputs, "flags": list(flags),
-            })
-            if items and size + len(text) > self.options.max_batch_bytes:
-                break
-            items.append(_Item(record.rowid, record.id, text))
-            size += len(text)
+                "bundle_sha256": record.bundle_sha256, "inputs": inputs, "outputs": outputs, "flags": flags,
+            }))
         if unreadable:
             moved = self.buffer.dead_letter(unreadable, batch_id="", status=0, reason="stored payload unreadable")
             tally.dead_lettered += moved
-        return items
+        # One encoder call for the whole batch; only a batch over the byte cap is measured
+        # record by record to find where to cut it.
+        text = to_json_bytes([item.record for item in items])
+        if len(text) > self.options.max_batch_bytes + 2 and len(items) > 1:
+            size = 0
+            for count, item in enumerate(items):
+                size += len(to_json_bytes(item.record)) + 1
+                if count and size > self.options.max_batch_bytes:
+                    items = items[:count]
+                    text = to_json_bytes([item.record for item in items])
+                    break
+        return _Batch(items, text)
 
     def _deliver(
         self,
@@ -332,13 +345,15 @@ class SyncService:
         *,
         prefetch: bool = False,
         body: tuple[bytes, bool] | None = None,
+        records_json: bytes | None = None,
     ) -> bool:
         """Send one batch, splitting on 413; sets ``tally.stop`` when sending must stop.
 
         True when the collector acknowledged the whole batch in one answer. With
         ``prefetch``, the next batch is read, encoded and compressed while the first
         attempt is in flight (into ``self._next``), so the device prepares while the
-        collector stores. ``body`` is this batch's, prepared that way.
+        collector stores. ``body`` is this batch's, prepared that way; ``records_json``
+        its records, already encoded.
         """
         batch_id = _batch_id(items)
         started = time.monotonic()
@@ -346,7 +361,7 @@ class SyncService:
             # Hold the batch against drop_oldest while it is in flight (and a little after).
             self.buffer.hold(max(item.rowid for item in items), self._hold_seconds)
             prepared = body if body is not None and body[1] == self._gzip else None
-            answer = self._post(batch_id, items, tally if prefetch else None, prepared)
+            answer = self._post(batch_id, items, tally if prefetch else None, prepared or self._body(batch_id, items, records_json))
             prefetch, body = False, None
             status = answer.status
             if status is not None and 200 <= status < 300:
@@ -444,32 +459,33 @@ class SyncService:
             records = self.buffer.oldest(self.options.batch_size, after=after)
             if not records:
                 return  # read again after the acknowledgement: records may arrive meanwhile
-            items = self._encode(records, tally)
+            batch = self._encode(records, tally)
             # Extend the hold over the next batch too: drop_oldest would otherwise pick
             # exactly these rows, the oldest ones not in flight.
             self.buffer.hold(records[-1].rowid, self._hold_seconds)
-            body = self._body(_batch_id(items), items) if items else None
+            body = self._body(_batch_id(batch.items), batch.items, batch.json) if batch.items else None
         except TelemetryError as exc:
             log.debug("reading the next batch ahead failed (%s); it is read again after this one", exc)
             return
-        self._next = _Prefetch(after=after, records=len(records), items=items, body=body)
+        self._next = _Prefetch(after=after, records=len(records), batch=batch, body=body)
 
     # -- HTTP -----------------------------------------------------------------------------
 
-    def _body(self, batch_id: str, items: list[_Item]) -> tuple[bytes, bool]:
+    def _body(self, batch_id: str, items: list[_Item], records_json: bytes | None = None) -> tuple[bytes, bool]:
         """The request body (gzipped or not, as the second value says), with current counters."""
         body = b"".join((
-            b'{"batch_id":"', batch_id.encode(), b'","records":[', b",".join(item.json for item in items),
-            b'],"counters":', to_json_bytes(self.buffer.counters()), b"}",
+            b'{"batch_id":"', batch_id.encode(), b'","records":',
+            records_json if records_json is not None else to_json_bytes([item.record for item in items]),
+            b',"counters":', to_json_bytes(self.buffer.counters()), b"}",
         ))
         if self._gzip:
             return gzip.compress(body, compresslevel=self.options.gzip_level, mtime=0), True
         return body, False
 
     def _post(
-        self, batch_id: str, items: list[_Item], prefetch_tally: _Tally | None = None, prepared: tuple[bytes, bool] | None = None
+        self, batch_id: str, items: list[_Item], prefetch_tally: _Tally | None, prepared: tuple[bytes, bool]
     ) -> _Answer:
-        body, gzipped = prepared or self._body(batch_id, items)
+        body, gzipped = prepared
         headers = dict(self._headers)
         if gzipped:
             headers["Content-Encoding"] = "gzip"

@@ -32,7 +32,7 @@ def serve(settings: CollectorSettings, host: str = "127.0.0.1", port: int = 8787
     # logged before serving; create_server sets SO_REUSEADDR, so a restart can take the
     # same port again at once.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family)
+    sock = listening_socket(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=30)
     server = uvicorn.Server(config)
@@ -46,6 +46,17 @@ def serve(settings: CollectorSettings, host: str = "127.0.0.1", port: int = 8787
         _restore_signals(previous)
     if received:
         logger.info("stopped on %s", signal.Signals(received[0]).name)
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A bound, listening TCP socket whose accepted connections send without delay."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family)
+    # create_server leaves proto=0, so asyncio does not recognise the accepted sockets as
+    # TCP and never sets TCP_NODELAY on them; Nagle and delayed ACKs then hold every
+    # response ~40 ms. Accepted sockets inherit the option from the listening one.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
 
 
 def _quiet_signals(received: list[int], server: uvicorn.Server) -> dict[int, Any]:

@@ -69,8 +69,9 @@ _SCHEMA = (
 )""",
 )
 CACHE_MIB = 64
-"""Page cache of the writer connection. Record ids are random UUIDs, so each batch touches
-index pages all over the (device, id) key; with SQLite's default 2 MiB cache those pages
+"""Page cache of the writer connection. edgepack devices send time-ordered ids (UUIDv7),
+whose index entries land at the end of the (device, id) key, but any sender may use random
+UUIDs, which touch index pages all over it; with SQLite's default 2 MiB cache those pages
 are read back from the OS on every batch once the store holds some 100,000 records."""
 
 

@@ -86,7 +86,7 @@ def test_durability_sets_wal_and_the_synchronous_level(tmp_path: Path, durabilit
     assert seqs(path) == [1]
 
 
-def test_each_record_gets_a_unique_uuid4_and_row_ids_are_never_reused(tmp_path: Path) -> None:
+def test_each_record_gets_a_unique_ascending_uuid7_and_row_ids_are_never_reused(tmp_path: Path) -> None:
     path = tmp_path / "p.db"
     with telemetry.Buffer(path, group_size=7) as buffer:
         for seq in range(50):
@@ -97,7 +97,8 @@ def test_each_record_gets_a_unique_uuid4_and_row_ids_are_never_reused(tmp_path: 
     assert len(set(ids)) == 50
     for text in ids:
         parsed = uuid.UUID(text)
-        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == text
+        assert parsed.version == 7 and parsed.variant == uuid.RFC_4122 and str(parsed) == text
+    assert ids == sorted(ids)  # in recording order, across groups of 7
     with telemetry.Buffer(path) as buffer:  # the table is empty now: a plain rowid would restart at 1
         record(buffer, 50)
         (new,) = buffer.oldest(10)
@@ -180,7 +181,7 @@ def test_sampling_keeps_a_fraction_decided_by_record_id_and_counts_the_rest(tmp_
     assert 450 < len(rows) < 750  # binomial(2000, 0.3): mean 600, sd 20
     assert stats.sampled_out == 2000 - len(rows) and stats.recorded == 2000
     threshold = int(0.3 * 2**32)
-    assert all(int(row["id"][:8], 16) < threshold for row in rows)  # the rule is a function of the id
+    assert all(int(row["id"][-8:], 16) < threshold for row in rows)  # the rule is a function of the id's random bits
     with telemetry.Buffer(path) as again:
         assert again.sampled_out() == stats.sampled_out
 
