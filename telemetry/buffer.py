@@ -329,9 +329,12 @@ class Buffer:
         """The ``limit`` oldest pending records after row ``after`` (not removed: see ``acknowledge``)."""
         return self._call(lambda store: store.oldest(limit, after))
 
-    def acknowledge(self, rowids: Sequence[int]) -> int:
-        """Delete records the collector stored, in one transaction; returns how many."""
-        return self._call(lambda store: store.delete(rowids))
+    def acknowledge(self, rowids: Sequence[int], *, keep_hold: bool = False) -> int:
+        """Delete records the collector stored, in one transaction; returns how many.
+
+        ``keep_hold`` leaves the current ``hold`` in place (it covers a later batch
+        already in flight)."""
+        return self._call(lambda store: store.delete(rowids, keep_hold=keep_hold))
 
     def hold(self, upto: int, seconds: float) -> None:
         """Keep records up to row ``upto`` from being dropped for ``seconds`` (0 releases)."""

@@ -372,10 +372,11 @@ class Store:
             conn.execute("DELETE FROM records WHERE id > ? AND id <= ?", (after, last))
         return count, freed
 
-    def _settle(self, conn: sqlite3.Connection, removed: int) -> None:
-        # A batch left the table: its hold ends, and if it made room, drop_newest may
-        # accept records again.
-        names = ("held_upto", "held_until_ms", "refusing") if removed else ("held_upto", "held_until_ms")
+    def _settle(self, conn: sqlite3.Connection, removed: int, *, keep_hold: bool = False) -> None:
+        # A batch left the table: its hold ends (unless the next batch, already in flight,
+        # shares it), and if it made room, drop_newest may accept records again.
+        names = () if keep_hold else ("held_upto", "held_until_ms")
+        names += ("refusing",) if removed else ()
         conn.executemany("UPDATE counters SET value = 0 WHERE name = ?", [(name,) for name in names])
 
     def hold(self, upto: int, seconds: float) -> None:
@@ -411,7 +412,7 @@ class Store:
         except sqlite3.Error as exc:
             raise StorageError(f"reading telemetry buffer {self.path} failed: {exc}") from exc
 
-    def delete(self, rowids: Sequence[int]) -> int:
+    def delete(self, rowids: Sequence[int], *, keep_hold: bool = False) -> int:
         """Delete delivered rows in one transaction; returns how many were still there.
 
         Rows already gone (dropped by ``max_bytes`` while their batch was in flight, or
@@ -425,7 +426,7 @@ class Store:
             ).fetchone()
             conn.execute("DELETE FROM records WHERE id IN (SELECT value FROM json_each(?))", (ids,))
             self._add(conn, {"delivered": count, "stored_bytes": -size})
-            self._settle(conn, count)
+            self._settle(conn, count, keep_hold=keep_hold)
             crashpoint.reach("during_delete")
         return int(count)
 

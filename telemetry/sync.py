@@ -234,6 +234,7 @@ class SyncService:
         self._gzip = self.options.gzip
         self._failures = 0  # consecutive transient failures, across rounds (drives backoff)
         self._next: _Prefetch | None = None
+        self._pending_ack: tuple[str, list[_Item], _Answer, _Tally, float] | None = None
 
     # -- public ---------------------------------------------------------------------------
 
@@ -242,32 +243,39 @@ class SyncService:
         tally = _Tally()
         stop_event = stop_event or threading.Event()
         self._next = None
-        while tally.stop is None:
-            if stop_event.is_set():
-                tally.stop = "stop_requested"
-                break
-            ahead, self._next = self._next, None
-            body = None
-            if ahead is not None:
-                count, batch, body = ahead.records, ahead.batch, ahead.body
-            else:
-                records = self.buffer.oldest(self.options.batch_size)
-                count, batch = len(records), self._encode(records, tally)
-            if not count:
-                tally.stop = "drained"
-                break
-            if batch.items:
-                try:
-                    acknowledged = self._deliver(batch.items, tally, stop_event, prefetch=True, body=body, records_json=batch.json)
-                except BaseException:
-                    self._next = None
-                    self._release_hold()
-                    raise
-                if not acknowledged:
-                    self._next = None  # read again after a split, dead letter or failure
-                if tally.stop is not None:
-                    self._release_hold()  # an acknowledged or dead-lettered batch released it already
-        self._next = None
+        try:
+            while tally.stop is None:
+                if stop_event.is_set():
+                    tally.stop = "stop_requested"
+                    break
+                ahead, self._next = self._next, None
+                body = None
+                if ahead is not None:
+                    count, batch, body = ahead.records, ahead.batch, ahead.body
+                else:
+                    self._acknowledge_pending(keep_hold=False)  # before reading what is left
+                    records = self.buffer.oldest(self.options.batch_size)
+                    count, batch = len(records), self._encode(records, tally)
+                if not count:
+                    tally.stop = "drained"
+                    break
+                if batch.items:
+                    try:
+                        acknowledged = self._deliver(
+                            batch.items, tally, stop_event, prefetch=True, body=body, records_json=batch.json,
+                            held=ahead is not None,
+                        )
+                    except BaseException:
+                        self._next = None
+                        self._release_hold()
+                        raise
+                    if not acknowledged:
+                        self._next = None  # read again after a split, dead letter or failure
+                    if tally.stop is not None:
+                        self._release_hold()  # an acknowledged or dead-lettered batch released it already
+        finally:
+            self._next = None
+            self._acknowledge_pending(keep_hold=False)
         return tally.result(tally.stop)
 
     def run(self, stop_event: threading.Event) -> SyncResult:
@@ -346,6 +354,7 @@ class SyncService:
         prefetch: bool = False,
         body: tuple[bytes, bool] | None = None,
         records_json: bytes | None = None,
+        held: bool = False,
     ) -> bool:
         """Send one batch, splitting on 413; sets ``tally.stop`` when sending must stop.
 
@@ -353,20 +362,27 @@ class SyncService:
         ``prefetch``, the next batch is read, encoded and compressed while the first
         attempt is in flight (into ``self._next``), so the device prepares while the
         collector stores. ``body`` is this batch's, prepared that way; ``records_json``
-        its records, already encoded.
+        its records, already encoded; ``held``: the hold already covers it. Such a
+        batch's acknowledgement (the local delete) is deferred until the next request is
+        on its way, so the collector is not left idle while the device deletes.
         """
         batch_id = _batch_id(items)
         started = time.monotonic()
+        defer = prefetch
         while True:
-            # Hold the batch against drop_oldest while it is in flight (and a little after).
-            self.buffer.hold(max(item.rowid for item in items), self._hold_seconds)
+            if not held:
+                # Hold the batch against drop_oldest while it is in flight (and a little after).
+                self.buffer.hold(max(item.rowid for item in items), self._hold_seconds)
             prepared = body if body is not None and body[1] == self._gzip else None
             answer = self._post(batch_id, items, tally if prefetch else None, prepared or self._body(batch_id, items, records_json))
-            prefetch, body = False, None
+            prefetch, body, held = False, None, False
             status = answer.status
             if status is not None and 200 <= status < 300:
                 self._failures = 0
-                self._acknowledge(batch_id, items, answer, tally, started)
+                if defer:
+                    self._pending_ack = (batch_id, items, answer, tally, started)
+                else:
+                    self._acknowledge(batch_id, items, answer, tally, started)
                 return True
             if status == 413:
                 if len(items) > 1:
@@ -419,9 +435,16 @@ class SyncService:
             log.error("%s", tally.error)
             return False
 
-    def _acknowledge(self, batch_id: str, items: list[_Item], answer: _Answer, tally: _Tally, started: float) -> None:
+    def _acknowledge_pending(self, *, keep_hold: bool) -> None:
+        pending, self._pending_ack = self._pending_ack, None
+        if pending is not None:
+            self._acknowledge(*pending, keep_hold=keep_hold)
+
+    def _acknowledge(
+        self, batch_id: str, items: list[_Item], answer: _Answer, tally: _Tally, started: float, *, keep_hold: bool = False
+    ) -> None:
         crashpoint.reach("after_response")
-        self.buffer.acknowledge([item.rowid for item in items])
+        self.buffer.acknowledge([item.rowid for item in items], keep_hold=keep_hold)
         body = answer.body if isinstance(answer.body, dict) else {}
         accepted, duplicates = body.get("accepted"), body.get("duplicates")
         if not isinstance(accepted, int) or not isinstance(duplicates, int):
@@ -504,6 +527,9 @@ class SyncService:
         worker = threading.Thread(target=send, name="edgepack-sync-request", daemon=True)
         sent_at = time.monotonic()
         worker.start()
+        # The batch before this one was stored by the collector: delete it here while
+        # this request travels (a crash first only means it is sent again).
+        self._acknowledge_pending(keep_hold=True)
         if prefetch_tally is not None:
             self._prefetch(items[-1].rowid, prefetch_tally)
         worker.join(max(0.0, sent_at + deadline - time.monotonic()))

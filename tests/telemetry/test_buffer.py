@@ -371,3 +371,29 @@ def test_record_values_stores_the_same_record_as_record(tmp_path: Path) -> None:
     assert [r["inputs"] for r in rows] == [{"seq": 0, "temp_c": 21.5, "region": None}, {"seq": 1, "temp_c": 22.5, "region": "north"}]
     assert [r["flags"] for r in rows] == [["a"], []]
     assert rows[0]["model"] == rows[1]["model"] == "m"
+
+
+def test_a_hold_protects_rows_from_drop_oldest_until_released_or_acknowledged(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    with telemetry.Buffer(path, max_bytes=6_000) as buffer:
+        for seq in range(10):
+            record(buffer, seq)
+        rows = buffer.oldest(10)
+        buffer.hold(rows[5].rowid, 60)  # rows 0-5 are "in flight"
+        for seq in range(10, 40):
+            record(buffer, seq, pad="p" * 100)
+        buffer.flush()
+        kept = seqs(path)
+        assert kept[:6] == list(range(6)) and buffer.dropped() > 0  # newer rows were dropped instead
+        # Acknowledging the first three while a later batch (3-5) is in flight keeps the hold...
+        buffer.acknowledge([r.rowid for r in rows[:3]], keep_hold=True)
+        for seq in range(40, 70):
+            record(buffer, seq, pad="p" * 100)
+        buffer.flush()
+        assert seqs(path)[:3] == [3, 4, 5]
+        # ...a plain acknowledgement ends it, and the oldest rows go first again.
+        buffer.acknowledge([r.rowid for r in rows[3:4]])
+        for seq in range(70, 100):
+            record(buffer, seq, pad="p" * 100)
+        buffer.flush()
+        assert 4 not in seqs(path) and 5 not in seqs(path)
