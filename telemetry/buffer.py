@@ -216,8 +216,7 @@ class Buffer:
             values = tuple(inputs.values())
         except (TypeError, ValueError, AttributeError) as exc:
             raise RecordError(f"inputs and outputs must be mappings and flags a sequence: {exc}") from exc
-        self.record_values(model=model, version=version, bundle_sha256=bundle_sha256, names=names, values=values,
-                           outputs=outputs, flags=flags)
+        self._enqueue(model, version, bundle_sha256, names, values, outputs, flags)
 
     def record_values(
         self,
@@ -236,6 +235,19 @@ class Buffer:
         prediction, and passing the same ``names`` object every time makes finding the
         record's context an identity check.
         """
+        self._enqueue(model, version, bundle_sha256, names, values, outputs, flags)
+
+    def _enqueue(
+        self,
+        model: str,
+        version: str,
+        bundle_sha256: str,
+        names: tuple[str, ...],
+        values: tuple[Any, ...],
+        outputs: Mapping[str, Any],
+        flags: Sequence[str],
+    ) -> None:
+        # Positional on purpose: a keyword call costs ~0.5 µs here, per record.
         if self._closed:
             raise BufferClosedError(f"telemetry buffer {self.path} is closed; record() needs an open buffer")
         if type(model) is not str or type(version) is not str or type(bundle_sha256) is not str:
