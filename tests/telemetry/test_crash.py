@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import random
 import signal
 import subprocess
@@ -106,15 +107,23 @@ def test_sync_killed_at_any_step_of_a_send_delivers_every_record_exactly_once(
     crashed = sync_once(db, home, token_file, **{ENV_VAR: point})
 
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
-    at_home = len(home.records(device))
-    assert at_home == (0 if point == "before_request" else 100)  # the first batch reached it or not
     assert len(stored(db)) == 250  # nothing deleted locally: the delete never committed
     assert integrity(db) == "ok"
 
     resumed = sync_once(db, home, token_file)
 
     assert resumed.returncode == 0, resumed.stderr
-    assert f"accepted {250 - at_home}, duplicates {at_home}" in resumed.stdout
+    counts = re.search(r"accepted (\d+), duplicates (\d+)", resumed.stdout)
+    assert counts, resumed.stdout
+    accepted, duplicates = int(counts.group(1)), int(counts.group(2))
+    assert accepted + duplicates == 250
+    if point == "before_request":
+        assert duplicates == 0
+    else:
+        # The first batch had arrived; the second may have too, since the first one's
+        # delete runs while the second travels and the kill lands before or after the
+        # collector stores it. Either way each of them is now a duplicate, nothing more.
+        assert duplicates in (100, 200)
     rows = home.records(device)
     assert len(rows) == 250 and {row["id"] for row in rows} == ids
     assert stored(db) == [] and integrity(db) == "ok"
