@@ -6,6 +6,12 @@ deletes them locally only after a 2xx, in one transaction. The ``batch_id`` is t
 SHA-256 of the sorted record ids, so a resend after a crash carries the same id; the
 collector stores each (device, record id) once, so a resend stores nothing twice.
 
+The device and the collector work at the same time: while a batch travels, the next one
+is read, encoded (orjson) and compressed, and the batch before it is deleted locally. So
+a crash can leave up to two batches stored at home but not yet deleted here; both are
+sent again and count as duplicates. A batch being read ahead is held against
+``drop_oldest`` like the one in flight.
+
 What each answer does:
 
 * 2xx: delete the batch's records.

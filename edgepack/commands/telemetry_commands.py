@@ -28,7 +28,11 @@ EXIT_REJECTED = 5
 @click.option("--batch-size", type=click.IntRange(1, 5000), default=1000, show_default=True, help="Records per batch.")
 @click.option("--deadline", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
               help="Overall seconds one request may take.")
-def sync(db_path: Path, endpoint: str, token_file: Path, once: bool, interval: float, batch_size: int, deadline: float) -> None:
+@click.option("--gzip-level", type=click.IntRange(0, 9), default=1, show_default=True,
+              help="zlib level of the request bodies: 1 is cheapest in CPU, 6-9 smallest on slow links.")
+def sync(
+    db_path: Path, endpoint: str, token_file: Path, once: bool, interval: float, batch_size: int, deadline: float, gzip_level: int
+) -> None:
     """Send the predictions buffered in --db to the collector, exactly once.
 
     Runs until SIGTERM/SIGINT (finishing the request in flight), or with --once until the
@@ -65,7 +69,7 @@ def sync(db_path: Path, endpoint: str, token_file: Path, once: bool, interval: f
                 click.echo("stop_requested: sent 0 records in 0 batches (the buffer never appeared)")
                 return
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per batch is ours
-    options = telemetry.SyncOptions(batch_size=batch_size, request_deadline=deadline, interval=interval)
+    options = telemetry.SyncOptions(batch_size=batch_size, request_deadline=deadline, interval=interval, gzip_level=gzip_level)
     try:
         # As a service, the app may still be creating the file: whichever side gets the
         # write lock first creates the schema, the other finds it.

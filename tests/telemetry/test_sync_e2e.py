@@ -41,7 +41,7 @@ def test_cli_sync_once_delivers_exactly_the_buffered_records_and_the_drop_count(
     token_file = tmp_path / "token"
     token_file.write_text(f"  {collector.token}\n")
 
-    done = edgepack(*sync_args(db, collector, token_file, "--once", "--batch-size", "100"))
+    done = edgepack(*sync_args(db, collector, token_file, "--once", "--batch-size", "100", "--gzip-level", "6"))
 
     assert done.returncode == 0, done.stderr
     assert f"drained: sent {len(expected)} records" in done.stdout
@@ -161,7 +161,7 @@ def test_the_sync_service_runs_beside_a_recording_app_and_stops_cleanly_on_sigte
 def test_cli_help_lists_sync_options() -> None:
     done = edgepack("sync", "--help")
     assert done.returncode == 0
-    for option in ("--db", "--endpoint", "--token-file", "--once", "--interval"):
+    for option in ("--db", "--endpoint", "--token-file", "--once", "--interval", "--gzip-level"):
         assert option in done.stdout
 
 
