@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import marshal
+import os
 import re
 import sqlite3
 import subprocess
@@ -89,6 +90,14 @@ def _raw_insert(path: Path, prepared: list[tuple[Any, ...]]) -> None:
         connection.close()
 
 
+def _discard(path: Path) -> None:
+    """Delete a measured database with its WAL and side files right away: left behind, a
+    round's ~40 MB of dirty pages are written back while the next round (or the sync
+    measurement) runs, and its fsyncs wait behind them."""
+    for suffix in ("", "-wal", "-shm", "-lock", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
 def measure_record_rate(case: ModelCase, options: BenchOptions, workdir: Path) -> list[Figure]:
     """Records per second, each round a fresh database per path, paths alternating."""
     import telemetry
@@ -112,6 +121,7 @@ def measure_record_rate(case: ModelCase, options: BenchOptions, workdir: Path) -
             pending = buffer.pending()
         finally:
             buffer.close()
+            _discard(path)
         if pending != count:
             raise BenchError(f"buffer holds {pending} records after flush, expected {count}")
         return elapsed
@@ -121,8 +131,11 @@ def measure_record_rate(case: ModelCase, options: BenchOptions, workdir: Path) -
     def raw() -> float:
         path = workdir / f"record-raw-{next(counter)}.db"
         start = time.perf_counter()
-        _raw_insert(path, prepared)
-        return time.perf_counter() - start
+        try:
+            _raw_insert(path, prepared)
+            return time.perf_counter() - start
+        finally:
+            _discard(path)
 
     runs = {POWER: lambda: buffered("power"), PROCESS: lambda: buffered("process"), RAW: raw}
     order = list(runs)
@@ -238,6 +251,9 @@ def measure_sync(case: ModelCase, options: BenchOptions, workdir: Path) -> list[
                 try:
                     _fill(buffer, case, rows, outputs, count)
                     buffer.flush()
+                    # The fill's pages go to disk now, not during the clock (they would
+                    # queue ahead of the collector's and the buffer's fsyncs).
+                    os.sync()
                     before = collector.stored()
                     reports: list[Any] = []
                     service = telemetry.SyncService(buffer, collector.url, token=collector.token, on_batch=reports.append)
