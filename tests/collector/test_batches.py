@@ -5,30 +5,14 @@ from __future__ import annotations
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support.collector import RunningCollector, start_collector
+from tests.support.collector import RunningCollector
 
 from .batches import SHA, batch, post, record
-
-
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCollector]:
-    running = start_collector(Path(tmp_path_factory.mktemp("batches")))
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def device(shared: RunningCollector) -> tuple[str, str]:
-    """A fresh device on the shared collector: (device id, token)."""
-    device_id = f"dev-{uuid.uuid4().hex[:8]}"
-    return device_id, shared.add_device(device_id)
 
 
 def test_records_are_stored_with_every_field(shared: RunningCollector, device: tuple[str, str]) -> None:

@@ -8,30 +8,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-from tests.support.collector import RunningCollector, start_collector
+from tests.support.collector import RunningCollector
 
 from .batches import batch, post
-
-
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCollector]:
-    running = start_collector(Path(tmp_path_factory.mktemp("values")))
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def device(shared: RunningCollector) -> tuple[str, str]:
-    device_id = f"dev-{uuid.uuid4().hex[:8]}"
-    return device_id, shared.add_device(device_id)
 
 
 def _stored_text(collector: RunningCollector, device_id: str) -> dict[str, dict[str, Any]]:
