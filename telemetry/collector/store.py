@@ -21,6 +21,8 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any
 
+import sqlite_utils
+
 from .errors import StoreError
 from .schema import COUNTER_KEYS, Batch
 
@@ -40,34 +42,6 @@ _UPDATE_DEVICE = """
         sampled_out = MAX(sampled_out, excluded.sampled_out),
         dead_lettered = MAX(dead_lettered, excluded.dead_lettered)
 """
-# The schema sqlite-utils used to create (same text, so files made before and after match).
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS "records" (
-   "device" TEXT NOT NULL,
-   "id" TEXT NOT NULL,
-   "batch_id" TEXT,
-   "received_at" REAL NOT NULL,
-   "ts" REAL NOT NULL,
-   "model" TEXT NOT NULL,
-   "version" TEXT NOT NULL,
-   "bundle_sha256" TEXT NOT NULL,
-   "inputs" TEXT,
-   "outputs" TEXT,
-   "flags" TEXT,
-   PRIMARY KEY ("device", "id")
-)""",
-    """CREATE INDEX IF NOT EXISTS "idx_records_model_version"
-    ON "records" ("model", "version")""",
-    """CREATE TABLE IF NOT EXISTS "devices" (
-   "device" TEXT PRIMARY KEY,
-   "first_seen" REAL NOT NULL,
-   "last_seen" REAL NOT NULL,
-   "batches" INTEGER NOT NULL DEFAULT 0,
-   "dropped" INTEGER NOT NULL DEFAULT 0,
-   "sampled_out" INTEGER NOT NULL DEFAULT 0,
-   "dead_lettered" INTEGER NOT NULL DEFAULT 0
-)""",
-)
 CACHE_MIB = 64
 """Page cache of the writer connection. edgepack devices send time-ordered ids (UUIDv7),
 whose index entries land at the end of the (device, id) key, but any sender may use random
@@ -100,19 +74,56 @@ class Store:
     def __init__(self, path: str | Path, *, lock_timeout_seconds: float = 5.0) -> None:
         self.path = Path(path)
         with _translated(f"opening the store {self.path}"):
-            # Autocommit mode: every transaction is begun and ended explicitly below.
+            # Autocommit mode: every transaction is begun and ended explicitly below. The
+            # hot path (ingest) uses the plain connection: one executemany per batch.
             self.conn = sqlite3.connect(self.path, isolation_level=None)
+            self.db = sqlite_utils.Database(self.conn)
             try:
                 self.conn.execute(f"PRAGMA busy_timeout={int(lock_timeout_seconds * 1000)}")
-                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.db.enable_wal()
                 self.conn.execute("PRAGMA synchronous=FULL")
                 self.conn.execute(f"PRAGMA cache_size=-{CACHE_MIB * 1024}")
-                with self._write_transaction():
-                    for statement in _SCHEMA:
-                        self.conn.execute(statement)
+                self._create()
             except BaseException:
                 self.conn.close()
                 raise
+
+    def _create(self) -> None:
+        with self._write_transaction():
+            self.db["records"].create(
+                {
+                    "device": str,
+                    "id": str,
+                    "batch_id": str,
+                    "received_at": float,
+                    "ts": float,
+                    "model": str,
+                    "version": str,
+                    "bundle_sha256": str,
+                    "inputs": str,
+                    "outputs": str,
+                    "flags": str,
+                },
+                pk=("device", "id"),
+                not_null={"device", "id", "received_at", "ts", "model", "version", "bundle_sha256"},
+                if_not_exists=True,
+            )
+            self.db["records"].create_index(["model", "version"], if_not_exists=True)
+            self.db["devices"].create(
+                {
+                    "device": str,
+                    "first_seen": float,
+                    "last_seen": float,
+                    "batches": int,
+                    "dropped": int,
+                    "sampled_out": int,
+                    "dead_lettered": int,
+                },
+                pk="device",
+                not_null={"first_seen", "last_seen", "batches", *COUNTER_KEYS},
+                defaults={"batches": 0, **{key: 0 for key in COUNTER_KEYS}},
+                if_not_exists=True,
+            )
 
     @contextmanager
     def _write_transaction(self) -> Iterator[None]:
@@ -193,4 +204,4 @@ class Store:
     def close(self) -> None:
         """Close the connection (checkpointing the WAL)."""
         with _translated(f"closing the store {self.path}"):
-            self.conn.close()
+            self.db.close()
