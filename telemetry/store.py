@@ -160,7 +160,7 @@ Row = tuple[str, float, Context, bytes, int]
 the writer builds one per record on the hot path."""
 
 
-_ROWS_PER_STATEMENT = 100
+_ROWS_PER_STATEMENT = 500
 """Rows per multi-row INSERT. One statement per row (``executemany``) pays statement
 overhead, an AUTOINCREMENT sequence update and a GIL release/reacquire per row; the
 last one stalls the writer behind a busy recording thread."""
@@ -282,10 +282,15 @@ class Store:
             raise StorageError(f"writing telemetry buffer {self.path} failed: {exc}") from exc
 
     def _add(self, conn: sqlite3.Connection, deltas: dict[str, int]) -> None:
-        conn.executemany(
-            "UPDATE counters SET value = value + ? WHERE name = ?",
-            [(delta, name) for name, delta in deltas.items() if delta],
-        )
+        # One statement for all the counters: every statement run by the writer thread
+        # gives up the GIL and may wait for it again behind a busy recording thread.
+        changed = [(name, delta) for name, delta in deltas.items() if delta]
+        if changed:
+            cases = " ".join("WHEN ? THEN ?" for _ in changed)
+            conn.execute(
+                f"UPDATE counters SET value = value + CASE name {cases} END WHERE name IN ({', '.join('?' * len(changed))})",
+                [*(v for pair in changed for v in pair), *(name for name, _ in changed)],
+            )
 
     def insert(
         self,
