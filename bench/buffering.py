@@ -59,13 +59,12 @@ def _raw_rows(case: ModelCase, rows: list[dict[str, Any]], outputs: list[dict[st
     """The rows the ceiling inserts, built before its clock starts: a UUID, a timestamp, the
     values as one ``marshal`` blob (the buffer's own on-disk encoding)."""
     size = len(rows)
-    dumps = marshal.dumps
     now = time.time()
-    return [
-        (str(uuid.uuid4()), now, 1, blob, len(blob))
-        for i in range(count)
-        for blob in (dumps((tuple(rows[i % size].values()), outputs[i % size], ()), 2),)
-    ]
+    prepared = []
+    for i in range(count):
+        blob = marshal.dumps((tuple(rows[i % size].values()), outputs[i % size], ()), 2)
+        prepared.append((str(uuid.uuid4()), now, 1, blob, len(blob)))
+    return prepared
 
 
 def _raw_insert(path: Path, prepared: list[tuple[Any, ...]]) -> None:

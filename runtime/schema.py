@@ -191,9 +191,10 @@ class InputSchema:
         # is one C-level call per row (telemetry reads every predicted row this way).
         offsets = [sum(len(q.features) for q in self.packed[:k]) for k in range(len(self.packed))]
         flat = [offsets[i] + slot for i, slot in self._positions]
-        picker = itemgetter(*flat) if flat else None
+        picker = itemgetter(*flat)  # a manifest has at least one feature
+        # itemgetter with one index returns the item itself, not a 1-tuple.
         self._pick_in_name_order: Callable[[list[Any]], tuple[Any, ...]] = (
-            (lambda vals: (picker(vals),)) if len(flat) == 1 else (picker or (lambda vals: ()))  # type: ignore[assignment]
+            picker if len(flat) > 1 else lambda vals: (picker(vals),)
         )
         self._name_set = frozenset(self.names)
         self._categories = {f.name: frozenset(f.categories) for f in self.features if f.categories is not None}

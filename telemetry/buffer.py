@@ -207,8 +207,8 @@ class Buffer:
         """Queue one prediction; it is committed within ``group_delay`` (see ``flush``).
 
         At commit it gets a UUID (version 7: time-ordered, see ``telemetry.ids``), its
-        identity at the collector forever, and a row id that is never reused. The values are packed here, so later changes to the
-        mappings do not reach the record; numpy values are converted by duck typing and
+        identity at the collector forever, and a row id that is never reused. The values
+        are packed here, so later changes to the mappings do not reach the record; numpy values are converted by duck typing and
         anything JSON lacks is kept as text. Bad argument shapes raise ``RecordError``.
         """
         try:

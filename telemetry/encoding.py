@@ -125,8 +125,9 @@ def pack(values: tuple[Any, ...], outputs: dict[str, Any], flags: tuple[str, ...
     table, once), its outputs and flags."""
     # marshal writes anything with the buffer protocol (numpy scalars and arrays) as raw
     # bytes without complaint, so only exact builtin types may reach it unconverted. The
-    # checks run on the writer thread for every record, so the common shapes are checked
-    # with C-level set operations first and only odd ones walk the structure.
+    # checks run in record(), on the application's thread, for every record, so the
+    # common shapes are checked with C-level set operations first and only odd ones walk
+    # the structure.
     if (
         _SCALARS.issuperset(map(type, values))
         and _SCALARS.issuperset(map(type, flags))

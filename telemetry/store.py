@@ -25,6 +25,7 @@ SQLite errors are translated into ``telemetry.errors`` here and nowhere else.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import marshal
 import os
@@ -176,11 +177,9 @@ def _insert_rows(conn: sqlite3.Connection, rows: Sequence[Row]) -> None:
         conn.execute(_insert_sql(len(chunk)), params)
 
 
-def _insert_sql(count: int, cache: dict[int, str] = {}) -> str:  # noqa: B006 - a deliberate memo
-    sql = cache.get(count)
-    if sql is None:
-        sql = cache[count] = "INSERT INTO records (uuid, ts, context, payload, size) VALUES " + ",".join(["(?,?,?,?,?)"] * count)
-    return sql
+@functools.lru_cache(maxsize=8)
+def _insert_sql(count: int) -> str:
+    return "INSERT INTO records (uuid, ts, context, payload, size) VALUES " + ",".join(["(?,?,?,?,?)"] * count)
 
 
 class Store:

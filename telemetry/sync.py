@@ -186,7 +186,6 @@ class _Batch:
 class _Prefetch:
     """The next batch, read and encoded while the current one is in flight."""
 
-    after: int  # last row id of the batch it follows
     records: int  # records read (items plus any dead-lettered as unreadable)
     batch: _Batch
     body: tuple[bytes, bool] | None = None  # the request body, and whether it is gzipped
@@ -272,7 +271,6 @@ class SyncService:
                             held=ahead is not None,
                         )
                     except BaseException:
-                        self._next = None
                         self._release_hold()
                         raise
                     if not acknowledged:
@@ -496,7 +494,7 @@ class SyncService:
         except TelemetryError as exc:
             log.debug("reading the next batch ahead failed (%s); it is read again after this one", exc)
             return
-        self._next = _Prefetch(after=after, records=len(records), batch=batch, body=body)
+        self._next = _Prefetch(records=len(records), batch=batch, body=body)
 
     # -- HTTP -----------------------------------------------------------------------------
 
