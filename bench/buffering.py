@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import marshal
 import os
-import re
 import sqlite3
 import subprocess
 import sys
@@ -37,7 +36,6 @@ OVERHEAD = "telemetry cost per prediction (caller)"
 OVERHEAD_ALL_IN = "telemetry cost per prediction (all in)"
 RAW_BATCH = 1_000
 START_TIMEOUT = 60.0
-LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
 FAKE_SHA = "0" * 64
 
 
@@ -165,48 +163,25 @@ def measure_record_rate(case: ModelCase, options: BenchOptions, workdir: Path) -
 
 
 class Collector:
-    """``edgepack collector`` in a subprocess on a free loopback port, with one device token."""
+    """``edgepack collector`` in a subprocess on a free loopback port, with one device token
+    issued by ``edgepack token add``."""
 
     def __init__(self, directory: Path) -> None:
+        from telemetry.collector.process import CollectorProcess
+
         directory.mkdir(parents=True, exist_ok=True)
-        self.db = directory / "collector.db"
-        self.tokens = directory / "tokens.json"
-        self.log_path = directory / "collector.log"
-        self.token = self._cli("token", "add", "bench-device", "--tokens", str(self.tokens)).strip().splitlines()[-1].strip()
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [*self._base(), "collector", "--db", str(self.db), "--tokens", str(self.tokens), "--host", "127.0.0.1", "--port", "0"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self.url = self._wait_until_listening()
+        tokens = directory / "tokens.json"
+        self.token = self._cli("token", "add", "bench-device", "--tokens", str(tokens)).strip().splitlines()[-1].strip()
+        self.child = CollectorProcess(directory / "collector.db", tokens, directory / "collector.log", start_timeout=START_TIMEOUT)
+        self.child.start()
+        self.url = self.child.url
 
     @staticmethod
-    def _base() -> list[str]:
-        return [sys.executable, "-c", "from edgepack.cli import main; main()"]
-
-    def _cli(self, *args: str) -> str:
-        completed = subprocess.run([*self._base(), *args], capture_output=True, text=True, timeout=120)
+    def _cli(*args: str) -> str:
+        completed = subprocess.run([sys.executable, "-m", "edgepack", *args], capture_output=True, text=True, timeout=120)
         if completed.returncode != 0:
             raise BenchError(f"edgepack {' '.join(args[:2])} failed: {completed.stderr.strip()[-300:]}")
         return completed.stdout
-
-    def _wait_until_listening(self) -> str:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if self.process.poll() is not None:
-                raise BenchError(f"collector exited with {self.process.returncode}: {self.log_path.read_text()[-300:]}")
-            match = LISTENING.search(self.log_path.read_text("utf-8", "replace"))
-            if match:
-                url = f"http://127.0.0.1:{match.group(1)}"
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=2.0).status_code == 200:
-                        return url
-                except httpx.TransportError:
-                    pass
-            if time.monotonic() > deadline:
-                raise BenchError(f"collector not healthy after {START_TIMEOUT:.0f} s")
-            time.sleep(0.05)
 
     def stored(self) -> int:
         response = httpx.get(f"{self.url}/v1/stats", headers={"Authorization": f"Bearer {self.token}"}, timeout=10.0)
@@ -214,13 +189,10 @@ class Collector:
         return int(response.json()["records"])
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        try:
+            self.child.stop()
+        finally:
+            self.child.kill()
 
 
 @contextmanager

@@ -12,10 +12,7 @@ import contextlib
 import os
 import secrets
 import shutil
-import socket
 import statistics
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -174,41 +171,20 @@ def run_quickstart(directory: str | os.PathLike[str] = "edgepack-quickstart", *,
     return report
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def _collector(root: Path) -> Iterator[tuple[str, str]]:
     """Run ``edgepack collector`` in a child process on a free loopback port."""
     from telemetry.collector import add_token
+    from telemetry.collector.process import CollectorProcess
 
     device_id = f"quickstart-{secrets.token_hex(3)}"
     token = add_token(root / "tokens.json", device_id)
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "edgepack", "collector", "--db", str(root / "collector.db"),
-               "--tokens", str(root / "tokens.json"), "--host", "127.0.0.1", "--port", str(port)]
-    log = (root / "collector.log").open("wb")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    child = CollectorProcess(root / "collector.db", root / "tokens.json", root / "collector.log", start_timeout=30)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the collector did not start; see {root / 'collector.log'}")
-            time.sleep(0.1)
-        yield url, token
+        child.start()
+        yield child.url, token
     finally:
-        process.terminate()
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+            child.stop(timeout=10)
+        finally:
+            child.kill()

@@ -5,8 +5,9 @@ Needs the ``collector`` extra (starlette, uvicorn); ``import telemetry`` never i
 
 from .app import create_app
 from .errors import CollectorError
+from .process import CollectorProcess
 from .server import serve
 from .settings import CollectorSettings
 from .tokens import add_token
 
-__all__ = ["CollectorError", "CollectorSettings", "add_token", "create_app", "serve"]
+__all__ = ["CollectorError", "CollectorProcess", "CollectorSettings", "add_token", "create_app", "serve"]

@@ -29,12 +29,7 @@ Batches use the HTTP contract of ``telemetry.collector`` (``POST /v1/batches``):
 from __future__ import annotations
 
 import json
-import re
-import signal
 import sqlite3
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -42,123 +37,43 @@ from typing import Any
 import httpx
 import pytest
 
+from telemetry.collector import add_token
+from telemetry.collector.process import CollectorProcess
+
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
-LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
 
 
-class RunningCollector:
+class RunningCollector(CollectorProcess):
     """One ``edgepack collector`` subprocess and its files; see the module docstring."""
 
     def __init__(self, directory: Path, *, device_id: str = "device-1", **limits: int) -> None:
         directory.mkdir(parents=True, exist_ok=True)
+        super().__init__(
+            directory / "collector.db", directory / "tokens.json", directory / "collector.log",
+            options=limits, start_timeout=START_TIMEOUT, cwd=ROOT,
+        )
         self.directory = directory
-        self.db_path = directory / "collector.db"
-        self.tokens_path = directory / "tokens.json"
-        self.log_path = directory / "collector.log"
         self.limits = limits
         self.device_id = device_id
         self.token = self.add_device(device_id)
-        self.port = 0
-        self.url = ""
-        self.process: subprocess.Popen[bytes] | None = None
         self.start()
 
     def add_device(self, device_id: str, *, rotate: bool = False) -> str:
         """Register ``device_id`` in the tokens file and return its new token."""
-        from telemetry.collector import add_token
-
         return add_token(self.tokens_path, device_id, rotate=rotate)
 
-    def _command(self) -> list[str]:
-        args = [
-            sys.executable,
-            "-c",
-            "from edgepack.cli import main; main()",
-            "collector",
-            "--db",
-            str(self.db_path),
-            "--tokens",
-            str(self.tokens_path),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-        ]
-        for name, value in self.limits.items():
-            args += [f"--{name.replace('_', '-')}", str(value)]
-        return args
-
-    def start(self) -> None:
-        """Start the subprocess (same port as before, if it ran already) and wait for /healthz."""
-        assert self.process is None or self.process.poll() is not None, "collector already running"
-        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self._command(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + START_TIMEOUT
-        while not self.port:
-            match = LISTENING.search(self._log_since(offset))
-            if match:
-                self.port = int(match.group(1))
-            else:
-                self._check_alive(deadline)
-                time.sleep(0.05)
-        self.url = f"http://127.0.0.1:{self.port}"
-        while True:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            self._check_alive(deadline)
-            time.sleep(0.05)
-
-    def _log_since(self, offset: int) -> str:
-        with open(self.log_path, "rb") as log:
-            log.seek(offset)
-            return log.read().decode("utf-8", "replace")
-
-    def _check_alive(self, deadline: float) -> None:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise RuntimeError(f"collector exited with {self.process.returncode}:\n{self.log()}")
-        if time.monotonic() > deadline:
-            self.kill()
-            raise RuntimeError(f"collector did not become healthy in {START_TIMEOUT}s:\n{self.log()}")
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def stop(self) -> None:
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
         """SIGTERM and wait; a clean shutdown exits 0."""
-        if not self.running:
-            return
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            code = self.process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"collector ignored SIGTERM for {STOP_TIMEOUT}s:\n{self.log()}") from None
-        assert code == 0, f"collector exited with {code} on SIGTERM:\n{self.log()}"
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash would."""
-        if self.running:
-            assert self.process is not None
-            self.process.kill()
-            self.process.wait()
+        code = super().stop(timeout)
+        assert code in (None, 0), f"collector exited with {code} on SIGTERM:\n{self.log()}"
+        return code
 
     def restart(self) -> None:
         """Clean stop, then start again on the same port with the same files."""
         self.stop()
         self.start()
-
-    def log(self) -> str:
-        """Everything the collector process wrote so far."""
-        return self.log_path.read_text("utf-8", "replace") if self.log_path.exists() else ""
 
     def stats(self, token: str | None = None) -> dict[str, Any]:
         """``GET /v1/stats`` with ``token`` (default: the fixture device's)."""
