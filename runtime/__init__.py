@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from .bundle import Bundle, BundleLimits, read_bundle
 from .errors import (
     BundleError,
+    DowngradeError,
     EdgeError,
     InputError,
     PredictionError,
@@ -36,11 +37,13 @@ from .errors import (
     SchemaChangeError,
     SelfTestError,
     SignatureError,
+    StateFileError,
 )
 from .options import SessionOptions
 from .telemetry_hook import TelemetrySink
 
 if TYPE_CHECKING:
+    from .highwater import HighWater
     from .model import EdgeModel, load
     from .slot import ModelSlot
 
@@ -48,8 +51,10 @@ __all__ = [
     "Bundle",
     "BundleError",
     "BundleLimits",
+    "DowngradeError",
     "EdgeError",
     "EdgeModel",
+    "HighWater",
     "InputError",
     "ModelSlot",
     "PredictionError",
@@ -58,12 +63,13 @@ __all__ = [
     "SelfTestError",
     "SessionOptions",
     "SignatureError",
+    "StateFileError",
     "TelemetrySink",
     "load",
     "read_bundle",
 ]
 
-_LAZY = {"load": "model", "EdgeModel": "model", "ModelSlot": "slot"}
+_LAZY = {"load": "model", "EdgeModel": "model", "ModelSlot": "slot", "HighWater": "highwater"}
 
 
 def __getattr__(name: str) -> Any:

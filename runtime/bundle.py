@@ -49,6 +49,21 @@ class BundleLimits:
     """Number of entries in the archive."""
     max_ratio: int = 200
     """Largest uncompressed/compressed ratio accepted for an entry over 1 MiB (zip bombs)."""
+    max_model_bytes: int = 256 << 20
+    """Uncompressed size of ``model.onnx``, declared or actual. onnxruntime holds the whole
+    graph and its weights in memory (about 1.1x this size once a session exists), so this is
+    the bound on what a validly signed bundle can make a device allocate for its weights.
+    Lower it on small devices; raise it (and ``max_entry_bytes``) for a larger model."""
+    max_manifest_bytes: int = 16 << 20
+    """Size of ``manifest.json``; read (and, with a key, verified) before it is parsed."""
+    max_json_depth: int = 64
+    """Deepest nesting of objects and arrays accepted in ``manifest.json`` and ``golden.json``
+    (real ones nest 4 levels); deeper JSON is refused instead of exhausting the stack."""
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"BundleLimits.{name} must be an int >= 1, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -156,9 +171,10 @@ def read_bundle(
     """Read and verify a bundle from a path or from its bytes.
 
     Checks, in order: archive size and readability; entry names (no ``..``, no absolute
-    paths, no duplicates); declared sizes and compression ratios; the manifest's format
-    version; the signature (when ``public_key`` is given or ``require_signature`` is set);
-    that the archive holds exactly the files the manifest lists, with matching size and
+    paths, no duplicates); declared sizes (``model.onnx`` against ``max_model_bytes``) and
+    compression ratios; the signature over the raw manifest bytes (when ``public_key`` is
+    given or ``require_signature`` is set), before the manifest is parsed; the manifest's
+    JSON, nesting depth and format version; that the archive holds exactly the files the manifest lists, with matching size and
     sha256. Any failure raises ``BundleError`` (``SignatureError`` for the signature)
     naming the entry and what was expected.
     """
@@ -185,10 +201,11 @@ def read_bundle(
     with zf:
         infos = zf.infolist()
         _check_directory(infos, limits)
-        manifest_bytes = _read_entry(zf, MANIFEST, limits)
-        manifest = _parse_manifest(manifest_bytes)
         names = {info.filename for info in infos}
+        manifest_bytes = _read_entry(zf, MANIFEST, limits)
 
+        # The signature is checked over the raw bytes BEFORE they are parsed: with a key,
+        # nothing an attacker wrote reaches the JSON parser (or anything after it).
         signature = _read_entry(zf, SIGNATURE, limits) if SIGNATURE in names else None
         verified = False
         if require_signature and signature is None:
@@ -200,6 +217,7 @@ def read_bundle(
             verified = True
         elif require_signature:
             raise SignatureError("a signature is required but no public key was given to check it", entry=SIGNATURE)
+        manifest = _parse_manifest(manifest_bytes, limits)
 
         declared: dict[str, Any] = manifest.get("files")
         if not isinstance(declared, dict):
@@ -268,6 +286,8 @@ def _check_directory(infos: list[zipfile.ZipInfo], limits: BundleLimits) -> None
         if name in seen:
             raise BundleError("duplicate entry name; each name may appear once", entry=name)
         seen.add(name)
+        if name == MODEL and info.file_size > limits.max_model_bytes:
+            raise BundleError(_model_too_big(info.file_size, limits), entry=name)
         if info.file_size > limits.max_entry_bytes:
             raise BundleError(
                 f"declared uncompressed size {info.file_size} bytes is over the per-entry limit of {limits.max_entry_bytes}",
@@ -285,12 +305,36 @@ def _check_directory(infos: list[zipfile.ZipInfo], limits: BundleLimits) -> None
         raise BundleError("required entry is missing; expected a bundle written by `edgepack build`", entry=MANIFEST)
 
 
+def _model_too_big(size: int, limits: BundleLimits) -> str:
+    return (
+        f"model is {size} bytes uncompressed, over the limit of {limits.max_model_bytes} "
+        f"(BundleLimits.max_model_bytes); if this device has the memory for it, load with "
+        f"runtime.load(..., limits=BundleLimits(max_model_bytes=...))"
+    )
+
+
+def _entry_limit(name: str, limits: BundleLimits) -> int:
+    if name == MANIFEST:
+        return min(limits.max_entry_bytes, limits.max_manifest_bytes)
+    if name == MODEL:
+        return min(limits.max_entry_bytes, limits.max_model_bytes)
+    return limits.max_entry_bytes
+
+
 def _read_entry(zf: zipfile.ZipFile, name: str, limits: BundleLimits) -> bytes:
     info = zf.getinfo(name)
+    limit = _entry_limit(name, limits)
+    if info.file_size > limit:
+        raise BundleError(
+            _model_too_big(info.file_size, limits)
+            if name == MODEL
+            else f"declared uncompressed size {info.file_size} bytes is over the limit of {limit}",
+            entry=name,
+        )
     try:
         with zf.open(info) as fh:
             # Never trust the declared size: read at most one byte past the limit.
-            data = fh.read(min(info.file_size, limits.max_entry_bytes) + 1)
+            data = fh.read(min(info.file_size, limit) + 1)
     except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
         # zlib.error: corrupt deflate data; RuntimeError: encrypted entries.
         raise BundleError(f"cannot decompress ({exc}); the archive is damaged", entry=name) from exc
@@ -299,11 +343,44 @@ def _read_entry(zf: zipfile.ZipFile, name: str, limits: BundleLimits) -> bytes:
     return data
 
 
-def _parse_manifest(data: bytes) -> dict[str, Any]:
+def parse_json(data: bytes, *, entry: str, max_depth: int, error: type[BundleError] = BundleError) -> Any:
+    """Parse one JSON entry of a bundle; any failure is ``error`` naming ``entry``.
+
+    json.loads recurses once per level of nesting (RecursionError past ~1000 levels) and
+    refuses integers over 4300 digits with a plain ValueError, so those are caught here
+    too; then the nesting depth is checked without recursion, so that nothing downstream
+    (repr, json.dumps, the schema parser) can be driven into the stack limit either.
+    """
     try:
-        manifest = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"not valid JSON: {exc}", entry=MANIFEST) from exc
+        value = json.loads(data)
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise error(f"not valid JSON: {exc}", entry=entry) from exc
+    except RecursionError as exc:
+        raise error(f"JSON nested too deeply to parse (limit {max_depth} levels)", entry=entry) from exc
+    depth = _depth(value)
+    if depth > max_depth:
+        raise error(f"JSON nested {depth} levels deep, over the limit of {max_depth} (BundleLimits.max_json_depth)", entry=entry)
+    return value
+
+
+def _depth(value: Any) -> int:
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
+
+
+def _parse_manifest(data: bytes, limits: BundleLimits) -> dict[str, Any]:
+    manifest = parse_json(data, entry=MANIFEST, max_depth=limits.max_json_depth)
     if not isinstance(manifest, dict):
         raise BundleError("expected a JSON object", entry=MANIFEST)
     version = manifest.get("format_version")

@@ -53,6 +53,24 @@ class SchemaChangeError(BundleError):
     """A swap would replace the model with one of another name or another input schema."""
 
 
+class DowngradeError(BundleError):
+    """A validly signed bundle is older than the version this device already ran.
+
+    ``name`` and ``version`` describe the refused bundle, ``floor`` the lowest version the
+    device still accepts for that model name (see ``runtime.highwater``).
+    """
+
+    def __init__(self, message: str, *, name: str | None = None, version: int | None = None, floor: int | None = None) -> None:
+        self.name = name
+        self.version = version
+        self.floor = floor
+        super().__init__(message)
+
+
+class StateFileError(EdgeError):
+    """The version state file (``runtime.highwater``) cannot be read or written."""
+
+
 class PredictionError(EdgeError):
     """onnxruntime failed while running a model that loaded and self-tested fine."""
 

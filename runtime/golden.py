@@ -6,13 +6,13 @@ A value ``v`` of the original model matches the value ``w`` computed here when
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from .bundle import parse_json
 from .errors import EdgeError, SelfTestError
 
 GOLDEN = "golden.json"
@@ -44,12 +44,9 @@ def _error(message: str) -> SelfTestError:
     return SelfTestError(message, entry=GOLDEN)
 
 
-def parse_golden(data: bytes, *, task: str, fallback_tolerance: Any = None) -> GoldenSet:
+def parse_golden(data: bytes, *, task: str, fallback_tolerance: Any = None, max_depth: int = 64) -> GoldenSet:
     """Parse ``golden.json``; its ``tolerance`` wins, else the manifest's parity tolerance."""
-    try:
-        raw = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _error(f"not valid JSON: {exc}") from exc
+    raw = parse_json(data, entry=GOLDEN, max_depth=max_depth, error=SelfTestError)
     if not isinstance(raw, dict) or not isinstance(raw.get("inputs"), dict) or not isinstance(raw.get("outputs"), dict):
         raise _error("expected an object with 'inputs' (columns by feature name) and 'outputs'")
     inputs = raw["inputs"]

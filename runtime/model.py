@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from dataclasses import replace
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -42,6 +43,7 @@ class EdgeModel:
         telemetry: TelemetrySink | None = None,
         strict: bool = False,
         session_options: SessionOptions = SessionOptions(),
+        limits: BundleLimits = BundleLimits(),
     ) -> None:
         if telemetry is not None and not callable(getattr(telemetry, "record", None)):
             raise TypeError(f"telemetry must have a record(...) method, got {type(telemetry).__name__}")
@@ -70,8 +72,12 @@ class EdgeModel:
 
         parity = self.manifest.get("parity")
         golden = parse_golden(
-            bundle.files[GOLDEN], task=self.task, fallback_tolerance=parity.get("tolerance") if isinstance(parity, dict) else None
+            bundle.files[GOLDEN],
+            task=self.task,
+            fallback_tolerance=parity.get("tolerance") if isinstance(parity, dict) else None,
+            max_depth=limits.max_json_depth,
         )
+        golden = replace(golden, inputs=_golden_numbers(golden.inputs, self.inputs))
         self.golden_rows: int = golden.rows
         """How many golden rows the self-test replayed."""
         self_test(golden, lambda cols: self._predict_columns(cols, strict=False), self.classes)
@@ -250,6 +256,10 @@ def load(
     for a bad signature (or a missing one with ``require_signature=True``) and
     ``SelfTestError`` when the model does not reproduce its golden outputs here.
 
+    Without ``public_key`` the bundle's authenticity is not checked: a WARNING naming the
+    bundle is logged and ``signature_verified`` is False. ``limits`` bounds what the archive
+    may make the device allocate (``BundleLimits.max_model_bytes`` for ``model.onnx``).
+
     ``threads`` is onnxruntime's intra-op thread count; ``session_options`` gives full
     control instead (then leave ``threads`` at 1 or make the two agree). With
     ``strict=True`` unknown keys and categories never seen in training are InputErrors
@@ -262,5 +272,25 @@ def load(
             f"threads={threads} disagrees with session_options.intra_op_threads={session_options.intra_op_threads}; give one"
         )
     bundle = read_bundle(path, public_key=public_key, require_signature=require_signature, limits=limits)
-    return EdgeModel(bundle, telemetry=telemetry, strict=strict, session_options=session_options)
+    if not bundle.signature_verified:
+        # Fail-open on purpose (a development workflow), but never silently: one WARNING per load.
+        log.warning(
+            "bundle %s loaded WITHOUT checking its signature (%s): its authenticity was NOT verified, so anyone "
+            "who could write this file could have changed the model. Pass public_key=... and require_signature=True",
+            bundle.path or f"(bytes, sha256 {bundle.sha256[:12]})",
+            "it is signed but no public key was given" if bundle.signature is not None else "it is not signed",
+        )
+    return EdgeModel(bundle, telemetry=telemetry, strict=strict, session_options=session_options, limits=limits)
+
+
+def _golden_numbers(inputs: dict[str, list[Any]], features: Sequence[Feature]) -> dict[str, list[Any]]:
+    """golden.json keeps a bool training column as JSON true/false; predict() refuses bools
+    for numeric features (a caller's bool is a bug, not a number), so replay them as 0/1."""
+    numeric = {f.name for f in features if f.dtype != "string"}
+    out = dict(inputs)
+    for name in numeric & out.keys():
+        column = out[name]
+        if any(type(v) is bool for v in column):
+            out[name] = [int(v) if type(v) is bool else v for v in column]
+    return out
 

@@ -522,7 +522,7 @@ class InputSchema:
 
     def _numeric_column(self, f: Feature, col: Any, strict: bool) -> Any:
         kind = col.dtype.kind if isinstance(col, np.ndarray) else "O"
-        if kind in "fiub":
+        if kind in "fiu":
             return col
         if kind != "O":
             first = col[0] if len(col) else None
@@ -602,8 +602,9 @@ class InputSchema:
                 return math.nan
             raise self._value_error(row, f, v)
         if isinstance(v, (bool, np.bool_)):
-            v = int(v)
-        elif isinstance(v, (numbers.Integral, np.integer)):
+            # bool is an int subclass, but True for a temperature is a caller's bug, not 1.0.
+            raise self._value_error(row, f, v)
+        if isinstance(v, (numbers.Integral, np.integer)):
             v = int(v)
         elif isinstance(v, (numbers.Real, np.floating)):
             v = float(v)

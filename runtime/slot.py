@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 from .errors import RollbackError, SchemaChangeError
+from .highwater import HighWater
 from .model import EdgeModel, Result, load
 
 
@@ -18,11 +19,33 @@ class ModelSlot:
     with. If the new bundle fails in any way, the old model keeps serving and the error
     is raised. ``rollback`` returns to the model that served before the last swap (one
     level: the slot keeps at most one previous model in memory).
+
+    Downgrades are refused (``DowngradeError``): a bundle whose registry version is lower
+    than the highest version of the same model name this slot accepted, unless the caller
+    says so (``rollback()``, or ``allow_downgrade=True``). With ``state_file`` the highest
+    version survives restarts (see ``runtime.highwater``); ``high_water`` shares one
+    ``HighWater`` between several slots or with a model store.
     """
 
-    def __init__(self, path: str | os.PathLike[str] | bytes, **load_options: Any) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | bytes,
+        *,
+        state_file: str | os.PathLike[str] | None = None,
+        high_water: HighWater | None = None,
+        allow_downgrade: bool = False,
+        **load_options: Any,
+    ) -> None:
+        if state_file is not None and high_water is not None:
+            raise ValueError("give state_file or high_water, not both")
         self._load_options = dict(load_options)
-        self._model: EdgeModel = load(path, **self._load_options)
+        self.high_water = high_water if high_water is not None else HighWater(state_file)
+        """The version floor this slot enforces."""
+        model = load(path, **self._load_options)
+        # A restart on an older bundle than the device already ran is a downgrade too.
+        self.high_water.check(model.name, model.version, allow_downgrade=allow_downgrade)
+        self.high_water.accept(model.name, model.version, downgrade=allow_downgrade)
+        self._model: EdgeModel = model
         self._previous: EdgeModel | None = None
         self._lock = threading.Lock()  # serialises swaps and rollbacks, never predictions
 
@@ -42,11 +65,15 @@ class ModelSlot:
     def predict_batch(self, columns: Any) -> dict[str, Any]:
         return self._model.predict_batch(columns)
 
-    def swap(self, path: str | os.PathLike[str] | bytes, *, allow_schema_change: bool = False) -> EdgeModel:
+    def swap(
+        self, path: str | os.PathLike[str] | bytes, *, allow_schema_change: bool = False, allow_downgrade: bool = False
+    ) -> EdgeModel:
         """Load ``path`` with the slot's load options and make it the current model.
 
         Refuses (``SchemaChangeError``) a bundle of another model name or with other input
-        features (name, dtype, kind, order) unless ``allow_schema_change=True``.
+        features (name, dtype, kind, order) unless ``allow_schema_change=True``, and
+        (``DowngradeError``) an older version of a model than one already accepted unless
+        ``allow_downgrade=True``.
         """
         with self._lock:
             candidate = load(path, **self._load_options)
@@ -63,6 +90,9 @@ class ModelSlot:
                         f"v{current.version} takes {_describe(current)}; callers would break. "
                         "Pass allow_schema_change=True if they have been updated"
                     )
+            self.high_water.check(candidate.name, candidate.version, allow_downgrade=allow_downgrade)
+            # Recorded before the switch: if the state file cannot be written, the old model keeps serving.
+            self.high_water.accept(candidate.name, candidate.version, downgrade=allow_downgrade)
             self._previous, self._model = current, candidate
             return candidate
 
@@ -71,6 +101,8 @@ class ModelSlot:
         with self._lock:
             if self._previous is None:
                 raise RollbackError("no previous model to roll back to (no swap since the slot was created or last rolled back)")
+            # An explicit step back: the floor follows, so a restart on this version is allowed.
+            self.high_water.accept(self._previous.name, self._previous.version, downgrade=True)
             self._model, self._previous = self._previous, None
             return self._model
 

@@ -17,6 +17,8 @@ EXIT_BAD_ROWS = 1
 """``predict``: at least one row was refused (the others were still predicted)."""
 EXIT_BUNDLE = 3
 """The bundle (or its signature, or its self-test) was refused."""
+EXIT_UNVERIFIED = 4
+"""``verify``: the bundle would load, but its authenticity was not checked (no ``--public-key``)."""
 
 
 def _fail(exc: Exception) -> click.ClickException:
@@ -52,10 +54,17 @@ def inspect(bundle: str, as_json: bool) -> None:
 @click.argument("bundle", type=click.Path(dir_okay=False))
 @click.option("--public-key", type=click.Path(dir_okay=False), help="Ed25519 public key (PEM) to check the signature with.")
 @click.option("--require-signature", is_flag=True, help="Refuse an unsigned bundle.")
-def verify(bundle: str, public_key: str | None, require_signature: bool) -> None:
+@click.option(
+    "--allow-unsigned",
+    is_flag=True,
+    help="Without --public-key, exit 0 although authenticity was not checked (development only).",
+)
+def verify(bundle: str, public_key: str | None, require_signature: bool, allow_unsigned: bool) -> None:
     """Check BUNDLE as a device would: hashes, signature and self-test on the golden rows.
 
-    Exits 0 when the bundle would load, 3 with the reason when it would not.
+    Exits 0 when the bundle would load and its signature verified, 3 with the reason when
+    it would not load. Without --public-key nobody checked who built the bundle: it exits
+    4 (EXIT_UNVERIFIED), unless --allow-unsigned is given.
     """
     import runtime
 
@@ -63,16 +72,25 @@ def verify(bundle: str, public_key: str | None, require_signature: bool) -> None
         model = runtime.load(bundle, public_key=public_key, require_signature=require_signature)
     except runtime.EdgeError as exc:
         raise _fail(exc) from exc
+    def line(status: str, signature: str) -> str:
+        return (
+            f"{status} {model.name} version {model.version}: hashes match, {signature}, "
+            f"self-test passed on {model.golden_rows} golden rows  (sha256 {model.sha256})"
+        )
+
     if model.signature_verified:
-        signature = "signature verified"
-    elif model.signed:
-        signature = "signed, signature not checked (no --public-key)"
-    else:
-        signature = "not signed"
+        click.echo(line("OK", "signature verified"))
+        return
+    why = "signed, but no --public-key was given" if model.signed else "the bundle is not signed"
+    click.echo(line("UNVERIFIED", f"authenticity NOT checked ({why})"))
+    if allow_unsigned:
+        return  # runtime.load has logged its WARNING about the unchecked signature
     click.echo(
-        f"OK {model.name} version {model.version}: hashes match, {signature}, "
-        f"self-test passed on {model.golden_rows} golden rows  (sha256 {model.sha256})"
+        "error: authenticity was NOT checked: pass --public-key PEM (the edge.pub of the signing key), "
+        "or --allow-unsigned to accept a bundle nobody verified",
+        err=True,
     )
+    sys.exit(EXIT_UNVERIFIED)
 
 
 def _json_key(label: Any) -> str:

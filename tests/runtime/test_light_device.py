@@ -45,11 +45,12 @@ print(json.dumps({{"one": {{"prediction": one["prediction"], "flags": one["flags
     assert out["heavy"] == []
 
 
-def test_device_commands_without_build_side(fire: builder.Built) -> None:
-    for argv in (["verify", str(fire.path)], ["inspect", str(fire.path)]):
+def test_device_commands_without_build_side(fire: builder.Built, keys: tuple[Path, Path]) -> None:
+    verify = ["verify", str(fire.path), "--public-key", str(keys[1])]
+    for argv in (verify, ["inspect", str(fire.path)]):
         proc = _device(f"sys.argv = ['edgepack'] + {argv!r}\nfrom edgepack.cli import main\nmain()\n")
         assert proc.returncode == 0, proc.stderr
-    assert "OK fire-risk" in _device(f"sys.argv = ['edgepack', 'verify', {str(fire.path)!r}]\nfrom edgepack.cli import main\nmain()\n").stdout
+    assert "OK fire-risk" in _device(f"sys.argv = ['edgepack'] + {verify!r}\nfrom edgepack.cli import main\nmain()\n").stdout
 
 
 def test_import_runtime_does_not_load_onnxruntime() -> None:

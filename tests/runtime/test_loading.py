@@ -140,8 +140,11 @@ def test_duplicate_names_are_refused(tmp_path: Path, fire_bytes: bytes) -> None:
 
 
 def test_entry_declared_as_one_gigabyte_is_refused_before_reading(tmp_path: Path, fire_bytes: bytes) -> None:
+    entries = [(n, d, (1 << 30) if n == "golden.json" else None) for n, d in builder.entries_of(fire_bytes)]
+    with pytest.raises(BundleError, match=r"golden.json: declared uncompressed size 1073741824 bytes is over the per-entry limit"):
+        runtime.load(_write(tmp_path, builder.raw_zip(entries)))
     entries = [(n, d, (1 << 30) if n == "model.onnx" else None) for n, d in builder.entries_of(fire_bytes)]
-    with pytest.raises(BundleError, match=r"model.onnx: declared uncompressed size 1073741824 bytes is over the per-entry limit"):
+    with pytest.raises(BundleError, match=r"model.onnx: model is 1073741824 bytes uncompressed, over the limit of 268435456"):
         runtime.load(_write(tmp_path, builder.raw_zip(entries)))
 
 
