@@ -35,11 +35,13 @@ from .errors import (
     SelfTestFailedError,
     UnsupportedFlavorError,
     UnsupportedModelError,
+    UntrustedPickleError,
     UntrustedTypesError,
 )
-from .options import BuildOptions, BuildReport
+from .options import DEFAULT_TRUSTED_TYPES, BuildOptions, BuildReport
 
 __all__ = [
+    "DEFAULT_TRUSTED_TYPES",
     "BuildOptions",
     "BuildReport",
     "ConversionError",
@@ -52,6 +54,7 @@ __all__ = [
     "SelfTestFailedError",
     "UnsupportedFlavorError",
     "UnsupportedModelError",
+    "UntrustedPickleError",
     "UntrustedTypesError",
     "build_bundle",
 ]

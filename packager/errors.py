@@ -25,8 +25,12 @@ class ModelLoadError(PackagerError):
     """The registered model's artifacts cannot be loaded."""
 
 
+class UntrustedPickleError(ModelLoadError):
+    """The model is a pickle and ``BuildOptions.trust_pickle`` (``--trust-pickle``) is off."""
+
+
 class UntrustedTypesError(ModelLoadError):
-    """A skops-serialised model holds types that were not trusted when it was logged.
+    """A skops-serialised model holds types that neither skops nor the user's list trusts.
 
     ``types`` lists them.
     """

@@ -6,6 +6,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
+DEFAULT_TRUSTED_TYPES: tuple[str, ...] = ("numpy.dtype", "sklearn.tree._tree.Tree")
+"""skops types edgepack trusts without being told: both are data that skops rebuilds from
+strings and arrays (a dtype from its name, a tree from its node arrays); neither makes skops
+import or call anything the file names. Every sklearn tree model holds them."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class BuildOptions:
     """How a bundle is built. The defaults are what ``edgepack build`` uses."""
@@ -32,8 +38,14 @@ class BuildOptions:
     """Rows shown when parity fails."""
     target_column: str | None = None
     """Regression: a column of the reference data holding the true target, for ``target_range``."""
-    allow_pickle: bool = True
-    """Load sklearn models saved as pickle/cloudpickle (this runs code from the registry; skops does not)."""
+    trust_pickle: bool = False
+    """Load sklearn models saved as pickle/cloudpickle. Unpickling runs whatever code the file
+    holds, on the build machine, next to the signing key: set it (``--trust-pickle``) only if
+    everyone who can register a model version may run code there. skops files need no trust."""
+    trusted_types: tuple[str, ...] = DEFAULT_TRUSTED_TYPES
+    """Types a skops file may hold beyond those skops trusts by default (``--trust-type``
+    adds to these). Only this list counts: the ``skops_trusted_types`` logged with the
+    model were written by whoever registered it, so they are ignored."""
     tag_registry: bool = True
     """Tag the registry version with the bundle's sha256 and the edgepack version."""
 
@@ -47,6 +59,8 @@ class BuildOptions:
         unknown = [p for p in self.precisions if p not in ("float32", "float64")]
         if unknown or not self.precisions:
             raise PackagerError(f"precisions {self.precisions!r}: expected a non-empty sequence of 'float32' and 'float64'")
+        if isinstance(self.trusted_types, str) or not all(isinstance(t, str) and t for t in self.trusted_types):
+            raise PackagerError(f"trusted_types {self.trusted_types!r}: expected a tuple of dotted type names")
         for name in ("synth_rows", "golden_rows", "max_reference_rows", "histogram_bins"):
             if getattr(self, name) < 1:
                 raise PackagerError(f"{name} is {getattr(self, name)}; expected at least 1")

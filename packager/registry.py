@@ -9,7 +9,7 @@ import os
 import pickle
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,10 @@ from .errors import (
     ModelNotFoundError,
     RegistryError,
     UnsupportedFlavorError,
+    UntrustedPickleError,
     UntrustedTypesError,
 )
+from .options import DEFAULT_TRUSTED_TYPES
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 SUPPORTED_FLAVORS = ("sklearn", "onnx")
@@ -201,8 +203,14 @@ def download(resolved: ResolvedModel, directory: str | os.PathLike[str]) -> Path
     return Path(local)
 
 
-def load(model_dir: str | os.PathLike[str], *, allow_pickle: bool = True) -> LoadedModel:
-    """Load the model in an MLflow model directory (``MLmodel`` + artifacts)."""
+def load(
+    model_dir: str | os.PathLike[str], *, trust_pickle: bool = False, trusted_types: Sequence[str] = DEFAULT_TRUSTED_TYPES
+) -> LoadedModel:
+    """Load the model in an MLflow model directory (``MLmodel`` + artifacts).
+
+    Nothing the registry wrote decides what runs here: pickles load only with
+    ``trust_pickle``, and skops files only with types skops trusts or ``trusted_types`` lists.
+    """
     from mlflow.exceptions import MlflowException
     from mlflow.models import Model
 
@@ -213,7 +221,7 @@ def load(model_dir: str | os.PathLike[str], *, allow_pickle: bool = True) -> Loa
         raise ModelLoadError(f"{path} is not an MLflow model directory (no readable MLmodel): {exc}") from exc
     flavors = meta.flavors or {}
     if "sklearn" in flavors:
-        model = _load_sklearn(path, flavors["sklearn"], allow_pickle=allow_pickle)
+        model = _load_sklearn(path, flavors["sklearn"], trust_pickle=trust_pickle, trusted_types=trusted_types)
         flavor = "sklearn"
     elif "onnx" in flavors:
         model = _load_onnx(path, flavors["onnx"])
@@ -250,22 +258,28 @@ def _as_frame(example: Any) -> Any:
     return frame
 
 
-def _load_sklearn(path: Path, conf: dict[str, Any], *, allow_pickle: bool) -> Any:
+def _load_sklearn(path: Path, conf: dict[str, Any], *, trust_pickle: bool, trusted_types: Sequence[str]) -> Any:
     data = path / conf.get("pickled_model", "model.pkl")
     fmt = conf.get("serialization_format", "pickle")
     if fmt == "skops":
         import skops.io
 
-        trusted = list(conf.get("skops_trusted_types") or [])
+        # conf["skops_trusted_types"] is deliberately unused: whoever registered the model
+        # wrote it, so trusting it would let them choose what this machine loads.
+        trusted = list(trusted_types)
         try:
             untrusted = [t for t in skops.io.get_untrusted_types(file=data) if t not in trusted]
         except Exception as exc:
             raise ModelLoadError(f"cannot read skops file {data.name}: {exc}") from exc
         if untrusted:
+            logged = [t for t in conf.get("skops_trusted_types") or [] if t in untrusted]
             raise UntrustedTypesError(
-                f"the skops model holds types that were not trusted when it was logged: {', '.join(untrusted)}; "
-                "review them, then log the model again with "
-                f"mlflow.sklearn.log_model(..., skops_trusted_types={untrusted!r})",
+                f"the skops model holds types that neither skops nor edgepack trusts: {', '.join(untrusted)}"
+                + (" (the model's logged skops_trusted_types list them, but that list comes from whoever "
+                   "registered the model and is ignored)" if logged else "")
+                + "; loading a type runs its code on this build machine. Review them, then pass "
+                + " ".join(f"--trust-type {t}" for t in untrusted)
+                + f" (BuildOptions(trusted_types=DEFAULT_TRUSTED_TYPES + {tuple(untrusted)!r}))",
                 types=untrusted,
             )
         try:
@@ -273,10 +287,12 @@ def _load_sklearn(path: Path, conf: dict[str, Any], *, allow_pickle: bool) -> An
         except Exception as exc:
             raise ModelLoadError(f"cannot load skops file {data.name}: {exc}") from exc
     if fmt in ("pickle", "cloudpickle"):
-        if not allow_pickle:
-            raise ModelLoadError(
-                f"the model is saved as {fmt}, and loading pickles was disabled (BuildOptions.allow_pickle=False); "
-                "log it with serialization_format='skops' instead"
+        if not trust_pickle:
+            raise UntrustedPickleError(
+                f"the model is saved as {fmt}, and unpickling runs whatever code the file holds, here, on the machine "
+                "that holds the signing key: anyone who can register a model version could run code as this build. "
+                "Log the model with serialization_format='skops', or pass --trust-pickle "
+                "(BuildOptions(trust_pickle=True)) if everyone who can write to this registry may do that"
             )
         try:
             with data.open("rb") as fh:

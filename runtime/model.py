@@ -257,7 +257,7 @@ def load(
     ``SelfTestError`` when the model does not reproduce its golden outputs here.
 
     Without ``public_key`` the bundle's authenticity is not checked: a WARNING naming the
-    bundle is logged and ``signature_verified`` is False. ``limits`` bounds what the archive
+    bundle is logged (once per bundle file and process) and ``signature_verified`` is False. ``limits`` bounds what the archive
     may make the device allocate (``BundleLimits.max_model_bytes`` for ``model.onnx``).
 
     ``threads`` is onnxruntime's intra-op thread count; ``session_options`` gives full
@@ -272,8 +272,9 @@ def load(
             f"threads={threads} disagrees with session_options.intra_op_threads={session_options.intra_op_threads}; give one"
         )
     bundle = read_bundle(path, public_key=public_key, require_signature=require_signature, limits=limits)
-    if not bundle.signature_verified:
-        # Fail-open on purpose (a development workflow), but never silently: one WARNING per load.
+    if not bundle.signature_verified and _first_unverified(bundle):
+        # Fail-open on purpose (a development workflow), but never silently: one WARNING per
+        # bundle and process, so that an app reloading it (or a benchmark) does not drown its log.
         log.warning(
             "bundle %s loaded WITHOUT checking its signature (%s): its authenticity was NOT verified, so anyone "
             "who could write this file could have changed the model. Pass public_key=... and require_signature=True",
@@ -281,6 +282,18 @@ def load(
             "it is signed but no public key was given" if bundle.signature is not None else "it is not signed",
         )
     return EdgeModel(bundle, telemetry=telemetry, strict=strict, session_options=session_options, limits=limits)
+
+
+_warned: set[tuple[str | None, str]] = set()
+_warned_lock = threading.Lock()
+
+
+def _first_unverified(bundle: Bundle) -> bool:
+    key = (bundle.path, bundle.sha256)
+    with _warned_lock:
+        first = key not in _warned
+        _warned.add(key)
+    return first
 
 
 def _golden_numbers(inputs: dict[str, list[Any]], features: Sequence[Feature]) -> dict[str, list[Any]]:

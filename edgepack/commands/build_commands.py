@@ -73,6 +73,19 @@ def _summary(r: BuildReport) -> str:
 @click.option("--rel-tol", type=float, help="Parity: relative tolerance (default 1e-4).")
 @click.option("--target-column", help="Regression: reference-data column with the true target, for the target range.")
 @click.option("--no-tag", is_flag=True, help="Do not tag the registry version with the bundle's sha256.")
+@click.option(
+    "--trust-pickle",
+    is_flag=True,
+    help="Load a model saved as pickle/cloudpickle. Unpickling runs any code the file holds, here, next to the "
+    "signing key: only if everyone who can register a model version may do that.",
+)
+@click.option(
+    "--trust-type",
+    "trust_types",
+    multiple=True,
+    metavar="TYPE",
+    help="A type a skops model may hold beyond what skops trusts (repeatable). The list logged with the model is ignored.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
 def build(
     model_uri: str,
@@ -86,15 +99,24 @@ def build(
     rel_tol: float | None,
     target_column: str | None,
     no_tag: bool,
+    trust_pickle: bool,
+    trust_types: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Build a verified bundle from MODEL_URI (models:/NAME/STAGE, models:/NAME@ALIAS or models:/NAME/VERSION)."""
     try:
-        from packager import BuildOptions, build_bundle
+        from packager import DEFAULT_TRUSTED_TYPES, BuildOptions, build_bundle
     except EdgeError as exc:  # the packager extra is missing
         _fail(str(exc), EXIT_ERROR)
     try:
-        options = BuildOptions(abs_tolerance=abs_tol, rel_tolerance=rel_tol, target_column=target_column, tag_registry=not no_tag)
+        options = BuildOptions(
+            abs_tolerance=abs_tol,
+            rel_tolerance=rel_tol,
+            target_column=target_column,
+            tag_registry=not no_tag,
+            trust_pickle=trust_pickle,
+            trusted_types=DEFAULT_TRUSTED_TYPES + tuple(t for t in trust_types if t not in DEFAULT_TRUSTED_TYPES),
+        )
         report = build_bundle(
             model_uri,
             out,

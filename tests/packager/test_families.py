@@ -484,7 +484,7 @@ def test_model_fitted_on_a_numpy_array_and_logged_with_a_numpy_example(tmp_path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         mlflow.sklearn.save_model(model, tmp_path / "model", input_example=X[:5], serialization_format="pickle")
-    loaded = load(tmp_path / "model")
+    loaded = load(tmp_path / "model", trust_pickle=True)
     assert loaded.signature_columns is None and list(loaded.input_example.columns) == ["0", "1", "2", "3"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # sklearn: "X has feature names" for the reference frame

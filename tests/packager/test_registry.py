@@ -19,6 +19,7 @@ import yaml
 
 import edgepack
 from packager import (
+    DEFAULT_TRUSTED_TYPES,
     BuildOptions,
     ModelNotFoundError,
     ParityError,
@@ -63,7 +64,8 @@ def _golden_matches(bundle_path: Path, model: Any) -> None:
 )
 def test_uri_resolves_to_one_version_and_builds_that_version(registry: Registry, tmp_path: Path, uri: str, version: str, kind: str, value: str) -> None:
     out = tmp_path / "fire.edgepkg"
-    report = build_bundle(uri, out, tracking_uri=registry.uri)
+    # fire/3 is logged as a pickle, which only loads when trusted explicitly (tests/packager/test_trust.py).
+    report = build_bundle(uri, out, tracking_uri=registry.uri, options=BuildOptions(trust_pickle=version == "3"))
     assert (report.model_name, report.model_version, report.resolved) == ("fire", version, {"kind": kind, "value": value})
     bundle = read_bundle(out)
     model = bundle.manifest["model"]
@@ -124,7 +126,7 @@ def test_malformed_uri_says_what_is_expected(registry: Registry, tmp_path: Path)
 
 
 def test_provenance_tags_name_the_bundle_on_the_version(registry: Registry, tmp_path: Path) -> None:
-    report = build_bundle("models:/fire/3", tmp_path / "p.edgepkg", tracking_uri=registry.uri)
+    report = build_bundle("models:/fire/3", tmp_path / "p.edgepkg", tracking_uri=registry.uri, options=BuildOptions(trust_pickle=True))
     tags = _client(registry.uri).get_model_version("fire", "3").tags
     assert tags[TAG_SHA256] == report.sha256 == read_bundle(tmp_path / "p.edgepkg").sha256
     assert tags[TAG_VERSION] == edgepack.__version__ and report.tagged
@@ -239,25 +241,31 @@ def test_unsupported_step_is_named_before_any_conversion(registry: Registry, tmp
     pre = ColumnTransformer([("num", SplineTransformer(n_knots=3), ["temp c"]), ("cat", OneHotEncoder(), ["region"])])
     model = Pipeline([("pre", pre), ("clf", LogisticRegression())]).fit(X, y)
     register_model(registry.uri, "splines", model, X)
+    import skops.io
+
+    # SplineTransformer holds scipy types skops does not trust: the user has reviewed them.
+    trusted = (*DEFAULT_TRUSTED_TYPES, *skops.io.get_untrusted_types(data=skops.io.dumps(model)))
     with pytest.raises(UnsupportedModelError) as err:
-        build_bundle("models:/splines/1", tmp_path / "s.edgepkg", tracking_uri=registry.uri)
+        build_bundle("models:/splines/1", tmp_path / "s.edgepkg", tracking_uri=registry.uri, options=BuildOptions(trusted_types=trusted))
     assert (err.value.step, err.value.cls) == ("pre/num", "SplineTransformer")
     assert "step 'pre/num'" in str(err.value) and "supported steps:" in str(err.value) and "OneHotEncoder" in str(err.value)
 
 
-def test_skops_types_not_trusted_at_logging_are_named(registry: Registry, tmp_path: Path) -> None:
+def test_skops_types_come_from_the_users_list_not_from_the_logged_one(registry: Registry, tmp_path: Path) -> None:
     version = register_model(registry.uri, "untrusted", registry.models["fire/1"], registry.X)
     # MLflow 3.17 checks trusted types at logging time; models logged by other tools or older
-    # MLflow versions carry no such list. Make this one look like that.
+    # MLflow versions carry no such list. Make this one look like that: the logged list never
+    # mattered, so the build is the same, and without numpy.dtype in the user's list it fails.
     location = Path(_client(registry.uri).get_model_version_download_uri("untrusted", version).removeprefix("file://"))
     mlmodel = yaml.safe_load((location / "MLmodel").read_text())
     assert mlmodel["flavors"]["sklearn"]["skops_trusted_types"]
     mlmodel["flavors"]["sklearn"]["skops_trusted_types"] = None
     (location / "MLmodel").write_text(yaml.safe_dump(mlmodel))
+    assert build_bundle("models:/untrusted/1", tmp_path / "u.edgepkg", tracking_uri=registry.uri).model_version == "1"
     with pytest.raises(UntrustedTypesError) as err:
-        build_bundle("models:/untrusted/1", tmp_path / "u.edgepkg", tracking_uri=registry.uri)
+        build_bundle("models:/untrusted/1", tmp_path / "v.edgepkg", tracking_uri=registry.uri, options=BuildOptions(trusted_types=()))
     assert err.value.types == ["numpy.dtype"]
-    assert "numpy.dtype" in str(err.value) and "skops_trusted_types=['numpy.dtype']" in str(err.value)
+    assert "numpy.dtype" in str(err.value) and "--trust-type numpy.dtype" in str(err.value)
 
 
 class _Echo:  # a pyfunc-only model: no flavor edgepack can convert

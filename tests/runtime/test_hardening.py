@@ -178,20 +178,30 @@ def test_an_unwritable_state_file_keeps_the_old_model_serving(tmp_path: Path, fi
 
 @pytest.mark.parametrize("which", ["signed", "unsigned"])
 def test_load_without_a_key_warns_once_naming_the_bundle(
-    which: str, fire: builder.Built, levels: builder.Built, keys: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+    which: str, tmp_path: Path, fire: builder.Built, levels: builder.Built, keys: tuple[Path, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
     built = fire if which == "signed" else levels
+    path = tmp_path / f"{which}.edgepkg"  # a path no other test loaded in this process
+    path.write_bytes(built.path.read_bytes())
     with caplog.at_level(logging.WARNING, logger="runtime"):
-        model = runtime.load(built.path)
+        model = runtime.load(path)
         model.predict_batch({f.name: built.frame[f.name].head(3).tolist() for f in model.inputs})
+        runtime.load(path)
+        runtime.ModelSlot(path)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and str(built.path) in warnings[0].getMessage()
+    assert len(warnings) == 1 and str(path) in warnings[0].getMessage()
     assert "authenticity was NOT verified" in warnings[0].getMessage()
+    assert ("is signed but no public key" if which == "signed" else "is not signed") in warnings[0].getMessage()
     assert model.signature_verified is False
     caplog.clear()
+    other = tmp_path / "other.edgepkg"
+    other.write_bytes(built.path.read_bytes())
     with caplog.at_level(logging.WARNING, logger="runtime"):
-        assert runtime.load(fire.path, public_key=keys[1]).signature_verified is True
-    assert caplog.records == []
+        runtime.load(other)
+        verified = tmp_path / "verified.edgepkg"
+        verified.write_bytes(fire.path.read_bytes())
+        assert runtime.load(verified, public_key=keys[1]).signature_verified is True  # checked: nothing to warn about
+    assert [str(other) in r.getMessage() for r in caplog.records] == [True]
 
 
 def test_verify_without_a_key_is_not_ok(tmp_path: Path, fire: builder.Built, levels: builder.Built, other_keys: tuple[Path, Path]) -> None:
