@@ -6,10 +6,21 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
-DEFAULT_TRUSTED_TYPES: tuple[str, ...] = ("numpy.dtype", "sklearn.tree._tree.Tree")
-"""skops types edgepack trusts without being told: both are data that skops rebuilds from
-strings and arrays (a dtype from its name, a tree from its node arrays); neither makes skops
-import or call anything the file names. Every sklearn tree model holds them."""
+DEFAULT_TRUSTED_TYPES: tuple[str, ...] = (
+    "numpy.dtype",
+    "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.neighbors._kd_tree.KDTree",
+    "sklearn.neighbors._ball_tree.BallTree",
+    "sklearn.metrics._dist_metrics.EuclideanDistance64",
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+)
+"""skops types edgepack trusts without being told: the fitted state of the sklearn
+estimators edgepack converts (trees, boosted trees, neighbours, MLPs) that skops 0.16 has
+not vetted. Each is rebuilt from strings and arrays by sklearn's own class; none makes skops
+import or call anything else the file names. What remains is sklearn's compiled code
+trusting the arrays it is given: set ``trusted_types=()`` to refuse these too."""
 
 
 @dataclass(frozen=True, kw_only=True)
