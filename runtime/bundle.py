@@ -50,10 +50,11 @@ class BundleLimits:
     max_ratio: int = 200
     """Largest uncompressed/compressed ratio accepted for an entry over 1 MiB (zip bombs)."""
     max_model_bytes: int = 256 << 20
-    """Uncompressed size of ``model.onnx``, declared or actual. onnxruntime holds the whole
-    graph and its weights in memory (about 1.1x this size once a session exists), so this is
-    the bound on what a validly signed bundle can make a device allocate for its weights.
-    Lower it on small devices; raise it (and ``max_entry_bytes``) for a larger model."""
+    """Uncompressed size of ``model.onnx``, declared or actual. onnxruntime keeps the graph
+    and its weights in memory while the model is loaded, so this bounds what a validly
+    signed bundle can make a device allocate for weights (tensors a graph creates at run
+    time are not covered). Lower it on small devices; raise it (and ``max_entry_bytes``)
+    for a larger model."""
     max_manifest_bytes: int = 16 << 20
     """Size of ``manifest.json``; read (and, with a key, verified) before it is parsed."""
     max_json_depth: int = 64

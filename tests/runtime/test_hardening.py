@@ -65,6 +65,8 @@ def test_verify_refuses_a_deep_manifest_with_exit_3_and_no_traceback(tmp_path: P
     assert code == 3 and out == "" and "manifest.json: JSON nested too deeply" in err and "Traceback" not in err
     code, _, err = _run("verify", str(deep), "--public-key", str(keys[1]))
     assert code == 3 and "signature does not match" in err
+    code, _, err = _run("inspect", str(deep), "--json")
+    assert code == 3 and "manifest.json: JSON nested too deeply" in err
 
 
 @pytest.mark.parametrize(
