@@ -175,8 +175,8 @@ def read_bundle(
     paths, no duplicates); declared sizes (``model.onnx`` against ``max_model_bytes``) and
     compression ratios; the signature over the raw manifest bytes (when ``public_key`` is
     given or ``require_signature`` is set), before the manifest is parsed; the manifest's
-    JSON, nesting depth and format version; that the archive holds exactly the files the manifest lists, with matching size and
-    sha256. Any failure raises ``BundleError`` (``SignatureError`` for the signature)
+    JSON, nesting depth and format version; that the archive holds exactly the files the
+    manifest lists, with matching size and sha256. Any failure raises ``BundleError`` (``SignatureError`` for the signature)
     naming the entry and what was expected.
     """
     path: str | None = None

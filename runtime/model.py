@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import replace
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from . import signing
@@ -257,8 +257,9 @@ def load(
     ``SelfTestError`` when the model does not reproduce its golden outputs here.
 
     Without ``public_key`` the bundle's authenticity is not checked: a WARNING naming the
-    bundle is logged (once per bundle file and process) and ``signature_verified`` is False. ``limits`` bounds what the archive
-    may make the device allocate (``BundleLimits.max_model_bytes`` for ``model.onnx``).
+    bundle is logged (once per bundle file and process) and ``signature_verified`` is
+    False. ``limits`` bounds what the archive may make the device allocate
+    (``BundleLimits.max_model_bytes`` for ``model.onnx``).
 
     ``threads`` is onnxruntime's intra-op thread count; ``session_options`` gives full
     control instead (then leave ``threads`` at 1 or make the two agree). With
