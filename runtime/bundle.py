@@ -59,7 +59,7 @@ class BundleLimits:
     """Size of ``manifest.json``; read (and, with a key, verified) before it is parsed."""
     max_json_depth: int = 64
     """Deepest nesting of objects and arrays accepted in ``manifest.json`` and ``golden.json``
-    (real ones nest 4 levels); deeper JSON is refused instead of exhausting the stack."""
+    (real ones nest about 5 levels); deeper JSON is refused instead of exhausting the stack."""
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():

@@ -175,6 +175,17 @@ def test_an_unwritable_state_file_keeps_the_old_model_serving(tmp_path: Path, fi
     assert slot.model.version == "1" and HighWater(state).floor("fire-risk") == 1
 
 
+def test_a_write_cut_short_leaves_the_old_floor(tmp_path: Path) -> None:
+    # A crash after the temporary file was (partly) written, before the rename.
+    state = tmp_path / "versions.json"
+    HighWater(state).accept("fire-risk", "4")
+    (tmp_path / ".versions.json.tmp").write_bytes(b'{"format": 1, "flo')
+    marks = HighWater(state)
+    assert marks.floor("fire-risk") == 4
+    marks.accept("fire-risk", "5")
+    assert HighWater(state).floor("fire-risk") == 5 and not (tmp_path / ".versions.json.tmp").exists()
+
+
 # -- 6: no key means "not verified", said loudly ----------------------------------------------
 
 
