@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,12 @@ def serve(source: ModelSource, options: ServeOptions, *, version: str = "", log_
         model = source.model
         serving = f"{model.name} v{model.version} (sha256 {model.sha256[:12]})" if model is not None else "nothing yet"
         print(f"edgepack serve: listening on {where}, serving {serving}", file=sys.stderr, flush=True)
+        if threading.current_thread() is threading.main_thread():
+            # uvicorn re-raises the signal it stopped on into the handler that was there
+            # before it; with the default handler that kills the process before the buffer
+            # is flushed and closed. A stop is a clean exit (status 0) here.
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, lambda signum, frame: None)
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()
