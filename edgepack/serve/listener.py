@@ -18,6 +18,7 @@ from .errors import ServeError
 from .options import ServeOptions
 
 _MAX_UNIX_PATH = 107  # sun_path is 108 bytes with the terminating NUL
+BACKLOG = 2048  # uvicorn's default
 
 
 def _group_id(group: str | int) -> int:
@@ -68,6 +69,7 @@ def unix_listener(path: Path, group: str | int | None = None) -> socket.socket:
         if gid is not None:
             os.chown(path, -1, gid)
             os.chmod(path, 0o660)
+        sock.listen(BACKLOG)  # connections made before uvicorn's loop runs wait instead of being refused
     except OSError as exc:
         sock.close()
         with contextlib.suppress(OSError):
@@ -85,6 +87,7 @@ def tcp_listener(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)
+        sock.listen(BACKLOG)
     except OSError as exc:
         sock.close()
         raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
