@@ -213,8 +213,8 @@ def measure_serve(case: ModelCase, options: BenchOptions, root: Path) -> list[Fi
                 note="serve over the unix socket minus in-process predict(dict), medians (and p99s)",
             )
         )  # fmt: skip
-        per_client = max(20, calls // 4)
         for clients in CONCURRENCY:
+            per_client = max(40, (4 * calls) // clients)  # the same number of requests at every level
             rate, p99_rate, total, errors = _throughput(unix_address, v1, clients, per_client)
             figures.append(
                 Figure(

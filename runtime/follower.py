@@ -10,6 +10,7 @@ to load leaves the old model serving; the reason is kept in ``last_error``.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import threading
@@ -39,7 +40,7 @@ class StoreFollower:
         self.allow_schema_change = allow_schema_change
         self._load_options = load_options
         self._slot: ModelSlot | None = None
-        self._stamp: tuple[int, int, int] | None = None
+        self._stamp: tuple[int, int, int] | None | str = "unread"
         self._checked = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -59,8 +60,8 @@ class StoreFollower:
         """Follow the store once; True when the serving model changed."""
         with self._checked:
             stamp = self.store.stamp()
-            if stamp == self._stamp and (self._slot is not None or stamp is None):
-                return False
+            if stamp == self._stamp:
+                return False  # same pointer as last time: what it said has been acted on
             self._stamp = stamp
             try:
                 state = self.store.state()
@@ -75,21 +76,42 @@ class StoreFollower:
             path = self.store.path_of(state.current)
             try:
                 if slot is None:
-                    self._slot = ModelSlot(path, **self._load_options)
+                    self._slot = self._first_slot(state)
                 elif slot.previous is not None and slot.previous.sha256 == state.current.sha256:
                     slot.rollback()  # the store went back: the model is still in memory
                 else:
-                    slot.swap(path, allow_schema_change=self.allow_schema_change)
+                    slot.swap(path, **self._swap_options(slot))
             except EdgeError as exc:
                 return self._failed(
                     f"store {self.store.root} names {state.current.name} v{state.current.version} "
                     f"({state.current.sha256[:12]}) but it cannot serve: {exc}"
                 )
-            self.last_error = None
-            self.switches += 1
             model = self.model
+            if model.sha256 == state.current.sha256:
+                self.last_error = None
+            self.switches += 1
             log.info("now serving %s v%s (sha256 %s) from %s", model.name, model.version, model.sha256[:12], self.store.root)
             return True
+
+    def _first_slot(self, state: Any) -> ModelSlot:
+        """The current bundle; if it cannot load (damaged on disk since), the previous one."""
+        try:
+            return ModelSlot(self.store.path_of(state.current), **self._load_options)
+        except EdgeError as exc:
+            if state.previous is None:
+                raise
+            log.error("the store's current bundle %s cannot load (%s); starting on the previous one", state.current.sha256[:12], exc)
+            slot = ModelSlot(self.store.path_of(state.previous), **self._load_options)
+            self.last_error = f"current bundle {state.current.sha256[:12]} cannot load: {exc}; serving the previous one"
+            return slot
+
+    def _swap_options(self, slot: ModelSlot) -> dict[str, Any]:
+        options: dict[str, Any] = {"allow_schema_change": self.allow_schema_change}
+        # The store already refused downgrades it was not told to allow (install
+        # --allow-downgrade, rollback): the slot follows what the store says is current.
+        if "allow_downgrade" in inspect.signature(slot.swap).parameters:
+            options["allow_downgrade"] = True
+        return options
 
     def _failed(self, message: str) -> bool:
         if message != self.last_error:
