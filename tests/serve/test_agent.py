@@ -110,3 +110,20 @@ def test_serve_refuses_to_start_in_unsafe_ways(fire_v1, keys, tmp_path: Path) ->
         assert done.returncode == 2 and "--allow-unsigned" in done.stderr
     finally:
         running.stop()
+
+
+def test_serve_without_uvicorn_names_the_pip_command(fire_v1, keys, tmp_path: Path) -> None:
+    blocker = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'uvicorn':\n"
+        "            raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        f"sys.argv = ['edgepack', 'serve', {str(fire_v1.path)!r}, '--public-key', {str(keys[1])!r}, '--socket', {str(tmp_path / 's.sock')!r}]\n"
+        "from edgepack.cli import main\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", blocker], capture_output=True, text=True, env=cli_env(), timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "pip install 'uvicorn>=0.29' 'httptools>=0.6'" in done.stderr
