@@ -155,7 +155,7 @@ def install(
     Exit status: 0 installed (or already current), 3 bundle refused, 4 store unusable.
     """
     from runtime.errors import BundleError
-    from runtime.store import ModelStore, StoreError, is_older
+    from runtime.store import DowngradeError, ModelStore, StoreError, is_older
 
     keys = _key_options(public_key, allow_unsigned)
     try:
@@ -171,7 +171,7 @@ def install(
                     return
         report = target.install(bundle, allow_downgrade=allow_downgrade, **keys)
     except StoreError as exc:
-        raise _failure(exc, EXIT_BUNDLE if type(exc).__name__ == "DowngradeError" else EXIT_STORE) from exc
+        raise _failure(exc, EXIT_BUNDLE if isinstance(exc, DowngradeError) else EXIT_STORE) from exc
     except BundleError as exc:
         raise _failure(exc, EXIT_BUNDLE) from exc
     entry = report.entry

@@ -7,15 +7,16 @@ the HTTP side. uvicorn is imported only when ``serve`` runs.
 
 from __future__ import annotations
 
-from .app import ServeApp
+from .app import ModelSource, ServeApp
 from .errors import RequestError, ServeError
 from .options import ServeOptions
 from .protocol import ModelProtocol
 
-__all__ = ["ModelProtocol", "RequestError", "ServeApp", "ServeError", "ServeOptions", "serve"]
+__all__ = ["ModelProtocol", "ModelSource", "RequestError", "ServeApp", "ServeError", "ServeOptions", "serve"]
 
 
-def serve(*args, **kwargs):  # type: ignore[no-untyped-def]
+def serve(source: ModelSource, options: ServeOptions, *, version: str = "", log_level: str = "warning") -> None:
+    """Serve ``source`` as ``options`` say until SIGTERM/SIGINT (see ``server.serve``)."""
     from .server import serve as run
 
-    return run(*args, **kwargs)
+    run(source, options, version=version, log_level=log_level)

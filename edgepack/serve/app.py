@@ -78,8 +78,8 @@ class ServeApp:
             status, body = exc.status, _dumps({"error": exc.message})
             if status == 413:
                 headers = [*_JSON, (b"connection", b"close")]
-            elif status == 405:
-                headers = [*_JSON, (b"allow", b"GET" if scope["method"] == "POST" else b"POST")]
+            elif exc.allow is not None:
+                headers = [*_JSON, (b"allow", exc.allow.encode())]
         except _Disconnected:
             return
         await send({"type": "http.response.start", "status": status, "headers": [*headers, (b"content-length", b"%d" % len(body))]})
@@ -220,4 +220,4 @@ class ServeApp:
 
 def _allow(method: str, allowed: str) -> None:
     if method != allowed and not (allowed == "GET" and method == "HEAD"):
-        raise RequestError(405, f"use {allowed} here, not {method}")
+        raise RequestError(405, f"use {allowed} here, not {method}", allow=allowed)

@@ -12,7 +12,9 @@ class ServeError(EdgeError):
 class RequestError(ServeError):
     """One request is refused; ``status`` is the HTTP status it is answered with."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, allow: str | None = None) -> None:
         self.status = status
         self.message = message
+        self.allow = allow
+        """For a 405: the method the endpoint takes."""
         super().__init__(message)

@@ -180,6 +180,8 @@ def test_protocol_errors(client: httpx.Client, model: runtime.EdgeModel, rows) -
     for answer, status, word in cases:
         assert answer.status_code == status, (answer.request.url, answer.text)
         assert word in answer.json()["error"], answer.text
+    assert client.get("/v1/predict").headers["allow"] == "POST"
+    assert client.post("/v2/models/fire-risk").headers["allow"] == "GET"
 
 
 def test_a_body_over_the_limit_is_413(client: httpx.Client, server: ServeProcess, rows) -> None:
