@@ -15,7 +15,7 @@ from .errors import ServeError
 from .listener import listener
 from .options import ServeOptions
 
-UVICORN_PIP = "pip install 'uvicorn>=0.29' 'httptools>=0.6'"
+UVICORN_PIP = "pip install 'uvicorn>=0.29' 'httptools>=0.6' 'uvloop>=0.19'"
 
 
 def _uvicorn() -> Any:
@@ -24,6 +24,15 @@ def _uvicorn() -> Any:
     except ImportError as exc:
         raise ServeError(f"edgepack serve needs uvicorn (part of the device install); install it with: {UVICORN_PIP}") from exc
     return uvicorn
+
+
+def _loop_implementation() -> str:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        logging.getLogger(__name__).warning("uvloop is missing: serving on asyncio's loop, slower per request (%s)", UVICORN_PIP)
+        return "asyncio"
+    return "uvloop"
 
 
 def _http_implementation() -> str:
@@ -43,6 +52,7 @@ def serve(source: ModelSource, options: ServeOptions, *, version: str = "", log_
         config = uvicorn.Config(
             ServeApp(source, options, server_version=version),
             http=_http_implementation(),
+            loop=_loop_implementation(),
             lifespan="off",
             log_level=log_level,
             access_log=False,

@@ -126,4 +126,4 @@ def test_serve_without_uvicorn_names_the_pip_command(fire_v1, keys, tmp_path: Pa
     )
     done = subprocess.run([sys.executable, "-c", blocker], capture_output=True, text=True, env=cli_env(), timeout=120)
     assert done.returncode == 2, done.stderr
-    assert "pip install 'uvicorn>=0.29' 'httptools>=0.6'" in done.stderr
+    assert "pip install 'uvicorn>=0.29' 'httptools>=0.6' 'uvloop>=0.19'" in done.stderr
