@@ -20,7 +20,7 @@ from .options import BenchOptions
 from .targets import check_targets
 from .zoo import BUILDERS, ModelCase, Registry, build, train
 
-SECTIONS = ("latency", "throughput", "cold_start", "memory", "telemetry", "footprint")
+SECTIONS = ("latency", "throughput", "cold_start", "memory", "telemetry", "footprint", "serve")
 TELEMETRY_MODEL = "forest"
 REPO = Path(__file__).resolve().parents[1]
 VERSIONED = ("edgepack", "onnxruntime", "numpy", "scikit-learn", "skl2onnx", "onnx", "mlflow", "pandas", "sqlite-utils", "httpx", "protobuf")
@@ -126,6 +126,12 @@ def run_suite(
                 _guard(report, "telemetry", buffering.SYNC, lambda: buffering.measure_sync(case, options, root))
                 log("[bench] telemetry: cost per prediction")
                 _guard(report, "telemetry", buffering.OVERHEAD, lambda: buffering.measure_overhead(case, options, root), case.name)
+        if "serve" in sections and TELEMETRY_MODEL in by_name:
+            from . import serving
+
+            log("[bench] serve: round trip over the unix socket and loopback, concurrent clients")
+            with _phase(report, "serve"):
+                _guard(report, "serve", serving.UNIX, lambda: serving.measure_serve(by_name[TELEMETRY_MODEL], options, root), TELEMETRY_MODEL)
         if "footprint" in sections:
             if options.footprint == "skip":
                 report.notes.append(
@@ -139,6 +145,10 @@ def run_suite(
                 with _phase(report, "footprint"):
                     _guard(report, "footprint", "venvs", lambda: footprint.measure_venvs(REPO, root, build=options.footprint == "all"))
     report.targets = check_targets(report, [case.name for case in cases])
+    if "serve" in sections:
+        from . import serving
+
+        report.targets += serving.targets(report)
     report.environment["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     report.duration_s = time.perf_counter() - began
     return report

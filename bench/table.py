@@ -11,6 +11,7 @@ SECTIONS = {
     "memory": "Peak RSS (vs ref = RSS / mlflow.pyfunc RSS)",
     "telemetry": "Telemetry (vs ref = time per record / ceiling's, or per prediction / without telemetry)",
     "footprint": "Footprint (vs ref = size / build venv size)",
+    "serve": "edgepack serve, one row per request (round trip vs in-process; throughput of concurrent clients)",
 }
 
 

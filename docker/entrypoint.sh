@@ -1,23 +1,28 @@
 #!/bin/sh
 # Entry point of the edgepack device image.
 #
-# Nothing runs on a bundle that has not just been verified: hashes of every entry, the
-# Ed25519 signature when a public key is present, and the self-test (the model must
-# reproduce its golden outputs on this device). Verification talks on stderr so that
-# `IMAGE edgepack predict ...` keeps a stdout of pure JSON lines.
+# The image refuses to start without the public key its bundles are signed with: nothing
+# runs on a bundle whose hashes, Ed25519 signature and self-test (the model must
+# reproduce its golden outputs on this device) have not just been checked. Verification
+# talks on stderr so that `IMAGE edgepack predict ...` keeps a stdout of pure JSON lines.
 #
-# No arguments: run the telemetry sync service. Arguments: run them (e.g. `edgepack predict`).
+# No arguments: the device agent. The image's bundle is installed into the model store
+# (on the state volume) unless the store already holds this model at this or a newer
+# version, then `edgepack agent` runs `edgepack serve --store` on a unix socket (a volume
+# app containers share) and `edgepack sync` to the collector.
+# Arguments: verify the image's bundle, then run them (e.g. `edgepack predict`).
 set -eu
 
 BUNDLE="${EDGEPACK_BUNDLE:-/opt/edgepack/model.edgepkg}"
 PUBLIC_KEY="${EDGEPACK_PUBLIC_KEY:-/opt/edgepack/edge.pub}"
+STORE="${EDGEPACK_STORE:-/var/lib/edgepack/models}"
+SOCKET="${EDGEPACK_SOCKET:-/run/edgepack/edgepack.sock}"
+DB="${EDGEPACK_DB:-/var/lib/edgepack/predictions.db}"
 
-if [ "${EDGEPACK_SKIP_VERIFY:-0}" != "1" ]; then
-    if [ -f "$PUBLIC_KEY" ]; then
-        edgepack verify "$BUNDLE" --public-key "$PUBLIC_KEY" >&2
-    else
-        edgepack verify "$BUNDLE" >&2
-    fi
+if [ ! -f "$PUBLIC_KEY" ]; then
+    echo "entrypoint: no public key at $PUBLIC_KEY; this image does not run bundles whose authenticity it cannot check." >&2
+    echo "entrypoint: build it with --build-arg PUBLIC_KEY_PEM=\"\$(cat keys/edge.pub)\", or mount the key there (EDGEPACK_PUBLIC_KEY)." >&2
+    exit 78
 fi
 
 if [ "$#" -eq 0 ]; then
@@ -27,10 +32,13 @@ if [ "$#" -eq 0 ]; then
         echo "entrypoint: token file $TOKEN_FILE is not readable; mount the device token there or set EDGEPACK_TOKEN_FILE" >&2
         exit 64
     fi
+    edgepack install "$BUNDLE" --store "$STORE" --public-key "$PUBLIC_KEY" --unless-newer >&2
     # EDGEPACK_SYNC_ARGS: extra sync options, split on spaces (e.g. "--interval 120 --batch-size 200").
-    # shellcheck disable=SC2086
-    exec edgepack sync --db "${EDGEPACK_DB:-/var/lib/edgepack/predictions.db}" \
-        --endpoint "$EDGEPACK_ENDPOINT" --token-file "$TOKEN_FILE" ${EDGEPACK_SYNC_ARGS:-}
+    # EDGEPACK_SOCKET_GROUP: a group (name or gid) of app containers given access to the socket.
+    exec edgepack agent --store "$STORE" --socket "$SOCKET" ${EDGEPACK_SOCKET_GROUP:+--socket-group "$EDGEPACK_SOCKET_GROUP"} \
+        --public-key "$PUBLIC_KEY" --db "$DB" --endpoint "$EDGEPACK_ENDPOINT" --token-file "$TOKEN_FILE" \
+        --sync-args "${EDGEPACK_SYNC_ARGS:-}"
 fi
 
+edgepack verify "$BUNDLE" --public-key "$PUBLIC_KEY" >&2
 exec "$@"

@@ -1,20 +1,49 @@
 #!/bin/sh
 # HEALTHCHECK of the edgepack device image. Healthy means the device can still do its job:
-# - the bundle verifies (hashes, signature when a key is present, self-test on this device),
+# - the public key is there (the image never runs unverified bundles),
+# - `edgepack serve` answers 200 on /v2/health/ready through its socket: it serves a model
+#   that passed verification (hashes, signature, self-test) when it was loaded,
 # - the state directory is writable, so predictions can still be buffered,
 # - the prediction buffer, when it exists, passes SQLite's quick_check.
 # Being offline is not unhealthy: the buffer holds predictions until the collector is back.
 set -eu
 
-BUNDLE="${EDGEPACK_BUNDLE:-/opt/edgepack/model.edgepkg}"
 PUBLIC_KEY="${EDGEPACK_PUBLIC_KEY:-/opt/edgepack/edge.pub}"
+SOCKET="${EDGEPACK_SOCKET:-/run/edgepack/edgepack.sock}"
 DB="${EDGEPACK_DB:-/var/lib/edgepack/predictions.db}"
 
-if [ -f "$PUBLIC_KEY" ]; then
-    edgepack verify "$BUNDLE" --public-key "$PUBLIC_KEY" >/dev/null
-else
-    edgepack verify "$BUNDLE" >/dev/null
+if [ ! -f "$PUBLIC_KEY" ]; then
+    echo "healthcheck: no public key at $PUBLIC_KEY" >&2
+    exit 1
 fi
+
+python - "$SOCKET" <<'PY'
+import http.client
+import socket
+import sys
+
+
+class UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=10)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+try:
+    connection = UnixConnection(sys.argv[1])
+    connection.request("GET", "/v2/health/ready")
+    response = connection.getresponse()
+    status, body = response.status, response.read().decode("utf-8", "replace")
+except OSError as exc:
+    sys.exit(f"healthcheck: edgepack serve does not answer on {sys.argv[1]}: {exc}")
+if status != 200:
+    sys.exit(f"healthcheck: edgepack serve is not ready ({status}): {body}")
+PY
 
 STATE_DIR=$(dirname "$DB")
 if [ ! -w "$STATE_DIR" ]; then

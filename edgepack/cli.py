@@ -29,6 +29,11 @@ def _register() -> None:
         for command in module.COMMANDS:
             cli.add_command(command)
 
+    from .commands import serve_commands  # serve, install, store, agent
+
+    for command in serve_commands.COMMANDS:
+        cli.add_command(command)
+
 
 _register()
 

@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-image-tools.sh
+bash scripts/install-test-tools.sh
 
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip

@@ -185,6 +185,8 @@ def test_quick_run_marks_every_target_and_prints_the_table(quick_run: tuple[dict
         "record_rate_power",
         "sync_rate",
         "telemetry_overhead[forest]",
+        "serve_added_latency[forest]",
+        "serve_16_clients_no_error[forest]",
     }
     for target in results["targets"]:
         assert set(target) == TARGET_KEYS

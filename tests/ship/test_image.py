@@ -200,15 +200,29 @@ def test_image_config_runs_unprivileged_with_a_health_check(image: BuiltImage) -
     assert env["PATH"].startswith("/opt/edgepack/venv/bin:")
 
 
-def test_health_check_passes_on_a_good_image(image: BuiltImage) -> None:
+def test_health_check_fails_when_serve_is_not_running(image: BuiltImage) -> None:
+    # The healthcheck goes through serve's /v2/health/ready: no serve, not healthy.
     done = image.buildah.run(image.name, "/opt/edgepack/docker/healthcheck.sh")
-    assert done.returncode == 0, done.stderr
+    assert done.returncode != 0
+    assert "edgepack serve does not answer on /run/edgepack/edgepack.sock" in done.stderr
 
 
 def test_default_command_without_an_endpoint_says_what_to_set(image: BuiltImage) -> None:
     done = image.buildah.run(image.name, ENTRYPOINT)
     assert done.returncode != 0
     assert "EDGEPACK_ENDPOINT" in done.stderr
+
+
+def test_image_refuses_to_start_without_its_public_key(image: BuiltImage) -> None:
+    with image.buildah.container(image.name) as container:
+        container.set_env(EDGEPACK_PUBLIC_KEY="/opt/edgepack/missing.pub")
+        done = container.run(ENTRYPOINT, "edgepack", "predict", BUNDLE_IN_IMAGE, stdin=_rows_jsonl(image.rows[:2]))
+        assert done.returncode == 78, done.stderr
+        assert "no public key at /opt/edgepack/missing.pub" in done.stderr
+        assert done.stdout.strip() == ""
+        health = container.run("/opt/edgepack/docker/healthcheck.sh")
+        assert health.returncode != 0
+        assert "no public key" in health.stderr
 
 
 def test_tampered_bundle_stops_the_container_before_anything_runs(image: BuiltImage, tmp_path: Path) -> None:
@@ -224,47 +238,107 @@ def test_tampered_bundle_stops_the_container_before_anything_runs(image: BuiltIm
     assert done.returncode == 3, done.stderr  # edgepack verify's "bundle refused"
     assert "golden.json" in done.stderr
     assert done.stdout.strip() == ""  # no prediction came out of a bundle that failed verification
-    health = image.buildah.run(image.name, "/opt/edgepack/docker/healthcheck.sh", copy={str(tampered): BUNDLE_IN_IMAGE})
-    assert health.returncode != 0
+    with image.buildah.container(image.name, copy={str(tampered): BUNDLE_IN_IMAGE}) as container:
+        container.set_env(EDGEPACK_ENDPOINT="http://127.0.0.1:9", EDGEPACK_TOKEN_FILE="/opt/edgepack/edge.pub")
+        agent = container.run(ENTRYPOINT)  # the default command installs into the store first: refused
+        assert agent.returncode == 3, agent.stderr
+        assert "golden.json" in agent.stderr
 
 
-# The application side of a device: predictions recorded into the buffer the image syncs.
-APP = """
-import json, sys
-import runtime, telemetry
-buffer = telemetry.Buffer("/var/lib/edgepack/predictions.db")
-model = runtime.load("/opt/edgepack/model.edgepkg", telemetry=buffer)
-model.predict(json.load(open(sys.argv[1])))
-buffer.close()
-print(json.dumps({"sha256": model.sha256}))
+# An app in another container: it talks to serve through the socket on the shared volume.
+APP = r"""
+import http.client, json, socket, sys, time
+
+class Unix(http.client.HTTPConnection):
+    def __init__(self):
+        super().__init__("localhost", timeout=30)
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect("/run/edgepack/edgepack.sock")
+
+def call(method, path, body=None):
+    c = Unix()
+    c.request(method, path, body=None if body is None else json.dumps(body), headers={"content-type": "application/json"})
+    r = c.getresponse()
+    return r.status, r.read()
+
+deadline = time.monotonic() + 90
+while True:
+    try:
+        if call("GET", "/v2/health/ready")[0] == 200:
+            break
+    except OSError:
+        pass
+    if time.monotonic() > deadline:
+        sys.exit("serve never became ready")
+    time.sleep(0.2)
+rows = json.load(open(sys.argv[1]))
+status, body = call("POST", "/v1/predict", rows)
+assert status == 200, body
+meta = json.loads(call("GET", "/v2/models/fire-risk")[1])
+inputs = [{"name": i["name"], "datatype": i["datatype"], "shape": [len(rows)], "data": [r[i["name"]] for r in rows]} for i in meta["inputs"]]
+status, v2 = call("POST", "/v2/models/fire-risk/infer", {"inputs": inputs})
+assert status == 200, v2
+print(json.dumps({"v1": json.loads(body), "v2": json.loads(v2), "meta": meta}))
+"""
+
+WAIT_FOR_SYNC = r"""
+import json, sys, time, urllib.request
+token = open(sys.argv[2]).read().strip()
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    request = urllib.request.Request(sys.argv[1] + "/v1/stats", headers={"Authorization": "Bearer " + token})
+    if json.load(urllib.request.urlopen(request, timeout=10))["records"] >= int(sys.argv[3]):
+        sys.exit(0)
+    time.sleep(0.3)
+sys.exit("the agent's sync never delivered the records")
 """
 
 
-def test_default_command_sends_buffered_predictions_to_a_real_collector(
+def test_default_command_serves_on_the_shared_socket_and_syncs_to_a_real_collector(
     image: BuiltImage, collector, tmp_path: Path
 ) -> None:
     token = tmp_path / "token"
     token.write_text(collector.token)
-    rows = tmp_path / "rows.json"
-    rows.write_text(json.dumps(image.rows[:5]))
-    files = {str(token): "/opt/edgepack-test/token", str(rows): "/opt/edgepack-test/rows.json"}
+    rows = image.rows[:5]
+    (tmp_path / "rows.json").write_text(json.dumps(rows))
+    (tmp_path / "app.py").write_text(APP)
+    (tmp_path / "wait.py").write_text(WAIT_FOR_SYNC)
+    script = (
+        "/opt/edgepack/docker/entrypoint.sh & agent=$!\n"
+        "python /opt/edgepack-test/app.py /opt/edgepack-test/rows.json > /var/lib/edgepack/app.out || exit 11\n"
+        "/opt/edgepack/docker/healthcheck.sh || exit 12\n"
+        f"python /opt/edgepack-test/wait.py {collector.url} /opt/edgepack-test/token {len(rows) * 2} || exit 13\n"
+        "ls -l /run/edgepack/edgepack.sock > /var/lib/edgepack/socket.txt\n"
+        "kill -TERM $agent; wait $agent; echo \"agent=$?\"\n"
+        "cat /var/lib/edgepack/app.out /var/lib/edgepack/socket.txt\n"
+    )
+    files = {str(tmp_path / name): f"/opt/edgepack-test/{name}" for name in ("token", "rows.json", "app.py", "wait.py")}
     with image.buildah.container(image.name, copy=files) as container:
-        recorded = container.run("python", "-c", APP, "/opt/edgepack-test/rows.json")
-        assert recorded.returncode == 0, recorded.stderr
-        sha256 = json.loads(recorded.stdout)["sha256"]
-        container.set_env(EDGEPACK_ENDPOINT=collector.url, EDGEPACK_TOKEN_FILE="/opt/edgepack-test/token", EDGEPACK_SYNC_ARGS="--once")
-        sent = container.run(ENTRYPOINT, offline=False)  # no command: the image's sync service
-        assert sent.returncode == 0, sent.stderr
-        healthy = container.run("/opt/edgepack/docker/healthcheck.sh")  # now with a buffer to check
-        assert healthy.returncode == 0, healthy.stderr
-        container.run("python", "-c", "open('/var/lib/edgepack/predictions.db', 'r+b').write(b'not sqlite' * 20)")
-        damaged = container.run("/opt/edgepack/docker/healthcheck.sh")
-        assert damaged.returncode != 0
-        assert "prediction buffer /var/lib/edgepack/predictions.db is damaged" in damaged.stderr
+        container.set_env(EDGEPACK_ENDPOINT=collector.url, EDGEPACK_TOKEN_FILE="/opt/edgepack-test/token", EDGEPACK_SYNC_ARGS="--interval 0.3")
+        done = container.run("sh", "-c", script, offline=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        lines = done.stdout.strip().splitlines()
+        assert "agent=0" in lines, done.stdout + done.stderr
+        answers = json.loads(lines[-2])
+        assert lines[-1].startswith("srw-------"), lines[-1]  # the socket is owner-only
+        healthy = container.run("/opt/edgepack/docker/healthcheck.sh")  # serve stopped with the agent
+        assert healthy.returncode != 0
+    expected = host_predictions(image.bundle, rows, image.public_key)
+    assert_same_predictions(answers["v1"], expected)
+    outputs = {o["name"]: o for o in answers["v2"]["outputs"]}
+    assert outputs["prediction"]["data"] == [e["prediction"] for e in expected]
+    classes = json.loads(outputs["probabilities"]["parameters"]["classes"])
+    assert outputs["probabilities"]["shape"] == [len(rows), len(classes)]
+    flat = [e["probabilities"][str(c)] for e in expected for c in classes]
+    assert outputs["probabilities"]["data"] == pytest.approx(flat, rel=1e-6, abs=1e-7)
     stored = collector.records()
-    assert len(stored) == 5
-    assert {row["bundle_sha256"] for row in stored} == {sha256}
-    def canonical(rows: list[dict]) -> list[str]:
-        return sorted(json.dumps(row, sort_keys=True) for row in rows)
+    assert len(stored) == 2 * len(rows)  # serve recorded both calls into the buffer, sync sent them
+    import runtime
 
-    assert canonical([row["inputs"] for row in stored]) == canonical(image.rows[:5])
+    assert {row["bundle_sha256"] for row in stored} == {runtime.read_bundle(image.bundle).sha256}
+
+    def canonical(items: list[dict]) -> list[str]:
+        return sorted(json.dumps(item, sort_keys=True) for item in items)
+
+    assert canonical([row["inputs"] for row in stored]) == canonical(rows + rows)

@@ -38,7 +38,7 @@ def device_venv(deps_bundle: DepsBundle, tmp_path_factory: pytest.TempPathFactor
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=_env())
     python = venv / "bin" / "python"
     done = subprocess.run(
-        [str(python), str(INSTALLER), str(deps_bundle.path), "--python", str(python)],
+        [str(python), str(INSTALLER), str(deps_bundle.path), "--python", str(python), "--public-key", str(deps_bundle.public_key)],
         capture_output=True, text=True, env=_env(), cwd=venv.parent,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
@@ -98,15 +98,17 @@ def test_installer_refuses_a_tampered_wheel_before_pip_sees_it(deps_bundle: Deps
     victim = _rewrite(deps_bundle.path, tampered, "/edgepack-", lambda data: data[:-1] + bytes([data[-1] ^ 1]))
     target = tmp_path / "never-used-python"
     done = subprocess.run(
-        [sys.executable, str(INSTALLER), str(tampered), "--python", str(target)], capture_output=True, text=True, env=_env()
-    )
+        [sys.executable, str(INSTALLER), str(tampered), "--python", str(target), "--public-key", str(deps_bundle.public_key)],
+        capture_output=True, text=True, env=_env(),
+    )  # fmt: skip
     assert done.returncode == 2
     assert victim in done.stderr and "does not match the manifest" in done.stderr
 
 
 def test_installer_names_the_platforms_a_bundle_has(deps_bundle: DepsBundle) -> None:
     done = subprocess.run(
-        [sys.executable, str(INSTALLER), str(deps_bundle.path), "--platform", "musllinux_1_2_aarch64", "--python", sys.executable],
+        [sys.executable, str(INSTALLER), str(deps_bundle.path), "--platform", "musllinux_1_2_aarch64", "--python", sys.executable,
+         "--public-key", str(deps_bundle.public_key)],
         capture_output=True, text=True, env=_env(),
     )  # fmt: skip
     assert done.returncode == 2
@@ -115,7 +117,9 @@ def test_installer_names_the_platforms_a_bundle_has(deps_bundle: DepsBundle) -> 
 
 def test_installer_refuses_a_bundle_without_wheels(make_bundle, tmp_path: Path) -> None:
     plain = make_bundle("binary").path
-    done = subprocess.run([sys.executable, str(INSTALLER), str(plain), "--python", sys.executable], capture_output=True, text=True, env=_env())
+    done = subprocess.run(
+        [sys.executable, str(INSTALLER), str(plain), "--python", sys.executable, "--allow-unsigned"], capture_output=True, text=True, env=_env()
+    )
     assert done.returncode == 2
     assert "--with-deps" in done.stderr
 
