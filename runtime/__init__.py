@@ -38,6 +38,7 @@ from .errors import (
     SelfTestError,
     SignatureError,
     StateFileError,
+    StoreError,
 )
 from .options import SessionOptions
 from .telemetry_hook import TelemetrySink
@@ -45,7 +46,9 @@ from .telemetry_hook import TelemetrySink
 if TYPE_CHECKING:
     from .highwater import HighWater
     from .model import EdgeModel, load
+    from .follower import StoreFollower
     from .slot import ModelSlot
+    from .store import ModelStore
 
 __all__ = [
     "Bundle",
@@ -57,6 +60,7 @@ __all__ = [
     "HighWater",
     "InputError",
     "ModelSlot",
+    "ModelStore",
     "PredictionError",
     "RollbackError",
     "SchemaChangeError",
@@ -64,12 +68,15 @@ __all__ = [
     "SessionOptions",
     "SignatureError",
     "StateFileError",
+    "StoreError",
+    "StoreFollower",
     "TelemetrySink",
     "load",
     "read_bundle",
 ]
 
-_LAZY = {"load": "model", "EdgeModel": "model", "ModelSlot": "slot", "HighWater": "highwater"}
+_LAZY = {"load": "model", "EdgeModel": "model", "ModelSlot": "slot", "HighWater": "highwater",
+         "ModelStore": "store", "StoreFollower": "follower"}
 
 
 def __getattr__(name: str) -> Any:

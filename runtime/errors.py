@@ -67,6 +67,10 @@ class DowngradeError(BundleError):
         super().__init__(message)
 
 
+class StoreError(EdgeError):
+    """The model store (``runtime.store``) is unusable, or an install into it was refused."""
+
+
 class StateFileError(EdgeError):
     """The version state file (``runtime.highwater``) cannot be read or written."""
 

@@ -10,7 +10,6 @@ to load leaves the old model serving; the reason is kept in ``last_error``.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import threading
@@ -106,12 +105,9 @@ class StoreFollower:
             return slot
 
     def _swap_options(self, slot: ModelSlot) -> dict[str, Any]:
-        options: dict[str, Any] = {"allow_schema_change": self.allow_schema_change}
         # The store already refused downgrades it was not told to allow (install
         # --allow-downgrade, rollback): the slot follows what the store says is current.
-        if "allow_downgrade" in inspect.signature(slot.swap).parameters:
-            options["allow_downgrade"] = True
-        return options
+        return {"allow_schema_change": self.allow_schema_change, "allow_downgrade": True}
 
     def _failed(self, message: str) -> bool:
         if message != self.last_error:

@@ -34,7 +34,8 @@ from typing import Any
 
 from . import signing
 from .bundle import BundleLimits
-from .errors import BundleError, EdgeError
+from .errors import BundleError, DowngradeError, StoreError
+from .highwater import version_number
 
 STORE_FORMAT = 1
 POINTER = "current.json"
@@ -48,14 +49,6 @@ sleeps there, so the test can SIGKILL it at exactly that point."""
 PAUSE_POINTS = ("verified", "staged", "stored", "pointer_staged", "switched")
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-class StoreError(EdgeError):
-    """The model store is unusable, or an install into it was refused."""
-
-
-class DowngradeError(StoreError):
-    """The bundle is older than a version of the same model this store has already held."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,17 +91,10 @@ class InstallReport:
     """Whether the signature was checked against a public key."""
 
 
-def version_key(version: str) -> tuple[int, ...] | None:
-    """Registry versions are integers ("3"); dotted numbers compare too. None: not comparable."""
-    parts = version.split(".")
-    if all(p.isdigit() for p in parts):
-        return tuple(int(p) for p in parts)
-    return None
-
-
-def is_older(candidate: str, than: str) -> bool:
-    a, b = version_key(candidate), version_key(than)
-    return a is not None and b is not None and a < b
+def is_older(name: str, candidate: str, than: str) -> bool:
+    """Whether registry version ``candidate`` of ``name`` is older than ``than`` (same rule as
+    ``runtime.highwater``: versions are the registry's integers, compared as integers)."""
+    return version_number(name, candidate) < version_number(name, than)
 
 
 def _pause(step: str) -> None:
@@ -276,7 +262,7 @@ class ModelStore:
             if current is not None and current.sha256 == model.sha256:
                 return InstallReport(entry=current, previous=state.previous, changed=False, signature_verified=model.signature_verified)
             seen = state.highest.get(model.name)
-            if seen is not None and is_older(model.version, seen) and not allow_downgrade:
+            if seen is not None and is_older(model.name, model.version, seen) and not allow_downgrade:
                 raise DowngradeError(
                     f"{model.name} version {model.version} is older than version {seen}, which this store has already "
                     "installed; a device never goes back to an older model unless told to (--allow-downgrade)"
@@ -301,7 +287,7 @@ class ModelStore:
                     installed_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 )
                 highest = dict(state.highest)
-                if seen is None or is_older(seen, model.version):
+                if seen is None or is_older(model.name, seen, model.version):
                     highest[model.name] = model.version
                 self._write_pointer(
                     StoreState(current=entry, previous=current, generation=state.generation + 1, highest=highest)

@@ -166,7 +166,7 @@ def install(
                 from runtime import read_bundle
 
                 incoming = read_bundle(bundle, **keys).manifest.get("model", {})
-                if incoming.get("name") == current.name and not is_older(current.version, str(incoming.get("version"))):
+                if incoming.get("name") == current.name and not is_older(current.name, current.version, str(incoming.get("version"))):
                     _report(as_json, "kept", current, None, f"store already serves {current.name} v{current.version}; left as is")
                     return
         report = target.install(bundle, allow_downgrade=allow_downgrade, **keys)
