@@ -11,8 +11,14 @@ checks run instead, to find the first field at fault and say what it should be.
 Inputs, outputs and flags are kept as canonical JSON text (sorted keys, compact, UTF-8),
 encoded here with orjson so that anything which cannot be stored exactly is refused with
 a 422 naming the field, never found out by the store. Strict JSON is what is stored:
-NaN, Infinity, integers beyond 64 bits and unpaired surrogates are refused, not turned
-into something else (see ``refuse_inexact``).
+NaN, Infinity, integers beyond 64 bits, numbers too small for a double (``1e-400``,
+which would read as 0.0) and unpaired surrogates are refused, not turned into something
+else (see ``refuse_inexact``).
+
+Counters are an open set: the three every device sends (``dropped``, ``sampled_out``,
+``dead_lettered``) plus any other cumulative count a newer device keeps (``lost``, for
+records lost to a damaged buffer), each a non-negative integer under a short snake_case
+name, at most ``MAX_COUNTERS`` of them; the collector keeps the largest value of each.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from itertools import chain
 from operator import itemgetter
@@ -35,6 +41,9 @@ BATCH_KEYS = frozenset({"batch_id", "records", "counters"})
 RECORD_FIELDS = ("id", "ts", "model", "version", "bundle_sha256", "inputs", "outputs", "flags")
 RECORD_KEYS = frozenset(RECORD_FIELDS)
 COUNTER_KEYS = ("dropped", "sampled_out", "dead_lettered")
+"""Counters every batch that has counters carries (and the devices table has columns for)."""
+COUNTER_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+MAX_COUNTERS = 32
 CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 MAX_TEXT = 256
@@ -101,6 +110,9 @@ class Counters:
 
     dead_lettered: int
     """Records the device gave up sending."""
+
+    extra: dict[str, int] = field(default_factory=dict)
+    """Further cumulative counters by name (``lost``: records lost to a damaged buffer, ...)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -232,6 +244,11 @@ def _where(path: str, key: str | int) -> str:
 def _inexact(value: object, path: str) -> tuple[str, str] | None:
     """The first place in ``value`` that strict JSON cannot carry exactly, and why."""
     kind = type(value)
+    if kind is _Underflow:
+        return path, (
+            f"expected a number a double can hold, got {value:.60}, which is not zero but would be stored as 0.0 "
+            "(the smallest double is about 5e-324); send 0, or the value as a string"
+        )
     if kind is float:
         if not math.isfinite(value):  # type: ignore[arg-type]
             spelled = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")  # type: ignore[arg-type, operator]
@@ -268,12 +285,48 @@ def _unicode(text: str) -> bool:
     return True
 
 
+class _Underflow(str):
+    """A number literal that is not zero but reads as 0.0: below the smallest double."""
+
+
+_NONZERO_DIGIT = re.compile(r"[1-9]")
+# A non-zero literal reads as 0.0 only below about 2.5e-324: its exponent has at least
+# three digits, or (with an exponent of at most two digits) its fraction starts with over
+# 200 zeros. These cheap searches find every such body, and a few more, which the exact
+# reading then clears.
+_SMALL_EXPONENT = re.compile(rb"e-[0-9]{3}")
+_SMALL_EXPONENT_UPPER = re.compile(rb"E-[0-9]{3}")
+_ZERO_RUN = b"0" * 200
+
+
+def _exact_float(literal: str) -> float | _Underflow:
+    value = float(literal)
+    if value == 0.0 and _NONZERO_DIGIT.search(literal.lower().partition("e")[0]):
+        return _Underflow(literal)
+    return value
+
+
+def may_underflow(body: bytes) -> bool:
+    """Whether ``body`` may hold a non-zero number that a double reads as 0.0."""
+    return (
+        _SMALL_EXPONENT.search(body) is not None
+        or (b"E-" in body and _SMALL_EXPONENT_UPPER.search(body) is not None)
+        or _ZERO_RUN in body
+    )
+
+
+def loads_exact(body: bytes | str) -> Any:
+    """``json.loads``, with every number too small for a double kept aside (for ``refuse_inexact``)."""
+    return json.loads(body, parse_float=_exact_float)
+
+
 def refuse_inexact(document: object) -> None:
     """Raise ``SchemaError`` naming the first value strict JSON cannot carry exactly.
 
     For documents the ``json`` module reads but orjson does not (NaN, Infinity, numbers
-    beyond a double or 64-bit integer, unpaired surrogates): storing them would either
-    write JSON that other readers refuse, or change the value without saying so.
+    beyond a double or 64-bit integer, unpaired surrogates), and numbers below the
+    smallest double as read by ``loads_exact``: storing them would either write JSON that
+    other readers refuse, or change the value without saying so.
     """
     found = _inexact(document, "")
     if found:
@@ -361,11 +414,31 @@ def parse_batch(document: object, *, max_records: int, source: bytes | None = No
             field="records",
         )
     parsed = _records(records, source)
-    counters = None
-    if document.get("counters") is not None:
-        raw = document["counters"]
-        if not isinstance(raw, dict):
-            raise SchemaError(f"expected an object {{{', '.join(COUNTER_KEYS)}}}, got {_type_name(raw)}", field="counters")
-        _keys(raw, required=COUNTER_KEYS, allowed=COUNTER_KEYS, where="counters")
-        counters = Counters(**{key: _count(raw[key], f"counters.{key}") for key in COUNTER_KEYS})
+    counters = _counters(document["counters"]) if document.get("counters") is not None else None
     return Batch(batch_id=batch_id, records=parsed, counters=counters)
+
+
+def _counters(raw: object) -> Counters:
+    if not isinstance(raw, dict):
+        raise SchemaError(f"expected an object {{{', '.join(COUNTER_KEYS)}, ...}}, got {_type_name(raw)}", field="counters")
+    missing = [key for key in COUNTER_KEYS if key not in raw]
+    if missing:
+        raise SchemaError(
+            f"missing {', '.join(repr(k) for k in missing)}; expected at least {list(COUNTER_KEYS)}", field="counters"
+        )
+    if len(raw) > MAX_COUNTERS:
+        raise SchemaError(f"{len(raw)} counters; at most {MAX_COUNTERS} are kept per device", field="counters")
+    for name in raw:
+        if not isinstance(name, str) or not COUNTER_NAME.fullmatch(name):
+            raise SchemaError(
+                f"counter name {name!r:.80} is not allowed; expected snake_case: a lower-case letter, then up to 63 "
+                "lower-case letters, digits or _",
+                field="counters",
+            )
+    values = {name: _count(value, f"counters.{name}") for name, value in raw.items()}
+    return Counters(
+        dropped=values.pop("dropped"),
+        sampled_out=values.pop("sampled_out"),
+        dead_lettered=values.pop("dead_lettered"),
+        extra=dict(sorted(values.items())),
+    )

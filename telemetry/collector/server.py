@@ -11,6 +11,7 @@ from typing import Any
 import uvicorn
 
 from .app import create_app
+from .connections import guarded_protocol
 from .settings import CollectorSettings
 from .store import Store
 
@@ -34,7 +35,15 @@ def serve(settings: CollectorSettings, host: str = "127.0.0.1", port: int = 8787
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = listening_socket(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=30)
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=30,
+        http=guarded_protocol(settings),
+        timeout_keep_alive=settings.keep_alive_seconds,  # type: ignore[arg-type]
+    )
     server = uvicorn.Server(config)
     logger.info("listening on http://%s:%d", bound_host if family == socket.AF_INET else f"[{bound_host}]", bound_port)
     received: list[int] = []
