@@ -146,6 +146,20 @@ def test_counters_keep_the_largest_value_per_device(shared: RunningCollector, de
     assert (row["dropped"], row["sampled_out"], row["dead_lettered"], row["batches"]) == (6, 9, 2, 4)
 
 
+def test_further_counters_are_kept_by_name_at_their_largest(shared: RunningCollector, device: tuple[str, str]) -> None:
+    # A newer device reports more cumulative counts (records lost to a damaged buffer, ...).
+    device_id, token = device
+    known = {"dropped": 0, "sampled_out": 0, "dead_lettered": 0}
+    for extra in ({"lost": 5, "corrupt_pages": 1}, {"lost": 3}, {"lost": 8, "corrupt_pages": 0}):
+        assert post(shared.url, token, batch(1, counters={**known, **extra})).status_code == 200
+
+    mine = shared.stats(token)
+
+    assert mine["counters"] == {**known, "corrupt_pages": 1, "lost": 8}
+    assert set(mine) >= {"dropped", "sampled_out", "dead_lettered"} and "lost" not in mine
+    assert shared.devices()[device_id]["batches"] == 3
+
+
 def test_stats_count_records_devices_models_and_counters(collector: RunningCollector) -> None:
     other = collector.add_device("device-2")
     admin = collector.add_admin("ops")

@@ -87,6 +87,10 @@ def test_other_statuses_in_the_spec_are_exactly_those_the_app_answers(running: R
         httpx.get(f"{running.url}/v1/stats").status_code,
         httpx.get(f"{running.url}/v1/stats", headers={"Authorization": "Bearer wrong"}).status_code,
         httpx.get(f"{running.url}/v1/stats", headers={"Authorization": f"Bearer {running.token}"}).status_code,
+        # A device token asking for another device's stats.
+        httpx.get(
+            f"{running.url}/v1/stats", params={"device": "someone-else"}, headers={"Authorization": f"Bearer {running.token}"}
+        ).status_code,
     }
     # A real read failure: the table the stats come from is briefly gone.
     with sqlite3.connect(running.db_path) as connection:
