@@ -8,6 +8,7 @@ device without the collector extra.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import click
@@ -102,6 +103,11 @@ def _require_collector() -> None:
     type=click.FloatRange(min=0),
     help="Seconds a write waits for another process's lock on --db [5].",
 )
+@click.option(
+    "--log-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Append the log to this file (created owner-only: it names devices) instead of stderr.",
+)
 def collector_command(
     db_path: Path,
     tokens_path: Path,
@@ -118,12 +124,21 @@ def collector_command(
     body_timeout_seconds: float | None,
     max_header_connections: int | None,
     lock_timeout_seconds: float | None,
+    log_file: Path | None,
 ) -> None:
     """Receive and store the records devices send (stops cleanly on SIGTERM/SIGINT)."""
     _require_collector()
     from telemetry.collector import CollectorError, CollectorSettings, serve
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stream = None
+    if log_file is not None:
+        try:
+            fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            os.fchmod(fd, 0o600)
+        except OSError as exc:
+            raise click.UsageError(f"--log-file {log_file}: {exc.strerror}") from exc
+        stream = os.fdopen(fd, "a", buffering=1, encoding="utf-8")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=stream)
     given = {
         "max_body_bytes": max_body_bytes,
         "max_decompressed_bytes": max_decompressed_bytes,

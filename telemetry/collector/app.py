@@ -33,7 +33,7 @@ from .errors import Forbidden, RequestError, RequestTimeout, StoreError, Unautho
 from .openapi import build_spec
 from .schema import Batch, parse_batch
 from .settings import CollectorSettings
-from .store import IngestResult, RecordStore, Store
+from .store import IngestResult, RecordStore, StatsSource, Store, StoreReader
 from .tokens import ADMIN, DEVICE, Identity, TokenStore
 
 logger = logging.getLogger("edgepack.collector")
@@ -56,23 +56,36 @@ class Collector:
         # One thread owns the one SQLite connection: writes are serialised by construction
         # and the event loop never waits on the disk.
         self._writer: ThreadPoolExecutor | None = None
+        # Stats are read on a connection and thread of their own: however many are asked
+        # for, and however long a fleet-wide count takes, no batch waits behind them.
+        self._reader: ThreadPoolExecutor | None = None
+        self._stats: StatsSource | None = None
 
     async def _on_writer(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        if self._writer is None:
+        return await self._on(self._writer, fn, *args, **kwargs)
+
+    async def _on(self, pool: ThreadPoolExecutor | None, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if pool is None:
             raise StoreError("the store is not open (the app was not started through its lifespan)")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, lambda: fn(*args, **kwargs))
+        return await loop.run_in_executor(pool, lambda: fn(*args, **kwargs))
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="collector-store")
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="collector-stats")
         try:
             self._store = await self._on_writer(
                 Store, self.settings.db_path, lock_timeout_seconds=self.settings.lock_timeout_seconds
             )
+            self._stats = await self._on(self._reader, StoreReader, self.settings.db_path)
             logger.info("store %s open; %d device(s) hold tokens", self.settings.db_path, len(self.tokens.devices))
             yield
         finally:
+            if self._stats is not None:
+                await self._on(self._reader, self._stats.close)
+                self._stats = None
+            self._reader.shutdown(wait=True)
             if self._store is not None:
                 await self._on_writer(self._store.close)
                 self._store = None
@@ -178,7 +191,9 @@ class Collector:
     async def get_stats(self, request: Request) -> Response:
         try:
             device = self._stats_scope(request)
-            stats = await self._on_writer(self._store_or_fail().stats, device)
+            if self._stats is None:
+                raise StoreError("the store is not open")
+            stats = await self._on(self._reader, self._stats.stats, device)
         except RequestError as exc:
             return _error(exc.status, str(exc), exc.headers)
         except StoreError as exc:

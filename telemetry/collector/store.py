@@ -76,15 +76,19 @@ class IngestResult:
     """Records this device had already sent (or sent twice in the batch)."""
 
 
-class RecordStore(Protocol):
-    """What the app needs of a store (SQLite here; PostgreSQL may follow): one batch
-    stored atomically and once per (device, record id), and counts read back."""
-
-    def ingest(self, device: str, batch: Batch, *, received_at: float) -> IngestResult: ...
+class StatsSource(Protocol):
+    """Where the app reads stats from."""
 
     def stats(self, device: str | None = None) -> dict[str, Any]: ...
 
     def close(self) -> None: ...
+
+
+class RecordStore(StatsSource, Protocol):
+    """What the app needs of a store (SQLite here; PostgreSQL may follow): one batch
+    stored atomically and once per (device, record id), and counts read back."""
+
+    def ingest(self, device: str, batch: Batch, *, received_at: float) -> IngestResult: ...
 
 
 def _free_bytes(path: Path) -> int | None:
@@ -261,36 +265,64 @@ class Store:
         return IngestResult(accepted=accepted, duplicates=len(records) - accepted)
 
     def stats(self, device: str | None = None) -> dict[str, Any]:
-        """Totals for ``device``, or over every device when None: records, devices,
-        records per model version, and counters (the three known ones also at the top level)."""
-        where, params = ("WHERE device = ?", (device,)) if device is not None else ("", ())
-        with _translated("reading stats", self.path):
-            by_model: dict[str, dict[str, int]] = {}
-            for model, version, count in self.conn.execute(
-                f"SELECT model, version, COUNT(*) FROM records {where} GROUP BY model, version ORDER BY model, version",
-                params,
-            ):
-                by_model.setdefault(model, {})[version] = count
-            records = self.conn.execute(f"SELECT COUNT(*) FROM records {where}", params).fetchone()[0]
-            devices, *known = self.conn.execute(
-                f"SELECT COUNT(*), {', '.join(f'TOTAL({key})' for key in COUNTER_KEYS)} FROM devices {where}", params
-            ).fetchone()
-            counters = dict(zip(COUNTER_KEYS, map(int, known)))
-            for name, total in self.conn.execute(
-                f"SELECT name, TOTAL(value) FROM device_counters {where} GROUP BY name ORDER BY name", params
-            ):
-                counters[name] = int(total)
-        return {
-            "scope": "fleet" if device is None else "device",
-            "device": device,
-            "records": records,
-            "devices": devices,
-            "by_model": by_model,
-            **{key: counters[key] for key in COUNTER_KEYS},
-            "counters": counters,
-        }
+        """Totals for ``device``, or over every device when None (see ``read_stats``)."""
+        return read_stats(self.conn, self.path, device)
 
     def close(self) -> None:
         """Close the connection (checkpointing the WAL)."""
         with _translated(f"closing the store {self.path}", self.path):
             self.db.close()
+
+
+class StoreReader:
+    """A read-only connection to the store, for stats: reading never waits for a write
+    (WAL), and a stats request queued behind others never delays a batch on the writer."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        with _translated(f"opening the store {self.path} for reading", self.path):
+            self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
+
+    def stats(self, device: str | None = None) -> dict[str, Any]:
+        """Totals for ``device``, or over every device when None (see ``read_stats``)."""
+        return read_stats(self.conn, self.path, device)
+
+    def close(self) -> None:
+        with _translated(f"closing the store {self.path}", self.path):
+            self.conn.close()
+
+
+def read_stats(conn: sqlite3.Connection, path: Path, device: str | None = None) -> dict[str, Any]:
+    """Totals for ``device``, or over every device when None: records, devices, records per
+    model version, and counters (the three every device sends also at the top level)."""
+    where, params = ("WHERE device = ?", (device,)) if device is not None else ("", ())
+    with _translated("reading stats", path):
+        # One read transaction, so the totals agree with one another.
+        conn.execute("BEGIN")
+        try:
+            by_model: dict[str, dict[str, int]] = {}
+            for model, version, count in conn.execute(
+                f"SELECT model, version, COUNT(*) FROM records {where} GROUP BY model, version ORDER BY model, version",
+                params,
+            ):
+                by_model.setdefault(model, {})[version] = count
+            records = conn.execute(f"SELECT COUNT(*) FROM records {where}", params).fetchone()[0]
+            devices, *known = conn.execute(
+                f"SELECT COUNT(*), {', '.join(f'TOTAL({key})' for key in COUNTER_KEYS)} FROM devices {where}", params
+            ).fetchone()
+            counters = dict(zip(COUNTER_KEYS, map(int, known)))
+            for name, total in conn.execute(
+                f"SELECT name, TOTAL(value) FROM device_counters {where} GROUP BY name ORDER BY name", params
+            ):
+                counters[name] = int(total)
+        finally:
+            conn.execute("COMMIT")
+    return {
+        "scope": "fleet" if device is None else "device",
+        "device": device,
+        "records": records,
+        "devices": devices,
+        "by_model": by_model,
+        **{key: counters[key] for key in COUNTER_KEYS},
+        "counters": counters,
+    }

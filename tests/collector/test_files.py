@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -89,3 +91,29 @@ def test_a_healthy_store_on_a_full_disk_is_reported_as_full_and_left_intact(tmp_
     assert "is full" in done.stderr, done.stderr
     # Once there is room again the same file opens as before.
     assert done.returncode == 0 and "'records': 0" in done.stdout, done.stdout + done.stderr
+
+
+def test_log_file_is_owner_only(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens.json"
+    add_token(tokens, "d1")
+    log = tmp_path / "collector.log"
+    old = os.umask(0o022)
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "edgepack", "collector", "--db", str(tmp_path / "c.db"), "--tokens", str(tokens),
+             "--port", "0", "--log-file", str(log)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+    finally:
+        os.umask(old)
+    try:
+        deadline = time.monotonic() + 60
+        while "listening on http://127.0.0.1:" not in (log.read_text() if log.exists() else ""):
+            assert child.poll() is None and time.monotonic() < deadline, child.stderr.read() if child.stderr else ""
+            time.sleep(0.05)
+    finally:
+        child.send_signal(signal.SIGTERM)
+        child.wait(timeout=30)
+    assert child.returncode == 0
+    assert _mode(log) == 0o600
+    assert "stopped on SIGTERM" in log.read_text()

@@ -66,3 +66,24 @@ def test_memory_bounds_default_to_whole_batches_and_must_hold_one(tmp_path: Path
         CollectorSettings(**paths, max_inflight_bytes_per_device=1 << 20)
     with pytest.raises(ValueError, match="max_inflight_bytes .* must be at least max_inflight_bytes_per_device"):
         CollectorSettings(**paths, max_inflight_bytes=40 << 20, max_inflight_bytes_per_device=48 << 20)
+
+
+def test_the_stats_client_needs_no_collector_extra() -> None:
+    # `edgepack stats` runs on a device or a laptop: httpx only, never starlette or uvicorn.
+    probe = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('starlette', 'uvicorn'):\n"
+        "            raise ImportError(f'blocked: {name}')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from telemetry.collector.client import fetch_stats, format_stats\n"
+        "from edgepack.cli import cli\n"
+        "from click.testing import CliRunner\n"
+        "result = CliRunner().invoke(cli, ['stats', '--help'])\n"
+        "assert result.exit_code == 0, result.output\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('starlette', 'uvicorn'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
