@@ -175,13 +175,14 @@ def test_idle_connections_beyond_the_cap_are_closed_at_once(collector_factory: C
     requests = [(b"", b"") for _ in range(20)]
 
     with _slow_clients(collector.port, requests) as clients:
-        time.sleep(1.0)
-        early = [client for client in clients.clients if client.closed_after is not None]
         last_closed = _wait_all_closed(clients, within=HEADER_TIMEOUT + 5)
 
-    # Connections that sent nothing: eight may wait for their headers, the rest are closed at once.
-    assert len(early) == 12 and all(client.closed_after < 1.0 for client in early), [c.closed_after for c in early]
-    assert HEADER_TIMEOUT - 0.5 < last_closed < HEADER_TIMEOUT + 3
+    # Connections that sent nothing: eight may wait for their headers (and are cut off at the
+    # header deadline), the other twelve are closed at once.
+    closed = sorted(client.closed_after or 0.0 for client in clients.clients)
+    assert all(after < HEADER_TIMEOUT / 2 for after in closed[:12]), closed
+    assert all(after > HEADER_TIMEOUT - 0.5 for after in closed[12:]), closed
+    assert last_closed < HEADER_TIMEOUT + 3
     assert "are already waiting for their request headers (at most 8)" in collector.log()
     # Once they are gone the collector takes new connections again.
     assert post(collector.url, collector.token, batch(2)).json() == {"accepted": 2, "duplicates": 0}
