@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from .errors import MalformedBody, PayloadTooLarge, UnsupportedMediaType
-from .schema import loads_exact, may_underflow, refuse_inexact
+from .exactness import loads_exact, may_underflow, refuse_inexact
 from .settings import CollectorSettings
 
 ENCODINGS = ("identity", "gzip")

@@ -13,7 +13,7 @@ encoded here with orjson so that anything which cannot be stored exactly is refu
 a 422 naming the field, never found out by the store. Strict JSON is what is stored:
 NaN, Infinity, integers beyond 64 bits, numbers too small for a double (``1e-400``,
 which would read as 0.0) and unpaired surrogates are refused, not turned into something
-else (see ``refuse_inexact``).
+else (see ``exactness``).
 
 Counters are an open set: the three every device sends (``dropped``, ``sampled_out``,
 ``dead_lettered``) plus any other cumulative count a newer device keeps (``lost``, for
@@ -36,6 +36,7 @@ from typing import Any
 import orjson
 
 from .errors import SchemaError
+from .exactness import inexact
 
 BATCH_KEYS = frozenset({"batch_id", "records", "counters"})
 RECORD_FIELDS = ("id", "ts", "model", "version", "bundle_sha256", "inputs", "outputs", "flags")
@@ -47,11 +48,8 @@ MAX_COUNTERS = 32
 CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 MAX_TEXT = 256
-INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 """Counters go into SQLite INTEGER columns: signed 64 bits."""
-UINT64_MAX = 2**64 - 1
-"""orjson reads integers from ``INT64_MIN`` to here exactly; beyond, it silently reads a float."""
 
 _fields_of = itemgetter(*RECORD_FIELDS)
 _canonical = partial(orjson.dumps, option=orjson.OPT_SORT_KEYS)
@@ -235,105 +233,6 @@ def _fast_check(records: list[Any]) -> tuple[tuple[Any, ...], ...] | None:
     return columns
 
 
-def _where(path: str, key: str | int) -> str:
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    return f"{path}.{key}" if path else key
-
-
-def _inexact(value: object, path: str) -> tuple[str, str] | None:
-    """The first place in ``value`` that strict JSON cannot carry exactly, and why."""
-    kind = type(value)
-    if kind is _Underflow:
-        return path, (
-            f"expected a number a double can hold, got {value:.60}, which is not zero but would be stored as 0.0 "
-            "(the smallest double is about 5e-324); send 0, or the value as a string"
-        )
-    if kind is float:
-        if not math.isfinite(value):  # type: ignore[arg-type]
-            spelled = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")  # type: ignore[arg-type, operator]
-            return path, f"expected a finite number, got {spelled}; strict JSON has no NaN or Infinity"
-    elif kind is int:
-        if not INT64_MIN <= value <= UINT64_MAX:  # type: ignore[operator]
-            return path, (
-                f"expected an integer from {INT64_MIN} to {UINT64_MAX}, got {value!r:.60}; "
-                "larger integers cannot be stored exactly, send them as strings"
-            )
-    elif kind is str:
-        if not _unicode(value):  # type: ignore[arg-type]
-            return path, f"expected valid Unicode text, got an unpaired surrogate in {value!r:.60}"
-    elif kind is dict:
-        for key, item in value.items():  # type: ignore[attr-defined]
-            if isinstance(key, str) and not _unicode(key):
-                return path, f"expected keys in valid Unicode, got an unpaired surrogate in key {key!r:.60}"
-            found = _inexact(item, _where(path, key))
-            if found:
-                return found
-    elif kind is list:
-        for index, item in enumerate(value):  # type: ignore[arg-type]
-            found = _inexact(item, _where(path, index))
-            if found:
-                return found
-    return None
-
-
-def _unicode(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-class _Underflow(str):
-    """A number literal that is not zero but reads as 0.0: below the smallest double."""
-
-
-_NONZERO_DIGIT = re.compile(r"[1-9]")
-# A non-zero literal reads as 0.0 only below about 2.5e-324: its exponent has at least
-# three digits, or (with an exponent of at most two digits) its fraction starts with over
-# 200 zeros. These cheap searches find every such body, and a few more, which the exact
-# reading then clears.
-_SMALL_EXPONENT = re.compile(rb"e-[0-9]{3}")
-_SMALL_EXPONENT_UPPER = re.compile(rb"E-[0-9]{3}")
-_ZERO_RUN = b"0" * 200
-
-
-def _exact_float(literal: str) -> float | _Underflow:
-    value = float(literal)
-    if value == 0.0 and _NONZERO_DIGIT.search(literal.lower().partition("e")[0]):
-        return _Underflow(literal)
-    return value
-
-
-def may_underflow(body: bytes) -> bool:
-    """Whether ``body`` may hold a non-zero number that a double reads as 0.0."""
-    return (
-        _SMALL_EXPONENT.search(body) is not None
-        or (b"E-" in body and _SMALL_EXPONENT_UPPER.search(body) is not None)
-        or _ZERO_RUN in body
-    )
-
-
-def loads_exact(body: bytes | str) -> Any:
-    """``json.loads``, with every number too small for a double kept aside (for ``refuse_inexact``)."""
-    return json.loads(body, parse_float=_exact_float)
-
-
-def refuse_inexact(document: object) -> None:
-    """Raise ``SchemaError`` naming the first value strict JSON cannot carry exactly.
-
-    For documents the ``json`` module reads but orjson does not (NaN, Infinity, numbers
-    beyond a double or 64-bit integer, unpaired surrogates), and numbers below the
-    smallest double as read by ``loads_exact``: storing them would either write JSON that
-    other readers refuse, or change the value without saying so.
-    """
-    found = _inexact(document, "")
-    if found:
-        where, problem = found
-        raise SchemaError(problem, field=where or None)
-
-
 def _encode(column: tuple[Any, ...], encode: Callable[[Any], bytes], field: str) -> list[str]:
     try:
         return list(map(bytes.decode, map(encode, column)))
@@ -382,7 +281,7 @@ def _refuse_big_integers(exact_records: list[dict[str, Any]]) -> None:
     # Only inputs and outputs are stored as sent; a huge ts is a float either way.
     for index, record in enumerate(exact_records):
         for key in ("inputs", "outputs"):
-            found = _inexact(record[key], f"records[{index}].{key}")
+            found = inexact(record[key], f"records[{index}].{key}")
             if found:
                 raise SchemaError(found[1], field=found[0])
 
