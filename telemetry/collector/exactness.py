@@ -79,9 +79,11 @@ _NONZERO_DIGIT = re.compile(r"[1-9]")
 # A non-zero literal reads as 0.0 only below about 2.5e-324: its exponent has at least
 # three digits, or (with an exponent of at most two digits) its fraction starts with over
 # 200 zeros. These cheap searches find every such body, and a few more, which the exact
-# reading then clears.
-_SMALL_EXPONENT = re.compile(rb"e-[0-9]{3}")
-_SMALL_EXPONENT_UPPER = re.compile(rb"E-[0-9]{3}")
+# reading then clears. A number ends at , } ] or white space: requiring that keeps ids
+# out (a UUID such as "...8e-1234-..." has an "e-" and three digits, never one of those
+# after them). Each pattern starts with a literal, which the regex engine looks for fast.
+_SMALL_EXPONENT = re.compile(rb"e-[0-9]{3,}[,}\]\s]")
+_SMALL_EXPONENT_UPPER = re.compile(rb"E-[0-9]{3,}[,}\]\s]")
 _ZERO_RUN = b"0" * 200
 
 
@@ -96,7 +98,7 @@ def may_underflow(body: bytes) -> bool:
     """Whether ``body`` may hold a non-zero number that a double reads as 0.0."""
     return (
         _SMALL_EXPONENT.search(body) is not None
-        or (b"E-" in body and _SMALL_EXPONENT_UPPER.search(body) is not None)
+        or _SMALL_EXPONENT_UPPER.search(body) is not None
         or _ZERO_RUN in body
     )
 

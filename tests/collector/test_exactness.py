@@ -31,5 +31,12 @@ def test_zeros_and_doubles_pass(literal: str) -> None:
 
 
 def test_ordinary_bodies_are_not_read_twice() -> None:
-    # Small exponents of every day (1.2e-05) do not trigger the second, exact reading.
+    # Small exponents of every day (1.2e-05) and ids with "e-" and digits in them do not
+    # trigger the second, exact reading (which costs as much as the whole parse again).
     assert not may_underflow(b'{"a": 1.2e-05, "b": 3.4E-12, "c": 0.001, "d": 1e-99}')
+    assert not may_underflow(b'{"id": "0b5a6b8e-4123-4c1e-8123-9e0000000000", "sha": "E-1234", "x": [1e-99]}')
+
+
+@pytest.mark.parametrize("end", [",", "}", "]", " ", "\n"])
+def test_a_number_below_a_double_is_found_wherever_it_ends(end: str) -> None:
+    assert may_underflow(f'[1e-400{end}'.encode()) and may_underflow(f'[1E-4000{end}'.encode())
