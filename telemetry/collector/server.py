@@ -45,6 +45,13 @@ def serve(settings: CollectorSettings, host: str = "127.0.0.1", port: int = 8787
         timeout_keep_alive=settings.keep_alive_seconds,  # type: ignore[arg-type]
     )
     server = uvicorn.Server(config)
+    logger.info(
+        "limits: %d batches in progress (%d per device), %d bytes of bodies in memory (%d per device), "
+        "headers within %g s, bodies within %g s, %d connections waiting for headers",
+        settings.max_pending_batches, settings.max_pending_per_device, settings.max_inflight_bytes,
+        settings.max_inflight_bytes_per_device, settings.header_timeout_seconds, settings.body_timeout_seconds,
+        settings.max_header_connections,
+    )
     logger.info("listening on http://%s:%d", bound_host if family == socket.AF_INET else f"[{bound_host}]", bound_port)
     received: list[int] = []
     previous = _quiet_signals(received, server)
