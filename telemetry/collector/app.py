@@ -1,8 +1,13 @@
 """The collector as an ASGI app (Starlette).
 
-Request checks run cheapest first and before anything is stored: token (401), encoding
-and type (415), declared size (413), streamed size and gzip (413/400), JSON (400), schema
-(422). Only a fully valid batch reaches the store, on its single writer thread.
+Request checks run cheapest first and before anything is stored: token (401), role
+(403: an admin token uploads nothing), uploads in progress (429 for this device, 503 for
+all), encoding and type (415), declared size (413), streamed size and gzip (413/400),
+bytes in memory (429/503), body deadline (408), JSON (400), schema (422). Only a fully
+valid batch reaches the store, on its single writer thread.
+
+``GET /v1/stats`` answers a device token with its own device's totals only, and an admin
+token with the fleet's (or one device's, with ``?device=ID``).
 """
 
 from __future__ import annotations
@@ -22,13 +27,14 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .admission import Admission, Ticket
 from .body import check_content_type, check_declared_length, content_encoding, decode_json, read_body
-from .errors import RequestError, StoreError, Unauthorized
+from .errors import Forbidden, RequestError, RequestTimeout, StoreError, Unauthorized
 from .openapi import build_spec
 from .schema import Batch, parse_batch
 from .settings import CollectorSettings
-from .store import IngestResult, Store
-from .tokens import TokenStore
+from .store import IngestResult, RecordStore, StatsSource, Store, StoreReader
+from .tokens import ADMIN, DEVICE, Identity, TokenStore
 
 logger = logging.getLogger("edgepack.collector")
 T = TypeVar("T")
@@ -45,82 +51,103 @@ class Collector:
         self.settings = settings
         self.tokens = TokenStore(settings.tokens_path)
         self.spec = build_spec(settings)
-        self._store: Store | None = None
+        self.admission = Admission(settings)
+        self._store: RecordStore | None = None
         # One thread owns the one SQLite connection: writes are serialised by construction
         # and the event loop never waits on the disk.
         self._writer: ThreadPoolExecutor | None = None
-        self._pending = 0
+        # Stats are read on a connection and thread of their own: however many are asked
+        # for, and however long a fleet-wide count takes, no batch waits behind them.
+        self._reader: ThreadPoolExecutor | None = None
+        self._stats: StatsSource | None = None
 
     async def _on_writer(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        if self._writer is None:
+        return await self._on(self._writer, fn, *args, **kwargs)
+
+    async def _on(self, pool: ThreadPoolExecutor | None, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if pool is None:
             raise StoreError("the store is not open (the app was not started through its lifespan)")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, lambda: fn(*args, **kwargs))
+        return await loop.run_in_executor(pool, lambda: fn(*args, **kwargs))
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="collector-store")
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="collector-stats")
         try:
             self._store = await self._on_writer(
                 Store, self.settings.db_path, lock_timeout_seconds=self.settings.lock_timeout_seconds
             )
+            self._stats = await self._on(self._reader, StoreReader, self.settings.db_path)
             logger.info("store %s open; %d device(s) hold tokens", self.settings.db_path, len(self.tokens.devices))
             yield
         finally:
+            if self._stats is not None:
+                await self._on(self._reader, self._stats.close)
+                self._stats = None
+            self._reader.shutdown(wait=True)
             if self._store is not None:
                 await self._on_writer(self._store.close)
                 self._store = None
             self._writer.shutdown(wait=True)
             logger.info("store %s closed", self.settings.db_path)
 
-    def _device(self, request: Request) -> str:
+    def _identity(self, request: Request) -> Identity:
         header = request.headers.get("authorization")
         if not header:
             raise Unauthorized("missing Authorization header; expected 'Authorization: Bearer <device token>'")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("Authorization header is not a bearer token; expected 'Authorization: Bearer <device token>'")
-        device = self.tokens.device_for(token.strip())
-        if device is None:
-            raise Unauthorized("token is not known to this collector; expected a token made by 'edgepack token add'")
-        return device
-
-    def _retry_later(self, message: str) -> JSONResponse:
-        return _error(503, message, {"Retry-After": str(self.settings.retry_after_seconds)})
+        identity = self.tokens.identity_for(token.strip())
+        if identity is None:
+            raise Unauthorized(
+                "token is not known to this collector (never issued, rotated or revoked); "
+                "expected a token made by 'edgepack token add'"
+            )
+        return identity
 
     async def post_batch(self, request: Request) -> Response:
-        device: str | None = None
         try:
-            device = self._device(request)
+            identity = self._identity(request)
         except RequestError as exc:
             logger.warning("batch refused (%d) from unauthenticated client: %s", exc.status, exc)
             return _error(exc.status, str(exc), exc.headers)
-        if self._pending >= self.settings.max_pending_batches:
-            logger.warning("batch from %s refused (503): %d batches already in progress", device, self._pending)
-            return self._retry_later(
-                f"the collector is busy with {self._pending} batches (at most {self.settings.max_pending_batches}); "
-                "nothing was stored, send it again later"
-            )
-        # Counted on the event loop, so no lock is needed.
-        self._pending += 1
+        device = identity.name
         try:
-            return await self._receive(request, device)
-        finally:
-            self._pending -= 1
-
-    async def _receive(self, request: Request, device: str) -> Response:
-        try:
-            encoding = content_encoding(request.headers)
-            check_content_type(request.headers)
-            check_declared_length(request.headers, self.settings)
-            body = await read_body(request.stream(), encoding, self.settings)
-            batch: Batch = await run_in_threadpool(self._parse, body)
-            result: IngestResult = await self._on_writer(
-                self._store_or_fail().ingest, device, batch, received_at=time.time()
-            )
+            if identity.role != DEVICE:
+                raise Forbidden(
+                    f"{identity.name!r} holds an admin token, which reads the fleet but uploads nothing; "
+                    "send batches with the device's own token"
+                )
+            with self.admission.admit(device) as ticket:
+                return await self._receive(request, device, ticket)
         except RequestError as exc:
             logger.warning("batch refused (%d) from %s: %s", exc.status, device, exc)
             return _error(exc.status, str(exc), exc.headers)
+
+    async def _read(self, request: Request, ticket: Ticket) -> bytes:
+        encoding = content_encoding(request.headers)
+        check_content_type(request.headers)
+        check_declared_length(request.headers, self.settings)
+        deadline = self.settings.body_timeout_seconds
+        try:
+            async with asyncio.timeout(deadline):
+                return await read_body(request.stream(), encoding, self.settings, ticket.reserve)
+        except TimeoutError:
+            raise RequestTimeout(
+                f"the body did not arrive within {deadline:g} s; nothing was stored, send it again "
+                "(smaller batches arrive sooner on a slow link)"
+            ) from None
+
+    async def _receive(self, request: Request, device: str, ticket: Ticket) -> Response:
+        try:
+            body = await self._read(request, ticket)
+            batch: Batch = await run_in_threadpool(self._parse, body)
+            del body
+            result: IngestResult = await self._on_writer(
+                self._store_or_fail().ingest, device, batch, received_at=time.time()
+            )
         except StoreError as exc:
             logger.error("batch from %s not stored: %s", device, exc)
             return self._retry_later(f"the collector could not store the batch ({exc}); nothing was stored, send it again later")
@@ -137,18 +164,36 @@ class Collector:
         )
         return JSONResponse({"accepted": result.accepted, "duplicates": result.duplicates})
 
+    def _retry_later(self, message: str) -> JSONResponse:
+        return _error(503, message, {"Retry-After": str(self.settings.retry_after_seconds)})
+
     def _parse(self, body: bytes) -> Batch:
         return parse_batch(decode_json(body), max_records=self.settings.max_records, source=body)
 
-    def _store_or_fail(self) -> Store:
+    def _store_or_fail(self) -> RecordStore:
         if self._store is None:
             raise StoreError("the store is not open")
         return self._store
 
+    def _stats_scope(self, request: Request) -> str | None:
+        """The device whose stats ``request`` may read, or None for the fleet."""
+        identity = self._identity(request)
+        asked = request.query_params.get("device")
+        if identity.role == ADMIN:
+            return asked
+        if asked is not None and asked != identity.name:
+            raise Forbidden(
+                f"a device token reads only its own device's stats ({identity.name!r}), not {asked!r}; "
+                "fleet-wide and other devices' stats need an admin token ('edgepack token add --admin NAME')"
+            )
+        return identity.name
+
     async def get_stats(self, request: Request) -> Response:
         try:
-            self._device(request)
-            stats = await self._on_writer(self._store_or_fail().stats)
+            device = self._stats_scope(request)
+            if self._stats is None:
+                raise StoreError("the store is not open")
+            stats = await self._on(self._reader, self._stats.stats, device)
         except RequestError as exc:
             return _error(exc.status, str(exc), exc.headers)
         except StoreError as exc:

@@ -12,15 +12,14 @@ same messages as ever and for the few things ``json`` alone reads (see ``decode_
 
 from __future__ import annotations
 
-import json
 import zlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import orjson
 
 from .errors import MalformedBody, PayloadTooLarge, UnsupportedMediaType
-from .schema import refuse_inexact
+from .exactness import loads_exact, may_underflow, refuse_inexact
 from .settings import CollectorSettings
 
 ENCODINGS = ("identity", "gzip")
@@ -62,10 +61,11 @@ def check_declared_length(headers: Mapping[str, str], settings: CollectorSetting
 
 
 class _Gunzip:
-    """Incremental gzip decoder with a hard cap on its output."""
+    """Incremental gzip decoder with a hard cap on its output; ``reserve`` accounts each piece."""
 
-    def __init__(self, cap: int) -> None:
+    def __init__(self, cap: int, reserve: Callable[[int], None]) -> None:
         self.cap = cap
+        self.reserve = reserve
         self.size = 0
         self.parts: list[bytes] = []
         self._decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -89,6 +89,7 @@ class _Gunzip:
                 raise PayloadTooLarge(
                     f"body decompresses to more than {self.cap} bytes; at most {self.cap} are accepted, send smaller batches"
                 )
+            self.reserve(len(piece))
             self.parts.append(piece)
             data = self._decoder.unconsumed_tail
             # A full slice may leave output pending inside zlib even with no input left.
@@ -102,10 +103,20 @@ class _Gunzip:
         return b"".join(self.parts)
 
 
-async def read_body(chunks: AsyncIterator[bytes], encoding: str, settings: CollectorSettings) -> bytes:
-    """Collect the body from ``chunks``, undoing gzip, enforcing both size limits."""
+def _unlimited(size: int) -> None:
+    pass
+
+
+async def read_body(
+    chunks: AsyncIterator[bytes], encoding: str, settings: CollectorSettings, reserve: Callable[[int], None] = _unlimited
+) -> bytes:
+    """Collect the body from ``chunks``, undoing gzip, enforcing both size limits.
+
+    ``reserve(n)`` is called for every ``n`` bytes kept in memory (after gzip), before
+    more are read, so the caller can refuse a body the moment it would cross a limit.
+    """
     received = 0
-    gunzip = _Gunzip(settings.max_decompressed_bytes) if encoding == "gzip" else None
+    gunzip = _Gunzip(settings.max_decompressed_bytes, reserve) if encoding == "gzip" else None
     parts: list[bytes] = []
     async for chunk in chunks:
         received += len(chunk)
@@ -117,6 +128,7 @@ async def read_body(chunks: AsyncIterator[bytes], encoding: str, settings: Colle
         if gunzip is not None:
             gunzip.feed(chunk)
         else:
+            reserve(len(chunk))
             parts.append(chunk)
     return gunzip.finish() if gunzip is not None else b"".join(parts)
 
@@ -129,15 +141,26 @@ def decode_json(body: bytes) -> Any:
     broken JSON, and what ``json`` alone accepts (NaN, Infinity, numbers beyond a double,
     unpaired surrogates, a byte order mark or UTF-16) is either refused with a 422 naming
     the value that cannot be stored exactly, or, if nothing like that is in it, accepted.
+    A number too small for a double is refused on either path.
     """
     if not body:
         raise MalformedBody("body is empty; expected a JSON batch object")
     try:
-        return orjson.loads(body)
+        document = orjson.loads(body)
     except orjson.JSONDecodeError:
         pass
+    else:
+        # orjson reads a non-zero number below the smallest double (1e-400) as 0.0 without
+        # a word: a body that may hold one is read again, exactly, to refuse it by name.
+        if may_underflow(body):
+            try:
+                exact = loads_exact(body)
+            except RecursionError as exc:
+                raise MalformedBody("body JSON is nested too deeply; expected a flat batch object") from exc
+            refuse_inexact(exact)
+        return document
     try:
-        document = json.loads(body)
+        document = loads_exact(body)
     except UnicodeDecodeError as exc:
         raise MalformedBody(f"body is not UTF-8 text ({exc.reason} at byte {exc.start}); expected JSON") from exc
     except ValueError as exc:

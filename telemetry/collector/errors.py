@@ -30,6 +30,38 @@ class Unauthorized(RequestError):
     headers = {"WWW-Authenticate": 'Bearer realm="edgepack-collector"'}
 
 
+class Forbidden(RequestError):
+    """A known token whose role does not allow the request (an admin token uploading a batch)."""
+
+    status = 403
+
+
+class RequestTimeout(RequestError):
+    """The body did not arrive within the body deadline; the connection is closed after the answer."""
+
+    status = 408
+
+
+class TooManyRequests(RequestError):
+    """This device already has as many uploads (or bytes) in progress as it may."""
+
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+class Busy(RequestError):
+    """The collector as a whole is at its limit of uploads or bytes in progress."""
+
+    status = 503
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
 class MalformedBody(RequestError):
     """The body is not valid gzip, not UTF-8, or not JSON."""
 

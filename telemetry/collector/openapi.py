@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .schema import COUNTER_KEYS, COUNTER_NAME, INT64_MAX, MAX_COUNTERS
 from .settings import CollectorSettings
 
 
@@ -24,7 +25,7 @@ def _retry_after(description: str) -> dict[str, Any]:
 def build_spec(settings: CollectorSettings) -> dict[str, Any]:
     """The OpenAPI 3.1 document for a collector running with ``settings``."""
     bearer = [{"deviceToken": []}]
-    unauthorized = _error("No bearer token, or a token no device holds.")
+    unauthorized = _error("No bearer token, or a token nobody holds (never issued, rotated or revoked).")
     return {
         "openapi": "3.1.0",
         "info": {
@@ -66,12 +67,26 @@ def build_spec(settings: CollectorSettings) -> dict[str, Any]:
                         },
                         "400": _error("The body is not valid gzip, not UTF-8, not JSON, or empty."),
                         "401": unauthorized,
+                        "403": _error("An admin token: admin tokens read the fleet and upload nothing."),
+                        "408": _error(
+                            f"The body did not arrive within {settings.body_timeout_seconds:g} s of the headers; "
+                            "nothing was stored and the connection is closed. Send it again."
+                        ),
                         "413": _error("The body is over the size limit as sent, or once decompressed."),
                         "415": _error("Content-Encoding other than gzip/identity, or Content-Type other than JSON."),
-                        "422": _error("Valid JSON that does not follow the batch schema (the message names the field)."),
+                        "422": _error(
+                            "Valid JSON that does not follow the batch schema, or a value that cannot be stored "
+                            "exactly (NaN, 1e-400, integers beyond 64 bits); the message names the field."
+                        ),
+                        "429": _retry_after(
+                            f"This device already has {settings.max_pending_per_device} batches, or "
+                            f"{settings.max_inflight_bytes_per_device} bytes of batches, in progress; nothing was "
+                            "stored, send it again after Retry-After seconds (one batch at a time)."
+                        ),
                         "503": _retry_after(
-                            f"Busy (more than {settings.max_pending_batches} batches in progress) or the store failed "
-                            "or stayed locked; nothing was stored, send it again after Retry-After seconds."
+                            f"Busy (more than {settings.max_pending_batches} batches or {settings.max_inflight_bytes} "
+                            "bytes of batches in progress over all devices) or the store failed or stayed locked "
+                            "(or its disk is full); nothing was stored, send it again after Retry-After seconds."
                         ),
                     },
                 }
@@ -79,14 +94,28 @@ def build_spec(settings: CollectorSettings) -> dict[str, Any]:
             "/v1/stats": {
                 "get": {
                     "operationId": "getStats",
-                    "summary": "Totals over all devices.",
-                    "security": bearer,
+                    "summary": "Totals of the token's own device, or of the fleet for an admin token.",
+                    "description": (
+                        "A device token reads only its own device's totals. An admin token (edgepack token add "
+                        "--admin NAME) reads the whole fleet's, or one device's with ?device=ID."
+                    ),
+                    "security": [{"deviceToken": []}, {"adminToken": []}],
+                    "parameters": [
+                        {
+                            "name": "device",
+                            "in": "query",
+                            "required": False,
+                            "description": "Admin tokens: one device's totals. Device tokens: only their own id.",
+                            "schema": {"type": "string"},
+                        }
+                    ],
                     "responses": {
                         "200": {
                             "description": "Totals.",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Stats"}}},
                         },
                         "401": unauthorized,
+                        "403": _error("A device token asking for another device's stats."),
                         "503": _retry_after("The store could not be read; try again after Retry-After seconds."),
                     },
                 }
@@ -120,7 +149,10 @@ def build_spec(settings: CollectorSettings) -> dict[str, Any]:
             },
         },
         "components": {
-            "securitySchemes": {"deviceToken": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "deviceToken": {"type": "http", "scheme": "bearer", "description": "edgepack token add DEVICE_ID"},
+                "adminToken": {"type": "http", "scheme": "bearer", "description": "edgepack token add --admin NAME"},
+            },
             "schemas": {
                 "Error": {
                     "type": "object",
@@ -144,11 +176,16 @@ def build_spec(settings: CollectorSettings) -> dict[str, Any]:
                 },
                 "Counters": {
                     "type": "object",
-                    "additionalProperties": False,
-                    "description": "Cumulative totals since the device's buffer was created; the collector keeps the maximum.",
+                    "description": (
+                        "Cumulative totals since the device's buffer was created; the collector keeps the maximum "
+                        "of each. Further counters (e.g. lost: records lost to a damaged buffer) are kept by name."
+                    ),
                     "required": ["dropped", "sampled_out", "dead_lettered"],
+                    "maxProperties": MAX_COUNTERS,
+                    "propertyNames": {"pattern": COUNTER_NAME.pattern},
+                    "additionalProperties": {"type": "integer", "minimum": 0, "maximum": INT64_MAX},
                     "properties": {
-                        name: {"type": "integer", "minimum": 0} for name in ("dropped", "sampled_out", "dead_lettered")
+                        name: {"type": "integer", "minimum": 0, "maximum": INT64_MAX} for name in COUNTER_KEYS
                     },
                 },
                 "Batch": {
@@ -175,8 +212,10 @@ def build_spec(settings: CollectorSettings) -> dict[str, Any]:
                 },
                 "Stats": {
                     "type": "object",
-                    "required": ["records", "devices", "by_model", "dropped", "dead_lettered"],
+                    "required": ["scope", "device", "records", "devices", "by_model", "dropped", "dead_lettered", "counters"],
                     "properties": {
+                        "scope": {"enum": ["device", "fleet"], "description": "Whose totals these are."},
+                        "device": {"type": ["string", "null"], "description": "The device, for scope device."},
                         "records": {"type": "integer"},
                         "devices": {"type": "integer"},
                         "by_model": {
@@ -187,6 +226,11 @@ def build_spec(settings: CollectorSettings) -> dict[str, Any]:
                         "dropped": {"type": "integer"},
                         "sampled_out": {"type": "integer"},
                         "dead_lettered": {"type": "integer"},
+                        "counters": {
+                            "type": "object",
+                            "description": "Every counter by name (the three above and any further ones), summed over devices.",
+                            "additionalProperties": {"type": "integer"},
+                        },
                     },
                 },
             },

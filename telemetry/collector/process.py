@@ -8,6 +8,7 @@ can take a port chosen in advance.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -70,8 +71,13 @@ class CollectorProcess:
         if self.running:
             raise CollectorError(f"the collector on {self.url} is already running")
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self._command(), cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT)
+        # The log names devices and what they sent: owner-only, like the store itself.
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            self.process = subprocess.Popen(self._command(), cwd=self.cwd, stdout=fd, stderr=subprocess.STDOUT)
+        finally:
+            os.close(fd)
         deadline = time.monotonic() + self.start_timeout
         while not self.port:
             match = LISTENING.search(self._log_since(offset))

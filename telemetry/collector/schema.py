@@ -11,8 +11,14 @@ checks run instead, to find the first field at fault and say what it should be.
 Inputs, outputs and flags are kept as canonical JSON text (sorted keys, compact, UTF-8),
 encoded here with orjson so that anything which cannot be stored exactly is refused with
 a 422 naming the field, never found out by the store. Strict JSON is what is stored:
-NaN, Infinity, integers beyond 64 bits and unpaired surrogates are refused, not turned
-into something else (see ``refuse_inexact``).
+NaN, Infinity, integers beyond 64 bits, numbers too small for a double (``1e-400``,
+which would read as 0.0) and unpaired surrogates are refused, not turned into something
+else (see ``exactness``).
+
+Counters are an open set: the three every device sends (``dropped``, ``sampled_out``,
+``dead_lettered``) plus any other cumulative count a newer device keeps (``lost``, for
+records lost to a damaged buffer), each a non-negative integer under a short snake_case
+name, at most ``MAX_COUNTERS`` of them; the collector keeps the largest value of each.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from itertools import chain
 from operator import itemgetter
@@ -30,19 +36,20 @@ from typing import Any
 import orjson
 
 from .errors import SchemaError
+from .exactness import inexact
 
 BATCH_KEYS = frozenset({"batch_id", "records", "counters"})
 RECORD_FIELDS = ("id", "ts", "model", "version", "bundle_sha256", "inputs", "outputs", "flags")
 RECORD_KEYS = frozenset(RECORD_FIELDS)
 COUNTER_KEYS = ("dropped", "sampled_out", "dead_lettered")
+"""Counters every batch that has counters carries (and the devices table has columns for)."""
+COUNTER_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+MAX_COUNTERS = 32
 CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 MAX_TEXT = 256
-INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 """Counters go into SQLite INTEGER columns: signed 64 bits."""
-UINT64_MAX = 2**64 - 1
-"""orjson reads integers from ``INT64_MIN`` to here exactly; beyond, it silently reads a float."""
 
 _fields_of = itemgetter(*RECORD_FIELDS)
 _canonical = partial(orjson.dumps, option=orjson.OPT_SORT_KEYS)
@@ -101,6 +108,9 @@ class Counters:
 
     dead_lettered: int
     """Records the device gave up sending."""
+
+    extra: dict[str, int] = field(default_factory=dict)
+    """Further cumulative counters by name (``lost``: records lost to a damaged buffer, ...)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -223,64 +233,6 @@ def _fast_check(records: list[Any]) -> tuple[tuple[Any, ...], ...] | None:
     return columns
 
 
-def _where(path: str, key: str | int) -> str:
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    return f"{path}.{key}" if path else key
-
-
-def _inexact(value: object, path: str) -> tuple[str, str] | None:
-    """The first place in ``value`` that strict JSON cannot carry exactly, and why."""
-    kind = type(value)
-    if kind is float:
-        if not math.isfinite(value):  # type: ignore[arg-type]
-            spelled = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")  # type: ignore[arg-type, operator]
-            return path, f"expected a finite number, got {spelled}; strict JSON has no NaN or Infinity"
-    elif kind is int:
-        if not INT64_MIN <= value <= UINT64_MAX:  # type: ignore[operator]
-            return path, (
-                f"expected an integer from {INT64_MIN} to {UINT64_MAX}, got {value!r:.60}; "
-                "larger integers cannot be stored exactly, send them as strings"
-            )
-    elif kind is str:
-        if not _unicode(value):  # type: ignore[arg-type]
-            return path, f"expected valid Unicode text, got an unpaired surrogate in {value!r:.60}"
-    elif kind is dict:
-        for key, item in value.items():  # type: ignore[attr-defined]
-            if isinstance(key, str) and not _unicode(key):
-                return path, f"expected keys in valid Unicode, got an unpaired surrogate in key {key!r:.60}"
-            found = _inexact(item, _where(path, key))
-            if found:
-                return found
-    elif kind is list:
-        for index, item in enumerate(value):  # type: ignore[arg-type]
-            found = _inexact(item, _where(path, index))
-            if found:
-                return found
-    return None
-
-
-def _unicode(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def refuse_inexact(document: object) -> None:
-    """Raise ``SchemaError`` naming the first value strict JSON cannot carry exactly.
-
-    For documents the ``json`` module reads but orjson does not (NaN, Infinity, numbers
-    beyond a double or 64-bit integer, unpaired surrogates): storing them would either
-    write JSON that other readers refuse, or change the value without saying so.
-    """
-    found = _inexact(document, "")
-    if found:
-        where, problem = found
-        raise SchemaError(problem, field=where or None)
-
-
 def _encode(column: tuple[Any, ...], encode: Callable[[Any], bytes], field: str) -> list[str]:
     try:
         return list(map(bytes.decode, map(encode, column)))
@@ -329,7 +281,7 @@ def _refuse_big_integers(exact_records: list[dict[str, Any]]) -> None:
     # Only inputs and outputs are stored as sent; a huge ts is a float either way.
     for index, record in enumerate(exact_records):
         for key in ("inputs", "outputs"):
-            found = _inexact(record[key], f"records[{index}].{key}")
+            found = inexact(record[key], f"records[{index}].{key}")
             if found:
                 raise SchemaError(found[1], field=found[0])
 
@@ -361,11 +313,31 @@ def parse_batch(document: object, *, max_records: int, source: bytes | None = No
             field="records",
         )
     parsed = _records(records, source)
-    counters = None
-    if document.get("counters") is not None:
-        raw = document["counters"]
-        if not isinstance(raw, dict):
-            raise SchemaError(f"expected an object {{{', '.join(COUNTER_KEYS)}}}, got {_type_name(raw)}", field="counters")
-        _keys(raw, required=COUNTER_KEYS, allowed=COUNTER_KEYS, where="counters")
-        counters = Counters(**{key: _count(raw[key], f"counters.{key}") for key in COUNTER_KEYS})
+    counters = _counters(document["counters"]) if document.get("counters") is not None else None
     return Batch(batch_id=batch_id, records=parsed, counters=counters)
+
+
+def _counters(raw: object) -> Counters:
+    if not isinstance(raw, dict):
+        raise SchemaError(f"expected an object {{{', '.join(COUNTER_KEYS)}, ...}}, got {_type_name(raw)}", field="counters")
+    missing = [key for key in COUNTER_KEYS if key not in raw]
+    if missing:
+        raise SchemaError(
+            f"missing {', '.join(repr(k) for k in missing)}; expected at least {list(COUNTER_KEYS)}", field="counters"
+        )
+    if len(raw) > MAX_COUNTERS:
+        raise SchemaError(f"{len(raw)} counters; at most {MAX_COUNTERS} are kept per device", field="counters")
+    for name in raw:
+        if not isinstance(name, str) or not COUNTER_NAME.fullmatch(name):
+            raise SchemaError(
+                f"counter name {name!r:.80} is not allowed; expected snake_case: a lower-case letter, then up to 63 "
+                "lower-case letters, digits or _",
+                field="counters",
+            )
+    values = {name: _count(value, f"counters.{name}") for name, value in raw.items()}
+    return Counters(
+        dropped=values.pop("dropped"),
+        sampled_out=values.pop("sampled_out"),
+        dead_lettered=values.pop("dead_lettered"),
+        extra=dict(sorted(values.items())),
+    )

@@ -11,6 +11,7 @@ from typing import Any
 import uvicorn
 
 from .app import create_app
+from .connections import guarded_protocol
 from .settings import CollectorSettings
 from .store import Store
 
@@ -34,8 +35,23 @@ def serve(settings: CollectorSettings, host: str = "127.0.0.1", port: int = 8787
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = listening_socket(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=30)
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=30,
+        http=guarded_protocol(settings),
+        timeout_keep_alive=settings.keep_alive_seconds,  # type: ignore[arg-type]
+    )
     server = uvicorn.Server(config)
+    logger.info(
+        "limits: %d batches in progress (%d per device), %d bytes of bodies in memory (%d per device), "
+        "headers within %g s, bodies within %g s, %d connections waiting for headers",
+        settings.max_pending_batches, settings.max_pending_per_device, settings.max_inflight_bytes,
+        settings.max_inflight_bytes_per_device, settings.header_timeout_seconds, settings.body_timeout_seconds,
+        settings.max_header_connections,
+    )
     logger.info("listening on http://%s:%d", bound_host if family == socket.AF_INET else f"[{bound_host}]", bound_port)
     received: list[int] = []
     previous = _quiet_signals(received, server)

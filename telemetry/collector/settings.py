@@ -28,8 +28,39 @@ class CollectorSettings:
     """Most records accepted in one batch."""
 
     max_pending_batches: int = 16
-    """Most batches in progress at once (being read, checked or stored); more get a 503.
-    Together with ``max_decompressed_bytes`` this bounds the collector's memory."""
+    """Most batches in progress at once, over all devices (being read, checked or stored);
+    more get a 503."""
+
+    max_pending_per_device: int = 4
+    """Most batches one device may have in progress at once; more get a 429. A device's
+    sync sends one batch at a time, so this only ever stops a misbehaving token from
+    holding the slots every other device needs."""
+
+    max_inflight_bytes: int | None = None
+    """Most bytes of request bodies (once gzip is undone) held in memory at once, over all
+    devices; a body that would cross it is refused with a 503 as it arrives. This, not the
+    number of batches, is what bounds the collector's memory: each byte held costs a few
+    more while it is parsed and stored. Default: twice ``max_decompressed_bytes``."""
+
+    max_inflight_bytes_per_device: int | None = None
+    """Most bytes of request bodies one device may have in memory at once (429 beyond).
+    Default: ``max_decompressed_bytes``, one full-size batch."""
+
+    header_timeout_seconds: float = 10.0
+    """A connection must deliver the headers of its request within this time of its first
+    byte (or of connecting); otherwise it is closed without an answer."""
+
+    body_timeout_seconds: float = 60.0
+    """A request body must arrive completely within this time of its headers; otherwise
+    it is answered 408 and the connection closed. An 8 MiB body at 200 kB/s takes 42 s."""
+
+    max_header_connections: int = 256
+    """Most connections that may be waiting for their request headers at once; a
+    connection beyond it is closed at once, so slow clients cannot exhaust the process's
+    file descriptors."""
+
+    keep_alive_seconds: float = 5.0
+    """How long an idle connection is kept open between requests."""
 
     lock_timeout_seconds: float = 5.0
     """How long a write waits for a lock held by another process on the SQLite file
@@ -43,7 +74,30 @@ class CollectorSettings:
         object.__setattr__(self, "tokens_path", Path(self.tokens_path))
         if isinstance(self.lock_timeout_seconds, bool) or not isinstance(self.lock_timeout_seconds, (int, float)) or self.lock_timeout_seconds < 0:
             raise ValueError(f"CollectorSettings.lock_timeout_seconds must be a number >= 0, got {self.lock_timeout_seconds!r}")
-        for name in ("max_body_bytes", "max_decompressed_bytes", "max_records", "max_pending_batches", "retry_after_seconds"):
+        for name in ("header_timeout_seconds", "body_timeout_seconds", "keep_alive_seconds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"CollectorSettings.{name} must be a number > 0, got {value!r}")
+        if self.max_inflight_bytes_per_device is None:
+            object.__setattr__(self, "max_inflight_bytes_per_device", self.max_decompressed_bytes)
+        if self.max_inflight_bytes is None:
+            object.__setattr__(self, "max_inflight_bytes", 2 * max(self.max_decompressed_bytes, self.max_inflight_bytes_per_device))
+        for name in (
+            "max_body_bytes", "max_decompressed_bytes", "max_records", "max_pending_batches", "max_pending_per_device",
+            "max_inflight_bytes", "max_inflight_bytes_per_device", "max_header_connections", "retry_after_seconds",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"CollectorSettings.{name} must be a positive integer, got {value!r}")
+        # A batch that may be as large as max_decompressed_bytes must fit in one device's
+        # share and in the whole pool, or it would be refused (and retried) forever.
+        if self.max_inflight_bytes_per_device < self.max_decompressed_bytes:  # type: ignore[operator]
+            raise ValueError(
+                f"CollectorSettings.max_inflight_bytes_per_device ({self.max_inflight_bytes_per_device}) must be at least "
+                f"max_decompressed_bytes ({self.max_decompressed_bytes}), or a full-size batch could never be accepted"
+            )
+        if self.max_inflight_bytes < self.max_inflight_bytes_per_device:  # type: ignore[operator]
+            raise ValueError(
+                f"CollectorSettings.max_inflight_bytes ({self.max_inflight_bytes}) must be at least "
+                f"max_inflight_bytes_per_device ({self.max_inflight_bytes_per_device})"
+            )

@@ -9,17 +9,25 @@ translated into ``StoreError`` here.
 A batch arrives from ``schema`` as columns of values already in their stored form
 (canonical JSON text for inputs, outputs and flags), so storing it is one executemany
 with no Python code per record.
+
+The file and its -wal/-shm are owner-only (SQLite gives the journal files the mode of
+the database file, so creating that one 0600 is enough). The app talks to a store only
+through ``RecordStore``, so another backend (PostgreSQL) can stand behind the same contract.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
+import os
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import sqlite_utils
 
@@ -42,6 +50,14 @@ _UPDATE_DEVICE = """
         sampled_out = MAX(sampled_out, excluded.sampled_out),
         dead_lettered = MAX(dead_lettered, excluded.dead_lettered)
 """
+_UPDATE_COUNTER = """
+    INSERT INTO device_counters (device, name, value) VALUES (?, ?, ?)
+    ON CONFLICT(device, name) DO UPDATE SET value = MAX(value, excluded.value)
+"""
+OWNER_ONLY = 0o600
+FULL_BELOW_BYTES = 1 << 20
+"""Free space under which a failed write is reported as a full disk."""
+logger = logging.getLogger("edgepack.collector")
 CACHE_MIB = 64
 """Page cache of the writer connection. edgepack devices send time-ordered ids (UUIDv7),
 whose index entries land at the end of the (device, id) key, but any sender may use random
@@ -60,12 +76,70 @@ class IngestResult:
     """Records this device had already sent (or sent twice in the batch)."""
 
 
+class StatsSource(Protocol):
+    """Where the app reads stats from."""
+
+    def stats(self, device: str | None = None) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+class RecordStore(StatsSource, Protocol):
+    """What the app needs of a store (SQLite here; PostgreSQL may follow): one batch
+    stored atomically and once per (device, record id), and counts read back."""
+
+    def ingest(self, device: str, batch: Batch, *, received_at: float) -> IngestResult: ...
+
+
+def _free_bytes(path: Path) -> int | None:
+    try:
+        return shutil.disk_usage(path.parent).free
+    except OSError:
+        return None
+
+
 @contextmanager
-def _translated(action: str) -> Iterator[None]:
+def _translated(action: str, path: Path) -> Iterator[None]:
     try:
         yield
     except sqlite3.Error as exc:
+        # SQLite says "database or disk is full" for ENOSPC, but a full disk met while
+        # creating or growing the WAL can also surface as a bare "disk I/O error": look
+        # at the free space before calling it anything else, so that nobody deletes a
+        # healthy file to "repair" it.
+        code = getattr(exc, "sqlite_errorcode", None) or 0
+        primary = code & 0xFF
+        free = _free_bytes(path) if primary in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR) else None
+        if primary == sqlite3.SQLITE_FULL or (primary == sqlite3.SQLITE_IOERR and free is not None and free < FULL_BELOW_BYTES):
+            where = f"{free} bytes free" if free is not None else "free space unknown"
+            raise StoreError(
+                f"{action} failed: the disk holding {path} is full ({where} in {path.parent}); the file is not "
+                "damaged: free some space, then try again"
+            ) from exc
         raise StoreError(f"{action} failed: {exc}") from exc
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise StoreError(
+                f"{action} failed: the disk holding {path} is full; free some space, then try again"
+            ) from exc
+        raise StoreError(f"{action} failed: {exc.strerror or exc}") from exc
+
+
+def _owner_only(path: Path) -> None:
+    """Create ``path`` 0600 if missing; take group and other access away from an existing one."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, OWNER_ONLY)
+    except FileExistsError:
+        for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            try:
+                mode = name.stat().st_mode & 0o777
+            except FileNotFoundError:
+                continue
+            if mode & 0o077:
+                os.chmod(name, mode & 0o700)
+                logger.warning("%s was readable by others (mode %o); made it owner-only", name, mode)
+    else:
+        os.close(fd)
 
 
 class Store:
@@ -73,7 +147,8 @@ class Store:
 
     def __init__(self, path: str | Path, *, lock_timeout_seconds: float = 5.0) -> None:
         self.path = Path(path)
-        with _translated(f"opening the store {self.path}"):
+        with _translated(f"opening the store {self.path}", self.path):
+            _owner_only(self.path)
             # Autocommit mode: every transaction is begun and ended explicitly below. The
             # hot path (ingest) uses the plain connection: one executemany per batch.
             self.conn = sqlite3.connect(self.path, isolation_level=None)
@@ -124,6 +199,13 @@ class Store:
                 defaults={"batches": 0, **{key: 0 for key in COUNTER_KEYS}},
                 if_not_exists=True,
             )
+            # Counters beyond the three columns above (sent by newer devices), by name.
+            self.db["device_counters"].create(
+                {"device": str, "name": str, "value": int},
+                pk=("device", "name"),
+                not_null={"value"},
+                if_not_exists=True,
+            )
 
     @contextmanager
     def _write_transaction(self) -> Iterator[None]:
@@ -147,7 +229,7 @@ class Store:
         """Store ``batch`` for ``device`` in one transaction; already-known record ids are skipped."""
         records = batch.records
         counters = batch.counters
-        with _translated(f"storing batch {batch.batch_id!r} of device {device!r}"):
+        with _translated(f"storing batch {batch.batch_id!r} of device {device!r}", self.path):
             with self._write_transaction():
                 accepted = 0
                 if len(records):
@@ -178,30 +260,69 @@ class Store:
                         **{key: getattr(counters, key) if counters else 0 for key in COUNTER_KEYS},
                     },
                 )
+                if counters is not None and counters.extra:
+                    self.conn.executemany(_UPDATE_COUNTER, [(device, name, value) for name, value in counters.extra.items()])
         return IngestResult(accepted=accepted, duplicates=len(records) - accepted)
 
-    def stats(self) -> dict[str, Any]:
-        """Totals over every device: records, devices, records per model version, counters."""
-        with _translated("reading stats"):
-            by_model: dict[str, dict[str, int]] = {}
-            for model, version, count in self.conn.execute(
-                "SELECT model, version, COUNT(*) FROM records GROUP BY model, version ORDER BY model, version"
-            ):
-                by_model.setdefault(model, {})[version] = count
-            records = self.conn.execute("SELECT COUNT(*) FROM records").fetchone()[0]
-            devices, dropped, sampled_out, dead_lettered = self.conn.execute(
-                "SELECT COUNT(*), TOTAL(dropped), TOTAL(sampled_out), TOTAL(dead_lettered) FROM devices"
-            ).fetchone()
-        return {
-            "records": records,
-            "devices": devices,
-            "by_model": by_model,
-            "dropped": int(dropped),
-            "sampled_out": int(sampled_out),
-            "dead_lettered": int(dead_lettered),
-        }
+    def stats(self, device: str | None = None) -> dict[str, Any]:
+        """Totals for ``device``, or over every device when None (see ``read_stats``)."""
+        return read_stats(self.conn, self.path, device)
 
     def close(self) -> None:
         """Close the connection (checkpointing the WAL)."""
-        with _translated(f"closing the store {self.path}"):
+        with _translated(f"closing the store {self.path}", self.path):
             self.db.close()
+
+
+class StoreReader:
+    """A read-only connection to the store, for stats: reading never waits for a write
+    (WAL), and a stats request queued behind others never delays a batch on the writer."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        with _translated(f"opening the store {self.path} for reading", self.path):
+            self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
+
+    def stats(self, device: str | None = None) -> dict[str, Any]:
+        """Totals for ``device``, or over every device when None (see ``read_stats``)."""
+        return read_stats(self.conn, self.path, device)
+
+    def close(self) -> None:
+        with _translated(f"closing the store {self.path}", self.path):
+            self.conn.close()
+
+
+def read_stats(conn: sqlite3.Connection, path: Path, device: str | None = None) -> dict[str, Any]:
+    """Totals for ``device``, or over every device when None: records, devices, records per
+    model version, and counters (the three every device sends also at the top level)."""
+    where, params = ("WHERE device = ?", (device,)) if device is not None else ("", ())
+    with _translated("reading stats", path):
+        # One read transaction, so the totals agree with one another.
+        conn.execute("BEGIN")
+        try:
+            by_model: dict[str, dict[str, int]] = {}
+            for model, version, count in conn.execute(
+                f"SELECT model, version, COUNT(*) FROM records {where} GROUP BY model, version ORDER BY model, version",
+                params,
+            ):
+                by_model.setdefault(model, {})[version] = count
+            records = conn.execute(f"SELECT COUNT(*) FROM records {where}", params).fetchone()[0]
+            devices, *known = conn.execute(
+                f"SELECT COUNT(*), {', '.join(f'TOTAL({key})' for key in COUNTER_KEYS)} FROM devices {where}", params
+            ).fetchone()
+            counters = dict(zip(COUNTER_KEYS, map(int, known)))
+            for name, total in conn.execute(
+                f"SELECT name, TOTAL(value) FROM device_counters {where} GROUP BY name ORDER BY name", params
+            ):
+                counters[name] = int(total)
+        finally:
+            conn.execute("COMMIT")
+    return {
+        "scope": "fleet" if device is None else "device",
+        "device": device,
+        "records": records,
+        "devices": devices,
+        "by_model": by_model,
+        **{key: counters[key] for key in COUNTER_KEYS},
+        "counters": counters,
+    }

@@ -1,17 +1,22 @@
-"""Device tokens, stored as sha256 digests only.
+"""Device and admin tokens, stored as sha256 digests only.
 
 The tokens file is JSON: ``{"format": "edgepack-tokens", "version": 1, "devices":
-{"<device id>": {"sha256": "<hex>", "added": <unix seconds>}}}``. A token is shown once,
-when it is created; losing it means rotating it. The file is rewritten atomically
-(temporary file + rename) so a running collector never reads half of it, and reloaded by
-the collector whenever it changes on disk, so devices can be added without a restart.
+{"<device id>": {"sha256": "<hex>", "added": <unix seconds>}}, "admins": {"<name>": {...}}}``.
+Two roles: a device token uploads and reads its own device's records; an admin token
+reads the whole fleet and uploads nothing. Admins live under their own key, so a
+collector from before roles (which reads only ``devices``) never takes one for a device.
+A name is unique across both roles, so ``token revoke NAME`` is never ambiguous.
+
+A token is shown once, when it is created; losing it means rotating it. The file is
+rewritten atomically (temporary file + rename, owner-only) so a running collector never
+reads half of it, and the collector reloads it whenever its inode, mtime or size change
+(one ``stat`` per request), so adding, rotating and revoking need no restart.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
-import hmac
 import json
 import logging
 import os
@@ -22,7 +27,9 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from .errors import TokenError
 
@@ -30,6 +37,39 @@ FORMAT = "edgepack-tokens"
 VERSION = 1
 DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 TOKEN_PREFIX = "ept_"
+ADMIN_TOKEN_PREFIX = "epa_"
+DEVICE = "device"
+ADMIN = "admin"
+Role = Literal["device", "admin"]
+_SECTIONS: dict[str, Role] = {"devices": DEVICE, "admins": ADMIN}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Identity:
+    """Who holds a token."""
+
+    name: str
+    """The device id (device role) or the admin's name."""
+
+    role: Role
+    """``device``: writes and reads its own records; ``admin``: reads the fleet, writes nothing."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenEntry:
+    """One line of ``edgepack token list``: never the token itself, which is not stored."""
+
+    name: str
+    """Device id or admin name."""
+
+    role: Role
+    """``device`` or ``admin``."""
+
+    added: float | None
+    """When the token was created or last rotated, unix seconds (None if the file does not say)."""
+
+    sha256_prefix: str
+    """The first 12 hex digits of the token's sha256, to match a token to its entry."""
 logger = logging.getLogger("edgepack.collector")
 
 
@@ -46,7 +86,8 @@ def _check_device_id(device_id: str) -> None:
         )
 
 
-def _read(path: Path) -> dict[str, dict[str, object]]:
+def _read(path: Path) -> dict[str, dict[str, dict[str, object]]]:
+    """The sections of the tokens file: ``{"devices": {...}, "admins": {...}}``."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError as exc:
@@ -63,18 +104,27 @@ def _read(path: Path) -> dict[str, dict[str, object]]:
         raise TokenError(f"tokens file {path} is not an edgepack tokens file (expected \"format\": \"{FORMAT}\")")
     if document.get("version") != VERSION:
         raise TokenError(f"tokens file {path} has version {document.get('version')!r}; this edgepack reads version {VERSION}")
-    devices = document.get("devices")
-    if not isinstance(devices, dict):
-        raise TokenError(f"tokens file {path}: \"devices\" must be an object of device id -> entry")
-    for device_id, entry in devices.items():
-        stored = entry.get("sha256") if isinstance(entry, dict) else None
-        if not isinstance(stored, str) or not re.fullmatch(r"[0-9a-f]{64}", stored):
-            raise TokenError(f"tokens file {path}: device {device_id!r} has no valid \"sha256\" (expected 64 hex digits)")
-    return devices
+    sections: dict[str, dict[str, dict[str, object]]] = {}
+    for section in _SECTIONS:
+        entries = document.get(section, {})
+        if not isinstance(entries, dict):
+            raise TokenError(f"tokens file {path}: \"{section}\" must be an object of name -> entry")
+        for name, entry in entries.items():
+            stored = entry.get("sha256") if isinstance(entry, dict) else None
+            if not isinstance(stored, str) or not re.fullmatch(r"[0-9a-f]{64}", stored):
+                raise TokenError(f"tokens file {path}: {section[:-1]} {name!r} has no valid \"sha256\" (expected 64 hex digits)")
+        sections[section] = entries
+    return sections
 
 
-def _write(path: Path, devices: dict[str, dict[str, object]]) -> None:
-    document = {"format": FORMAT, "version": VERSION, "devices": devices}
+def _empty() -> dict[str, dict[str, dict[str, object]]]:
+    return {section: {} for section in _SECTIONS}
+
+
+def _write(path: Path, sections: dict[str, dict[str, dict[str, object]]]) -> None:
+    document: dict[str, object] = {"format": FORMAT, "version": VERSION, "devices": sections["devices"]}
+    if sections["admins"]:
+        document["admins"] = sections["admins"]
     data = json.dumps(document, indent=2, sort_keys=True).encode("utf-8") + b"\n"
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -103,32 +153,76 @@ def _locked(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def add_token(path: str | os.PathLike[str], device_id: str, *, rotate: bool = False) -> str:
-    """Create a token for ``device_id`` in the tokens file at ``path`` and return it.
+def add_token(path: str | os.PathLike[str], name: str, *, rotate: bool = False, admin: bool = False) -> str:
+    """Create a token for device ``name`` (or admin ``name``) in the tokens file at ``path`` and return it.
 
-    The file is created when missing. An existing device is an error unless ``rotate``,
-    which replaces its token (the old one stops working at once).
+    The file is created when missing. An existing name is an error unless ``rotate``,
+    which replaces its token (the old one stops working at once); a rotation keeps the role.
     """
     path = Path(path)
-    _check_device_id(device_id)
+    _check_device_id(name)
+    section = "admins" if admin else "devices"
     with _locked(path):
-        devices = _read(path) if path.exists() else {}
-        if device_id in devices and not rotate:
+        sections = _read(path) if path.exists() else _empty()
+        other = "devices" if admin else "admins"
+        if name in sections[other]:
             raise TokenError(
-                f"device {device_id!r} already has a token in {path}; pass --rotate to replace it "
+                f"{name!r} already holds {'a device' if other == 'devices' else 'an admin'} token in {path}; "
+                "names are unique across devices and admins: pick another name, or revoke that token first"
+            )
+        if name in sections[section] and not rotate:
+            raise TokenError(
+                f"{'admin' if admin else 'device'} {name!r} already has a token in {path}; pass --rotate to replace it "
                 "(the old token stops working)"
             )
-        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        devices[device_id] = {"sha256": digest(token), "added": round(time.time(), 3)}
-        _write(path, devices)
+        token = (ADMIN_TOKEN_PREFIX if admin else TOKEN_PREFIX) + secrets.token_urlsafe(32)
+        sections[section][name] = {"sha256": digest(token), "added": round(time.time(), 3)}
+        _write(path, sections)
     return token
+
+
+def list_tokens(path: str | os.PathLike[str]) -> list[TokenEntry]:
+    """Every device and admin in the tokens file, devices first, each sorted by name."""
+    sections = _read(Path(path))
+    entries = []
+    for section, role in _SECTIONS.items():
+        for name, entry in sorted(sections[section].items()):
+            added = entry.get("added")
+            entries.append(
+                TokenEntry(
+                    name=name,
+                    role=role,
+                    added=float(added) if isinstance(added, (int, float)) and not isinstance(added, bool) else None,
+                    sha256_prefix=str(entry["sha256"])[:12],
+                )
+            )
+    return entries
+
+
+def revoke_token(path: str | os.PathLike[str], name: str) -> Role:
+    """Remove the token of device or admin ``name``; a running collector refuses it (401) from its next request on.
+
+    Returns the role the token had. Records already stored for a device are kept.
+    """
+    path = Path(path)
+    with _locked(path):
+        sections = _read(path)
+        for section, role in _SECTIONS.items():
+            if name in sections[section]:
+                del sections[section][name]
+                _write(path, sections)
+                return role
+    known = ", ".join(entry.name for entry in list_tokens(path)) or "none"
+    raise TokenError(f"no device or admin {name!r} in {path}; known: {known}")
 
 
 class TokenStore:
     """The collector's view of the tokens file: who holds which token digest.
 
-    ``device_for`` re-reads the file when it changed on disk; if the new version cannot
-    be read the previous one stays in force, so a broken edit never locks devices out.
+    Every lookup first compares the file's (inode, mtime, size) with those of the version
+    in memory, and re-reads it when they differ: the writer replaces the file, so a change
+    always shows as a new inode. If the new version cannot be read the previous one stays
+    in force, so a broken edit never locks devices out.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -145,12 +239,22 @@ class TokenStore:
             return None
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
-    def _load(self) -> dict[str, str]:
-        return {device: str(entry["sha256"]) for device, entry in _read(self.path).items()}
+    def _load(self) -> dict[str, Identity]:
+        """Digest -> identity: a lookup is one dict access, whatever the number of tokens."""
+        sections = _read(self.path)
+        return {
+            str(entry["sha256"]): Identity(name=name, role=role)
+            for section, role in _SECTIONS.items()
+            for name, entry in sections[section].items()
+        }
 
     def _refresh(self) -> None:
         signature = self._stat()
-        if signature is None or signature in (self._signature, self._broken):
+        # A file that is briefly missing (moved aside by hand) keeps the tokens in force;
+        # revoking is done with `edgepack token revoke`, which rewrites the file.
+        if signature is None:
+            return
+        if signature in (self._signature, self._broken):
             return
         with self._lock:
             if signature in (self._signature, self._broken):
@@ -163,21 +267,24 @@ class TokenStore:
                 logger.warning("%s; keeping the previous tokens", exc)
                 return
             self._signature = signature
-            logger.info("tokens file %s reloaded: %d device(s)", self.path, len(self._digests))
+            logger.info("tokens file %s reloaded: %d token(s)", self.path, len(self._digests))
 
     @property
     def devices(self) -> list[str]:
         """Device ids that hold a token."""
         self._refresh()
-        return sorted(self._digests)
+        return sorted(identity.name for identity in self._digests.values() if identity.role == DEVICE)
+
+    def identity_for(self, token: str) -> Identity | None:
+        """Who holds ``token``, or ``None``.
+
+        The token is hashed before the lookup, so the dict probe only ever compares sha256
+        digests of what was presented: timing reveals nothing about any stored token.
+        """
+        self._refresh()
+        return self._digests.get(digest(token))
 
     def device_for(self, token: str) -> str | None:
-        """The device id holding ``token``, or ``None``; compares digests in constant time."""
-        self._refresh()
-        presented = digest(token)
-        found: str | None = None
-        # Look at every entry whatever matches, so timing does not reveal where a match is.
-        for device, stored in self._digests.items():
-            if hmac.compare_digest(stored, presented):
-                found = device
-        return found
+        """The device id holding ``token``, or ``None`` (also for an admin token)."""
+        identity = self.identity_for(token)
+        return identity.name if identity is not None and identity.role == DEVICE else None

@@ -22,7 +22,7 @@ from tests.support.collector import RunningCollector
 from .batches import auth, batch, record
 
 # Limits of the collector the cases run against: small, so over-limit bodies stay cheap.
-LIMITS = {"max_body_bytes": 64 * 1024, "max_decompressed_bytes": 256 * 1024, "max_records": 10}
+LIMITS = {"max_body_bytes": 64 * 1024, "max_decompressed_bytes": 256 * 1024, "max_records": 10, "body_timeout": 1.5}
 COUNTERS = {"dropped": 7, "sampled_out": 2, "dead_lettered": 1}
 
 
@@ -72,32 +72,69 @@ def _broken(mutate: Callable[[dict[str, Any]], None]) -> Callable[[RunningCollec
     return send
 
 
+def _read_answer(sock: socket.socket) -> Answer:
+    """Read one HTTP/1.1 answer with a Content-Length from ``sock``."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    length = int(headers.get("content-length", "0"))
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        rest += chunk
+    return Answer(int(lines[0].split()[1]), headers, json.loads(rest[:length]))
+
+
+def open_upload(c: RunningCollector, token: str, declared: int, sent: bytes = b"") -> socket.socket:
+    """A raw connection that sent the headers of a batch of ``declared`` bytes, then ``sent`` of it."""
+    head = (
+        f"POST /v1/batches HTTP/1.1\r\nHost: 127.0.0.1:{c.port}\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {declared}\r\n\r\n"
+    ).encode()
+    sock = socket.create_connection(("127.0.0.1", c.port), timeout=20)
+    sock.sendall(head + sent)
+    return sock
+
+
 def _declared_too_large(c: RunningCollector) -> Answer:
     # Headers only: if the collector waited for the body before refusing, this would hang
     # until the socket timeout instead of getting an answer.
-    host, port = "127.0.0.1", c.port
-    request = (
-        f"POST /v1/batches HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {c.token}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {50 * 1024 * 1024}\r\n\r\n"
-    ).encode()
-    with socket.create_connection((host, port), timeout=20) as sock:
-        sock.sendall(request)
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        head, _, rest = data.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-        length = int(headers.get("content-length", "0"))
-        while len(rest) < length:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            rest += chunk
-    return Answer(int(lines[0].split()[1]), headers, json.loads(rest[:length]))
+    with open_upload(c, c.token, 50 * 1024 * 1024) as sock:
+        return _read_answer(sock)
+
+
+def _stalled_body(c: RunningCollector) -> Answer:
+    # Half a valid body, then nothing: the body deadline (LIMITS["body_timeout"]) answers.
+    data = json.dumps(_valid()).encode()
+    with open_upload(c, c.token, len(data), data[: len(data) // 2]) as sock:
+        return _read_answer(sock)
+
+
+def _admin_upload(c: RunningCollector) -> Answer:
+    admin = c.add_admin(f"ops-{uuid.uuid4().hex[:8]}")
+    return _raw(c, json.dumps(_valid()).encode(), auth(admin))
+
+
+def _one_device_too_many_uploads(c: RunningCollector) -> Answer:
+    # A device of its own, so the uploads it holds open touch no other case.
+    token = c.add_device(f"greedy-{uuid.uuid4().hex[:8]}")
+    data = json.dumps(_valid()).encode()
+    held = [open_upload(c, token, len(data), data[:10]) for _ in range(4)]
+    try:
+        # The four above must be in progress before the fifth arrives: let them get through
+        # their headers (a GET on another connection is answered only after they were read).
+        httpx.get(f"{c.url}/healthz", timeout=10)
+        return _answer(httpx.post(f"{c.url}/v1/batches", content=data, headers={**auth(token), "Content-Type": "application/json"}, timeout=30))
+    finally:
+        for sock in held:
+            sock.close()
 
 
 def _streamed_too_large(c: RunningCollector) -> Answer:
@@ -189,6 +226,10 @@ CASES: list[Case] = [
         c, gzip.compress(gzip.compress(json.dumps(_valid()).encode())), {"Content-Encoding": "gzip, gzip"})),
     Case("text body", 415, "Content-Type 'text/plain'", lambda c: _raw(
         c, json.dumps(_valid()).encode(), {"Content-Type": "text/plain"})),
+    Case("admin token", 403, "holds an admin token, which reads the fleet but uploads nothing", _admin_upload),
+    Case("body too slow", 408, "did not arrive within 1.5 s", _stalled_body),
+    Case("five uploads at once from one device", 429, "already has 4 uploads in progress (at most 4 per device)",
+         _one_device_too_many_uploads),
     Case("declared too large", 413, "at most 65536 bytes", _declared_too_large),
     Case("streamed too large", 413, "over 65536 bytes as sent", _streamed_too_large),
     Case("gzip bomb", 413, "decompresses to more than 262144 bytes", _gzip_bomb),
@@ -221,6 +262,11 @@ CASES: list[Case] = [
     Case("empty batch id", 422, "batch_id", _broken(_set("batch_id", ""))),
     Case("negative counter", 422, "counters.dropped", _broken(_set("counters.dropped", -1))),
     Case("counter missing", 422, "counters: missing 'dead_lettered'", _broken(_delete("counters.dead_lettered"))),
+    Case("counter name not snake_case", 422, "counter name 'Lost Records' is not allowed", _broken(_set("counters.Lost Records", 1))),
+    Case("counter name too long", 422, "is not allowed; expected snake_case", _broken(_set("counters." + "x" * 65, 1))),
+    Case("too many counters", 422, "33 counters; at most 32", _broken(
+        lambda d: d["counters"].update({f"extra_{i}": i for i in range(30)}))),
+    Case("extra counter negative", 422, "counters.lost: expected a non-negative integer", _broken(_set("counters.lost", -2))),
     Case("counter float", 422, "counters.sampled_out", _broken(_set("counters.sampled_out", 1.5))),
     Case("unknown top-level key", 422, "unknown key(s) 'device_id'", _broken(_set("device_id", "someone-else"))),
     Case("NaN timestamp", 422, "finite number", lambda c: _raw(
@@ -236,6 +282,17 @@ CASES: list[Case] = [
          _literal("records.0.outputs.prediction", "-Infinity")),
     Case("number beyond a double", 422, "records[1].inputs.temp_c: expected a finite number, got Infinity",
          _literal("records.1.inputs.temp_c", "1e400")),
+    # orjson reads these as 0.0 without a word: a non-zero value below the smallest double.
+    Case("number below a double", 422, "records[2].inputs.temp_c: expected a number a double can hold, got 1e-400",
+         _literal("records.2.inputs.temp_c", "1e-400")),
+    Case("number below a double, upper-case E", 422, "records[0].outputs.probabilities.0: expected a number a double "
+         "can hold, got -7.5E-330", _literal("records.0.outputs.probabilities.0", "-7.5E-330")),
+    Case("number below a double as a long fraction", 422, "records[1].outputs.prediction: expected a number a double can hold",
+         _literal("records.1.outputs.prediction", "0." + "0" * 400 + "3")),
+    Case("timestamp below a double", 422, "records[0].ts: expected a number a double can hold",
+         _literal("records.0.ts", "2e-999")),
+    Case("number below a double in a body orjson refuses", 422, "records[0].inputs.temp_c: expected a number a double",
+         lambda c: _raw(c, b"\xef\xbb\xbf" + json.dumps(_valid()).encode().replace(b'"temp_c": 31.5', b'"temp_c": 1e-400', 1), {})),
     Case("unpaired surrogate in inputs", 422, "records[0].inputs.region: expected valid Unicode text",
          _broken(_set("records.0.inputs.region", "north\ud800"))),
     Case("unpaired surrogate in model", 422, "records[1].model: expected valid Unicode text",

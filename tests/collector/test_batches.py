@@ -107,9 +107,11 @@ def test_device_comes_from_the_token(shared: RunningCollector, device: tuple[str
     assert [row["device"] for row in shared.records() if row["id"] == document["records"][0]["id"]] == [device_id]
 
 
-def test_concurrent_batches_from_two_devices_are_all_stored(shared: RunningCollector) -> None:
-    devices = {name: shared.add_device(name) for name in (f"north-{uuid.uuid4().hex[:6]}", f"south-{uuid.uuid4().hex[:6]}")}
-    jobs = [(name, token, batch(40)) for name, token in devices.items() for _ in range(6)]
+def test_concurrent_batches_from_several_devices_are_all_stored(shared: RunningCollector) -> None:
+    names = [f"{place}-{uuid.uuid4().hex[:6]}" for place in ("north", "south", "east", "west")]
+    devices = {name: shared.add_device(name) for name in names}
+    # Three batches per device at once: within the per-device limit of uploads in progress (4).
+    jobs = [(name, token, batch(40)) for _ in range(3) for name, token in devices.items()]
 
     def send(job: tuple[str, str, dict]) -> httpx.Response:
         name, token, document = job
@@ -124,10 +126,10 @@ def test_concurrent_batches_from_two_devices_are_all_stored(shared: RunningColle
     assert [r.json() for r in replays] == [{"accepted": 0, "duplicates": 40}] * len(jobs)
     for name in devices:
         stored = shared.records(name)
-        assert len(stored) == 240
+        assert len(stored) == 120
         assert {row["id"] for row in stored} == {r["id"] for n, _, d in jobs if n == name for r in d["records"]}
     device_rows = shared.devices()
-    assert all(device_rows[name]["batches"] == 12 for name in devices)
+    assert all(device_rows[name]["batches"] == 6 for name in devices)
 
 
 def test_counters_keep_the_largest_value_per_device(shared: RunningCollector, device: tuple[str, str]) -> None:
@@ -144,26 +146,59 @@ def test_counters_keep_the_largest_value_per_device(shared: RunningCollector, de
     assert (row["dropped"], row["sampled_out"], row["dead_lettered"], row["batches"]) == (6, 9, 2, 4)
 
 
+def test_further_counters_are_kept_by_name_at_their_largest(shared: RunningCollector, device: tuple[str, str]) -> None:
+    # A newer device reports more cumulative counts (records lost to a damaged buffer, ...).
+    device_id, token = device
+    known = {"dropped": 0, "sampled_out": 0, "dead_lettered": 0}
+    for extra in ({"lost": 5, "corrupt_pages": 1}, {"lost": 3}, {"lost": 8, "corrupt_pages": 0}):
+        assert post(shared.url, token, batch(1, counters={**known, **extra})).status_code == 200
+
+    mine = shared.stats(token)
+
+    assert mine["counters"] == {**known, "corrupt_pages": 1, "lost": 8}
+    assert set(mine) >= {"dropped", "sampled_out", "dead_lettered"} and "lost" not in mine
+    assert shared.devices()[device_id]["batches"] == 3
+
+
 def test_stats_count_records_devices_models_and_counters(collector: RunningCollector) -> None:
     other = collector.add_device("device-2")
-    assert collector.stats() == {
-        "records": 0, "devices": 0, "by_model": {}, "dropped": 0, "sampled_out": 0, "dead_lettered": 0,
+    admin = collector.add_admin("ops")
+    empty = {"records": 0, "devices": 0, "by_model": {}, "dropped": 0, "sampled_out": 0, "dead_lettered": 0}
+    assert collector.stats(admin) == {
+        "scope": "fleet", "device": None, **empty, "counters": {"dropped": 0, "sampled_out": 0, "dead_lettered": 0},
     }
     post(collector.url, collector.token, batch(3, counters={"dropped": 4, "sampled_out": 0, "dead_lettered": 1}))
     post(collector.url, collector.token, batch(2, version="4"))
-    post(collector.url, other, batch(5, model="flood", version="1", counters={"dropped": 10, "sampled_out": 3, "dead_lettered": 0}))
+    post(collector.url, other, batch(5, model="flood", version="1", counters={"dropped": 10, "sampled_out": 3, "dead_lettered": 0, "lost": 7}))
     post(collector.url, other, batch(1, model="flood", version="1"))
 
-    expected = {
+    fleet = {
+        "scope": "fleet",
+        "device": None,
         "records": 11,
         "devices": 2,
         "by_model": {"fire-risk": {"3": 3, "4": 2}, "flood": {"1": 6}},
         "dropped": 14,
         "sampled_out": 3,
         "dead_lettered": 1,
+        "counters": {"dropped": 14, "sampled_out": 3, "dead_lettered": 1, "lost": 7},
     }
-    assert collector.stats() == expected
-    assert collector.stats(token=other) == expected
+    assert collector.stats(admin) == fleet
+    # A device token sees its own device only, whoever else sent what.
+    assert collector.stats() == {
+        "scope": "device",
+        "device": "device-1",
+        "records": 5,
+        "devices": 1,
+        "by_model": {"fire-risk": {"3": 3, "4": 2}},
+        "dropped": 4,
+        "sampled_out": 0,
+        "dead_lettered": 1,
+        "counters": {"dropped": 4, "sampled_out": 0, "dead_lettered": 1},
+    }
+    mine = collector.stats(other)
+    assert (mine["device"], mine["records"], mine["by_model"], mine["counters"]["lost"]) == ("device-2", 6, {"flood": {"1": 6}}, 7)
+    assert collector.stats(admin, device="device-2") == mine
 
 
 def test_stats_need_a_known_token(shared: RunningCollector) -> None:

@@ -87,6 +87,10 @@ def test_other_statuses_in_the_spec_are_exactly_those_the_app_answers(running: R
         httpx.get(f"{running.url}/v1/stats").status_code,
         httpx.get(f"{running.url}/v1/stats", headers={"Authorization": "Bearer wrong"}).status_code,
         httpx.get(f"{running.url}/v1/stats", headers={"Authorization": f"Bearer {running.token}"}).status_code,
+        # A device token asking for another device's stats.
+        httpx.get(
+            f"{running.url}/v1/stats", params={"device": "someone-else"}, headers={"Authorization": f"Bearer {running.token}"}
+        ).status_code,
     }
     # A real read failure: the table the stats come from is briefly gone.
     with sqlite3.connect(running.db_path) as connection:
@@ -113,6 +117,10 @@ def test_spec_states_the_running_limits_and_the_contract_fields(spec: dict[str, 
     assert str(LIMITS["max_body_bytes"]) in body and str(LIMITS["max_decompressed_bytes"]) in body
     assert set(schemas["Record"]["required"]) == {"id", "ts", "model", "version", "bundle_sha256", "inputs", "outputs", "flags"}
     assert set(schemas["Counters"]["required"]) == {"dropped", "sampled_out", "dead_lettered"}
+    assert schemas["Counters"]["maxProperties"] == 32 and schemas["Counters"]["additionalProperties"]["minimum"] == 0
+    batches = spec["paths"]["/v1/batches"]["post"]["responses"]
+    assert "Retry-After" in batches["429"]["headers"] and "1.5 s" in batches["408"]["description"]
+    assert {"deviceToken", "adminToken"} == set(spec["components"]["securitySchemes"])
     assert set(schemas["BatchResult"]["required"]) == {"accepted", "duplicates"}
     assert {"records", "devices", "by_model", "dropped", "dead_lettered"} <= set(schemas["Stats"]["required"])
     assert spec["paths"]["/v1/batches"]["post"]["security"] == [{"deviceToken": []}]
@@ -120,5 +128,8 @@ def test_spec_states_the_running_limits_and_the_contract_fields(spec: dict[str, 
 
 
 def test_stats_answer_has_the_keys_the_spec_promises(running: RunningCollector, spec: dict[str, Any]) -> None:
-    stats = running.stats()
-    assert set(spec["components"]["schemas"]["Stats"]["properties"]) == set(stats)
+    schema = spec["components"]["schemas"]["Stats"]
+    for stats in (running.stats(), running.stats(running.add_admin("spec-admin"))):
+        assert set(schema["properties"]) == set(stats)
+        assert set(schema["required"]) <= set(stats)
+        assert stats["scope"] in schema["properties"]["scope"]["enum"]

@@ -113,3 +113,22 @@ def test_mixed_case_hex_is_stored_lower_case(shared: RunningCollector, device: t
     rows = shared.records(device_id)
     assert {row["id"] for row in rows} == {r["id"].lower() for r in document["records"]}
     assert {row["bundle_sha256"] for row in rows} == {document["records"][2]["bundle_sha256"]}
+
+
+def test_the_smallest_doubles_and_zeros_written_with_big_exponents_are_kept(shared: RunningCollector, device: tuple[str, str]) -> None:
+    # Just inside the underflow refusal: a real zero spelled with a huge exponent is zero,
+    # the smallest subnormal is a double, and "1e-400" in a string is only text.
+    device_id, token = device
+    document = batch(1)
+    document["records"][0]["inputs"] = {"zero": "@zero@", "neg_zero": "@negzero@", "tiny": 5e-324, "small": 2.2250738585072014e-308,
+                                        "note": "1e-400"}
+    text = json.dumps(document).encode().replace(b'"@zero@"', b"0e-500").replace(b'"@negzero@"', b"-0.000E-999")
+
+    response = httpx.post(
+        f"{shared.url}/v1/batches", content=text, headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        timeout=30.0,
+    )
+
+    assert response.json() == {"accepted": 1, "duplicates": 0}, response.text
+    stored = shared.records(device_id)[0]["inputs"]
+    assert stored == {"zero": 0.0, "neg_zero": -0.0, "tiny": 5e-324, "small": 2.2250738585072014e-308, "note": "1e-400"}

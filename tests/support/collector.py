@@ -8,8 +8,11 @@
   ``log_path`` (the subprocess's stderr/stdout: one line per batch);
 - ``token`` / ``device_id``: a device registered before start (``"device-1"``);
 - ``add_device(device_id) -> token``: register another device; the running collector
-  picks it up without a restart;
-- ``stats() -> dict``: ``GET /v1/stats`` with ``token`` (raises on a non-200);
+  picks it up without a restart; ``add_admin(name) -> token``: an admin token (reads the
+  fleet, uploads nothing);
+- ``stats(token=None, device=None) -> dict``: ``GET /v1/stats`` with ``token`` (default:
+  the fixture device's, which sees only its own device; pass an admin token for the
+  fleet), raises on a non-200;
 - ``records(device_id=None) -> list[dict]``: the stored rows, read straight from SQLite
   (``inputs``/``outputs``/``flags`` decoded), ordered by ``ts`` then ``id``;
 - ``restart()``: SIGTERM, wait for a clean exit, start again on the SAME port and files;
@@ -48,7 +51,7 @@ STOP_TIMEOUT = 30.0
 class RunningCollector(CollectorProcess):
     """One ``edgepack collector`` subprocess and its files; see the module docstring."""
 
-    def __init__(self, directory: Path, *, device_id: str = "device-1", **limits: int) -> None:
+    def __init__(self, directory: Path, *, device_id: str = "device-1", **limits: float) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         super().__init__(
             directory / "collector.db", directory / "tokens.json", directory / "collector.log",
@@ -64,6 +67,10 @@ class RunningCollector(CollectorProcess):
         """Register ``device_id`` in the tokens file and return its new token."""
         return add_token(self.tokens_path, device_id, rotate=rotate)
 
+    def add_admin(self, name: str = "admin") -> str:
+        """Register an admin ``name`` in the tokens file and return its new token."""
+        return add_token(self.tokens_path, name, admin=True)
+
     def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
         """SIGTERM and wait; a clean shutdown exits 0."""
         code = super().stop(timeout)
@@ -75,10 +82,13 @@ class RunningCollector(CollectorProcess):
         self.stop()
         self.start()
 
-    def stats(self, token: str | None = None) -> dict[str, Any]:
-        """``GET /v1/stats`` with ``token`` (default: the fixture device's)."""
+    def stats(self, token: str | None = None, device: str | None = None) -> dict[str, Any]:
+        """``GET /v1/stats`` with ``token`` (default: the fixture device's), optionally ``?device=``."""
         response = httpx.get(
-            f"{self.url}/v1/stats", headers={"Authorization": f"Bearer {token or self.token}"}, timeout=10.0
+            f"{self.url}/v1/stats",
+            params={"device": device} if device is not None else None,
+            headers={"Authorization": f"Bearer {token or self.token}"},
+            timeout=10.0,
         )
         response.raise_for_status()
         return response.json()
@@ -119,7 +129,7 @@ class RunningCollector(CollectorProcess):
             connection.close()
 
 
-def start_collector(directory: Path, **limits: int) -> RunningCollector:
+def start_collector(directory: Path, **limits: float) -> RunningCollector:
     """Start a collector with its files in ``directory``; the caller stops it."""
     return RunningCollector(directory, **limits)
 
@@ -128,7 +138,7 @@ def start_collector(directory: Path, **limits: int) -> RunningCollector:
 def collector_factory(tmp_path: Path) -> Iterator[Callable[..., RunningCollector]]:
     started: list[RunningCollector] = []
 
-    def make(**limits: int) -> RunningCollector:
+    def make(**limits: float) -> RunningCollector:
         running = start_collector(tmp_path / f"collector-{len(started)}", **limits)
         started.append(running)
         return running
