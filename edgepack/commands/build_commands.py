@@ -7,6 +7,8 @@ The packager (and with it mlflow, sklearn, skl2onnx) is imported inside the comm
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,10 +56,37 @@ def _summary(r: BuildReport) -> str:
         + f"max abs diff {parity['max_abs_diff']:.2g}, {parity['precision']}, onnxruntime {parity['onnxruntime']}",
         f"size    {r.size} bytes, sha256 {r.sha256}" + (", signed" if r.signed else ""),
     ]
+    if r.tagged:
+        tags = ", ".join(f"{key}={value[:12]}…" if len(value) > 12 else f"{key}={value}" for key, value in r.registry_tags.items())
+        lines.append(f"tagged  {r.model_name} version {r.model_version} in the registry: {tags}")
+    else:
+        lines.append("tagged  nothing (--no-tag)")
+    lines += [f"warning {warning}" for warning in r.warnings]
     return "\n".join(lines)
 
 
-@click.command("build")
+def _describe_existing(path: Path) -> str:
+    try:
+        from runtime.bundle import read_bundle
+
+        model = read_bundle(path).manifest["model"]
+        return f" (a bundle of {model['name']} version {model['version']})"
+    except Exception:  # noqa: BLE001 - only describes the file the message is about
+        return ""
+
+
+@click.command(
+    "build",
+    epilog="""\b
+Exit status:
+  0  the bundle was written (and the registry version tagged)
+  1  other error (bad key, existing -o without --force, missing extra, ...)
+  2  usage error
+  3  parity gate failed: ONNX answers differ from the original model
+  4  registry error: no registry, model, alias, stage or version
+  5  the model cannot be loaded or converted
+  6  bad reference data""",
+)
 @click.argument("model_uri")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Where to write the .edgepkg.")
 @click.option("--tracking-uri", help="MLflow tracking/registry URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db).")
@@ -73,6 +102,7 @@ def _summary(r: BuildReport) -> str:
 @click.option("--rel-tol", type=float, help="Parity: relative tolerance (default 1e-4).")
 @click.option("--target-column", help="Regression: reference-data column with the true target, for the target range.")
 @click.option("--no-tag", is_flag=True, help="Do not tag the registry version with the bundle's sha256.")
+@click.option("--force", is_flag=True, help="Replace the file at -o if it exists (default: refuse).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
 def build(
     model_uri: str,
@@ -86,9 +116,22 @@ def build(
     rel_tol: float | None,
     target_column: str | None,
     no_tag: bool,
+    force: bool,
     as_json: bool,
 ) -> None:
-    """Build a verified bundle from MODEL_URI (models:/NAME/STAGE, models:/NAME@ALIAS or models:/NAME/VERSION)."""
+    """Build a verified bundle from MODEL_URI (models:/NAME/STAGE, models:/NAME@ALIAS or models:/NAME/VERSION).
+
+    Without --reference-data the parity gate and the drift baseline use the logged input
+    example plus synthesised rows, and numeric features get no training range (so the
+    device never flags out_of_range): the report warns about each.
+    """
+    # A bundle on disk may be what devices run: replacing it takes a decision (--force),
+    # made before minutes of conversion, not after.
+    if out.exists() and not force:
+        _fail(
+            f"{out} already exists{_describe_existing(out)}; pass --force to replace it, or choose another -o",
+            EXIT_ERROR,
+        )
     try:
         from packager import BuildOptions, build_bundle
     except EdgeError as exc:  # the packager extra is missing
@@ -115,16 +158,44 @@ def build(
 
 @click.command("keygen")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-def keygen(directory: Path) -> None:
-    """Write a new Ed25519 key pair (edge.pem, private; edge.pub, public) into DIRECTORY."""
-    from runtime.signing import generate_keypair
+@click.option("--force", is_flag=True, help="Replace an existing pair in DIRECTORY (devices trusting the old edge.pub will refuse new bundles).")
+def keygen(directory: Path, force: bool) -> None:
+    """Write a new Ed25519 key pair (edge.pem, private; edge.pub, public) into DIRECTORY.
 
+    Refuses to replace an existing edge.pem unless --force: devices trust its public half.
+    """
+    from runtime.signing import PRIVATE_KEY_NAME, PUBLIC_KEY_NAME, generate_keypair
+
+    existing = directory / PRIVATE_KEY_NAME
+    if existing.exists() and not force:
+        _fail(
+            f"{existing} already exists: {directory} holds a signing key, and devices that trust its "
+            f"{directory / PUBLIC_KEY_NAME} would refuse bundles signed with a new one; keep signing with it "
+            f"(edgepack build ... --sign-key {existing}), write a new pair elsewhere (edgepack keygen OTHER_DIR), "
+            "or replace it with --force",
+            EXIT_ERROR,
+        )
     try:
-        private, public = generate_keypair(directory)
+        if existing.exists():
+            private, public = _replace_keypair(directory, generate_keypair)
+        else:
+            private, public = generate_keypair(directory)
     except EdgeError as exc:
         _fail(str(exc), EXIT_ERROR)
+    except OSError as exc:
+        _fail(f"cannot write keys into {directory}: {exc.strerror or exc}", EXIT_ERROR)
     click.echo(f"private key {private} (keep it secret; sign with: edgepack build ... --sign-key {private})")
     click.echo(f"public key  {public} (ship it to devices; verify with: edgepack verify BUNDLE --public-key {public})")
+
+
+def _replace_keypair(directory: Path, generate: object) -> tuple[Path, Path]:
+    """--force: make the new pair next to the old one, then move it over it (never no key at all)."""
+    with tempfile.TemporaryDirectory(dir=directory, prefix=".keygen-") as tmp:
+        new_private, new_public = generate(tmp)  # type: ignore[operator]
+        private, public = directory / new_private.name, directory / new_public.name
+        os.replace(new_public, public)
+        os.replace(new_private, private)
+    return private, public
 
 
 COMMANDS: list[click.Command] = [build, keygen]
