@@ -96,7 +96,7 @@ def _buffer_options(func: Any) -> Any:
         click.option("--buffer", "buffer_path", type=click.Path(dir_okay=False, path_type=Path),
                      help="Record every prediction in this telemetry buffer (SQLite, created if missing) for `edgepack sync`."),
         click.option("--durability", type=click.Choice(["power", "process"]),
-                     help="With --buffer: 'power' (default) survives power loss, 'process' only process crashes, for less I/O."),
+                     help="With --buffer: power survives power loss, process only process crashes, for less I/O (default power)."),
         click.option("--max-bytes", type=click.IntRange(min=0),
                      help="With --buffer: bound on stored record bytes (default 256 MiB; 0: no bound)."),
         click.option("--when-full", type=click.Choice(["drop_oldest", "drop_newest"]),
@@ -182,7 +182,6 @@ def predict(bundle: str, input_path: str, fmt: str | None, public_key: str | Non
     sends it home.
     """
     import runtime
-    from runtime.records import csv_rows, json_lines, looks_like_csv_header
 
     given = {name: buffer_options.pop(name) for name in _BUFFER_OPTIONS}
     with _open_buffer(buffer_path, given) as buffer:
@@ -191,7 +190,7 @@ def predict(bundle: str, input_path: str, fmt: str | None, public_key: str | Non
                                  telemetry=buffer)
         except runtime.EdgeError as exc:
             raise _fail(exc) from exc
-        bad = _predict_rows(model, input_path, fmt, csv_rows, json_lines, looks_like_csv_header)
+        bad = _predict_rows(model, input_path, fmt)
         if buffer is not None:
             buffer.flush()
             lost = f"; {model.telemetry_errors} prediction(s) could not be recorded (see the log)" if model.telemetry_errors else ""
@@ -201,9 +200,10 @@ def predict(bundle: str, input_path: str, fmt: str | None, public_key: str | Non
         sys.exit(EXIT_BAD_ROWS)
 
 
-def _predict_rows(model: Any, input_path: str, fmt: str | None, csv_rows: Any, json_lines: Any, looks_like_csv_header: Any) -> int:
+def _predict_rows(model: Any, input_path: str, fmt: str | None) -> int:
     """Write one JSON line per input row; returns how many rows were refused."""
     import runtime
+    from runtime.records import csv_rows, json_lines, looks_like_csv_header
 
     explicit = fmt is not None
     if fmt is None:

@@ -88,3 +88,18 @@ def test_a_broken_json_line_reports_its_line_number(fire: builder.Built, good_ro
     assert code == 1 and [r["row"] for r in results] == [1, 2, 3]
     assert results[1]["error"].startswith("not valid JSON at line 4, column ")
     assert "error" not in results[2]
+
+
+def test_predict_offers_every_buffer_option_of_the_library_with_its_default() -> None:
+    from dataclasses import fields
+
+    from edgepack.commands.device_commands import _BUFFER_OPTIONS
+
+    library = {f.name for f in fields(telemetry.BufferOptions)} - {"create"}  # --buffer always creates
+    assert set(_BUFFER_OPTIONS) == library, "predict --buffer must offer the same options as telemetry.BufferOptions"
+    help_text = " ".join(CliRunner().invoke(cli, ["predict", "--help"], terminal_width=400).stdout.split())
+    defaults = telemetry.BufferOptions()
+    for name in _BUFFER_OPTIONS:
+        value = getattr(defaults, name)
+        shown = {268435456: "256 MiB"}.get(value, f"{value:g}" if isinstance(value, float) else str(value))
+        assert f"--{name.replace('_', '-')}" in help_text and f"default {shown}" in help_text, name
