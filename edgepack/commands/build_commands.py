@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -188,13 +189,14 @@ def keygen(directory: Path, force: bool) -> None:
     click.echo(f"public key  {public} (ship it to devices; verify with: edgepack verify BUNDLE --public-key {public})")
 
 
-def _replace_keypair(directory: Path, generate: object) -> tuple[Path, Path]:
+def _replace_keypair(directory: Path, generate: Callable[[Path], tuple[Path, Path]]) -> tuple[Path, Path]:
     """--force: make the new pair next to the old one, then move it over it (never no key at all)."""
     with tempfile.TemporaryDirectory(dir=directory, prefix=".keygen-") as tmp:
-        new_private, new_public = generate(tmp)  # type: ignore[operator]
+        new_private, new_public = generate(Path(tmp))
         private, public = directory / new_private.name, directory / new_public.name
-        os.replace(new_public, public)
+        # The private key first: a public key can be derived from it again, not the reverse.
         os.replace(new_private, private)
+        os.replace(new_public, public)
     return private, public
 
 
