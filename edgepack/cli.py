@@ -81,10 +81,17 @@ def _register() -> None:
 
     for module in (build_commands, device_commands, telemetry_commands, collector_commands, ship_commands, quickstart_commands):
         for command in module.COMMANDS:
-            # click would cut a long first sentence off mid-phrase with "..." in `edgepack --help`.
-            if command.short_help is None:
-                command.short_help = short_help(command)
+            _fit_short_help(command)
             cli.add_command(command)
+
+
+def _fit_short_help(command: click.Command) -> None:
+    # click would cut a long first sentence off mid-phrase with "..." in the command lists.
+    if command.short_help is None:
+        command.short_help = short_help(command)
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _fit_short_help(sub)
 
 
 _register()

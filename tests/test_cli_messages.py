@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -38,6 +39,10 @@ def test_the_command_list_shows_whole_short_descriptions() -> None:
     for line in listed:
         assert "..." not in line and len(line) <= 80, line
     assert all(len(command.short_help or "") <= SHORT_HELP_WIDTH for command in cli.commands.values())
+    for name, command in cli.commands.items():
+        if isinstance(command, click.Group):  # e.g. `edgepack token --help`
+            sub = CliRunner().invoke(cli, [name, "--help"]).stdout.split("Commands:\n", 1)[1]
+            assert "..." not in sub, sub
 
 
 @pytest.mark.parametrize(
