@@ -92,5 +92,4 @@ class BuildReport:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["files"] = list(self.files)
-        out["warnings"] = list(self.warnings)
         return out

@@ -26,6 +26,16 @@ EXIT_REGISTRY = 4
 EXIT_MODEL = 5
 EXIT_REFERENCE = 6
 
+EXIT_CODES_EPILOG = """\b
+Exit status:
+  0  the bundle was written (and the registry version tagged)
+  1  other error (bad key, existing -o without --force, missing extra, ...)
+  2  usage error
+  3  parity gate failed: ONNX answers differ from the original model
+  4  registry error: no registry, model, alias, stage or version
+  5  the model cannot be loaded or converted
+  6  bad reference data"""
+
 
 def _exit_code(exc: EdgeError) -> int:
     from packager import errors
@@ -76,20 +86,10 @@ def _describe_existing(path: Path) -> str:
         return ""
 
 
-@click.command(
-    "build",
-    epilog="""\b
-Exit status:
-  0  the bundle was written (and the registry version tagged)
-  1  other error (bad key, existing -o without --force, missing extra, ...)
-  2  usage error
-  3  parity gate failed: ONNX answers differ from the original model
-  4  registry error: no registry, model, alias, stage or version
-  5  the model cannot be loaded or converted
-  6  bad reference data""",
-)
+@click.command("build", epilog=EXIT_CODES_EPILOG)
 @click.argument("model_uri")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Where to write the .edgepkg.")
+@click.option("--force", is_flag=True, help="Replace the file at -o if it exists (default: refuse).")
 @click.option("--tracking-uri", help="MLflow tracking/registry URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db).")
 @click.option(
     "--reference-data",
@@ -103,11 +103,11 @@ Exit status:
 @click.option("--rel-tol", type=float, help="Parity: relative tolerance (default 1e-4).")
 @click.option("--target-column", help="Regression: reference-data column with the true target, for the target range.")
 @click.option("--no-tag", is_flag=True, help="Do not tag the registry version with the bundle's sha256.")
-@click.option("--force", is_flag=True, help="Replace the file at -o if it exists (default: refuse).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
 def build(
     model_uri: str,
     out: Path,
+    force: bool,
     tracking_uri: str | None,
     reference_data: Path | None,
     sign_key: Path | None,
@@ -117,7 +117,6 @@ def build(
     rel_tol: float | None,
     target_column: str | None,
     no_tag: bool,
-    force: bool,
     as_json: bool,
 ) -> None:
     """Build a verified bundle from MODEL_URI (models:/NAME/STAGE, models:/NAME@ALIAS or models:/NAME/VERSION).

@@ -214,5 +214,5 @@ def test_keygen_says_why_it_refuses_and_force_replaces_the_pair(tmp_path: Path) 
 
 def test_build_help_lists_the_exit_codes() -> None:
     text = _run("build", "--help").stdout
-    for code, what in ((3, "parity"), (4, "registry"), (5, "converted"), (6, "reference data")):
+    for code, what in ((3, "parity"), (4, "registry"), (5, "model"), (6, "reference data")):
         assert any(line.strip().startswith(str(code)) and what in line for line in text.splitlines()), (code, text)
