@@ -56,24 +56,11 @@ def _fail(message: str, code: int) -> None:
     raise SystemExit(code)
 
 
-def _summary(r: BuildReport) -> str:
-    parity = r.parity
-    agreement = parity.get("label_agreement")
-    lines = [
-        f"built   {r.path}",
-        f"model   {r.model_name} version {r.model_version} ({r.resolved['kind']} {r.resolved['value']}, {r.flavor}, {r.task})",
-        f"parity  {parity['rows']} rows ({parity['rows_with_missing']} with missing values), "
-        + (f"labels agree {agreement:.0%}, " if agreement is not None else "")
-        + f"max abs diff {parity['max_abs_diff']:.2g}, {parity['precision']}, onnxruntime {parity['onnxruntime']}",
-        f"size    {r.size} bytes, sha256 {r.sha256}" + (", signed" if r.signed else ""),
-    ]
-    if r.tagged:
-        tags = ", ".join(f"{key}={value[:12]}…" if len(value) > 12 else f"{key}={value}" for key, value in r.registry_tags.items())
-        lines.append(f"tagged  {r.model_name} version {r.model_version} in the registry: {tags}")
-    else:
-        lines.append("tagged  nothing (--no-tag)")
-    lines += [f"warning {warning}" for warning in r.warnings]
-    return "\n".join(lines)
+def _tagged(r: BuildReport) -> str:
+    if not r.tagged:
+        return "tagged  nothing (--no-tag)"
+    tags = ", ".join(f"{key}={value[:12]}…" if len(value) > 12 else f"{key}={value}" for key, value in r.registry_tags.items())
+    return f"tagged  {r.model_name} version {r.model_version} in the registry: {tags}"
 
 
 def _describe_existing(path: Path) -> str:
@@ -84,6 +71,22 @@ def _describe_existing(path: Path) -> str:
         return f" (a bundle of {model['name']} version {model['version']})"
     except Exception:  # noqa: BLE001 - only describes the file the message is about
         return ""
+
+
+def _summary(r: BuildReport) -> str:
+    parity = r.parity
+    agreement = parity.get("label_agreement")
+    lines = [
+        f"built   {r.path}",
+        f"model   {r.model_name} version {r.model_version} ({r.resolved['kind']} {r.resolved['value']}, {r.flavor}, {r.task})",
+        f"parity  {parity['rows']} rows ({parity['rows_with_missing']} with missing values), "
+        + (f"labels agree {agreement:.0%}, " if agreement is not None else "")
+        + f"max abs diff {parity['max_abs_diff']:.2g}, {parity['precision']}, onnxruntime {parity['onnxruntime']}",
+        f"size    {r.size} bytes, sha256 {r.sha256}" + (", signed" if r.signed else ""),
+        _tagged(r),
+        *(f"warning {warning}" for warning in r.warnings),
+    ]
+    return "\n".join(lines)
 
 
 @click.command("build", epilog=EXIT_CODES_EPILOG)
