@@ -67,9 +67,9 @@ def build_bundle(
     written = write_artifacts(
         art, out, resolved, loaded.flavor, signing_key=signing_key, with_deps=with_deps, python_version=python_version
     )
-    tagged = False
+    tagged, tags = False, {}
     if options.tag_registry:
-        registry.tag_provenance(resolved, sha256=written.sha256, edgepack_version=__version__)
+        tags = registry.tag_provenance(resolved, sha256=written.sha256, edgepack_version=__version__)
         tagged = True
     return BuildReport(
         path=str(written.path),
@@ -83,10 +83,36 @@ def build_bundle(
         task="classification" if art.classification else "regression",
         precision=art.converted.precision,
         parity=art.parity,
+        warnings=reference_warnings(art.inputs, reference_given=reference_data is not None, synth_rows=options.synth_rows),
+        registry_tags=tags,
         signed=written.signature is not None,
         files=tuple(sorted(written.files)),
         tagged=tagged,
     )
+
+
+def reference_warnings(inputs: Sequence[dict[str, Any]], *, reference_given: bool, synth_rows: int) -> tuple[str, ...]:
+    """What the bundle's guardrails lack, from its manifest ``inputs``, for the build report."""
+    hint = "pass --reference-data with rows like the training data" if not reference_given else "the reference data holds no values there"
+    found = []
+    unranged = [entry["name"] for entry in inputs if entry.get("kind") == "numeric" and entry.get("range") is None]
+    if unranged:
+        found.append(
+            f"no training range for numeric feature(s) {', '.join(unranged)}: the device never flags out_of_range "
+            f"for them ({hint})"
+        )
+    uncategorised = [entry["name"] for entry in inputs if entry.get("kind") != "numeric" and entry.get("categories") is None]
+    if uncategorised:
+        found.append(
+            f"no known categories for feature(s) {', '.join(uncategorised)}: the device never flags unseen_category "
+            f"for them ({hint})"
+        )
+    if not reference_given:
+        found.append(
+            f"no reference data: the parity gate and the drift baseline used the logged input example plus {synth_rows} "
+            "synthesised rows, so drift is measured against made-up data (pass --reference-data)"
+        )
+    return tuple(found)
 
 
 def write_artifacts(

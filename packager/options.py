@@ -103,6 +103,10 @@ class BuildReport:
     """Precision that passed parity."""
     parity: dict[str, Any] = field(default_factory=dict)
     """The manifest's ``parity`` record."""
+    warnings: tuple[str, ...] = ()
+    """Guardrails the bundle lacks and why (e.g. no training ranges without reference data)."""
+    registry_tags: dict[str, str] = field(default_factory=dict)
+    """Tags written on the registry version (empty with ``tag_registry=False``)."""
     signed: bool = False
     """True when ``manifest.sig`` was written."""
     files: tuple[str, ...] = ()

@@ -29,6 +29,9 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 SUPPORTED_FLAVORS = ("sklearn", "onnx")
 TAG_SHA256 = "edgepack.bundle_sha256"
 TAG_VERSION = "edgepack.version"
+TAG_BUNDLE_PREFIX = "edgepack.bundle."
+"""One tag per bundle built from a version, ``edgepack.bundle.<first 16 hex of its sha256>`` =
+the full sha256: rebuilds add to the history instead of overwriting it."""
 
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<ref>[^/]+))/?$")
 
@@ -317,18 +320,24 @@ def _load_onnx(path: Path, conf: dict[str, Any]) -> Any:
         raise ModelLoadError(f"cannot load ONNX model {data.name} (external data included): {exc}") from exc
 
 
-def tag_provenance(resolved: ResolvedModel, *, sha256: str, edgepack_version: str) -> None:
-    """Record on the registry version which bundle was built from it."""
+def tag_provenance(resolved: ResolvedModel, *, sha256: str, edgepack_version: str) -> dict[str, str]:
+    """Record on the registry version which bundle was built from it; returns the tags written.
+
+    ``edgepack.bundle_sha256`` and ``edgepack.version`` name the latest build; one
+    ``edgepack.bundle.<sha256 prefix>`` tag per bundle keeps every build's sha256.
+    """
     from mlflow.exceptions import MlflowException
 
+    tags = {TAG_BUNDLE_PREFIX + sha256[:16]: sha256, TAG_SHA256: sha256, TAG_VERSION: edgepack_version}
     client = _client(resolved.tracking_uri)
     try:
-        client.set_model_version_tag(resolved.name, resolved.version, TAG_SHA256, sha256)
-        client.set_model_version_tag(resolved.name, resolved.version, TAG_VERSION, edgepack_version)
+        for key, value in tags.items():
+            client.set_model_version_tag(resolved.name, resolved.version, key, value)
     except MlflowException as exc:
         raise RegistryError(
             f"the bundle was written, but tagging {resolved.concrete_uri} with its sha256 failed: {exc.message}"
         ) from exc
+    return tags
 
 
 ResolveHook = Callable[[ResolvedModel], None]

@@ -21,19 +21,41 @@ Record = tuple[int, dict[str, Any] | InputError]
 def json_lines(lines: Iterable[str]) -> Iterator[Record]:
     """One JSON object per non-blank line."""
     row = 0
-    for line in lines:
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         row += 1
         try:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
-            yield row, InputError(f"not valid JSON ({exc.msg} at column {exc.colno}); expected one JSON object per line", row=row)
+            # The line number too: blank lines make it differ from the row number.
+            yield row, InputError(
+                f"not valid JSON at line {number}, column {exc.colno} ({exc.msg}); expected one JSON object per line",
+                row=row,
+            )
             continue
         if not isinstance(value, dict):
             yield row, InputError(f"expected a JSON object of feature -> value, got {type(value).__name__}", row=row)
             continue
         yield row, value
+
+
+def looks_like_csv_header(line: str, names: Sequence[str]) -> bool:
+    """True when ``line`` is no JSON but a CSV header naming at least one of the features."""
+    text = line.strip().lstrip("\ufeff")
+    if not text or text[0] in "{[":
+        return False
+    try:
+        json.loads(text)
+    except ValueError:
+        pass
+    else:
+        return False
+    try:
+        cells = next(csv.reader([text]))
+    except (csv.Error, StopIteration):
+        return False
+    return len(cells) > 1 and bool({cell.strip() for cell in cells} & set(names))
 
 
 def csv_rows(lines: Iterable[str], features: Sequence[Feature]) -> Iterator[Record]:

@@ -95,7 +95,7 @@ class Feature:
         elif self.range is not None:
             text += f" (training range {self.range[0]:g} to {self.range[1]:g})"
         if self.nullable:
-            text += " or None"
+            text += " or missing (null/None)"
         return text
 
 
@@ -642,7 +642,7 @@ class InputSchema:
         if row is not None and any(n not in row for n in self.names):
             return self._missing_error(row)
         if v is None or (isinstance(v, (float, np.floating)) and v != v):
-            what = "is not nullable but got a missing value (None/NaN)"
+            what = "is not nullable but got a missing value (null/None/NaN)"
         else:
             what = f"got {type(v).__name__} {v!r}"
         return InputError(f"feature {f.name!r} {what}; expected {f.expected}", feature=f.name)

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from edgepack.quickstart import data, retrain
+from edgepack.quickstart import data, handover, retrain
+from tests.support.docs import shell_blocks
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_quickstart_runs_the_whole_path_and_reruns_in_the_same_folder(tmp_path: Path) -> None:
@@ -30,6 +33,15 @@ def test_quickstart_runs_the_whole_path_and_reruns_in_the_same_folder(tmp_path: 
         assert "label agreement 100%" in report
         assert re.search(r"unseen_category ×\d+", report), report
         assert "production: fire-risk version 2" in report
+        # The hand-over: where everything went, and the commands that continue from there.
+        assert f"Files in {folder.resolve()}" in report
+        for name in ("mlflow.db", "keys/edge.pem", "keys/edge.pub", "dist/fire-risk.edgepkg", "tokens.json",
+                     handover.REFERENCE_CSV, handover.ROWS_CSV, "predictions.db", "collector.db"):
+            assert name in report and (folder / name).exists(), name
+        next_lines = report.split('Next: continue from this folder (README.md, "From registry to device"):\n', 1)[1]
+        printed = [line.strip() for line in next_lines.splitlines()]
+        assert f"cd {folder.resolve()}" in printed
+        assert printed[-len(handover.NEXT):] == list(handover.NEXT)
 
     bundle = folder / "dist" / "fire-risk.edgepkg"
     verify = subprocess.run(
@@ -63,3 +75,33 @@ def test_this_season_drifts_from_the_last() -> None:
     assert this[data.TARGET].mean() > last[data.TARGET].mean()
     stream = data.device_stream(100, seed=3)
     assert sum(row["region"] == data.UNSEEN_REGION for row in stream) == 4
+
+
+def _commands(text_lines: list[str]) -> list[str]:
+    """Shell lines as a reader types them: continuations joined, trailing comments dropped."""
+    joined, current = [], ""
+    for line in text_lines:
+        current += line.rstrip()
+        if current.endswith("\\"):
+            current = current[:-1].rstrip() + " "
+            continue
+        command = current.split("  #", 1)[0].strip()
+        if command and not command.startswith("#"):
+            joined.append(" ".join(command.split()))
+        current = ""
+    return joined
+
+
+def test_the_printed_next_commands_are_the_readmes_flow_in_order() -> None:
+    readme = [c for block in shell_blocks(ROOT / "README.md") for c in _commands(list(block.lines))]
+    positions = [readme.index(command) for command in handover.NEXT]  # ValueError names a command README lacks
+    assert positions == sorted(positions), "the quickstart prints README's commands in README's order"
+    assert "cd edgepack-quickstart" in readme[: positions[0]]
+
+
+def test_quickstart_help_shows_its_default_folder() -> None:
+    from click.testing import CliRunner
+
+    from edgepack.cli import cli
+
+    assert "default: ./edgepack-quickstart" in CliRunner().invoke(cli, ["quickstart", "--help"]).stdout

@@ -7,6 +7,9 @@ The packager (and with it mlflow, sklearn, skl2onnx) is imported inside the comm
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +25,16 @@ EXIT_PARITY = 3
 EXIT_REGISTRY = 4
 EXIT_MODEL = 5
 EXIT_REFERENCE = 6
+
+EXIT_CODES_EPILOG = """\b
+Exit status:
+  0  the bundle was written (and the registry version tagged)
+  1  other error (bad key, existing -o without --force, missing extra, ...)
+  2  usage error
+  3  parity gate failed: ONNX answers differ from the original model
+  4  registry error: no registry, model, alias, stage or version
+  5  the model cannot be loaded or converted
+  6  bad reference data"""
 
 
 def _exit_code(exc: EdgeError) -> int:
@@ -43,6 +56,23 @@ def _fail(message: str, code: int) -> None:
     raise SystemExit(code)
 
 
+def _tagged(r: BuildReport) -> str:
+    if not r.tagged:
+        return "tagged  nothing (--no-tag)"
+    tags = ", ".join(f"{key}={value[:12]}…" if len(value) > 12 else f"{key}={value}" for key, value in r.registry_tags.items())
+    return f"tagged  {r.model_name} version {r.model_version} in the registry: {tags}"
+
+
+def _describe_existing(path: Path) -> str:
+    try:
+        from runtime.bundle import read_bundle
+
+        model = read_bundle(path).manifest["model"]
+        return f" (a bundle of {model['name']} version {model['version']})"
+    except Exception:  # noqa: BLE001 - only describes the file the message is about
+        return ""
+
+
 def _summary(r: BuildReport) -> str:
     parity = r.parity
     agreement = parity.get("label_agreement")
@@ -53,13 +83,16 @@ def _summary(r: BuildReport) -> str:
         + (f"labels agree {agreement:.0%}, " if agreement is not None else "")
         + f"max abs diff {parity['max_abs_diff']:.2g}, {parity['precision']}, onnxruntime {parity['onnxruntime']}",
         f"size    {r.size} bytes, sha256 {r.sha256}" + (", signed" if r.signed else ""),
+        _tagged(r),
+        *(f"warning {warning}" for warning in r.warnings),
     ]
     return "\n".join(lines)
 
 
-@click.command("build")
+@click.command("build", epilog=EXIT_CODES_EPILOG)
 @click.argument("model_uri")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Where to write the .edgepkg.")
+@click.option("--force", is_flag=True, help="Replace the file at -o if it exists (default: refuse).")
 @click.option("--tracking-uri", help="MLflow tracking/registry URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db).")
 @click.option(
     "--reference-data",
@@ -90,6 +123,7 @@ def _summary(r: BuildReport) -> str:
 def build(
     model_uri: str,
     out: Path,
+    force: bool,
     tracking_uri: str | None,
     reference_data: Path | None,
     sign_key: Path | None,
@@ -103,7 +137,19 @@ def build(
     trust_types: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """Build a verified bundle from MODEL_URI (models:/NAME/STAGE, models:/NAME@ALIAS or models:/NAME/VERSION)."""
+    """Build a verified bundle from MODEL_URI (models:/NAME/STAGE, models:/NAME@ALIAS or models:/NAME/VERSION).
+
+    Without --reference-data the parity gate and the drift baseline use the logged input
+    example plus synthesised rows, and numeric features get no training range (so the
+    device never flags out_of_range): the report warns about each.
+    """
+    # A bundle on disk may be what devices run: replacing it takes a decision (--force),
+    # made before minutes of conversion, not after.
+    if out.exists() and not force:
+        _fail(
+            f"{out} already exists{_describe_existing(out)}; pass --force to replace it, or choose another -o",
+            EXIT_ERROR,
+        )
     try:
         from packager import DEFAULT_TRUSTED_TYPES, BuildOptions, build_bundle
     except EdgeError as exc:  # the packager extra is missing
@@ -137,16 +183,45 @@ def build(
 
 @click.command("keygen")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-def keygen(directory: Path) -> None:
-    """Write a new Ed25519 key pair (edge.pem, private; edge.pub, public) into DIRECTORY."""
-    from runtime.signing import generate_keypair
+@click.option("--force", is_flag=True, help="Replace an existing pair in DIRECTORY (devices trusting the old edge.pub will refuse new bundles).")
+def keygen(directory: Path, force: bool) -> None:
+    """Write a new Ed25519 key pair (edge.pem, private; edge.pub, public) into DIRECTORY.
 
+    Refuses to replace an existing edge.pem unless --force: devices trust its public half.
+    """
+    from runtime.signing import PRIVATE_KEY_NAME, PUBLIC_KEY_NAME, generate_keypair
+
+    existing = directory / PRIVATE_KEY_NAME
+    if existing.exists() and not force:
+        _fail(
+            f"{existing} already exists: {directory} holds a signing key, and devices that trust its "
+            f"{directory / PUBLIC_KEY_NAME} would refuse bundles signed with a new one; keep signing with it "
+            f"(edgepack build ... --sign-key {existing}), write a new pair elsewhere (edgepack keygen OTHER_DIR), "
+            "or replace it with --force",
+            EXIT_ERROR,
+        )
     try:
-        private, public = generate_keypair(directory)
+        if existing.exists():
+            private, public = _replace_keypair(directory, generate_keypair)
+        else:
+            private, public = generate_keypair(directory)
     except EdgeError as exc:
         _fail(str(exc), EXIT_ERROR)
+    except OSError as exc:
+        _fail(f"cannot write keys into {directory}: {exc.strerror or exc}", EXIT_ERROR)
     click.echo(f"private key {private} (keep it secret; sign with: edgepack build ... --sign-key {private})")
     click.echo(f"public key  {public} (ship it to devices; verify with: edgepack verify BUNDLE --public-key {public})")
+
+
+def _replace_keypair(directory: Path, generate: Callable[[Path], tuple[Path, Path]]) -> tuple[Path, Path]:
+    """--force: make the new pair next to the old one, then move it over it (never no key at all)."""
+    with tempfile.TemporaryDirectory(dir=directory, prefix=".keygen-") as tmp:
+        new_private, new_public = generate(Path(tmp))
+        private, public = directory / new_private.name, directory / new_public.name
+        # The private key first: a public key can be derived from it again, not the reverse.
+        os.replace(new_private, private)
+        os.replace(new_public, public)
+    return private, public
 
 
 COMMANDS: list[click.Command] = [build, keygen]

@@ -7,10 +7,19 @@ import click
 from runtime.errors import EdgeError
 
 
-@click.command()
-@click.argument("directory", default="edgepack-quickstart", type=click.Path(file_okay=False))
+DEFAULT_DIRECTORY = "edgepack-quickstart"
+
+
+@click.command(short_help="Run the whole path once, in ./edgepack-quickstart")
+@click.argument("directory", default=DEFAULT_DIRECTORY, type=click.Path(file_okay=False))
 def quickstart(directory: str) -> None:
-    """Run the whole path in DIRECTORY: registry, retraining, signed bundle, device, collector."""
+    """Run the whole path in DIRECTORY (default: ./edgepack-quickstart): registry, retraining,
+    signed bundle, device, collector.
+
+    Everything stays in DIRECTORY; a re-run starts it afresh but keeps its signing key
+    (keys/). The report ends with where each file went and the commands that continue
+    from there (README.md, "From registry to device").
+    """
     from edgepack.quickstart import run_quickstart
 
     try:

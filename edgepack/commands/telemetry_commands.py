@@ -6,10 +6,40 @@ import logging
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 
 import click
+
+log = logging.getLogger("edgepack.sync")
+
+
+class _Shown(logging.Handler):
+    """Remembers the messages the log already showed, so the final error is printed once."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.add(record.getMessage())
+
+
+def _wait_for(endpoint: str, seconds: float, stop: threading.Event) -> bool:
+    """Poll ``GET /healthz`` until the collector answers (any HTTP status) or ``seconds`` pass."""
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    url = endpoint.rstrip("/") + "/healthz"
+    while True:
+        try:
+            httpx.get(url, timeout=max(0.1, min(2.0, deadline - time.monotonic())))
+            return True
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() >= deadline or stop.wait(0.2):
+            return False
 
 EXIT_UNAUTHORIZED = 3
 EXIT_UNAVAILABLE = 4
@@ -30,8 +60,11 @@ EXIT_REJECTED = 5
               help="Overall seconds one request may take.")
 @click.option("--gzip-level", type=click.IntRange(0, 9), default=1, show_default=True,
               help="zlib level of the request bodies: 1 is cheapest in CPU, 6-9 smallest on slow links.")
+@click.option("--wait", "wait_seconds", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="First wait up to this many seconds for the collector to answer (e.g. one starting next to it).")
 def sync(
-    db_path: Path, endpoint: str, token_file: Path, once: bool, interval: float, batch_size: int, deadline: float, gzip_level: int
+    db_path: Path, endpoint: str, token_file: Path, once: bool, interval: float, batch_size: int, deadline: float, gzip_level: int,
+    wait_seconds: float,
 ) -> None:
     """Send the predictions buffered in --db to the collector, exactly once.
 
@@ -69,11 +102,20 @@ def sync(
                 click.echo("stop_requested: sent 0 records in 0 batches (the buffer never appeared)")
                 return
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per batch is ours
+    shown = _Shown()
+    logging.getLogger().addHandler(shown)
+    if wait_seconds and not _wait_for(endpoint, wait_seconds, stop):
+        log.warning("the collector at %s did not answer within %g s (--wait); trying anyway", endpoint, wait_seconds)
     options = telemetry.SyncOptions(batch_size=batch_size, request_deadline=deadline, interval=interval, gzip_level=gzip_level)
     try:
         # As a service, the app may still be creating the file: whichever side gets the
         # write lock first creates the schema, the other finds it.
         with telemetry.Buffer(db_path, create=not once) as buffer:
+            log.info(
+                "sending %s to %s: %d records waiting, batches of %d; %s",
+                db_path, endpoint, buffer.pending(), batch_size,
+                "until drained" if once else f"then every {interval:g} s until SIGTERM or Ctrl-C",
+            )
             if interactive:
                 with click.progressbar(length=buffer.pending(), label="syncing", file=sys.stderr) as bar:
                     with telemetry.SyncService(buffer, endpoint, token=token, options=options,
@@ -91,7 +133,7 @@ def sync(
         f"(accepted {result.accepted}, duplicates {result.duplicates}), dead-lettered {result.dead_lettered}, "
         f"retries {result.retries}"
     )
-    if result.error:
+    if result.error and result.error not in shown.messages:  # the log may have shown it already
         click.echo(f"error: {result.error}", err=True)
     codes = {"unauthorized": EXIT_UNAUTHORIZED, "unavailable": EXIT_UNAVAILABLE, "rejected": EXIT_REJECTED}
     sys.exit(codes.get(result.stopped, 0))

@@ -21,9 +21,12 @@ from pathlib import Path
 
 import httpx
 
+from . import handover
+
 MODEL_NAME = "fire-risk"
-MODEL_URI = f"models:/{MODEL_NAME}@champion"
-_OWNED = ("mlflow.db", "mlartifacts", "history.db", "dist", "predictions.db", "collector.db", "tokens.json", "collector.log")
+MODEL_URI = handover.MODEL_URI
+_OWNED = ("mlflow.db", "mlartifacts", "history.db", "dist", "predictions.db", "collector.db", "tokens.json", "collector.log",
+          handover.REFERENCE_CSV, handover.ROWS_CSV)
 
 
 @dataclass(kw_only=True)
@@ -62,6 +65,7 @@ class QuickstartReport:
         lines.append(f"  guardrail flags: {flags}")
         lines.append("Collector")
         lines.append(f"  delivered {self.delivered} records; collector holds {self.collector_records}")
+        lines += handover.render(self.directory)
         return "\n".join(lines)
 
 
@@ -127,6 +131,14 @@ def run_quickstart(directory: str | os.PathLike[str] = "edgepack-quickstart", *,
     report.decisions.append(second)
     report.champion_version = client.get_model_version_by_alias(MODEL_NAME, retrain.ALIAS).version
 
+    # The files the README's flow continues with: reference rows for --reference-data and
+    # device rows for `predict --input` (one of them from a region never seen in training).
+    reference_csv = root / handover.REFERENCE_CSV
+    this_train.drop(columns=[data.TARGET]).to_csv(reference_csv, index=False)
+    import pandas as pd
+
+    pd.DataFrame(data.device_stream(25, seed=4)[:5]).to_csv(root / handover.ROWS_CSV, index=False)
+
     # 4. Signed bundle from the alias.
     say(f"3/6 building a signed bundle from {MODEL_URI}")
     keys = root / "keys"
@@ -136,7 +148,7 @@ def run_quickstart(directory: str | os.PathLike[str] = "edgepack-quickstart", *,
         MODEL_URI,
         root / "dist" / f"{MODEL_NAME}.edgepkg",
         tracking_uri=tracking_uri,
-        reference_data=this_train.drop(columns=[data.TARGET]),
+        reference_data=reference_csv,
         signing_key=keys / PRIVATE_KEY_NAME,
     )
     report.bundle_path, report.bundle_sha256 = Path(built.path), built.sha256

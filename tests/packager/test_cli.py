@@ -131,3 +131,88 @@ def test_a_registry_that_does_not_exist_is_not_created(tmp_path: Path, monkeypat
     monkeypatch.chdir(tmp_path)
     result = _run("build", "models:/fire/1", "-o", "x.edgepkg")
     assert result.exit_code == 4 and "sqlite:///mlflow.db" in result.stderr and not (tmp_path / "mlflow.db").exists()
+
+
+def _version_tags(registry: Registry, name: str, version: str) -> dict[str, str]:
+    from mlflow import MlflowClient
+
+    return dict(MlflowClient(tracking_uri=registry.uri, registry_uri=registry.uri).get_model_version(name, version).tags)
+
+
+def test_rebuilds_keep_one_registry_tag_per_bundle_and_the_report_says_so(registry: Registry, tmp_path: Path) -> None:
+    assert _run("keygen", str(tmp_path / "keys")).exit_code == 0
+    shas = []
+    for i, extra in enumerate(([], ["--sign-key", str(tmp_path / "keys" / "edge.pem")])):
+        out = tmp_path / f"b{i}.edgepkg"
+        result = _run("build", "models:/fire/3", "-o", str(out), "--tracking-uri", registry.uri, *extra)
+        assert result.exit_code == 0, result.output
+        sha = read_bundle(out).sha256
+        shas.append(sha)
+        assert f"tagged  fire version 3 in the registry: edgepack.bundle.{sha[:16]}=" in result.stdout
+    assert shas[0] != shas[1]
+    tags = _version_tags(registry, "fire", "3")
+    # Every build stays findable; the plain tag names the latest.
+    assert tags[f"edgepack.bundle.{shas[0][:16]}"] == shas[0] and tags[f"edgepack.bundle.{shas[1][:16]}"] == shas[1]
+    assert tags["edgepack.bundle_sha256"] == shas[1]
+    untagged = _run("build", "models:/fire/3", "-o", str(tmp_path / "n.edgepkg"), "--tracking-uri", registry.uri, "--no-tag")
+    assert "tagged  nothing (--no-tag)" in untagged.stdout
+
+
+def test_build_without_reference_data_warns_what_the_bundle_lacks(registry: Registry, tmp_path: Path) -> None:
+    out = tmp_path / "w.edgepkg"
+    result = _run("build", "models:/fire/1", "-o", str(out), "--tracking-uri", registry.uri, "--no-tag", "--json")
+    assert result.exit_code == 0, result.output
+    warnings = json.loads(result.stdout)["warnings"]
+    unranged = [f["name"] for f in read_bundle(out).manifest["inputs"] if f["kind"] == "numeric" and f["range"] is None]
+    assert unranged, "the fixture model has numeric features without a scaler-known range"
+    range_warning = next(w for w in warnings if "out_of_range" in w)
+    assert all(name in range_warning for name in unranged) and "--reference-data" in range_warning
+    assert any("synthesised rows" in w and "drift" in w for w in warnings)
+    human = _run("build", "models:/fire/1", "-o", str(tmp_path / "w2.edgepkg"), "--tracking-uri", registry.uri, "--no-tag")
+    assert sum(line.startswith("warning ") for line in human.stdout.splitlines()) == len(warnings)
+
+    registry.X.to_csv(tmp_path / "ref.csv", index=False)
+    with_ref = _run("build", "models:/fire/1", "-o", str(tmp_path / "r.edgepkg"), "--tracking-uri", registry.uri, "--no-tag",
+                    "--reference-data", str(tmp_path / "ref.csv"), "--json")
+    assert with_ref.exit_code == 0, with_ref.output
+    assert json.loads(with_ref.stdout)["warnings"] == []
+
+
+def test_build_refuses_to_replace_a_bundle_unless_forced(registry: Registry, tmp_path: Path) -> None:
+    out = tmp_path / "kept.edgepkg"
+    assert _run("build", "models:/fire/1", "-o", str(out), "--tracking-uri", registry.uri, "--no-tag").exit_code == 0
+    before = out.read_bytes()
+    again = _run("build", "models:/fire/2", "-o", str(out), "--tracking-uri", registry.uri, "--no-tag")
+    assert again.exit_code == 1 and out.read_bytes() == before
+    assert again.stderr.startswith(f"error: {out} already exists (a bundle of fire version 1); pass --force")
+    forced = _run("build", "models:/fire/2", "-o", str(out), "--tracking-uri", registry.uri, "--no-tag", "--force")
+    assert forced.exit_code == 0 and read_bundle(out).manifest["model"]["version"] == "2"
+
+
+def test_keygen_says_why_it_refuses_and_force_replaces_the_pair(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    assert _run("keygen", str(keys)).exit_code == 0
+    old = (keys / "edge.pem").read_bytes(), (keys / "edge.pub").read_bytes()
+    refused = _run("keygen", str(keys))
+    assert refused.exit_code == 1 and ((keys / "edge.pem").read_bytes(), (keys / "edge.pub").read_bytes()) == old
+    for hint in ("already exists", "--sign-key", "edgepack keygen OTHER_DIR", "--force"):
+        assert hint in refused.stderr
+    forced = _run("keygen", str(keys), "--force")
+    assert forced.exit_code == 0
+    new = (keys / "edge.pem").read_bytes(), (keys / "edge.pub").read_bytes()
+    assert new[0] != old[0] and new[1] != old[1] and (keys / "edge.pem").stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in keys.iterdir()) == ["edge.pem", "edge.pub"]
+    from runtime.signing import load_private_key
+
+    from cryptography.hazmat.primitives import serialization
+
+    derived = load_private_key(keys / "edge.pem").public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    assert derived == new[1]
+
+
+def test_build_help_lists_the_exit_codes() -> None:
+    text = _run("build", "--help").stdout
+    for code, what in ((3, "parity"), (4, "registry"), (5, "model"), (6, "reference data")):
+        assert any(line.strip().startswith(str(code)) and what in line for line in text.splitlines()), (code, text)

@@ -170,7 +170,7 @@ def test_extra_keys_are_ignored_by_default(fire_model: runtime.EdgeModel, good_r
     [
         ({"temp c": "hot"}, "temp c", "feature 'temp c' got str 'hot'; expected a number (training range"),
         ({"temp c": "31.5"}, "temp c", "feature 'temp c' got str '31.5'; expected a number"),
-        ({"wind_kmh": None}, "wind_kmh", "feature 'wind_kmh' is not nullable but got a missing value (None/NaN); expected a number"),
+        ({"wind_kmh": None}, "wind_kmh", "feature 'wind_kmh' is not nullable but got a missing value (null/None/NaN); expected a number"),
         ({"wind_kmh": float("nan")}, "wind_kmh", "feature 'wind_kmh' is not nullable but got a missing value"),
         ({"wind_kmh": [1.0]}, "wind_kmh", "feature 'wind_kmh' got list [1.0]; expected a number"),
         ({"region": 3}, "region", "feature 'region' got int 3; expected a string (known values: 'east', 'north', 'south', 'west')"),
