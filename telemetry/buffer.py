@@ -37,7 +37,8 @@ from typing import Any, Literal, TypeVar
 from .encoding import names_of, pack
 from .errors import BufferClosedError, FlushTimeout, OptionsError, RecordError, StorageError, TelemetryError
 from .ids import IdClock, sample_key
-from .store import ROW_OVERHEAD, Context, Row, Store, StoredRecord
+from .rows import ROW_OVERHEAD, Context, Row, StoredRecord
+from .store import Store
 
 T = TypeVar("T")
 
@@ -109,6 +110,10 @@ class BufferStats:
     """Records skipped by ``sample_rate``."""
     dead_lettered: int
     """Records the collector refused as malformed, moved to the ``dead_letters`` table."""
+    lost: int
+    """Records accepted and committed that can never be sent: on damaged pages of the file
+    (which was moved aside and salvaged) or in commits that went missing with the WAL.
+    Logged as errors when found, and sent home with every batch."""
     stored_bytes: int
     """Bytes counted against ``max_bytes``."""
 
@@ -126,22 +131,6 @@ class _Job:
 
 
 _CLOSE = _Job(None)  # identity marker; never waited on
-
-
-def _payload(values: tuple[Any, ...], outputs: Mapping[str, Any], flags: tuple[Any, ...]) -> bytes:
-    try:
-        return pack(values, outputs, flags)
-    except Exception:  # noqa: BLE001 - e.g. nested too deep for marshal
-        # Keep the record in a degraded form rather than lose it or fail the caller.
-        return pack(tuple(_text(v) for v in values), {_text(k): _text(v) for k, v in outputs.items()},
-                    tuple(_text(f) for f in flags))
-
-
-def _text(value: Any) -> str:
-    try:
-        return str(value)[:10_000]
-    except Exception:  # noqa: BLE001 - a broken __str__
-        return f"<unprintable {type(value).__name__}>"
 
 
 _open_buffers: weakref.WeakSet[Buffer] = weakref.WeakSet()
@@ -275,7 +264,7 @@ class Buffer:
         # Packing here rather than on the writer thread: the work is the same, but done by
         # the caller it cannot convoy with it on the GIL, and the writer's share becomes
         # mostly SQLite time, which runs without the GIL.
-        queue.append((time.time(), model, version, bundle_sha256, names, _payload(values, outputs, flags)))
+        queue.append((time.time(), model, version, bundle_sha256, names, pack(values, outputs, flags)))
         # Order matters: append, then signal. The writer clears the signal before it
         # drains, so a record is either drained or finds the signal cleared and sets it.
         if not self._wake.is_set():
@@ -360,12 +349,13 @@ class Buffer:
         )
 
     def counters(self) -> dict[str, int]:
-        """The cumulative counters sent with every batch (``dropped``, ``sampled_out``, ``dead_lettered``)."""
+        """The cumulative counters sent with every batch (``dropped``, ``sampled_out``, ``dead_lettered``, ``lost``)."""
         values = self._call(lambda store: store.counters(pending=False))
         return {
             "dropped": values["dropped"] + len(self._lost),
             "sampled_out": values["sampled_out"],
             "dead_lettered": values["dead_lettered"],
+            "lost": values["lost"],
         }
 
     # -- lifecycle ----------------------------------------------------------------------

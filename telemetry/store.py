@@ -1,50 +1,53 @@
-"""The SQLite file behind a buffer: schema, transactions, and the cross-process write lock.
+"""The SQLite file behind a buffer: opening it safely, transactions, and the operations.
 
-Only the buffer's writer thread touches a ``Store``: one connection per buffer.
+Only the buffer's writer thread touches a ``Store`` (one connection per buffer); the
+sync service, in the same or another process, has its own. How the two serialise their
+writes is in ``telemetry.lock``; the tables are in ``telemetry.schema``.
 
-Why a lock file as well as SQLite's own locks: the bundled SQLite (3.40.1) predates the
-WAL-reset fix of 3.51.3. That race needs a checkpoint running while *another* connection
-commits the transaction that restarts the WAL. ``edgepack sync`` deletes delivered rows
-from its own process while the application keeps recording in another, so two connections
-do write the same WAL. Every write transaction here (its automatic checkpoint runs inside
-the commit) and the final close (which may checkpoint) hold an exclusive ``flock`` on
-``<db>-lock``; with every writer and checkpointer serialised by it, a checkpoint can never
-overlap another connection's commit, whichever process they live in. Readers take no
-lock: the race is between writers and checkpointers only. Both sides may checkpoint, so
-the WAL stays bounded even when only one of them runs. The lock is held for a group
-commit (milliseconds), never across a network request.
+Opening a file checks, in this order: that it is a SQLite file and an edgepack buffer
+(else ``BufferFormatError``, and the file is left alone), that the disk has room (a
+full disk is ``DiskFullError``, never "not a database"), that its schema is not newer
+than this code (older ones are upgraded, ``telemetry.migration``), that its pages are
+sound (``PRAGMA quick_check``; a damaged file is salvaged, ``telemetry.recovery``), and
+that no acknowledged commit went missing with the WAL (``telemetry.ledger``). Later, the
+first statement that finds a damaged page triggers the same salvage, and the operation
+is retried once on the fresh file.
 
-Layout: ``records`` holds one row per pending record (UUID, timestamp, a reference to its
-``contexts`` row, and a marshal blob of input values, outputs and flags); ``contexts``
-holds what consecutive records share (model, version, bundle hash, input names) once;
-``dead_letters`` keeps what the collector refused; ``counters`` the cumulative totals.
+Data files (the database, its -wal and -shm, which SQLite creates with the database's
+mode, the -lock and the -ledger) are created owner-only (0600): they hold the
+application's inputs.
 
-SQLite errors are translated into ``telemetry.errors`` here and nowhere else.
+SQLite errors are translated into ``telemetry.errors`` by ``telemetry.diagnosis``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
-import marshal
+import logging
 import os
 import sqlite3
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import NamedTuple
-
-try:
-    import fcntl
-except ImportError:  # Windows: no flock there; use one process per buffer file
-    fcntl = None  # type: ignore[assignment]
+from typing import Any, TypeVar
 
 from . import crashpoint
-from .encoding import MARSHAL_VERSION
-from .errors import BufferFormatError, StorageError
+from .diagnosis import damaged, disk_full, storage_error
+from .encoding import PayloadError, unpack_names
+from .errors import BufferDamagedError, BufferFormatError, StorageError
+from .ledger import Ledger
+from .lock import WriteLock
+from .migration import migrate
+from .recovery import Salvage, salvage
+from .rows import Context, Row, StoredRecord
+from .schema import APPLICATION_ID, COUNTERS, LEDGER_COUNTERS, SCHEMA_VERSION, SQLITE_HEADER, create
+
+log = logging.getLogger("telemetry.buffer")
+T = TypeVar("T")
 
 
 def _import_sqlite_utils() -> ModuleType:
@@ -68,98 +71,8 @@ def _import_sqlite_utils() -> ModuleType:
 
 sqlite_utils = _import_sqlite_utils()
 
-SCHEMA_VERSION = 1
-"""Bumped with every schema change; older files are migrated on open, newer ones refused."""
 
-APPLICATION_ID = 0x45504B42
-"""``PRAGMA application_id`` of a buffer file ("EPKB"), so a wrong ``--db`` is caught."""
-
-ROW_OVERHEAD = 96
-"""Bytes counted per record on top of its payload: uuid, timestamp, row and index slack."""
-
-_SCHEMA = f"""
-CREATE TABLE contexts (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    model TEXT NOT NULL,
-    version TEXT NOT NULL,
-    bundle_sha256 TEXT NOT NULL,
-    input_names BLOB NOT NULL,
-    UNIQUE (model, version, bundle_sha256, input_names)
-);
-CREATE TABLE records (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    uuid TEXT NOT NULL,
-    ts REAL NOT NULL,
-    context INTEGER NOT NULL REFERENCES contexts (id),
-    payload BLOB NOT NULL,
-    size INTEGER NOT NULL
-);
-CREATE TABLE dead_letters (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    uuid TEXT NOT NULL,
-    ts REAL NOT NULL,
-    context INTEGER NOT NULL REFERENCES contexts (id),
-    payload BLOB NOT NULL,
-    size INTEGER NOT NULL,
-    batch_id TEXT NOT NULL,
-    status INTEGER NOT NULL,
-    reason TEXT NOT NULL
-);
-CREATE TABLE counters (
-    name TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-) WITHOUT ROWID;
-INSERT INTO counters (name, value) VALUES
-    ('recorded', 0), ('delivered', 0), ('dropped', 0), ('sampled_out', 0),
-    ('dead_lettered', 0), ('stored_bytes', 0), ('refusing', 0),
-    ('held_upto', 0), ('held_until_ms', 0);
-PRAGMA application_id = {APPLICATION_ID};
-PRAGMA user_version = {SCHEMA_VERSION};
-"""
-
-COUNTERS = ("recorded", "delivered", "dropped", "sampled_out", "dead_lettered", "stored_bytes")
-
-
-class StoredRecord(NamedTuple):
-    """One pending record as read back from the file (a named tuple: the sync service
-    reads thousands per batch, and a frozen dataclass costs ~1 µs more each to build)."""
-
-    rowid: int
-    """Local row id (AUTOINCREMENT: never reused)."""
-    id: str
-    """The record's UUID, its identity at the collector forever."""
-    ts: float
-    """Unix seconds (UTC) when ``record()`` was called."""
-    model: str
-    """Model name."""
-    version: str
-    """Model version."""
-    bundle_sha256: str
-    """SHA-256 of the bundle that made the prediction."""
-    input_names: tuple[str, ...]
-    """Names of the input values, shared by every record of the same context."""
-    payload: bytes
-    """``(input values, outputs, flags)`` as packed by ``telemetry.encoding.pack``."""
-
-
-class Context:
-    """What records of one model and input layout share: stored once, referenced by id."""
-
-    __slots__ = ("model", "version", "bundle_sha256", "names", "blob", "id")
-
-    def __init__(self, model: str, version: str, bundle_sha256: str, names: tuple[str, ...]) -> None:
-        self.model = model
-        self.version = version
-        self.bundle_sha256 = bundle_sha256
-        self.names = names
-        self.blob = marshal.dumps(names, MARSHAL_VERSION)
-        self.id: int | None = None  # known once resolved inside a write transaction
-
-
-Row = tuple[str, float, Context, bytes, int]
-"""A record ready to insert: (uuid, ts, context, payload, size). A plain tuple because
-the writer builds one per record on the hot path."""
-
+sqlite_utils = _import_sqlite_utils()
 
 _ROWS_PER_STATEMENT = 500
 """Rows per multi-row INSERT. One statement per row (``executemany``) pays statement
@@ -182,40 +95,120 @@ def _insert_sql(count: int) -> str:
     return "INSERT INTO records (uuid, ts, context, payload, size) VALUES " + ",".join(["(?,?,?,?,?)"] * count)
 
 
+_LEDGER_SELECT = f"SELECT name, value FROM counters WHERE name IN ({', '.join(repr(n) for n in LEDGER_COUNTERS)})"
+
+
+def _recovering(method: Callable[..., T]) -> Callable[..., T]:
+    """Run ``method``; if it finds the file damaged (or replaced by another process's
+    salvage), salvage or reopen, then run it once more on the fresh file."""
+
+    @functools.wraps(method)
+    def wrapper(self: Store, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except BufferDamagedError:
+            self._recover()
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+class _Damaged(Exception):
+    """``PRAGMA quick_check`` found damage at open."""
+
+
+class _Replaced(BufferDamagedError):
+    """Another process salvaged the file: this connection points at the moved-aside copy."""
+
+
 class Store:
     """One SQLite connection to a buffer file, with its schema checked or created."""
 
     def __init__(self, path: Path, *, synchronous: str, busy_timeout: float, create: bool) -> None:
         self.path = path
+        self._synchronous = synchronous
+        self._busy_timeout = busy_timeout
+        self.salvages: list[Salvage] = []
+        """Damaged files this store moved aside and salvaged (for logs and tests)."""
+        self.lost_at_open = 0
+        """Records found missing at open (a lost WAL), added to ``lost``."""
+        self.generation = 0
         if not create and not path.exists():
             raise BufferFormatError(f"no telemetry buffer at {path}: the file does not exist (expected the --db of the recording app)")
         try:
-            self._lock_fd = os.open(f"{path}-lock", os.O_RDWR | os.O_CREAT, 0o644)
+            self._lock = WriteLock(path)
         except OSError as exc:
-            raise StorageError(
-                f"cannot open telemetry buffer {path}: {exc.strerror} ({exc.filename}); "
-                "expected a writable directory for the buffer and its -wal, -shm and -lock files"
-            ) from exc
+            raise self._open_error(exc) from exc
         try:
-            # isolation_level=None: transactions are explicit (db.atomic), never implicit.
-            conn = sqlite3.connect(str(path), timeout=busy_timeout, isolation_level=None)
-        except sqlite3.Error as exc:
-            os.close(self._lock_fd)
-            raise StorageError(f"cannot open telemetry buffer {path}: {exc}") from exc
-        self.db = sqlite_utils.Database(conn, execute_plugins=False, recursive_triggers=False)
+            if create:
+                # Owner-only from the first byte: SQLite gives -wal and -shm the same mode.
+                os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            self.ledger = Ledger(path)
+        except OSError as exc:
+            self._lock.close()
+            raise self._open_error(exc) from exc
         try:
-            with self._write_lock():
-                self._prepare(synchronous, create)
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            os.close(self._lock_fd)
-            raise BufferFormatError(f"{path} is not a usable SQLite database ({exc}); expected an edgepack telemetry buffer") from exc
+            with self._lock.held():
+                self._open()
         except BaseException:
-            conn.close()
-            os.close(self._lock_fd)
+            self.ledger.close()
+            self._lock.close()
             raise
 
-    def _prepare(self, synchronous: str, create: bool) -> None:
+    def _open_error(self, exc: OSError) -> StorageError:
+        if disk_full(exc, self.path):
+            return storage_error(exc, self.path, "opening")
+        return StorageError(
+            f"cannot open telemetry buffer {self.path}: {exc.strerror} ({exc.filename}); "
+            "expected a writable directory for the buffer and its -wal, -shm, -lock and -ledger files"
+        )
+
+    # -- opening ----------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        try:
+            # isolation_level=None: transactions are explicit (db.atomic), never implicit.
+            conn = sqlite3.connect(str(self.path), timeout=self._busy_timeout, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise storage_error(exc, self.path, "opening") from exc
+        self.db = sqlite_utils.Database(conn, execute_plugins=False, recursive_triggers=False)
+        self._inode = os.stat(self.path).st_ino  # to notice another process's salvage
+        self.generation += 1  # cached context ids of an earlier file are stale now
+
+    def _open(self) -> None:
+        """Connect and prepare (the write lock is held), salvaging a damaged file once."""
+        for attempt in (1, 2):
+            self._connect()
+            try:
+                self._prepare()
+                return
+            except sqlite3.Error as exc:
+                self.db.close()
+                if damaged(exc) and self._looks_like_sqlite() and attempt == 1:
+                    self._salvage(str(exc))
+                    continue
+                if damaged(exc):
+                    raise BufferFormatError(
+                        f"{self.path} is not a usable SQLite database ({exc}); expected an edgepack telemetry buffer"
+                    ) from exc
+                raise storage_error(exc, self.path, "opening") from exc
+            except _Damaged as exc:
+                self.db.close()
+                if attempt == 2:
+                    raise BufferDamagedError(f"telemetry buffer {self.path} is still damaged after salvage: {exc}") from exc
+                self._salvage(str(exc))
+            except BaseException:
+                self.db.close()
+                raise
+
+    def _looks_like_sqlite(self) -> bool:
+        try:
+            with open(self.path, "rb") as file:
+                return file.read(len(SQLITE_HEADER)) == SQLITE_HEADER
+        except OSError:
+            return False
+
+    def _prepare(self) -> None:
         db = self.db
         application_id = db.execute("PRAGMA application_id").fetchone()[0]
         version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -231,34 +224,74 @@ class Store:
                 f"understands (up to {SCHEMA_VERSION}); upgrade edgepack on this device"
             )
         db.enable_wal()
-        db.execute(f"PRAGMA synchronous = {synchronous}")
-        self._synchronous = synchronous
+        db.execute(f"PRAGMA synchronous = {self._synchronous}")
         db.execute("PRAGMA foreign_keys = ON")  # a record never points at a missing context
         # Truncate the WAL after checkpoints so a burst does not leave a large file behind.
         db.execute("PRAGMA journal_size_limit = 4194304")
+        if tables:
+            check = [row[0] for row in db.execute("PRAGMA quick_check(5)").fetchall()]
+            if check != ["ok"]:
+                raise _Damaged("; ".join(check))
+        conn = db.conn
         if not tables:
-            if not create:
-                raise BufferFormatError(f"{self.path} is empty, not a telemetry buffer")
             with db.atomic():
-                for statement in _SCHEMA.strip().split(";\n"):
-                    if statement.strip():
-                        db.execute(statement)
-        # Migrations from older schema versions go here (none yet: version 1 is the first).
+                create(conn)
+        elif version < SCHEMA_VERSION:
+            with db.atomic():
+                done = migrate(conn, version)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            log.warning(
+                "upgraded telemetry buffer %s from schema %d to %d: %d pending record(s) kept, %d unreadable "
+                "moved to the dead-letter table", self.path, version, SCHEMA_VERSION, done["records"], done["dead_lettered"],
+            )
+        self._check_ledger(conn)
 
-    @contextlib.contextmanager
-    def _write_lock(self) -> Iterator[None]:
-        if fcntl is None:
-            yield
-            return
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+    def _check_ledger(self, conn: sqlite3.Connection) -> None:
+        """Compare the file's totals with the ledger's; count what a lost WAL took."""
+        kept = self.ledger.read()
+        with self.db.atomic():
+            values = dict(conn.execute(_LEDGER_SELECT).fetchall())
+            if kept is not None and any(kept[name] > values.get(name, 0) for name in LEDGER_COUNTERS):
+                pending = conn.execute("SELECT count(*) FROM records").fetchone()[0]
+                expected = kept["recorded"] - sum(kept[name] for name in LEDGER_COUNTERS if name != "recorded")
+                lost = max(0, expected - pending)
+                behind = kept["recorded"] - values.get("recorded", 0)
+                values = dict(kept)
+                values["lost"] += lost
+                conn.executemany("UPDATE counters SET value = ? WHERE name = ?", [(v, k) for k, v in values.items()])
+                self.lost_at_open = lost
+                log.error(
+                    "telemetry buffer %s is behind its ledger %s: %d recorded record(s) and their commits are "
+                    "missing (a lost or damaged -wal file?); %d pending record(s) lost, counted as 'lost' and "
+                    "reported to the collector", self.path, self.ledger.path, behind, lost,
+                )
+        self.ledger.write(values, sync=True)
 
-    @contextlib.contextmanager
+    def _salvage(self, why: str) -> None:
+        log.error("telemetry buffer %s is damaged (%s); salvaging it", self.path, why)
+        self.salvages.append(salvage(self.path, self.ledger.read()))
+        self.ledger.write(self.salvages[-1].counters, sync=True)
+
+    def _recover(self) -> None:
+        """After a damage error: salvage the file (unless another process already did), reopen."""
+        with self._lock.held():
+            try:
+                self.db.close()
+            except sqlite3.Error:
+                pass
+            try:
+                current = os.stat(self.path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current == self._inode:
+                self._salvage("a statement found it malformed")
+            self._open()
+
+    # -- transactions -----------------------------------------------------------------------
+
+    @contextmanager
     def _transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
-        """A write transaction under the cross-process lock.
+        """A write transaction under the cross-process lock, mirrored to the ledger.
 
         ``durable=False`` commits without waiting for the disk (``synchronous=NORMAL`` for
         that commit: still atomic and never corrupt, but the last such commits may be
@@ -268,17 +301,31 @@ class Store:
         """
         conn = self.db.conn
         try:
-            with self._write_lock():
-                if not durable and self._synchronous != "NORMAL":
+            with self._lock.held():
+                if os.stat(self.path).st_ino != self._inode:
+                    raise _Replaced(f"{self.path} was salvaged by another process")
+                relax = not durable and self._synchronous != "NORMAL"
+                if relax:
                     conn.execute("PRAGMA synchronous = NORMAL")
                 try:
                     with self.db.atomic():
                         yield conn
+                        values = dict(conn.execute(_LEDGER_SELECT).fetchall())
                 finally:
-                    if not durable and self._synchronous != "NORMAL":
+                    if relax:
                         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+                # After the commit, never before: the ledger must not run ahead of the file.
+                self.ledger.write(values, sync=durable and self._synchronous == "FULL")
+        except BufferDamagedError:
+            raise
         except (sqlite3.Error, OSError) as exc:
-            raise StorageError(f"writing telemetry buffer {self.path} failed: {exc}") from exc
+            raise storage_error(exc, self.path, "writing") from exc
+
+    def _read(self, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except sqlite3.Error as exc:
+            raise storage_error(exc, self.path, "reading") from exc
 
     def _add(self, conn: sqlite3.Connection, deltas: dict[str, int]) -> None:
         # One statement for all the counters: every statement run by the writer thread
@@ -291,6 +338,7 @@ class Store:
                 [*(v for pair in changed for v in pair), *(name for name, _ in changed)],
             )
 
+    @_recovering
     def insert(
         self,
         rows: Sequence[Row],
@@ -329,7 +377,8 @@ class Store:
                     conn.execute("UPDATE counters SET value = ? WHERE name = 'refusing'", (refusing,))
                 else:
                     stored += sum(row[4] for row in rows)
-                for context in {id(row[2]): row[2] for row in rows if row[2].id is None}.values():
+                generation = self.generation
+                for context in {id(row[2]): row[2] for row in rows if row[2].generation != generation}.values():
                     self._resolve(conn, context)
                     resolved.append(context)
                 _insert_rows(conn, rows)
@@ -346,6 +395,7 @@ class Store:
             # The transaction rolled back: context rows it created are gone again.
             for context in resolved:
                 context.id = None
+                context.generation = -1
             raise
 
 
@@ -358,6 +408,7 @@ class Store:
         context.id = conn.execute(
             "SELECT id FROM contexts WHERE model = ? AND version = ? AND bundle_sha256 = ? AND input_names = ?", key
         ).fetchone()[0]
+        context.generation = self.generation
 
     def _drop_oldest(self, conn: sqlite3.Connection, excess: int) -> tuple[int, int]:
         # Rows of a batch in flight are skipped: they are about to be delivered, and
@@ -383,6 +434,7 @@ class Store:
         names += ("refusing",) if removed else ()
         conn.executemany("UPDATE counters SET value = 0 WHERE name = ?", [(name,) for name in names])
 
+    @_recovering
     def hold(self, upto: int, seconds: float) -> None:
         """Keep rows up to ``upto`` from ``drop_oldest`` for ``seconds`` (a batch in flight).
 
@@ -393,6 +445,7 @@ class Store:
         with self._transaction(durable=False) as conn:
             conn.executemany("UPDATE counters SET value = ? WHERE name = ?", [(upto, "held_upto"), (until, "held_until_ms")])
 
+    @_recovering
     def oldest(self, limit: int, after: int = 0) -> list[StoredRecord]:
         """The ``limit`` oldest pending records with a row id above ``after``, oldest first."""
         try:
@@ -408,14 +461,15 @@ class Store:
                     names[r[6]] = ()  # no context: cannot be unpacked, will be dead-lettered
                 elif r[6] not in names:
                     try:
-                        names[r[6]] = tuple(marshal.loads(r[6]))
-                    except (ValueError, EOFError, TypeError):
+                        names[r[6]] = unpack_names(r[6])
+                    except PayloadError:
                         names[r[6]] = ()  # unreadable: its records fail to unpack and are dead-lettered
                 out.append(StoredRecord(r[0], r[1], r[2], r[3] or "", r[4] or "", r[5] or "", names[r[6]], r[7]))
             return out
         except sqlite3.Error as exc:
-            raise StorageError(f"reading telemetry buffer {self.path} failed: {exc}") from exc
+            raise storage_error(exc, self.path, "reading") from exc
 
+    @_recovering
     def delete(self, rowids: Sequence[int], *, keep_hold: bool = False) -> int:
         """Delete delivered rows in one transaction; returns how many were still there.
 
@@ -434,6 +488,7 @@ class Store:
             crashpoint.reach("during_delete")
         return int(count)
 
+    @_recovering
     def dead_letter(self, rowids: Sequence[int], *, batch_id: str, status: int, reason: str, keep_bytes: int | None) -> int:
         """Move rows to ``dead_letters`` (kept for inspection, never resent); returns how many moved.
 
@@ -462,6 +517,7 @@ class Store:
                 )
         return int(count)
 
+    @_recovering
     def counters(self, *, pending: bool = True) -> dict[str, int]:
         """Every persistent counter, plus ``pending`` (rows waiting to be sent) unless
         ``pending=False`` (counting rows scans the table: milliseconds for a big backlog)."""
@@ -470,13 +526,14 @@ class Store:
             if pending:
                 values["pending"] = self.db.execute("SELECT count(*) FROM records").fetchone()[0]
         except sqlite3.Error as exc:
-            raise StorageError(f"reading telemetry buffer {self.path} failed: {exc}") from exc
+            raise storage_error(exc, self.path, "reading") from exc
         return {name: int(values.get(name, 0)) for name in (*COUNTERS, *(("pending",) if pending else ()))}
 
     def close(self) -> None:
         """Close the connection (under the write lock: closing may checkpoint the WAL)."""
         try:
-            with self._write_lock():
+            with self._lock.held():
                 self.db.close()
         finally:
-            os.close(self._lock_fd)
+            self.ledger.close()
+            self._lock.close()

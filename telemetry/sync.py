@@ -48,9 +48,9 @@ import httpx
 
 from . import crashpoint
 from .buffer import Buffer
-from .encoding import to_json_bytes, unpack
+from .encoding import PayloadError, to_json_bytes, unpack
 from .errors import OptionsError, SyncConfigError, TelemetryError
-from .store import StoredRecord
+from .rows import StoredRecord
 
 log = logging.getLogger("telemetry.sync")
 
@@ -188,7 +188,7 @@ class _Prefetch:
 
     records: int  # records read (items plus any dead-lettered as unreadable)
     batch: _Batch
-    body: tuple[bytes, bool] | None = None  # the request body, and whether it is gzipped
+    body: tuple[bytes, bool, bool] | None = None  # the request body, gzipped?, carries 'lost'?
 
 
 @dataclass(frozen=True)
@@ -237,6 +237,9 @@ class SyncService:
         self._clock = clock
         self._on_batch = on_batch
         self._gzip = self.options.gzip
+        # Collectors before the ``lost`` counter refuse unknown counter names (422 on
+        # "counters"); for those, lost records are sent inside ``dropped`` instead.
+        self._fold_lost = False
         self._failures = 0  # consecutive transient failures, across rounds (drives backoff)
         self._next: _Prefetch | None = None
         self._pending_ack: tuple[str, list[_Item], _Answer, _Tally, float] | None = None
@@ -325,7 +328,7 @@ class SyncService:
         for record in records:
             try:
                 inputs, outputs, flags = unpack(record.input_names, record.payload)
-            except (ValueError, EOFError, TypeError) as exc:
+            except PayloadError as exc:
                 log.error("record %s is unreadable (%s); moving it to the dead-letter table", record.id, exc)
                 unreadable.append(record.rowid)
                 continue
@@ -356,7 +359,7 @@ class SyncService:
         stop_event: threading.Event,
         *,
         prefetch: bool = False,
-        body: tuple[bytes, bool] | None = None,
+        body: tuple[bytes, bool, bool] | None = None,
         records_json: bytes | None = None,
         held: bool = False,
     ) -> bool:
@@ -377,8 +380,9 @@ class SyncService:
             if not held:
                 # Hold the batch against drop_oldest while it is in flight (and a little after).
                 self.buffer.hold(max(item.rowid for item in items), self._hold_seconds)
-            prepared = body if body is not None and body[1] == self._gzip else None
-            answer = self._post(batch_id, items, tally if prefetch else None, prepared or self._body(batch_id, items, records_json))
+            prepared = body if body is not None and body[1] == self._gzip and not (body[2] and self._fold_lost) else None
+            sent = prepared or self._body(batch_id, items, records_json)
+            answer = self._post(batch_id, items, tally if prefetch else None, sent)
             prefetch, body, held = False, None, False
             status = answer.status
             if status is not None and 200 <= status < 300:
@@ -399,6 +403,13 @@ class SyncService:
                     return False
                 self._dead_letter(batch_id, items, 413, f"a single record is over the collector's size limit: {answer.problem}", tally, started)
                 return False
+            if status in (400, 422) and sent[2] and answer.problem.startswith("counters"):
+                log.warning(
+                    "the collector does not take the 'lost' counter (%s: %s); sending lost records inside 'dropped' from now on",
+                    status, answer.problem,
+                )
+                self._fold_lost = True
+                continue
             if status in (400, 422):
                 self._dead_letter(batch_id, items, status, answer.problem, tally, started)
                 return False
@@ -498,21 +509,34 @@ class SyncService:
 
     # -- HTTP -----------------------------------------------------------------------------
 
-    def _body(self, batch_id: str, items: list[_Item], records_json: bytes | None = None) -> tuple[bytes, bool]:
-        """The request body (gzipped or not, as the second value says), with current counters."""
+    def _body(self, batch_id: str, items: list[_Item], records_json: bytes | None = None) -> tuple[bytes, bool, bool]:
+        """The request body, whether it is gzipped, and whether it carries the ``lost``
+        counter; with the current counters."""
+        counters = self._counters()
         body = b"".join((
             b'{"batch_id":"', batch_id.encode(), b'","records":',
             records_json if records_json is not None else to_json_bytes([item.record for item in items]),
-            b',"counters":', to_json_bytes(self.buffer.counters()), b"}",
+            b',"counters":', to_json_bytes(counters), b"}",
         ))
         if self._gzip:
-            return gzip.compress(body, compresslevel=self.options.gzip_level, mtime=0), True
-        return body, False
+            return gzip.compress(body, compresslevel=self.options.gzip_level, mtime=0), True, "lost" in counters
+        return body, False, "lost" in counters
+
+    def _counters(self) -> dict[str, int]:
+        """The buffer's counters as sent: ``lost`` only once there is something to report
+        (so a collector that does not know it is not troubled), or inside ``dropped``."""
+        counters = self.buffer.counters()
+        lost = counters.pop("lost", 0)
+        if lost and self._fold_lost:
+            counters["dropped"] += lost
+        elif lost:
+            counters["lost"] = lost
+        return counters
 
     def _post(
-        self, batch_id: str, items: list[_Item], prefetch_tally: _Tally | None, prepared: tuple[bytes, bool]
+        self, batch_id: str, items: list[_Item], prefetch_tally: _Tally | None, prepared: tuple[bytes, bool, bool]
     ) -> _Answer:
-        body, gzipped = prepared
+        body, gzipped = prepared[0], prepared[1]
         headers = dict(self._headers)
         if gzipped:
             headers["Content-Encoding"] = "gzip"
