@@ -463,7 +463,7 @@ class Buffer:
             self._last_error = exc
             self._queue.extendleft(reversed(group))
             if job is not None and job is not _CLOSE:
-                job.error = StorageError(f"records are not durable yet: {exc}")
+                job.error = type(exc)(f"records are not durable yet: {exc}")
                 job.done.set()
             elif job is _CLOSE:
                 self._queue.append(_CLOSE)
@@ -508,7 +508,7 @@ class Buffer:
                     self._queue.remove(item)
                 except ValueError:
                     continue
-                item.error = StorageError(f"records are not durable yet: {exc}")
+                item.error = type(exc)(f"records are not durable yet: {exc}")
                 item.done.set()
 
     def _run_job(self, store: Store, job: _Job) -> None:

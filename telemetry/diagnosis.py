@@ -65,7 +65,7 @@ def storage_error(exc: BaseException, path: Path, doing: str) -> StorageError:
     if disk_full(exc, path):
         return DiskFullError(
             f"{doing} telemetry buffer {path} failed: the disk is full ({exc}; {free_bytes(path)} bytes free). "
-            "The buffer file itself is intact: do not delete it; free space on that file system "
-            "and records are written again"
+            "The buffer file itself is intact: do not delete it. Free space on that file system, "
+            + ("then open the buffer again" if doing == "opening" else "and the records accepted meanwhile, still queued, are written")
         )
     return StorageError(f"{doing} telemetry buffer {path} failed: {exc}")

@@ -134,7 +134,12 @@ def _rows(conn: sqlite3.Connection, table: str, columns: str, top: int) -> Itera
     while stack:
         low, high = stack.pop()
         try:
-            rows = conn.execute(f"SELECT {columns} FROM {table} WHERE id BETWEEN ? AND ? ORDER BY id", (low, high)).fetchall()
+            if low == high:
+                # An exact lookup: a range scan would step on to the next (damaged) page
+                # after its last row and fail for a row that is perfectly readable.
+                rows = conn.execute(f"SELECT {columns} FROM {table} WHERE id = ?", (low,)).fetchall()
+            else:
+                rows = conn.execute(f"SELECT {columns} FROM {table} WHERE id BETWEEN ? AND ? ORDER BY id", (low, high)).fetchall()
         except sqlite3.DatabaseError:
             if low < high:
                 mid = (low + high) // 2
