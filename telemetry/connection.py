@@ -228,17 +228,20 @@ class Connection:
                 values["lost"] += lost
                 conn.executemany("UPDATE counters SET value = ? WHERE name = ?", [(v, k) for k, v in values.items()])
                 self.lost_at_open = lost
-                log.error(
+                # At least this many: a record inserted and delivered after the last
+                # checkpoint is not lost, and cannot be told from one only inserted.
+                log.log(
+                    logging.ERROR if lost else logging.WARNING,
                     "telemetry buffer %s is behind its ledger %s: %d recorded record(s) and their commits are "
                     "missing (a lost or damaged -wal file?); %d pending record(s) lost, counted as 'lost' and "
                     "reported to the collector", self.path, self.ledger.path, behind, lost,
                 )
-        self.ledger.write(values, sync=True)
+        self.ledger.write(values, sync=True, force=True)
 
     def _salvage(self, why: str) -> None:
         log.error("telemetry buffer %s is damaged (%s); salvaging it", self.path, why)
         self.salvages.append(salvage(self.path, self.ledger.read()))
-        self.ledger.write(self.salvages[-1].counters, sync=True)
+        self.ledger.write(self.salvages[-1].counters, sync=True, force=True)
 
     def _recover(self) -> None:
         """After a damage error: salvage the file (unless another process already did), reopen."""
