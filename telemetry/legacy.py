@@ -148,7 +148,16 @@ class _Reader:
             raise LegacyFormatError(f"bad {codec} text: {exc.reason}") from exc
 
     def _items(self, size: int, depth: int) -> list[Any]:
-        return [self.read(depth + 1) for _ in range(self._count(size))]
+        n = self._count(size)
+        data, pos = self.data, self.pos
+        # The common record: a run of binary floats (or of small ints). Reading them with
+        # one struct call instead of one ``read`` each makes upgrading a large schema 1
+        # backlog several times faster; the length was checked above.
+        for code, each, fmt in ((b"g", 9, "xd"), (b"i", 5, "xi")):
+            if n and pos + each * n <= len(data) and data[pos : pos + each * n : each] == code * n:
+                self.pos = pos + each * n
+                return list(struct.unpack_from("<" + fmt * n, data, pos))
+        return [self.read(depth + 1) for _ in range(n)]
 
 
 _PENDING = object()

@@ -164,3 +164,26 @@ def test_a_healthy_buffer_sends_no_lost_counter(tmp_path: Path) -> None:
         fake = FakeCollector()
         _service(buffer, fake).sync_once()
     assert [sorted(sent.body["counters"]) for sent in fake.requests] == [["dead_lettered", "dropped", "sampled_out"]]
+
+
+def test_a_second_connection_follows_the_salvage_instead_of_salvaging_again(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    _filled(path, 5000)
+    app = telemetry.Buffer(path)
+    sync = telemetry.Buffer(path, create=False)  # what `edgepack sync` opens, in its own process
+    try:
+        lost = _damage_record_pages(path)
+        for buffer in (app, sync):
+            buffer._call(lambda store: store.db.execute("PRAGMA shrink_memory"))
+        assert app.pending() == 5000 - lost  # the app salvages
+        batch = sync.oldest(100)  # read from the old, moved-aside file: still the same records
+        assert sync.acknowledge([record.rowid for record in batch]) == 100  # lands in the fresh file
+        assert app.pending() == 4900 - lost and sync.pending() == 4900 - lost
+        record(app, 5000)
+        app.flush()
+        assert sync.pending() == 4901 - lost
+    finally:
+        sync.close()
+        app.close()
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith("p.db.corrupt-") and p.name[-4:] not in ("-wal", "-shm")]) == 1
+    assert seqs(path)[:1] == [100]
