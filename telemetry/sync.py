@@ -19,6 +19,8 @@ What each answer does:
   is dead-lettered (it can never be sent).
 * 400 / 422: the collector will never accept this batch: move it to the dead-letter
   table, count it (the count travels with the next batches), go on with the rest.
+  Except a refusal of the ``lost`` counter (a collector older than it answers 422 on
+  ``counters``): then the batch is sent again with lost records inside ``dropped``.
 * 401 / 403: stop, keep everything, report the token problem.
 * 415: resend without gzip (the collector does not take it) and keep it off.
 * 408, 425, 429, 5xx, timeouts, connection errors: wait with full-jitter exponential
@@ -26,9 +28,9 @@ What each answer does:
   collector asked for if longer (also bounded by the cap), and resend.
 * anything else (404, 3xx...): stop, keep everything, report that the endpoint looks wrong.
 
-Every request has an overall deadline (``request_deadline``): the request runs on a
-helper thread and is abandoned if it has not answered by then (httpx's own per-phase
-timeouts, set to the same value, end the abandoned thread soon after).
+Every request has an overall deadline (``request_deadline``), see ``telemetry.request``.
+Records whose stored payload cannot be decoded (damaged or hostile bytes) are
+dead-lettered when the batch is read (``telemetry.batch``), and sending goes on.
 """
 
 from __future__ import annotations
