@@ -4,7 +4,6 @@ end-to-end sync to a real collector on loopback, and the extra cost per predicti
 from __future__ import annotations
 
 import itertools
-import marshal
 import os
 import sqlite3
 import subprocess
@@ -55,12 +54,14 @@ def _fill(buffer: Any, case: ModelCase, rows: list[dict[str, Any]], outputs: lis
 
 def _raw_rows(case: ModelCase, rows: list[dict[str, Any]], outputs: list[dict[str, Any]], count: int) -> list[tuple[Any, ...]]:
     """The rows the ceiling inserts, built before its clock starts: a UUID, a timestamp, the
-    values as one ``marshal`` blob (the buffer's own on-disk encoding)."""
+    values as one MessagePack blob (the buffer's own on-disk encoding, ``telemetry.encoding.pack``)."""
+    from telemetry.encoding import pack
+
     size = len(rows)
     now = time.time()
     prepared = []
     for i in range(count):
-        blob = marshal.dumps((tuple(rows[i % size].values()), outputs[i % size], ()), 2)
+        blob = pack(tuple(rows[i % size].values()), outputs[i % size], ())
         prepared.append((str(uuid.uuid4()), now, 1, blob, len(blob)))
     return prepared
 
@@ -149,7 +150,7 @@ def measure_record_rate(case: ModelCase, options: BenchOptions, workdir: Path) -
     notes = {
         POWER: f"{count:,} records of {len(rows[0])} inputs per round, then flush(); WAL + synchronous=FULL",
         PROCESS: f"{count:,} records per round, then flush(); survives a process crash, not power loss",
-        RAW: f"same rows pre-encoded (UUID, marshal blob), executemany {RAW_BATCH:,} per transaction, WAL + synchronous=FULL: SQLite alone, the ceiling",
+        RAW: f"same rows pre-encoded (UUID, MessagePack blob), executemany {RAW_BATCH:,} per transaction, WAL + synchronous=FULL: SQLite alone, the ceiling",
     }
     for name in (POWER, PROCESS, RAW):
         if name in errors or not seconds[name]:

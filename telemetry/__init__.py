@@ -3,6 +3,8 @@
 from .buffer import Buffer, BufferOptions, BufferStats
 from .errors import (
     BufferClosedError,
+    BufferDamagedError,
+    DiskFullError,
     BufferFormatError,
     FlushTimeout,
     OptionsError,
@@ -25,6 +27,8 @@ __all__ = [
     "RecordError",
     "BufferClosedError",
     "BufferFormatError",
+    "BufferDamagedError",
+    "DiskFullError",
     "StorageError",
     "FlushTimeout",
     "OptionsError",

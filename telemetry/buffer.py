@@ -30,118 +30,22 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
-from .encoding import names_of, pack
+from .encoding import pack
 from .errors import BufferClosedError, FlushTimeout, OptionsError, RecordError, StorageError, TelemetryError
-from .ids import IdClock, sample_key
-from .store import ROW_OVERHEAD, Context, Row, Store, StoredRecord
+from .ids import IdClock
+from .options import BufferOptions
+from .outcomes import BufferStats
+from .rows import Context, StoredRecord
+from .store import Store
+from .writer import _CLOSE, Writer, _Job
 
 T = TypeVar("T")
 
-_SYNCHRONOUS = {"power": "FULL", "process": "NORMAL"}
-_MAX_CONTEXTS = 1024
-
-
-@dataclass(frozen=True, kw_only=True)
-class BufferOptions:
-    """How a ``Buffer`` stores records."""
-
-    durability: Literal["power", "process"] = "power"
-    """``"power"``: committed records survive power loss (``synchronous=FULL``).
-    ``"process"``: they survive process crashes only (``synchronous=NORMAL``), for less I/O."""
-    max_bytes: int | None = 256 * 1024 * 1024
-    """Upper bound on stored record bytes (payload plus a fixed per-row overhead);
-    ``None`` for no bound. Dead letters are kept up to a quarter of it on top (oldest
-    discarded first, still counted). The file can exceed it by SQLite page slack and the WAL."""
-    when_full: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
-    """What to give up when ``max_bytes`` is reached; dropped records are counted.
-    ``"drop_newest"`` refuses new records from the first that does not fit until a
-    delivery makes room, so the buffer always holds the oldest records without holes."""
-    sample_rate: float = 1.0
-    """Fraction of records kept, decided by the record's UUID (so deterministic per
-    record); the others are counted as ``sampled_out``."""
-    group_size: int = 1000
-    """Most records committed in one transaction."""
-    group_delay: float = 0.05
-    """Longest a recorded record waits in memory before its group is committed, in seconds."""
-    max_queued: int = 250_000
-    """Records held in memory waiting for the writer (a packed 31-feature record takes
-    under 1 KB there); beyond it new records are dropped and counted, so a stalled disk
-    cannot exhaust memory. Lower it on small devices."""
-    busy_timeout: float = 30.0
-    """Seconds to wait for a lock held by another process (e.g. ``edgepack sync``)."""
-    retry_delay: float = 1.0
-    """Seconds between attempts when the disk refuses a write (records stay queued)."""
-    create: bool = True
-    """Create the file if it does not exist; ``False`` makes a missing file an error."""
-
-    def __post_init__(self) -> None:
-        if self.durability not in _SYNCHRONOUS:
-            raise OptionsError(f"durability={self.durability!r}: expected 'power' or 'process'")
-        if self.when_full not in ("drop_oldest", "drop_newest"):
-            raise OptionsError(f"when_full={self.when_full!r}: expected 'drop_oldest' or 'drop_newest'")
-        if self.max_bytes is not None and self.max_bytes <= 0:
-            raise OptionsError(f"max_bytes={self.max_bytes!r}: expected a positive number of bytes or None")
-        if not 0.0 <= self.sample_rate <= 1.0:
-            raise OptionsError(f"sample_rate={self.sample_rate!r}: expected a fraction between 0 and 1")
-        if self.group_size < 1 or self.max_queued < 1:
-            raise OptionsError("group_size and max_queued must be at least 1")
-        if self.group_delay < 0 or self.busy_timeout < 0 or self.retry_delay <= 0:
-            raise OptionsError("group_delay and busy_timeout must be >= 0 and retry_delay > 0 seconds")
-
-
-@dataclass(frozen=True, kw_only=True)
-class BufferStats:
-    """Persistent counts of a buffer (totals since the file was created)."""
-
-    recorded: int
-    """Records accepted by ``record()`` and committed (including sampled-out and dropped)."""
-    pending: int
-    """Records stored and waiting to be sent."""
-    delivered: int
-    """Records the collector acknowledged (then deleted here)."""
-    dropped: int
-    """Records given up because the buffer was full (disk bound or memory queue)."""
-    sampled_out: int
-    """Records skipped by ``sample_rate``."""
-    dead_lettered: int
-    """Records the collector refused as malformed, moved to the ``dead_letters`` table."""
-    stored_bytes: int
-    """Bytes counted against ``max_bytes``."""
-
-
-class _Job:
-    """Work for the writer thread, queued behind the records recorded before it."""
-
-    __slots__ = ("fn", "done", "result", "error")
-
-    def __init__(self, fn: Callable[[Store], Any] | None) -> None:
-        self.fn = fn
-        self.done = threading.Event()
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-
-_CLOSE = _Job(None)  # identity marker; never waited on
-
-
-def _payload(values: tuple[Any, ...], outputs: Mapping[str, Any], flags: tuple[Any, ...]) -> bytes:
-    try:
-        return pack(values, outputs, flags)
-    except Exception:  # noqa: BLE001 - e.g. nested too deep for marshal
-        # Keep the record in a degraded form rather than lose it or fail the caller.
-        return pack(tuple(_text(v) for v in values), {_text(k): _text(v) for k, v in outputs.items()},
-                    tuple(_text(f) for f in flags))
-
-
-def _text(value: Any) -> str:
-    try:
-        return str(value)[:10_000]
-    except Exception:  # noqa: BLE001 - a broken __str__
-        return f"<unprintable {type(value).__name__}>"
+__all__ = ["Buffer", "BufferOptions", "BufferStats"]
 
 
 _open_buffers: weakref.WeakSet[Buffer] = weakref.WeakSet()
@@ -158,7 +62,7 @@ def _close_open_buffers() -> None:
             pass
 
 
-class Buffer:
+class Buffer(Writer):
     """A durable SQLite queue of predictions waiting to be sent home.
 
     ``Buffer(path)`` or ``Buffer(path, BufferOptions(...))``; option fields may also be
@@ -275,7 +179,7 @@ class Buffer:
         # Packing here rather than on the writer thread: the work is the same, but done by
         # the caller it cannot convoy with it on the GIL, and the writer's share becomes
         # mostly SQLite time, which runs without the GIL.
-        queue.append((time.time(), model, version, bundle_sha256, names, _payload(values, outputs, flags)))
+        queue.append((time.time(), model, version, bundle_sha256, names, pack(values, outputs, flags)))
         # Order matters: append, then signal. The writer clears the signal before it
         # drains, so a record is either drained or finds the signal cleared and sets it.
         if not self._wake.is_set():
@@ -360,12 +264,13 @@ class Buffer:
         )
 
     def counters(self) -> dict[str, int]:
-        """The cumulative counters sent with every batch (``dropped``, ``sampled_out``, ``dead_lettered``)."""
+        """The cumulative counters sent with every batch (``dropped``, ``sampled_out``, ``dead_lettered``, ``lost``)."""
         values = self._call(lambda store: store.counters(pending=False))
         return {
             "dropped": values["dropped"] + len(self._lost),
             "sampled_out": values["sampled_out"],
             "dead_lettered": values["dead_lettered"],
+            "lost": values["lost"],
         }
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -399,133 +304,3 @@ class Buffer:
 
     def __repr__(self) -> str:
         return f"Buffer({str(self.path)!r}, durability={self.options.durability!r})"
-
-    # -- the writer thread ----------------------------------------------------------------
-
-    def _run(self, started: _Job) -> None:
-        opts = self.options
-        try:
-            store = Store(self.path, synchronous=_SYNCHRONOUS[opts.durability], busy_timeout=opts.busy_timeout, create=opts.create)
-        except BaseException as exc:
-            started.error = exc
-            started.done.set()
-            return
-        started.done.set()
-        try:
-            while True:
-                self._wake.wait(None if self._last_error is None else opts.retry_delay)
-                self._wake.clear()
-                if not self._hurry.is_set():
-                    self._hurry.wait(opts.group_delay)  # let a group form
-                self._hurry.clear()
-                if self._drain(store):
-                    return
-                if self._closed and self._last_error is not None:
-                    return  # closing and the disk still refuses: close() reports the loss
-        finally:
-            try:
-                store.close()
-            except Exception:  # noqa: BLE001 - nothing left to report it to
-                pass
-
-    def _drain(self, store: Store) -> bool:
-        """Commit and run everything queued; True once the close marker is reached."""
-        queue = self._queue
-        group: list[tuple] = []
-        while True:
-            try:
-                item = queue.popleft()
-            except IndexError:
-                break
-            if type(item) is tuple:
-                group.append(item)
-                if len(group) < self._group_size:
-                    continue
-                job = None
-            else:
-                job = item
-            if group and not self._commit(store, group, job):
-                return False
-            group = []
-            if job is _CLOSE:
-                return True
-            if job is not None:
-                self._run_job(store, job)
-        if group and not self._commit(store, group, None):
-            return False
-        return False
-
-    def _commit(self, store: Store, group: list[tuple], job: _Job | None) -> bool:
-        lost = len(self._lost)
-        rows, sampled_out = self._rows(group)
-        try:
-            store.insert(
-                rows,
-                accepted=len(group) + lost,
-                sampled_out=sampled_out,
-                lost=lost,
-                max_bytes=self.options.max_bytes,
-                drop_oldest=self.options.when_full == "drop_oldest",
-            )
-        except StorageError as exc:
-            # Keep every accepted record, in order, for the next attempt; whoever waits
-            # for them learns why now instead of hanging.
-            self._last_error = exc
-            self._queue.extendleft(reversed(group))
-            if job is not None and job is not _CLOSE:
-                job.error = StorageError(f"records are not durable yet: {exc}")
-                job.done.set()
-            elif job is _CLOSE:
-                self._queue.append(_CLOSE)
-            self._fail_waiters(exc)
-            return False
-        for _ in range(lost):
-            self._lost.popleft()
-        self._last_error = None
-        return True
-
-    def _rows(self, group: list[tuple]) -> tuple[list[Row], int]:
-        ids = self._ids.take(len(group))
-        keep_below = self._keep_below
-        contexts = self._contexts
-        rows = []
-        sampled_out = 0
-        key: tuple[Any, ...] = ()
-        context: Context | None = None
-        for uid, item in zip(ids, group):
-            if keep_below is not None and sample_key(uid) >= keep_below:
-                sampled_out += 1
-                continue
-            # Consecutive records nearly always share their context: compare (the names
-            # are the same str objects, so this is a pointer walk) before hashing.
-            if context is None or key != item[1:5]:
-                key = item[1:5]
-                context = contexts.get(key)
-                if context is None:
-                    if len(contexts) >= _MAX_CONTEXTS:
-                        contexts.clear()  # an app with ever-changing input names: stay bounded
-                    context = contexts[key] = Context(item[1], item[2], item[3], names_of(item[4]))
-            payload = item[5]
-            rows.append((uid, item[0], context, payload, len(payload) + ROW_OVERHEAD))
-        return rows, sampled_out
-
-    def _fail_waiters(self, exc: StorageError) -> None:
-        # Jobs waiting behind records that could not be committed learn why now instead
-        # of hanging; the records themselves stay queued.
-        for item in list(self._queue):
-            if isinstance(item, _Job) and item is not _CLOSE and not item.done.is_set():
-                try:
-                    self._queue.remove(item)
-                except ValueError:
-                    continue
-                item.error = StorageError(f"records are not durable yet: {exc}")
-                item.done.set()
-
-    def _run_job(self, store: Store, job: _Job) -> None:
-        try:
-            if job.fn is not None:
-                job.result = job.fn(store)
-        except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
-            job.error = exc
-        finally:
-            job.done.set()

@@ -45,3 +45,14 @@ class SyncConfigError(TelemetryError):
 
 class OptionsError(TelemetryError, ValueError):
     """An option has a value outside what it accepts (the message names both)."""
+
+
+class DiskFullError(StorageError):
+    """The file system holding the buffer has no space left. The file itself is intact:
+    free space and the buffer goes on (records accepted meanwhile stay queued)."""
+
+
+class BufferDamagedError(StorageError):
+    """SQLite found damaged pages in the buffer file. The buffer moves the file aside
+    (``<db>.corrupt-<time>``), salvages what it can read into a fresh file and counts the
+    rest as ``lost``; this error reaches a caller only if that salvage failed too."""

@@ -1,164 +1,28 @@
-"""The SQLite file behind a buffer: schema, transactions, and the cross-process write lock.
+"""What the buffer and the sync service do with the file: insert, read, hold, delete, dead-letter.
 
-Only the buffer's writer thread touches a ``Store``: one connection per buffer.
-
-Why a lock file as well as SQLite's own locks: the bundled SQLite (3.40.1) predates the
-WAL-reset fix of 3.51.3. That race needs a checkpoint running while *another* connection
-commits the transaction that restarts the WAL. ``edgepack sync`` deletes delivered rows
-from its own process while the application keeps recording in another, so two connections
-do write the same WAL. Every write transaction here (its automatic checkpoint runs inside
-the commit) and the final close (which may checkpoint) hold an exclusive ``flock`` on
-``<db>-lock``; with every writer and checkpointer serialised by it, a checkpoint can never
-overlap another connection's commit, whichever process they live in. Readers take no
-lock: the race is between writers and checkpointers only. Both sides may checkpoint, so
-the WAL stays bounded even when only one of them runs. The lock is held for a group
-commit (milliseconds), never across a network request.
-
-Layout: ``records`` holds one row per pending record (UUID, timestamp, a reference to its
-``contexts`` row, and a marshal blob of input values, outputs and flags); ``contexts``
-holds what consecutive records share (model, version, bundle hash, input names) once;
-``dead_letters`` keeps what the collector refused; ``counters`` the cumulative totals.
-
-SQLite errors are translated into ``telemetry.errors`` here and nowhere else.
+Only the buffer's writer thread touches a ``Store`` (one connection per buffer); the
+sync service, in the same or another process, has its own. How the file is opened,
+checked and salvaged is in ``telemetry.connection``; how writers in two processes
+serialise in ``telemetry.lock``; the tables in ``telemetry.schema``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
-import marshal
-import os
 import sqlite3
-import sys
 import time
-from collections.abc import Iterator, Sequence
-from pathlib import Path
-from types import ModuleType
-from typing import NamedTuple
-
-try:
-    import fcntl
-except ImportError:  # Windows: no flock there; use one process per buffer file
-    fcntl = None  # type: ignore[assignment]
+from collections.abc import Sequence
 
 from . import crashpoint
-from .encoding import MARSHAL_VERSION
-from .errors import BufferFormatError, StorageError
+from .connection import Connection, recovering
+from .diagnosis import storage_error
+from .encoding import PayloadError, unpack_names
+from .errors import StorageError
+from .rows import Context, Row, StoredRecord
+from .schema import APPLICATION_ID, COUNTERS, SCHEMA_VERSION
 
-
-def _import_sqlite_utils() -> ModuleType:
-    # sqlite-utils imports pandas at import time when it is installed (0.45 s, 140 MB);
-    # a device must not pay that. A None entry in sys.modules makes that import fail
-    # fast, and sqlite-utils then runs without its optional pandas support. Only done
-    # when pandas is not already loaded (then masking would gain nothing), and undone
-    # right after, so an application importing pandas later still can.
-    if "sqlite_utils" in sys.modules or "pandas" in sys.modules:
-        import sqlite_utils
-
-        return sqlite_utils
-    sys.modules["pandas"] = None  # type: ignore[assignment]
-    try:
-        import sqlite_utils
-    finally:
-        if sys.modules.get("pandas", 0) is None:
-            del sys.modules["pandas"]
-    return sqlite_utils
-
-
-sqlite_utils = _import_sqlite_utils()
-
-SCHEMA_VERSION = 1
-"""Bumped with every schema change; older files are migrated on open, newer ones refused."""
-
-APPLICATION_ID = 0x45504B42
-"""``PRAGMA application_id`` of a buffer file ("EPKB"), so a wrong ``--db`` is caught."""
-
-ROW_OVERHEAD = 96
-"""Bytes counted per record on top of its payload: uuid, timestamp, row and index slack."""
-
-_SCHEMA = f"""
-CREATE TABLE contexts (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    model TEXT NOT NULL,
-    version TEXT NOT NULL,
-    bundle_sha256 TEXT NOT NULL,
-    input_names BLOB NOT NULL,
-    UNIQUE (model, version, bundle_sha256, input_names)
-);
-CREATE TABLE records (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    uuid TEXT NOT NULL,
-    ts REAL NOT NULL,
-    context INTEGER NOT NULL REFERENCES contexts (id),
-    payload BLOB NOT NULL,
-    size INTEGER NOT NULL
-);
-CREATE TABLE dead_letters (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    uuid TEXT NOT NULL,
-    ts REAL NOT NULL,
-    context INTEGER NOT NULL REFERENCES contexts (id),
-    payload BLOB NOT NULL,
-    size INTEGER NOT NULL,
-    batch_id TEXT NOT NULL,
-    status INTEGER NOT NULL,
-    reason TEXT NOT NULL
-);
-CREATE TABLE counters (
-    name TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-) WITHOUT ROWID;
-INSERT INTO counters (name, value) VALUES
-    ('recorded', 0), ('delivered', 0), ('dropped', 0), ('sampled_out', 0),
-    ('dead_lettered', 0), ('stored_bytes', 0), ('refusing', 0),
-    ('held_upto', 0), ('held_until_ms', 0);
-PRAGMA application_id = {APPLICATION_ID};
-PRAGMA user_version = {SCHEMA_VERSION};
-"""
-
-COUNTERS = ("recorded", "delivered", "dropped", "sampled_out", "dead_lettered", "stored_bytes")
-
-
-class StoredRecord(NamedTuple):
-    """One pending record as read back from the file (a named tuple: the sync service
-    reads thousands per batch, and a frozen dataclass costs ~1 µs more each to build)."""
-
-    rowid: int
-    """Local row id (AUTOINCREMENT: never reused)."""
-    id: str
-    """The record's UUID, its identity at the collector forever."""
-    ts: float
-    """Unix seconds (UTC) when ``record()`` was called."""
-    model: str
-    """Model name."""
-    version: str
-    """Model version."""
-    bundle_sha256: str
-    """SHA-256 of the bundle that made the prediction."""
-    input_names: tuple[str, ...]
-    """Names of the input values, shared by every record of the same context."""
-    payload: bytes
-    """``(input values, outputs, flags)`` as packed by ``telemetry.encoding.pack``."""
-
-
-class Context:
-    """What records of one model and input layout share: stored once, referenced by id."""
-
-    __slots__ = ("model", "version", "bundle_sha256", "names", "blob", "id")
-
-    def __init__(self, model: str, version: str, bundle_sha256: str, names: tuple[str, ...]) -> None:
-        self.model = model
-        self.version = version
-        self.bundle_sha256 = bundle_sha256
-        self.names = names
-        self.blob = marshal.dumps(names, MARSHAL_VERSION)
-        self.id: int | None = None  # known once resolved inside a write transaction
-
-
-Row = tuple[str, float, Context, bytes, int]
-"""A record ready to insert: (uuid, ts, context, payload, size). A plain tuple because
-the writer builds one per record on the hot path."""
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "Store", "StoredRecord"]
 
 
 _ROWS_PER_STATEMENT = 500
@@ -182,103 +46,8 @@ def _insert_sql(count: int) -> str:
     return "INSERT INTO records (uuid, ts, context, payload, size) VALUES " + ",".join(["(?,?,?,?,?)"] * count)
 
 
-class Store:
-    """One SQLite connection to a buffer file, with its schema checked or created."""
-
-    def __init__(self, path: Path, *, synchronous: str, busy_timeout: float, create: bool) -> None:
-        self.path = path
-        if not create and not path.exists():
-            raise BufferFormatError(f"no telemetry buffer at {path}: the file does not exist (expected the --db of the recording app)")
-        try:
-            self._lock_fd = os.open(f"{path}-lock", os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise StorageError(
-                f"cannot open telemetry buffer {path}: {exc.strerror} ({exc.filename}); "
-                "expected a writable directory for the buffer and its -wal, -shm and -lock files"
-            ) from exc
-        try:
-            # isolation_level=None: transactions are explicit (db.atomic), never implicit.
-            conn = sqlite3.connect(str(path), timeout=busy_timeout, isolation_level=None)
-        except sqlite3.Error as exc:
-            os.close(self._lock_fd)
-            raise StorageError(f"cannot open telemetry buffer {path}: {exc}") from exc
-        self.db = sqlite_utils.Database(conn, execute_plugins=False, recursive_triggers=False)
-        try:
-            with self._write_lock():
-                self._prepare(synchronous, create)
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            os.close(self._lock_fd)
-            raise BufferFormatError(f"{path} is not a usable SQLite database ({exc}); expected an edgepack telemetry buffer") from exc
-        except BaseException:
-            conn.close()
-            os.close(self._lock_fd)
-            raise
-
-    def _prepare(self, synchronous: str, create: bool) -> None:
-        db = self.db
-        application_id = db.execute("PRAGMA application_id").fetchone()[0]
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        tables = db.table_names()
-        if application_id != APPLICATION_ID and tables:
-            raise BufferFormatError(
-                f"{self.path} is a SQLite database but not an edgepack telemetry buffer "
-                f"(tables: {', '.join(sorted(tables)[:5])}); point --db at the file the app records into"
-            )
-        if version > SCHEMA_VERSION:
-            raise BufferFormatError(
-                f"{self.path} has buffer schema version {version}, newer than this edgepack "
-                f"understands (up to {SCHEMA_VERSION}); upgrade edgepack on this device"
-            )
-        db.enable_wal()
-        db.execute(f"PRAGMA synchronous = {synchronous}")
-        self._synchronous = synchronous
-        db.execute("PRAGMA foreign_keys = ON")  # a record never points at a missing context
-        # Truncate the WAL after checkpoints so a burst does not leave a large file behind.
-        db.execute("PRAGMA journal_size_limit = 4194304")
-        if not tables:
-            if not create:
-                raise BufferFormatError(f"{self.path} is empty, not a telemetry buffer")
-            with db.atomic():
-                for statement in _SCHEMA.strip().split(";\n"):
-                    if statement.strip():
-                        db.execute(statement)
-        # Migrations from older schema versions go here (none yet: version 1 is the first).
-
-    @contextlib.contextmanager
-    def _write_lock(self) -> Iterator[None]:
-        if fcntl is None:
-            yield
-            return
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-
-    @contextlib.contextmanager
-    def _transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
-        """A write transaction under the cross-process lock.
-
-        ``durable=False`` commits without waiting for the disk (``synchronous=NORMAL`` for
-        that commit: still atomic and never corrupt, but the last such commits may be
-        undone by a power cut). Used for what the sync service writes: losing a hold, a
-        delete or a dead-letter move only means a batch is sent again, and the collector
-        stores each record once. The next durable commit makes them durable as well.
-        """
-        conn = self.db.conn
-        try:
-            with self._write_lock():
-                if not durable and self._synchronous != "NORMAL":
-                    conn.execute("PRAGMA synchronous = NORMAL")
-                try:
-                    with self.db.atomic():
-                        yield conn
-                finally:
-                    if not durable and self._synchronous != "NORMAL":
-                        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-        except (sqlite3.Error, OSError) as exc:
-            raise StorageError(f"writing telemetry buffer {self.path} failed: {exc}") from exc
+class Store(Connection):
+    """A buffer file and the operations on it."""
 
     def _add(self, conn: sqlite3.Connection, deltas: dict[str, int]) -> None:
         # One statement for all the counters: every statement run by the writer thread
@@ -291,6 +60,7 @@ class Store:
                 [*(v for pair in changed for v in pair), *(name for name, _ in changed)],
             )
 
+    @recovering
     def insert(
         self,
         rows: Sequence[Row],
@@ -329,7 +99,8 @@ class Store:
                     conn.execute("UPDATE counters SET value = ? WHERE name = 'refusing'", (refusing,))
                 else:
                     stored += sum(row[4] for row in rows)
-                for context in {id(row[2]): row[2] for row in rows if row[2].id is None}.values():
+                generation = self.generation
+                for context in {id(row[2]): row[2] for row in rows if row[2].generation != generation}.values():
                     self._resolve(conn, context)
                     resolved.append(context)
                 _insert_rows(conn, rows)
@@ -346,6 +117,7 @@ class Store:
             # The transaction rolled back: context rows it created are gone again.
             for context in resolved:
                 context.id = None
+                context.generation = -1
             raise
 
 
@@ -358,6 +130,7 @@ class Store:
         context.id = conn.execute(
             "SELECT id FROM contexts WHERE model = ? AND version = ? AND bundle_sha256 = ? AND input_names = ?", key
         ).fetchone()[0]
+        context.generation = self.generation
 
     def _drop_oldest(self, conn: sqlite3.Connection, excess: int) -> tuple[int, int]:
         # Rows of a batch in flight are skipped: they are about to be delivered, and
@@ -383,6 +156,7 @@ class Store:
         names += ("refusing",) if removed else ()
         conn.executemany("UPDATE counters SET value = 0 WHERE name = ?", [(name,) for name in names])
 
+    @recovering
     def hold(self, upto: int, seconds: float) -> None:
         """Keep rows up to ``upto`` from ``drop_oldest`` for ``seconds`` (a batch in flight).
 
@@ -393,6 +167,7 @@ class Store:
         with self._transaction(durable=False) as conn:
             conn.executemany("UPDATE counters SET value = ? WHERE name = ?", [(upto, "held_upto"), (until, "held_until_ms")])
 
+    @recovering
     def oldest(self, limit: int, after: int = 0) -> list[StoredRecord]:
         """The ``limit`` oldest pending records with a row id above ``after``, oldest first."""
         try:
@@ -408,14 +183,15 @@ class Store:
                     names[r[6]] = ()  # no context: cannot be unpacked, will be dead-lettered
                 elif r[6] not in names:
                     try:
-                        names[r[6]] = tuple(marshal.loads(r[6]))
-                    except (ValueError, EOFError, TypeError):
+                        names[r[6]] = unpack_names(r[6])
+                    except PayloadError:
                         names[r[6]] = ()  # unreadable: its records fail to unpack and are dead-lettered
                 out.append(StoredRecord(r[0], r[1], r[2], r[3] or "", r[4] or "", r[5] or "", names[r[6]], r[7]))
             return out
         except sqlite3.Error as exc:
-            raise StorageError(f"reading telemetry buffer {self.path} failed: {exc}") from exc
+            raise storage_error(exc, self.path, "reading") from exc
 
+    @recovering
     def delete(self, rowids: Sequence[int], *, keep_hold: bool = False) -> int:
         """Delete delivered rows in one transaction; returns how many were still there.
 
@@ -434,6 +210,7 @@ class Store:
             crashpoint.reach("during_delete")
         return int(count)
 
+    @recovering
     def dead_letter(self, rowids: Sequence[int], *, batch_id: str, status: int, reason: str, keep_bytes: int | None) -> int:
         """Move rows to ``dead_letters`` (kept for inspection, never resent); returns how many moved.
 
@@ -462,6 +239,7 @@ class Store:
                 )
         return int(count)
 
+    @recovering
     def counters(self, *, pending: bool = True) -> dict[str, int]:
         """Every persistent counter, plus ``pending`` (rows waiting to be sent) unless
         ``pending=False`` (counting rows scans the table: milliseconds for a big backlog)."""
@@ -470,13 +248,5 @@ class Store:
             if pending:
                 values["pending"] = self.db.execute("SELECT count(*) FROM records").fetchone()[0]
         except sqlite3.Error as exc:
-            raise StorageError(f"reading telemetry buffer {self.path} failed: {exc}") from exc
+            raise storage_error(exc, self.path, "reading") from exc
         return {name: int(values.get(name, 0)) for name in (*COUNTERS, *(("pending",) if pending else ()))}
-
-    def close(self) -> None:
-        """Close the connection (under the write lock: closing may checkpoint the WAL)."""
-        try:
-            with self._write_lock():
-                self.db.close()
-        finally:
-            os.close(self._lock_fd)

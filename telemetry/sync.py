@@ -19,6 +19,8 @@ What each answer does:
   is dead-lettered (it can never be sent).
 * 400 / 422: the collector will never accept this batch: move it to the dead-letter
   table, count it (the count travels with the next batches), go on with the rest.
+  Except a refusal of the ``lost`` counter (a collector older than it answers 422 on
+  ``counters``): then the batch is sent again with lost records inside ``dropped``.
 * 401 / 403: stop, keep everything, report the token problem.
 * 415: resend without gzip (the collector does not take it) and keep it off.
 * 408, 425, 429, 5xx, timeouts, connection errors: wait with full-jitter exponential
@@ -26,177 +28,36 @@ What each answer does:
   collector asked for if longer (also bounded by the cap), and resend.
 * anything else (404, 3xx...): stop, keep everything, report that the endpoint looks wrong.
 
-Every request has an overall deadline (``request_deadline``): the request runs on a
-helper thread and is abandoned if it has not answered by then (httpx's own per-phase
-timeouts, set to the same value, end the abandoned thread soon after).
+Every request has an overall deadline (``request_deadline``), see ``telemetry.request``.
+Records whose stored payload cannot be decoded (damaged or hostile bytes) are
+dead-lettered when the batch is read (``telemetry.batch``), and sending goes on.
 """
 
 from __future__ import annotations
 
-import email.utils
 import gzip
-import hashlib
 import logging
 import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, Literal
+from dataclasses import replace
 
 import httpx
 
 from . import crashpoint
 from .buffer import Buffer
-from .encoding import to_json_bytes, unpack
-from .errors import OptionsError, SyncConfigError, TelemetryError
-from .store import StoredRecord
+from .batch import Batch, Item, Prefetch, batch_id_of, encode
+from .encoding import to_json_bytes
+from .errors import SyncConfigError, TelemetryError
+from .options import SyncOptions
+from .outcomes import BatchReport, SyncResult, _add, _Tally
+from .request import Answer, check_endpoint, post
+from .rows import StoredRecord
 
 log = logging.getLogger("telemetry.sync")
 
-COLLECTOR_MAX_RECORDS = 5000
-"""The collector refuses batches with more records than this (the HTTP contract)."""
-
 _TRANSIENT = frozenset({408, 425, 429})
-
-StopReason = Literal["drained", "stop_requested", "unavailable", "unauthorized", "rejected"]
-
-
-@dataclass(frozen=True, kw_only=True)
-class SyncOptions:
-    """How the sync service batches, sends and retries."""
-
-    batch_size: int = 1000
-    """Most records per batch (the collector accepts at most 5000)."""
-    max_batch_bytes: int = 4 * 1024 * 1024
-    """Most JSON bytes of records per batch before gzip (the collector takes 8 MiB as
-    sent and 32 MiB decompressed); a single larger record is still sent alone."""
-    gzip: bool = True
-    """Send bodies with ``Content-Encoding: gzip``."""
-    gzip_level: int = 1
-    """zlib level for ``gzip``. Level 1 packs 31-feature records to ~36% of their JSON at
-    ~13 µs of CPU each; level 6 reaches ~31% at ~4x the CPU. Raise it on slow links."""
-    request_deadline: float = 30.0
-    """Overall seconds one request may take, connect to last byte."""
-    backoff_base: float = 1.0
-    """Seconds of the first backoff window; it doubles with each consecutive failure."""
-    backoff_cap: float = 300.0
-    """Longest wait between attempts, in seconds (also bounds ``Retry-After``)."""
-    max_attempts: int = 5
-    """Consecutive transient failures after which ``sync_once`` gives up with
-    ``stopped="unavailable"`` (``run`` waits and keeps trying)."""
-    interval: float = 30.0
-    """Seconds ``run`` waits between rounds once the buffer is drained."""
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.batch_size <= COLLECTOR_MAX_RECORDS:
-            raise OptionsError(f"batch_size={self.batch_size!r}: expected 1 to {COLLECTOR_MAX_RECORDS} records")
-        if self.max_batch_bytes < 1024:
-            raise OptionsError(f"max_batch_bytes={self.max_batch_bytes!r}: expected at least 1024 bytes")
-        if self.request_deadline <= 0 or self.backoff_base <= 0 or self.backoff_cap < self.backoff_base:
-            raise OptionsError("request_deadline and backoff_base must be > 0 seconds and backoff_cap >= backoff_base")
-        if not 0 <= self.gzip_level <= 9:
-            raise OptionsError(f"gzip_level={self.gzip_level!r}: expected 0 (store) to 9 (smallest)")
-        if self.max_attempts < 1 or self.interval < 0:
-            raise OptionsError("max_attempts must be at least 1 and interval >= 0 seconds")
-
-
-@dataclass(frozen=True, kw_only=True)
-class BatchReport:
-    """What happened to one batch (passed to ``on_batch`` and logged)."""
-
-    batch_id: str
-    """SHA-256 of the batch's sorted record ids."""
-    records: int
-    """Records in the batch."""
-    status: int
-    """HTTP status of the final answer (0 when the record could not even be read)."""
-    accepted: int = 0
-    """Records newly stored by the collector."""
-    duplicates: int = 0
-    """Records the collector already had (a resend)."""
-    dead_lettered: int = 0
-    """Records moved to the dead-letter table."""
-    seconds: float = 0.0
-    """Time from the first attempt to the final answer."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class SyncResult:
-    """The outcome of one ``sync_once`` (or of ``run`` when it returns)."""
-
-    stopped: StopReason
-    """Why sending stopped: ``drained`` (nothing left), ``stop_requested``, ``unavailable``
-    (collector unreachable after ``max_attempts``), ``unauthorized`` (401/403: token),
-    ``rejected`` (an answer that means the endpoint is wrong)."""
-    batches: int = 0
-    """Batches acknowledged by the collector."""
-    sent: int = 0
-    """Records acknowledged by the collector (accepted + duplicates) and deleted here."""
-    accepted: int = 0
-    """Records newly stored by the collector."""
-    duplicates: int = 0
-    """Records the collector already had."""
-    dead_lettered: int = 0
-    """Records moved to the dead-letter table."""
-    retries: int = 0
-    """Requests that failed transiently and were retried (or given up on)."""
-    error: str | None = None
-    """What went wrong and what to do, when ``stopped`` is not ``drained``/``stop_requested``."""
-
-    @property
-    def ok(self) -> bool:
-        """True when nothing is wrong with the configuration or the collector."""
-        return self.stopped in ("drained", "stop_requested")
-
-
-@dataclass
-class _Tally:
-    batches: int = 0
-    sent: int = 0
-    accepted: int = 0
-    duplicates: int = 0
-    dead_lettered: int = 0
-    retries: int = 0
-    attempts: int = 0
-    stop: StopReason | None = None
-    error: str | None = None
-
-    def result(self, stopped: StopReason) -> SyncResult:
-        return SyncResult(
-            stopped=stopped, batches=self.batches, sent=self.sent, accepted=self.accepted,
-            duplicates=self.duplicates, dead_lettered=self.dead_lettered, retries=self.retries, error=self.error,
-        )
-
-
-@dataclass(frozen=True)
-class _Item:
-    rowid: int
-    id: str
-    record: dict[str, Any]  # as sent
-
-
-@dataclass(frozen=True)
-class _Batch:
-    items: list[_Item]
-    json: bytes  # the items' records as one JSON array
-
-
-@dataclass
-class _Prefetch:
-    """The next batch, read and encoded while the current one is in flight."""
-
-    records: int  # records read (items plus any dead-lettered as unreadable)
-    batch: _Batch
-    body: tuple[bytes, bool] | None = None  # the request body, and whether it is gzipped
-
-
-@dataclass(frozen=True)
-class _Answer:
-    status: int | None  # None: no HTTP answer (timeout, connection error)
-    body: Any = None
-    retry_after: float | None = None
-    problem: str = ""
 
 
 class SyncService:
@@ -224,7 +85,7 @@ class SyncService:
     ) -> None:
         self.buffer = buffer
         self.options = options or SyncOptions()
-        self.endpoint = _check_endpoint(endpoint)
+        self.endpoint = check_endpoint(endpoint)
         self.url = self.endpoint + "/v1/batches"
         token = token.strip() if isinstance(token, str) else token
         if not isinstance(token, str) or not token or any(c.isspace() for c in token):
@@ -237,9 +98,12 @@ class SyncService:
         self._clock = clock
         self._on_batch = on_batch
         self._gzip = self.options.gzip
+        # Collectors before the ``lost`` counter refuse unknown counter names (422 on
+        # "counters"); for those, lost records are sent inside ``dropped`` instead.
+        self._fold_lost = False
         self._failures = 0  # consecutive transient failures, across rounds (drives backoff)
-        self._next: _Prefetch | None = None
-        self._pending_ack: tuple[str, list[_Item], _Answer, _Tally, float] | None = None
+        self._next: Prefetch | None = None
+        self._pending_ack: tuple[str, list[Item], Answer, _Tally, float] | None = None
 
     # -- public ---------------------------------------------------------------------------
 
@@ -318,45 +182,22 @@ class SyncService:
 
     # -- batches --------------------------------------------------------------------------
 
-    def _encode(self, records: Sequence[StoredRecord], tally: _Tally) -> _Batch:
+    def _encode(self, records: Sequence[StoredRecord], tally: _Tally) -> Batch:
         """The records as sent, cut at ``max_batch_bytes``; unreadable ones are dead-lettered."""
-        items: list[_Item] = []
-        unreadable: list[int] = []
-        for record in records:
-            try:
-                inputs, outputs, flags = unpack(record.input_names, record.payload)
-            except (ValueError, EOFError, TypeError) as exc:
-                log.error("record %s is unreadable (%s); moving it to the dead-letter table", record.id, exc)
-                unreadable.append(record.rowid)
-                continue
-            items.append(_Item(record.rowid, record.id, {
-                "id": record.id, "ts": record.ts, "model": record.model, "version": record.version,
-                "bundle_sha256": record.bundle_sha256, "inputs": inputs, "outputs": outputs, "flags": flags,
-            }))
+        batch, unreadable = encode(records, self.options.max_batch_bytes)
         if unreadable:
             moved = self.buffer.dead_letter(unreadable, batch_id="", status=0, reason="stored payload unreadable")
             tally.dead_lettered += moved
-        # One encoder call for the whole batch; only a batch over the byte cap is measured
-        # record by record to find where to cut it.
-        text = to_json_bytes([item.record for item in items])
-        if len(text) > self.options.max_batch_bytes + 2 and len(items) > 1:
-            size = 0
-            for count, item in enumerate(items):
-                size += len(to_json_bytes(item.record)) + 1
-                if count and size > self.options.max_batch_bytes:
-                    items = items[:count]
-                    text = to_json_bytes([item.record for item in items])
-                    break
-        return _Batch(items, text)
+        return batch
 
     def _deliver(
         self,
-        items: list[_Item],
+        items: list[Item],
         tally: _Tally,
         stop_event: threading.Event,
         *,
         prefetch: bool = False,
-        body: tuple[bytes, bool] | None = None,
+        body: tuple[bytes, bool, bool] | None = None,
         records_json: bytes | None = None,
         held: bool = False,
     ) -> bool:
@@ -370,15 +211,16 @@ class SyncService:
         batch's acknowledgement (the local delete) is deferred until the next request is
         on its way, so the collector is not left idle while the device deletes.
         """
-        batch_id = _batch_id(items)
+        batch_id = batch_id_of(items)
         started = time.monotonic()
         defer = prefetch
         while True:
             if not held:
                 # Hold the batch against drop_oldest while it is in flight (and a little after).
                 self.buffer.hold(max(item.rowid for item in items), self._hold_seconds)
-            prepared = body if body is not None and body[1] == self._gzip else None
-            answer = self._post(batch_id, items, tally if prefetch else None, prepared or self._body(batch_id, items, records_json))
+            prepared = body if body is not None and body[1] == self._gzip and not (body[2] and self._fold_lost) else None
+            sent = prepared or self._body(batch_id, items, records_json)
+            answer = self._post(items, tally if prefetch else None, sent)
             prefetch, body, held = False, None, False
             status = answer.status
             if status is not None and 200 <= status < 300:
@@ -399,6 +241,13 @@ class SyncService:
                     return False
                 self._dead_letter(batch_id, items, 413, f"a single record is over the collector's size limit: {answer.problem}", tally, started)
                 return False
+            if status in (400, 422) and sent[2] and answer.problem.startswith("counters"):
+                log.warning(
+                    "the collector does not take the 'lost' counter (%s: %s); sending lost records inside 'dropped' from now on",
+                    status, answer.problem,
+                )
+                self._fold_lost = True
+                continue
             if status in (400, 422):
                 self._dead_letter(batch_id, items, status, answer.problem, tally, started)
                 return False
@@ -445,7 +294,7 @@ class SyncService:
             self._acknowledge(*pending, keep_hold=keep_hold)
 
     def _acknowledge(
-        self, batch_id: str, items: list[_Item], answer: _Answer, tally: _Tally, started: float, *, keep_hold: bool = False
+        self, batch_id: str, items: list[Item], answer: Answer, tally: _Tally, started: float, *, keep_hold: bool = False
     ) -> None:
         crashpoint.reach("after_response")
         self.buffer.acknowledge([item.rowid for item in items], keep_hold=keep_hold)
@@ -469,7 +318,7 @@ class SyncService:
         if self._on_batch is not None:
             self._on_batch(report)
 
-    def _dead_letter(self, batch_id: str, items: list[_Item], status: int, problem: str, tally: _Tally, started: float) -> None:
+    def _dead_letter(self, batch_id: str, items: list[Item], status: int, problem: str, tally: _Tally, started: float) -> None:
         moved = self.buffer.dead_letter([item.rowid for item in items], batch_id=batch_id, status=status, reason=problem)
         tally.dead_lettered += moved
         log.error("batch %s: collector refused it (%d: %s); %d records moved to the dead-letter table", batch_id[:12], status, problem, moved)
@@ -490,67 +339,52 @@ class SyncService:
             # Extend the hold over the next batch too: drop_oldest would otherwise pick
             # exactly these rows, the oldest ones not in flight.
             self.buffer.hold(records[-1].rowid, self._hold_seconds)
-            body = self._body(_batch_id(batch.items), batch.items, batch.json) if batch.items else None
+            body = self._body(batch_id_of(batch.items), batch.items, batch.json) if batch.items else None
         except TelemetryError as exc:
             log.debug("reading the next batch ahead failed (%s); it is read again after this one", exc)
             return
-        self._next = _Prefetch(records=len(records), batch=batch, body=body)
+        self._next = Prefetch(records=len(records), batch=batch, body=body)
 
     # -- HTTP -----------------------------------------------------------------------------
 
-    def _body(self, batch_id: str, items: list[_Item], records_json: bytes | None = None) -> tuple[bytes, bool]:
-        """The request body (gzipped or not, as the second value says), with current counters."""
+    def _body(self, batch_id: str, items: list[Item], records_json: bytes | None = None) -> tuple[bytes, bool, bool]:
+        """The request body, whether it is gzipped, and whether it carries the ``lost``
+        counter; with the current counters."""
+        counters = self._counters()
         body = b"".join((
             b'{"batch_id":"', batch_id.encode(), b'","records":',
             records_json if records_json is not None else to_json_bytes([item.record for item in items]),
-            b',"counters":', to_json_bytes(self.buffer.counters()), b"}",
+            b',"counters":', to_json_bytes(counters), b"}",
         ))
         if self._gzip:
-            return gzip.compress(body, compresslevel=self.options.gzip_level, mtime=0), True
-        return body, False
+            return gzip.compress(body, compresslevel=self.options.gzip_level, mtime=0), True, "lost" in counters
+        return body, False, "lost" in counters
 
-    def _post(
-        self, batch_id: str, items: list[_Item], prefetch_tally: _Tally | None, prepared: tuple[bytes, bool]
-    ) -> _Answer:
-        body, gzipped = prepared
+    def _counters(self) -> dict[str, int]:
+        """The buffer's counters as sent: ``lost`` only once there is something to report
+        (so a collector that does not know it is not troubled), or inside ``dropped``."""
+        counters = self.buffer.counters()
+        lost = counters.pop("lost", 0)
+        if lost and self._fold_lost:
+            counters["dropped"] += lost
+        elif lost:
+            counters["lost"] = lost
+        return counters
+
+    def _post(self, items: list[Item], prefetch_tally: _Tally | None, prepared: tuple[bytes, bool, bool]) -> Answer:
         headers = dict(self._headers)
-        if gzipped:
+        if prepared[1]:
             headers["Content-Encoding"] = "gzip"
-        deadline = self.options.request_deadline
-        outcome: list[Any] = []
 
-        def send() -> None:
-            try:
-                outcome.append(self._client.post(self.url, content=body, headers=headers, timeout=httpx.Timeout(deadline)))
-            except httpx.HTTPError as exc:
-                outcome.append(exc)
-            except Exception as exc:  # noqa: BLE001 - a faulty transport must not kill the service
-                outcome.append(exc)
+        def meanwhile() -> None:
+            # The batch before this one was stored by the collector: delete it here while
+            # this request travels (a crash first only means it is sent again).
+            self._acknowledge_pending(keep_hold=True)
+            if prefetch_tally is not None:
+                self._prefetch(items[-1].rowid, prefetch_tally)
 
-        crashpoint.reach("before_request")
-        worker = threading.Thread(target=send, name="edgepack-sync-request", daemon=True)
-        sent_at = time.monotonic()
-        worker.start()
-        # The batch before this one was stored by the collector: delete it here while
-        # this request travels (a crash first only means it is sent again).
-        self._acknowledge_pending(keep_hold=True)
-        if prefetch_tally is not None:
-            self._prefetch(items[-1].rowid, prefetch_tally)
-        worker.join(max(0.0, sent_at + deadline - time.monotonic()))
-        if worker.is_alive() or not outcome:
-            return _Answer(None, problem=f"no answer within the {deadline:g} s request deadline")
-        response = outcome[0]
-        if isinstance(response, httpx.TimeoutException):
-            return _Answer(None, problem=f"timed out ({type(response).__name__})")
-        if isinstance(response, Exception):
-            return _Answer(None, problem=f"{type(response).__name__}: {response}")
-        try:
-            parsed = response.json()
-        except ValueError:
-            parsed = None
-        problem = parsed.get("error", "") if isinstance(parsed, dict) else response.text[:200]
-        retry_after = _retry_after(response.headers.get("Retry-After"), self._clock())
-        return _Answer(response.status_code, parsed, retry_after, str(problem))
+        return post(self._client, self.url, prepared[0], headers, deadline=self.options.request_deadline,
+                    clock=self._clock, meanwhile=meanwhile)
 
     # -- waiting --------------------------------------------------------------------------
 
@@ -568,44 +402,3 @@ class SyncService:
             self._sleep(delay)
             return stop_event.is_set()
         return stop_event.wait(delay)
-
-
-def _add(total: SyncResult, result: SyncResult) -> SyncResult:
-    """Totals of ``run``'s rounds so far, ending the way ``result`` ended."""
-    return SyncResult(
-        stopped=result.stopped, batches=total.batches + result.batches, sent=total.sent + result.sent,
-        accepted=total.accepted + result.accepted, duplicates=total.duplicates + result.duplicates,
-        dead_lettered=total.dead_lettered + result.dead_lettered, retries=total.retries + result.retries,
-        error=result.error,
-    )
-
-
-def _batch_id(items: Sequence[_Item]) -> str:
-    """SHA-256 of the sorted record ids: the same records always make the same batch id."""
-    return hashlib.sha256("\n".join(sorted(item.id for item in items)).encode()).hexdigest()
-
-
-def _retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - now)
-
-
-def _check_endpoint(endpoint: str) -> str:
-    try:
-        url = httpx.URL(endpoint)
-    except (httpx.InvalidURL, TypeError) as exc:
-        raise SyncConfigError(f"endpoint {endpoint!r} is not a URL ({exc}); expected e.g. http://collector:8787") from exc
-    if url.scheme not in ("http", "https") or not url.host:
-        raise SyncConfigError(f"endpoint {endpoint!r}: expected an http:// or https:// URL with a host, e.g. http://collector:8787")
-    return str(endpoint).rstrip("/")

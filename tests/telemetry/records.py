@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import marshal
 import sqlite3
 from pathlib import Path
 from typing import Any
 
-from telemetry.encoding import unpack
+from telemetry.encoding import unpack, unpack_names
 
 SHA = "ab" * 32
 
@@ -36,7 +35,7 @@ def stored(path: Path) -> list[dict[str, Any]]:
         connection.close()
     out = []
     for rowid, uid, ts, model, version, sha, names, payload in rows:
-        inputs, outputs, flags = unpack(marshal.loads(names), payload)
+        inputs, outputs, flags = unpack(unpack_names(names), payload)
         out.append({"rowid": rowid, "id": uid, "ts": ts, "model": model, "version": version, "bundle_sha256": sha,
                     "inputs": inputs, "outputs": outputs, "flags": list(flags)})
     return out

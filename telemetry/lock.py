@@ -1,0 +1,52 @@
+"""The cross-process write lock of a buffer file (``<db>-lock``).
+
+Why a lock file as well as SQLite's own locks: the bundled SQLite (3.40.1) predates the
+WAL-reset fix of 3.51.3. That race needs a checkpoint running while *another* connection
+commits the transaction that restarts the WAL. ``edgepack sync`` deletes delivered rows
+from its own process while the application keeps recording in another, so two connections
+do write the same WAL. Every write transaction (its automatic checkpoint runs inside the
+commit), the final close (which may checkpoint), the salvage of a damaged file and the
+upgrade of an old one hold an exclusive ``flock`` on ``<db>-lock``; with every writer and
+checkpointer serialised by it, a checkpoint can never overlap another connection's
+commit, whichever process they live in. Readers take no lock. The lock is held for a
+group commit (milliseconds), never across a network request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock there; use one process per buffer file
+    fcntl = None  # type: ignore[assignment]
+
+
+class WriteLock:
+    """An exclusive ``flock`` on ``<db>-lock`` (created owner-only); re-entrant per object."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.path = Path(f"{db_path}-lock")
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        self._depth = 0
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        if fcntl is None:
+            yield
+            return
+        if self._depth == 0:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if self._depth == 0:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        os.close(self._fd)

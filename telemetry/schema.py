@@ -1,0 +1,77 @@
+"""The buffer file's schema: tables, counters, version, and how a new file is laid out.
+
+Layout: ``records`` holds one row per pending record (UUID, timestamp, a reference to its
+``contexts`` row, and a MessagePack payload of input values, outputs and flags, see
+``telemetry.encoding``); ``contexts`` holds what consecutive records share (model,
+version, bundle hash, input names) once; ``dead_letters`` keeps what the collector
+refused or what could not be read; ``counters`` the cumulative totals.
+
+Versions: 1 stored payloads and input names with ``marshal``; 2 (this one) stores them
+as MessagePack and adds the ``lost`` counter. Older files are migrated on open
+(``telemetry.migration``), newer ones refused.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+SCHEMA_VERSION = 2
+"""Bumped with every schema change; older files are migrated on open, newer ones refused."""
+
+APPLICATION_ID = 0x45504B42
+"""``PRAGMA application_id`` of a buffer file ("EPKB"), so a wrong ``--db`` is caught."""
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+"""The first 16 bytes of every SQLite database file."""
+
+LEDGER_COUNTERS = ("recorded", "delivered", "dropped", "sampled_out", "dead_lettered", "lost")
+"""The counters that only ever grow: mirrored in the ledger file (``telemetry.ledger``)."""
+
+COUNTERS = (*LEDGER_COUNTERS, "stored_bytes")
+"""The counters ``Store.counters`` reports."""
+
+TABLES = """
+CREATE TABLE contexts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    model TEXT NOT NULL,
+    version TEXT NOT NULL,
+    bundle_sha256 TEXT NOT NULL,
+    input_names BLOB NOT NULL,
+    UNIQUE (model, version, bundle_sha256, input_names)
+);
+CREATE TABLE records (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    uuid TEXT NOT NULL,
+    ts REAL NOT NULL,
+    context INTEGER NOT NULL REFERENCES contexts (id),
+    payload BLOB NOT NULL,
+    size INTEGER NOT NULL
+);
+CREATE TABLE dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    uuid TEXT NOT NULL,
+    ts REAL NOT NULL,
+    context INTEGER NOT NULL REFERENCES contexts (id),
+    payload BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    batch_id TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE TABLE counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID
+"""
+
+_STATE = ("refusing", "held_upto", "held_until_ms")
+"""Counters rows that are state, not totals: drop_newest's refusal and the sync hold."""
+
+
+def create(conn: sqlite3.Connection) -> None:
+    """Lay out an empty file as a buffer of this schema version (inside a transaction)."""
+    for statement in TABLES.strip().split(";\n"):
+        conn.execute(statement)
+    conn.executemany("INSERT INTO counters (name, value) VALUES (?, 0)", [(name,) for name in (*COUNTERS, *_STATE)])
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

@@ -1,0 +1,186 @@
+"""The buffer's writer thread: drains the in-memory queue into the store, in groups.
+
+One thread per buffer owns the buffer's only SQLite connection (a ``Store``). It waits
+for records (or ``group_delay``), turns the queued records into rows (UUIDs, sampling,
+contexts), commits them in one transaction, and runs the jobs queued behind them
+(``flush``, ``pending``, the sync service's reads and deletes), so a job always sees
+every record recorded before it. When the disk refuses a commit, the records go back to
+the front of the queue, in order, and are retried every ``retry_delay``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .encoding import names_of
+from .errors import StorageError
+from .ids import IdClock, sample_key
+from .options import SYNCHRONOUS, BufferOptions
+from .rows import ROW_OVERHEAD, Context, Row
+from .store import Store
+
+_MAX_CONTEXTS = 1024
+
+
+class _Job:
+    """Work for the writer thread, queued behind the records recorded before it."""
+
+    __slots__ = ("fn", "done", "result", "error")
+
+    def __init__(self, fn: Callable[[Store], Any] | None) -> None:
+        self.fn = fn
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+_CLOSE = _Job(None)  # identity marker; never waited on
+
+
+class Writer:
+    """The writer thread's side of a ``Buffer`` (the buffer's attributes, set by its ``__init__``)."""
+
+    path: Path
+    options: BufferOptions
+    _queue: deque[Any]
+    _lost: deque[None]
+    _wake: threading.Event
+    _hurry: threading.Event
+    _closed: bool
+    _group_size: int
+    _keep_below: int | None
+    _last_error: StorageError | None
+    _contexts: dict[tuple[Any, ...], Context]
+    _ids: IdClock
+
+    def _run(self, started: _Job) -> None:
+        opts = self.options
+        try:
+            store = Store(self.path, synchronous=SYNCHRONOUS[opts.durability], busy_timeout=opts.busy_timeout, create=opts.create)
+        except BaseException as exc:
+            started.error = exc
+            started.done.set()
+            return
+        started.done.set()
+        try:
+            while True:
+                self._wake.wait(None if self._last_error is None else opts.retry_delay)
+                self._wake.clear()
+                if not self._hurry.is_set():
+                    self._hurry.wait(opts.group_delay)  # let a group form
+                self._hurry.clear()
+                if self._drain(store):
+                    return
+                if self._closed and self._last_error is not None:
+                    return  # closing and the disk still refuses: close() reports the loss
+        finally:
+            try:
+                store.close()
+            except Exception:  # noqa: BLE001 - nothing left to report it to
+                pass
+
+    def _drain(self, store: Store) -> bool:
+        """Commit and run everything queued; True once the close marker is reached."""
+        queue = self._queue
+        group: list[tuple] = []
+        while True:
+            try:
+                item = queue.popleft()
+            except IndexError:
+                break
+            if type(item) is tuple:
+                group.append(item)
+                if len(group) < self._group_size:
+                    continue
+                job = None
+            else:
+                job = item
+            if group and not self._commit(store, group, job):
+                return False
+            group = []
+            if job is _CLOSE:
+                return True
+            if job is not None:
+                self._run_job(store, job)
+        if group and not self._commit(store, group, None):
+            return False
+        return False
+
+    def _commit(self, store: Store, group: list[tuple], job: _Job | None) -> bool:
+        lost = len(self._lost)
+        rows, sampled_out = self._rows(group)
+        try:
+            store.insert(
+                rows,
+                accepted=len(group) + lost,
+                sampled_out=sampled_out,
+                lost=lost,
+                max_bytes=self.options.max_bytes,
+                drop_oldest=self.options.when_full == "drop_oldest",
+            )
+        except StorageError as exc:
+            # Keep every accepted record, in order, for the next attempt; whoever waits
+            # for them learns why now instead of hanging.
+            self._last_error = exc
+            self._queue.extendleft(reversed(group))
+            if job is not None and job is not _CLOSE:
+                job.error = type(exc)(f"records are not durable yet: {exc}")
+                job.done.set()
+            elif job is _CLOSE:
+                self._queue.append(_CLOSE)
+            self._fail_waiters(exc)
+            return False
+        for _ in range(lost):
+            self._lost.popleft()
+        self._last_error = None
+        return True
+
+    def _rows(self, group: list[tuple]) -> tuple[list[Row], int]:
+        ids = self._ids.take(len(group))
+        keep_below = self._keep_below
+        contexts = self._contexts
+        rows = []
+        sampled_out = 0
+        key: tuple[Any, ...] = ()
+        context: Context | None = None
+        for uid, item in zip(ids, group):
+            if keep_below is not None and sample_key(uid) >= keep_below:
+                sampled_out += 1
+                continue
+            # Consecutive records nearly always share their context: compare (the names
+            # are the same str objects, so this is a pointer walk) before hashing.
+            if context is None or key != item[1:5]:
+                key = item[1:5]
+                context = contexts.get(key)
+                if context is None:
+                    if len(contexts) >= _MAX_CONTEXTS:
+                        contexts.clear()  # an app with ever-changing input names: stay bounded
+                    context = contexts[key] = Context(item[1], item[2], item[3], names_of(item[4]))
+            payload = item[5]
+            rows.append((uid, item[0], context, payload, len(payload) + ROW_OVERHEAD))
+        return rows, sampled_out
+
+    def _fail_waiters(self, exc: StorageError) -> None:
+        # Jobs waiting behind records that could not be committed learn why now instead
+        # of hanging; the records themselves stay queued.
+        for item in list(self._queue):
+            if isinstance(item, _Job) and item is not _CLOSE and not item.done.is_set():
+                try:
+                    self._queue.remove(item)
+                except ValueError:
+                    continue
+                item.error = type(exc)(f"records are not durable yet: {exc}")
+                item.done.set()
+
+    def _run_job(self, store: Store, job: _Job) -> None:
+        try:
+            if job.fn is not None:
+                job.result = job.fn(store)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+            job.error = exc
+        finally:
+            job.done.set()
