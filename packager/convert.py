@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .converters import final_estimator
+from .converters import final_estimator, for_conversion, walk_all
 from .errors import ConversionError, ReferenceDataError
 from .packing import Slot, pack
 
@@ -87,6 +87,34 @@ def takes_columns(model: Any) -> bool:
     return isinstance(model, ColumnTransformer)
 
 
+def label_only(model: Any) -> bool:
+    """A classifier without ``predict_proba`` (LinearSVC, RidgeClassifier, hinge SGD, hard voting, ...)."""
+    return not hasattr(model, "predict_proba")
+
+
+def conversion_error(model: Any, precision: str, exc: BaseException) -> ConversionError:
+    """The converter's failure, pinned to the step it names where it names one."""
+    reason = f"{type(exc).__name__}: {exc}".strip()
+    where = None
+    # Converters name the class they fail on ("Unable to find a shape calculator for type
+    # '<class 'sklearn...SplineTransformer'>'"); the innermost matching step is the culprit.
+    for step in walk_all(model):
+        name = type(step.obj).__name__
+        if name in reason and (where is None or len(step.path) >= len(where.path)):
+            where = step
+    if where is None:
+        where = next(iter(walk_all(model)))
+    cls = type(where.obj)
+    at = f"step {where.path!r} " if where.path else ""
+    return ConversionError(
+        f"{at}({cls.__module__}.{cls.__name__}) could not be converted to ONNX ({precision} inputs): {reason}; "
+        "this is a converter failure, not a parity failure: replace the step with one the converters handle "
+        "(docs/models.md lists what builds), or fit it with other settings",
+        step=where.path,
+        cls=cls.__name__,
+    )
+
+
 def is_classifier(model: Any) -> bool:
     from sklearn.base import is_classifier as sk_is_classifier
 
@@ -113,13 +141,17 @@ def convert(model: Any, columns: list[Column], precision: str) -> Converted:
         kind = kinds.pop()
         initial = [("X", (number if kind == "numeric" else StringTensorType)([None, len(columns)]))]
         per_input = [[c.name for c in columns]]
+    original = model
+    model = for_conversion(model)
     options = {id(final_estimator(model)): {"zipmap": False}} if is_classifier(model) else None
     if precision == "float64":
         model = _trees_in_float32(model)
     try:
         onx = to_onnx(model, initial_types=initial, options=options, target_opset=TARGET_OPSET)
     except Exception as exc:  # skl2onnx raises bare RuntimeError/ValueError/TypeError/NotImplementedError
-        raise ConversionError(f"skl2onnx could not convert {type(model).__name__} at {precision}: {exc}") from exc
+        raise conversion_error(original, precision, exc) from exc
+    if is_classifier(original) and label_only(original):
+        _label_output_only(onx)
     if len(onx.graph.input) != len(per_input):
         # skl2onnx drops inputs that nothing reads; map the survivors back by their sanitised names.
         raise ConversionError(
@@ -212,6 +244,56 @@ def _imputers_as_where(onx: Any) -> None:
     onx.graph.node.extend(rewritten)
 
 
+PLACEHOLDER = "edgepack_no_probabilities"
+"""A zero-width (N, 0) output that stands in for probabilities while the parity gate runs
+a label-only classifier; ``drop_placeholder`` removes it before the bundle is written."""
+
+
+def _label_output_only(onx: Any) -> None:
+    """Keep the label output; put the zero-width placeholder where the probabilities go.
+
+    Converters still emit decision scores for classifiers without ``predict_proba`` (one
+    column for two classes, or none at all); scikit-learn gives none to compare them with,
+    so only the label is shipped and compared.
+    """
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = onx.graph
+    label = graph.output[0]
+    del graph.output[1:]
+    shape, zero, dims = f"{PLACEHOLDER}_shape", f"{PLACEHOLDER}_zero", f"{PLACEHOLDER}_dims"
+    graph.initializer.append(numpy_helper.from_array(np.asarray([0], dtype=np.int64), name=zero))
+    graph.node.extend(
+        [
+            helper.make_node("Shape", [label.name], [shape], name=f"{PLACEHOLDER}_shape_of_label"),
+            helper.make_node("Concat", [shape, zero], [dims], axis=0, name=f"{PLACEHOLDER}_concat"),
+            helper.make_node(
+                "ConstantOfShape",
+                [dims],
+                [PLACEHOLDER],
+                value=helper.make_tensor("value", TensorProto.FLOAT, [1], [0.0]),
+                name=f"{PLACEHOLDER}_zeros",
+            ),
+        ]
+    )
+    graph.output.append(helper.make_tensor_value_info(PLACEHOLDER, TensorProto.FLOAT, [None, 0]))
+
+
+def drop_placeholder(onx: Any) -> None:
+    """Remove the placeholder output and the nodes that make it (the shipped model has the label only)."""
+    graph = onx.graph
+    keep_outputs = [o for o in graph.output if o.name != PLACEHOLDER]
+    del graph.output[:]
+    graph.output.extend(keep_outputs)
+    nodes = [n for n in graph.node if not n.name.startswith(PLACEHOLDER)]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    inits = [t for t in graph.initializer if not t.name.startswith(PLACEHOLDER)]
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+
+
 def normalise(onx: Any) -> None:
     """Fixed metadata, so the same model always serialises to the same bytes."""
     onx.doc_string = ""
@@ -221,7 +303,11 @@ def normalise(onx: Any) -> None:
     onx.model_version = 1
     del onx.metadata_props[:]
     # skl2onnx collects opsets in a set: their order follows PYTHONHASHSEED unless sorted.
-    opsets = sorted(((imp.domain, imp.version) for imp in onx.opset_import))
+    # onnxmltools' converters inside skl2onnx add a second entry for a domain; keep the highest.
+    highest: dict[str, int] = {}
+    for imp in onx.opset_import:
+        highest[imp.domain] = max(int(imp.version), highest.get(imp.domain, 0))
+    opsets = sorted(highest.items())
     del onx.opset_import[:]
     for domain, version in opsets:
         imp = onx.opset_import.add()

@@ -24,7 +24,7 @@ from .errors import (
 )
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-SUPPORTED_FLAVORS = ("sklearn", "onnx")
+SUPPORTED_FLAVORS = ("sklearn", "xgboost", "lightgbm", "onnx")
 TAG_SHA256 = "edgepack.bundle_sha256"
 TAG_VERSION = "edgepack.version"
 
@@ -64,9 +64,9 @@ class LoadedModel:
     """A downloaded registry model: the object to convert plus what MLflow logged with it."""
 
     flavor: str
-    """``sklearn`` or ``onnx``."""
+    """``sklearn``, ``xgboost``, ``lightgbm`` or ``onnx``."""
     model: Any
-    """The sklearn estimator, or the ``onnx.ModelProto`` (external data loaded in)."""
+    """The sklearn(-API) estimator, or the ``onnx.ModelProto`` (external data loaded in)."""
     input_example: Any
     """The logged input example as a pandas DataFrame, or ``None``."""
     signature_columns: list[tuple[str, str]] | None
@@ -215,13 +215,19 @@ def load(model_dir: str | os.PathLike[str], *, allow_pickle: bool = True) -> Loa
     if "sklearn" in flavors:
         model = _load_sklearn(path, flavors["sklearn"], allow_pickle=allow_pickle)
         flavor = "sklearn"
+    elif "xgboost" in flavors or "lightgbm" in flavors:
+        from . import native
+
+        flavor = "xgboost" if "xgboost" in flavors else "lightgbm"
+        model = native.load_xgboost(path) if flavor == "xgboost" else native.load_lightgbm(path)
     elif "onnx" in flavors:
         model = _load_onnx(path, flavors["onnx"])
         flavor = "onnx"
     else:
         raise UnsupportedFlavorError(
             f"the model has flavors {', '.join(sorted(flavors)) or '(none)'}; edgepack converts "
-            f"{' or '.join(SUPPORTED_FLAVORS)} models (log it with mlflow.sklearn.log_model or mlflow.onnx.log_model)"
+            f"{', '.join(SUPPORTED_FLAVORS)} models (log it with mlflow.sklearn.log_model, mlflow.xgboost.log_model, "
+            "mlflow.lightgbm.log_model or mlflow.onnx.log_model)"
         )
     example = None
     try:

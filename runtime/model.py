@@ -70,7 +70,10 @@ class EdgeModel:
 
         parity = self.manifest.get("parity")
         golden = parse_golden(
-            bundle.files[GOLDEN], task=self.task, fallback_tolerance=parity.get("tolerance") if isinstance(parity, dict) else None
+            bundle.files[GOLDEN],
+            task=self.task,
+            fallback_tolerance=parity.get("tolerance") if isinstance(parity, dict) else None,
+            label_only=self._outputs.label_only,
         )
         self.golden_rows: int = golden.rows
         """How many golden rows the self-test replayed."""
@@ -165,7 +168,7 @@ class EdgeModel:
     def _rows_from_arrays(self, arrays: dict[str, Any]) -> list[Result]:
         predictions = arrays["prediction"].tolist()
         flagged = arrays["flags"]
-        if self.classes is None:
+        if self.classes is None or "probabilities" not in arrays:  # regression, or a label-only classifier
             return [{"prediction": p, "flags": list(flagged.get(i, ()))} for i, p in enumerate(predictions)]
         classes = self.classes
         return [
