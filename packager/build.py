@@ -189,6 +189,7 @@ def sklearn_artifacts(loaded: registry.LoadedModel, reference_data: Any, options
     # Convert once before the gate: a converter failure is a ConversionError of its own,
     # not one of the gate's attempts (that would report it as a parity failure).
     first = convert(original, columns, options.precisions[0])
+    loadable(first, original)
     outcome = run_parity(
         model,
         columns,
@@ -230,6 +231,21 @@ def sklearn_artifacts(loaded: registry.LoadedModel, reference_data: Any, options
         converters=[h.as_dict() for h in handled],
         label_only=labels_only,
     )
+
+
+def loadable(converted: Any, model: Any) -> None:
+    """onnxruntime must load what the converter produced; a graph it rejects is a converter
+    failure (``ConversionError``), not a disagreement for the parity gate."""
+    import onnxruntime as ort
+
+    from .convert import conversion_error
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    try:
+        ort.InferenceSession(converted.onnx.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's pybind errors have no common base
+        raise conversion_error(model, converted.precision, exc) from exc
 
 
 class LabelsOnly:

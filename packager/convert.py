@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .converters import final_estimator, for_conversion, walk_all
+from .converters import accepts_option, final_estimator, for_conversion, walk_all
 from .errors import ConversionError, ReferenceDataError
 from .packing import Slot, pack
 
@@ -49,7 +49,7 @@ def columns_of(model: Any, signature: list[tuple[str, str]] | None, frame: Any) 
 
     names = getattr(model, "feature_names_in_", None)
     if names is not None:
-        names = [str(n) for n in names]
+        names = _unsanitised([str(n) for n in names], signature, frame)
     elif signature:
         names = [n for n, _ in signature]
     elif frame is not None:
@@ -74,6 +74,24 @@ def columns_of(model: Any, signature: list[tuple[str, str]] | None, frame: Any) 
     return columns
 
 
+def _unsanitised(names: list[str], signature: list[tuple[str, str]] | None, frame: Any) -> list[str]:
+    """The column names as the data has them, where the model keeps sanitised ones.
+
+    LightGBM stores feature names with spaces and JSON punctuation replaced by ``_``
+    (``"temp c"`` -> ``"temp_c"``) but predicts on the DataFrame by position; devices send
+    the original names, which the logged signature and the reference data carry.
+    """
+    import re
+
+    known = [n for n, _ in signature] if signature else ([str(c) for c in frame.columns] if frame is not None else [])
+    if not known or set(names) <= set(known) or len(known) != len(names):
+        return names
+    plain = re.compile(r"[^0-9A-Za-z]")
+    if all(plain.sub("_", a) == plain.sub("_", b) for a, b in zip(names, known)):
+        return known
+    return names
+
+
 def takes_columns(model: Any) -> bool:
     """True when the model selects raw columns by name (a ColumnTransformer up front)."""
     from sklearn.compose import ColumnTransformer
@@ -87,18 +105,56 @@ def takes_columns(model: Any) -> bool:
     return isinstance(model, ColumnTransformer)
 
 
+def _classifier_options(final: Any) -> dict[int, dict[str, Any]]:
+    """``zipmap=False`` (an (N, C) tensor, no list of dicts) where the converter has the option.
+
+    Some (LinearSVC's) have none, but skl2onnx's Pipeline parser adds ``zipmap`` to any
+    classifier step without options and then refuses it ("Option 'zipmap' not in ['nocl',
+    ...]"): give such a step one of its own options, at its default value.
+    """
+    if accepts_option(type(final), "zipmap"):
+        return {id(final): {"zipmap": False}}
+    for option in ("nocl", "raw_scores", "output_class_labels"):
+        if accepts_option(type(final), option):
+            return {id(final): {option: False}}
+    return {}
+
+
 def label_only(model: Any) -> bool:
     """A classifier without ``predict_proba`` (LinearSVC, RidgeClassifier, hinge SGD, hard voting, ...)."""
     return not hasattr(model, "predict_proba")
 
 
-def conversion_error(model: Any, precision: str, exc: BaseException) -> ConversionError:
-    """The converter's failure, pinned to the step it names where it names one."""
+def _failing_object(exc: BaseException) -> Any:
+    """The sklearn object whose converter raised: skl2onnx's frames hold it as ``operator.raw_operator``."""
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        operator = tb.tb_frame.f_locals.get("operator")
+        raw = getattr(operator, "raw_operator", None)
+        if raw is not None:
+            found = raw  # the innermost one wins
+        tb = tb.tb_next
+    return found
+
+
+def conversion_error(model: Any, precision: str, exc: BaseException, *, converted: Any = None) -> ConversionError:
+    """The converter's failure, pinned to the step that failed.
+
+    The step is the object skl2onnx was converting when it raised (found in the traceback),
+    else the innermost step whose class the message names ("Unable to find a shape
+    calculator for type '<class 'sklearn...SplineTransformer'>'").
+    """
     reason = f"{type(exc).__name__}: {exc}".strip()
     where = None
-    # Converters name the class they fail on ("Unable to find a shape calculator for type
-    # '<class 'sklearn...SplineTransformer'>'"); the innermost matching step is the culprit.
-    for step in walk_all(model):
+    failing = _failing_object(exc)
+    if failing is not None and converted is not None:
+        # ``converted`` may be a copy of ``model`` (see for_conversion): same walk, same paths.
+        paths = {id(step.obj): step.path for step in walk_all(converted)}
+        path = paths.get(id(failing))
+        if path is not None:
+            where = next((step for step in walk_all(model) if step.path == path), None)
+    for step in walk_all(model) if where is None else ():
         name = type(step.obj).__name__
         if name in reason and (where is None or len(step.path) >= len(where.path)):
             where = step
@@ -143,13 +199,14 @@ def convert(model: Any, columns: list[Column], precision: str) -> Converted:
         per_input = [[c.name for c in columns]]
     original = model
     model = for_conversion(model)
-    options = {id(final_estimator(model)): {"zipmap": False}} if is_classifier(model) else None
+    final = final_estimator(model)
+    options = _classifier_options(final) if is_classifier(model) else None
     if precision == "float64":
         model = _trees_in_float32(model)
     try:
         onx = to_onnx(model, initial_types=initial, options=options, target_opset=TARGET_OPSET)
     except Exception as exc:  # skl2onnx raises bare RuntimeError/ValueError/TypeError/NotImplementedError
-        raise conversion_error(original, precision, exc) from exc
+        raise conversion_error(original, precision, exc, converted=model) from exc
     if is_classifier(original) and label_only(original):
         _label_output_only(onx)
     if len(onx.graph.input) != len(per_input):

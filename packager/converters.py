@@ -91,6 +91,20 @@ def converter_of(cls: type) -> str | None:
     return sklearn_operator_name_map.get(cls)
 
 
+def accepts_option(cls: type, option: str) -> bool:
+    """True when the converter registered for ``cls`` declares ``option`` (``zipmap``, ...)."""
+    alias = converter_of(cls)
+    if alias is None:
+        return False
+    from skl2onnx.common._registration import get_converter
+
+    try:
+        allowed = get_converter(alias).get_allowed_options() or {}
+    except (ValueError, KeyError):
+        return False
+    return option in allowed
+
+
 def _library_of(alias: str) -> str:
     if alias.startswith(("XGBoost", "LightGbm")):
         return "onnxmltools"
@@ -347,17 +361,25 @@ def for_conversion(model: Any) -> Any:
     'temp c', feature names should follow pattern 'f%d'"). Features keep their order, so
     dropping the names from the copy's booster changes nothing else.
     """
-    boosters = [step.obj for step in walk_all(model) if type(step.obj).__module__.startswith("xgboost")]
-    named = [b for b in boosters if hasattr(b, "get_booster") and b.get_booster().feature_names is not None]
-    if not named:
+    if not any(_needs_change(step.obj) for step in walk_all(model)):
         return model
     import copy
 
     clone = copy.deepcopy(model)
     for step in walk_all(clone):
-        if type(step.obj).__module__.startswith("xgboost") and hasattr(step.obj, "get_booster"):
-            step.obj.get_booster().feature_names = None
+        obj = step.obj
+        if type(obj).__module__.startswith("xgboost") and hasattr(obj, "get_booster"):
+            obj.get_booster().feature_names = None
+        elif type(obj).__name__ == "VotingClassifier" and obj.flatten_transform:
+            # Only transform() reads it; skl2onnx refuses the default (True) for predict too.
+            obj.flatten_transform = False
     return clone
+
+
+def _needs_change(obj: Any) -> bool:
+    if type(obj).__module__.startswith("xgboost") and hasattr(obj, "get_booster"):
+        return obj.get_booster().feature_names is not None
+    return type(obj).__name__ == "VotingClassifier" and bool(getattr(obj, "flatten_transform", False))
 
 
 def final_estimator(model: Any) -> Any:

@@ -107,6 +107,7 @@ class OutputSpec:
     def first(self, raw: list[np.ndarray], flags: Flags) -> dict[str, Any]:
         """The result of a one-row run."""
         if self.classes is not None:
+            raw = [raw[0].reshape(-1), *raw[1:]]
             labels = raw[0]
             try:
                 prediction = self._label_of[labels.item(0)]
@@ -127,6 +128,8 @@ class OutputSpec:
 
     def rows(self, raw: list[np.ndarray], flags: list[Flags]) -> list[dict[str, Any]]:
         """The results of a many-row run, one dict per row."""
+        if self.classes is not None:
+            raw = [raw[0].reshape(-1), *raw[1:]]  # some converters (QDA's) give (N, 1) labels
         if self.classes is not None and self.label_only:
             return [{"prediction": p, "flags": f} for p, f in zip(self._class_array[self._indices(raw[0])].tolist(), flags)]
         if self.classes is not None:
@@ -148,6 +151,8 @@ class OutputSpec:
 
     def arrays(self, raw: list[np.ndarray], flags: RowFlags) -> dict[str, Any]:
         """The results of a many-row run as arrays; ``flags`` only for rows that have any."""
+        if self.classes is not None:
+            raw = [raw[0].reshape(-1), *raw[1:]]  # some converters (QDA's) give (N, 1) labels
         if self.classes is not None and self.label_only:
             return {"prediction": self._class_array[self._indices(raw[0])], "flags": flags}
         if self.classes is not None:
