@@ -254,17 +254,19 @@ def _members(model: Any) -> Iterator[tuple[str, Any]]:
         if (final := getattr(model, "final_estimator_", None)) is not None:
             yield "final_estimator_", final
         return
-    for attr in ("estimator_", "regressor_", "transformer_"):
-        if (member := getattr(model, attr, None)) is not None and not isinstance(member, str):
-            yield attr, member
-    for i, calibrated in enumerate(getattr(model, "calibrated_classifiers_", None) or []):
-        if (est := getattr(calibrated, "estimator", None)) is not None:
-            yield f"calibrated_classifiers_[{i}]", est
     estimators = getattr(model, "estimators_", None)
     if isinstance(estimators, list):
+        # Bagging's and AdaBoost's estimator_ is only the unfitted template of these.
         for i, est in enumerate(estimators):
             if hasattr(est, "get_params"):
                 yield f"estimators_[{i}]", est
+        return
+    for i, calibrated in enumerate(getattr(model, "calibrated_classifiers_", None) or []):
+        if (est := getattr(calibrated, "estimator", None)) is not None:
+            yield f"calibrated_classifiers_[{i}]", est
+    for attr in ("estimator_", "regressor_", "transformer_"):
+        if (member := getattr(model, attr, None)) is not None and not isinstance(member, str):
+            yield attr, member
 
 
 def _keeps_columns(step: Any) -> bool:

@@ -69,6 +69,9 @@ def _summary(r: BuildReport) -> str:
         + f"max abs diff {parity['max_abs_diff']:.2g}, {parity['precision']}, onnxruntime {parity['onnxruntime']}",
         f"size    {r.size} bytes, sha256 {r.sha256}" + (", signed" if r.signed else ""),
     ]
+    if r.converters:
+        steps = ", ".join(f"{c['step'] or 'model'} -> {c['converter']}" for c in r.converters)
+        lines.insert(2, f"convert {steps}" + (" (label-only: no probabilities)" if r.label_only else ""))
     return "\n".join(lines)
 
 

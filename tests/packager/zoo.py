@@ -58,7 +58,7 @@ class Outcome:
     case: str
     group: str
     status: str
-    """``builds``, ``disagrees``, ``refused`` or ``not applicable``."""
+    """``builds``, ``disagrees``, ``refused``, ``crashed`` (an unexpected error: a bug) or ``not applicable``."""
     detail: str = ""
     """The refusal's message, the disagreement, or why not applicable."""
     error: str = ""
@@ -372,6 +372,13 @@ def _direct(model: Any, held: pd.DataFrame, classification: bool) -> bool:
             outs = sess.run(None, {sess.get_inputs()[0].name: held.to_numpy(np.float32)})
     except Exception:
         return False
+    try:
+        return _reproduces(model, held, classification, outs)
+    except (TypeError, ValueError):  # ZipMap's dicts where the option did not reach, odd shapes
+        return False
+
+
+def _reproduces(model: Any, held: pd.DataFrame, classification: bool, outs: list[Any]) -> bool:
     if classification:
         labels = np.asarray(outs[0]).reshape(-1)
         expected = model.predict(held)
@@ -440,6 +447,9 @@ def run_case(case: Case, workdir: Path, *, direct: bool = True) -> Outcome:
         outcome.status, outcome.error, outcome.detail = "refused", type(exc).__name__, str(exc)
         outcome.seconds = time.perf_counter() - start
         return outcome
+    except Exception as exc:  # an edgepack bug: never a clear refusal
+        outcome.status, outcome.error, outcome.detail = "crashed", type(exc).__name__, str(exc)
+        return outcome
     outcome.label_only = art.label_only
     outcome.precision = art.converted.precision
     outcome.converters = ", ".join(sorted({c["converter"] for c in art.converters}))
@@ -473,7 +483,7 @@ def markdown(outcomes: list[Outcome], extra: list[Outcome] | None = None) -> str
     counted = [o for o in every if o.status != "not applicable"]
     built = [o for o in counted if o.status == "builds"]
     refused = [o for o in counted if o.status == "refused"]
-    disagree = [o for o in counted if o.status == "disagrees"]
+    disagree = [o for o in counted if o.status in ("disagrees", "crashed")]
     direct = [o for o in counted if o.direct]
     direct_built = [o for o in direct if o.status == "builds"]
     versions = [f"scikit-learn {sklearn.__version__}", f"skl2onnx {skl2onnx.__version__}"]
@@ -527,7 +537,7 @@ def markdown(outcomes: list[Outcome], extra: list[Outcome] | None = None) -> str
         "| model | group | outcome | converters (bundle precision) | reason |",
         "| --- | --- | --- | --- | --- |",
     ]
-    order = {"disagrees": 0, "refused": 1, "builds": 2, "not applicable": 3}
+    order = {"crashed": 0, "disagrees": 0, "refused": 1, "builds": 2, "not applicable": 3}
     for o in sorted(every, key=lambda o: (o.group, order[o.status], o.case)):
         status = o.status + (" (label-only)" if o.label_only else "")
         how = f"{o.converters} ({o.precision})" if o.status in ("builds", "disagrees") else ""
