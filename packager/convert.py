@@ -117,7 +117,8 @@ def _classifier_options(final: Any) -> dict[int, dict[str, Any]]:
     for option in ("nocl", "raw_scores", "output_class_labels"):
         if accepts_option(type(final), option):
             return {id(final): {option: False}}
-    return {}
+    # No declared options (GridSearchCV's): its parser still honours zipmap.
+    return {id(final): {"zipmap": False}}
 
 
 def label_only(model: Any) -> bool:

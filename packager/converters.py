@@ -80,6 +80,9 @@ def register_external_converters() -> None:
                 convert_lightgbm,
                 options={"split": None},
             )
+        from . import target_transform
+
+        target_transform.register()
         _REGISTERED = True
 
 
@@ -108,6 +111,8 @@ def accepts_option(cls: type, option: str) -> bool:
 def _library_of(alias: str) -> str:
     if alias.startswith(("XGBoost", "LightGbm")):
         return "onnxmltools"
+    if alias.startswith("Edgepack"):
+        return "edgepack"
     return "skl2onnx"
 
 
@@ -264,7 +269,8 @@ def _members(model: Any) -> Iterator[tuple[str, Any]]:
     for i, calibrated in enumerate(getattr(model, "calibrated_classifiers_", None) or []):
         if (est := getattr(calibrated, "estimator", None)) is not None:
             yield f"calibrated_classifiers_[{i}]", est
-    for attr in ("estimator_", "regressor_", "transformer_"):
+    # TransformedTargetRegressor's transformer_ is inverted by its own converter (target_transform.py).
+    for attr in ("estimator_", "regressor_"):
         if (member := getattr(model, attr, None)) is not None and not isinstance(member, str):
             yield attr, member
 

@@ -88,7 +88,7 @@ def frames(kind: str, task: str, seed: int = 0) -> tuple[pd.DataFrame, Any, pd.D
         y = (y - y.min()) / (y.max() - y.min()) * 20 + 1  # positive: Poisson/Gamma/Tweedie need it
     X = (X - X.min(axis=0)) / (X.max(axis=0) - X.min(axis=0)) * 10  # non-negative for the NB family
     if kind == "counts":
-        X = np.round(X / 2)
+        X = np.round(X) % 3  # three values per column, all of them in the training rows
     frame = pd.DataFrame(X, columns=COLUMNS)
     if kind.startswith("mixed"):
         rng = np.random.default_rng(seed)
@@ -170,6 +170,9 @@ def _catalogue_overrides() -> dict[str, Callable[[], Any]]:
         "TransformedTargetRegressor": lambda: __import__("sklearn.compose", fromlist=["x"]).TransformedTargetRegressor(
             regressor=LinearRegression(), transformer=StandardScaler()
         ),
+        "TransformedTargetRegressor(log)": lambda: __import__("sklearn.compose", fromlist=["x"]).TransformedTargetRegressor(
+            regressor=Ridge(), func=np.log, inverse_func=np.exp
+        ),
         "SVC": lambda: svm.SVC(probability=True, random_state=0),
         "NuSVC": lambda: svm.NuSVC(nu=0.3),
         "GaussianProcessClassifier": lambda: __import__("sklearn.gaussian_process", fromlist=["x"]).GaussianProcessClassifier(random_state=0),
@@ -210,6 +213,7 @@ def catalogue() -> list[Case]:
         task = "classification" if name in classifiers else "regression"
         data = {"CategoricalNB": "counts", "FixedThresholdClassifier": "binary", "TunedThresholdClassifierCV": "binary"}.get(name, "numeric")
         cases.append(Case(name, task, make, data=data))
+    cases.append(Case("TransformedTargetRegressor(log)", "regression", overrides["TransformedTargetRegressor(log)"]))
     return cases
 
 
