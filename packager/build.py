@@ -189,7 +189,7 @@ def sklearn_artifacts(loaded: registry.LoadedModel, reference_data: Any, options
     # Convert once before the gate: a converter failure is a ConversionError of its own,
     # not one of the gate's attempts (that would report it as a parity failure).
     first = convert(original, columns, options.precisions[0])
-    loadable(first, original)
+    runnable(first, original, columns, base)
     outcome = run_parity(
         model,
         columns,
@@ -233,19 +233,26 @@ def sklearn_artifacts(loaded: registry.LoadedModel, reference_data: Any, options
     )
 
 
-def loadable(converted: Any, model: Any) -> None:
-    """onnxruntime must load what the converter produced; a graph it rejects is a converter
-    failure (``ConversionError``), not a disagreement for the parity gate."""
+def runnable(converted: Any, model: Any, columns: Sequence[Any], base: Any) -> None:
+    """onnxruntime must load what the converter produced and run it on the complete
+    reference rows; a graph it rejects or cannot run is a converter failure
+    (``ConversionError``), not a disagreement for the parity gate to report."""
     import onnxruntime as ort
 
     from .convert import conversion_error
+    from .parity import feeds
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    complete = base[~base.isna().any(axis=1)].reset_index(drop=True)
     try:
-        ort.InferenceSession(converted.onnx.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(converted.onnx.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
+        if len(complete):
+            sess.run(None, feeds(complete, columns, converted))
     except Exception as exc:  # onnxruntime's pybind errors have no common base
-        raise conversion_error(model, converted.precision, exc) from exc
+        raise conversion_error(
+            model, converted.precision, exc, failed="converts to an ONNX graph that onnxruntime cannot load or run on the reference rows"
+        ) from exc
 
 
 class LabelsOnly:

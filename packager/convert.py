@@ -139,7 +139,9 @@ def _failing_object(exc: BaseException) -> Any:
     return found
 
 
-def conversion_error(model: Any, precision: str, exc: BaseException, *, converted: Any = None) -> ConversionError:
+def conversion_error(
+    model: Any, precision: str, exc: BaseException, *, converted: Any = None, failed: str = "could not be converted to ONNX"
+) -> ConversionError:
     """The converter's failure, pinned to the step that failed.
 
     The step is the object skl2onnx was converting when it raised (found in the traceback),
@@ -162,9 +164,9 @@ def conversion_error(model: Any, precision: str, exc: BaseException, *, converte
     if where is None:
         where = next(iter(walk_all(model)))
     cls = type(where.obj)
-    at = f"step {where.path!r} " if where.path else ""
+    at = f"step {where.path!r} " if where.path else "the model "
     return ConversionError(
-        f"{at}({cls.__module__}.{cls.__name__}) could not be converted to ONNX ({precision} inputs): {reason}; "
+        f"{at}({cls.__module__}.{cls.__name__}) {failed} ({precision} inputs): {reason}; "
         "this is a converter failure, not a parity failure: replace the step with one the converters handle "
         "(docs/models.md lists what builds), or fit it with other settings",
         step=where.path,

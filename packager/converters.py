@@ -328,7 +328,7 @@ class Handled:
 
 
 def _where(path: str) -> str:
-    return f"step {path!r} " if path else ""
+    return f"step {path!r} " if path else "the model "
 
 
 def check_supported(model: Any) -> list[Handled]:

@@ -479,6 +479,13 @@ def _short(text: str, limit: int = 400) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _kinds(refused: list[Outcome]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for o in refused:
+        counts[f"`{o.error}`"] = counts.get(f"`{o.error}`", 0) + 1
+    return counts
+
+
 def markdown(outcomes: list[Outcome], extra: list[Outcome] | None = None) -> str:
     import sklearn
     import skl2onnx
@@ -513,8 +520,15 @@ def markdown(outcomes: list[Outcome], extra: list[Outcome] | None = None) -> str
         f"- {len(every)} models tried, {len(every) - len(counted)} not applicable (they do not fit one 2-D table and one target).",
         f"- **{len(built)} of {len(counted)} build** and agree with the original on the held-out rows; {len(refused)} are refused; "
         f"**{len(disagree)} disagree**.",
-        f"- skl2onnx/onnxmltools alone convert and reproduce {len(direct)} of the all-numeric models; edgepack builds "
-        f"{len(direct_built)} of those ({(100 * len(direct_built) / len(direct)) if direct else 0:.0f}%).",
+        f"- skl2onnx/onnxmltools alone (with edgepack's registrations: onnxmltools' converters and its "
+        f"TransformedTargetRegressor converter; one float32 matrix input) convert and reproduce {len(direct)} of the "
+        f"all-numeric models on the held-out rows; edgepack builds {len(direct_built)} of those "
+        f"({(100 * len(direct_built) / len(direct)) if direct else 0:.0f}%)"
+        + (f"; the others: {', '.join(sorted(o.case for o in direct if o.status != 'builds'))}." if len(direct_built) < len(direct) else "."),
+        "- Refusals by kind: "
+        + "; ".join(f"{kind} {n}" for kind, n in sorted(_kinds(refused).items()))
+        + " (`UnsupportedModelError`: refused before converting; `ConversionError`: the converter failed or its graph "
+        "does not run; `ParityError`: the graph runs but answers differently on reference rows).",
         "",
         "Run it yourself (a few minutes; the CI runs a slice of it):",
         "",
@@ -533,8 +547,10 @@ def markdown(outcomes: list[Outcome], extra: list[Outcome] | None = None) -> str
         "| `FunctionTransformer(func)` with a custom function | arbitrary Python cannot become ONNX | compute the feature in the data, or use a transformer that has a converter |",
         "| a step with no converter (the list below) | neither skl2onnx nor onnxmltools converts it | replace it, or register a converter with `skl2onnx.update_registered_converter` |",
         "",
-        "`edgepack build` exits with code 7 for every refusal and converter failure, and 3 when the converted model",
-        "answers differently from the original (a parity failure); the message names the step.",
+        "`edgepack build` exits with code 7 for a refusal or a converter failure and with 3 when the converted model",
+        "answers differently from the original (a parity failure); the message names the step. Label-only",
+        "classifiers (no `predict_proba` in the original) build bundles whose manifest says `label_only: true` and",
+        "whose results have no `probabilities`.",
         "",
         "## Outcome per model",
         "",
