@@ -575,7 +575,7 @@ def main(argv: list[str] | None = None) -> int:
     outcomes = run(all_cases())
     extra: list[Outcome] = []
     try:
-        from tests.packager.test_zoo import flavor_outcomes
+        from tests.packager.test_boosting_flavors import flavor_outcomes
 
         extra = flavor_outcomes()
     except ImportError:
