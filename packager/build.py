@@ -18,7 +18,7 @@ from . import registry
 from .baseline import baseline
 from .convert import columns_of, convert, drop_placeholder, is_classifier, label_only
 from .converters import categories_by_column, check_supported, ranges_by_column
-from .errors import SelfTestFailedError
+from .errors import ConversionError, SelfTestFailedError
 from .golden import golden_record, golden_rows
 from .manifest import Artifacts, input_entries, manifest
 from .options import BuildOptions, BuildReport
@@ -186,10 +186,22 @@ def sklearn_artifacts(loaded: registry.LoadedModel, reference_data: Any, options
     ranges = ranges_by_column(original)
     base, real = reference_frames(reference_data, loaded.input_example, columns, options, categories=categories, ranges=ranges)
     tol = tolerance_for(classification, options)
-    # Convert once before the gate: a converter failure is a ConversionError of its own,
-    # not one of the gate's attempts (that would report it as a parity failure).
-    first = convert(original, columns, options.precisions[0])
-    runnable(first, original, columns, base)
+    # Convert before the gate: when no precision gives a graph that converts and runs, that
+    # is a ConversionError of its own, not one of the gate's attempts (which would report
+    # it as a parity failure). The first precision that works is handed to the gate as is.
+    converted: dict[str, Any] = {}
+    errors: list[ConversionError] = []
+    for precision in options.precisions:
+        try:
+            candidate = convert(original, columns, precision)
+            runnable(candidate, original, columns, base)
+        except ConversionError as exc:
+            errors.append(exc)
+            continue
+        converted[precision] = candidate
+        break
+    if not converted:
+        raise errors[0]
     outcome = run_parity(
         model,
         columns,
@@ -199,7 +211,7 @@ def sklearn_artifacts(loaded: registry.LoadedModel, reference_data: Any, options
         label_values=label_values,
         tol=tol,
         options=options,
-        make=lambda precision: first if precision == options.precisions[0] else convert(original, columns, precision),
+        make=lambda precision: converted.get(precision) or convert(original, columns, precision),
     )
     if labels_only:
         drop_placeholder(outcome.converted.onnx)
