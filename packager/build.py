@@ -18,7 +18,7 @@ from . import registry
 from .baseline import baseline
 from .convert import columns_of, convert, drop_placeholder, is_classifier, label_only
 from .converters import categories_by_column, check_supported, ranges_by_column
-from .errors import ConversionError, SelfTestFailedError
+from .errors import ConversionError, ParityError, SelfTestFailedError
 from .golden import golden_record, golden_rows
 from .manifest import Artifacts, input_entries, manifest
 from .options import BuildOptions, BuildReport
@@ -202,17 +202,22 @@ def sklearn_artifacts(loaded: registry.LoadedModel, reference_data: Any, options
         break
     if not converted:
         raise errors[0]
-    outcome = run_parity(
-        model,
-        columns,
-        base,
-        classification=classification,
-        classes=classes,
-        label_values=label_values,
-        tol=tol,
-        options=options,
-        make=lambda precision: converted.get(precision) or convert(original, columns, precision),
-    )
+    try:
+        outcome = run_parity(
+            model,
+            columns,
+            base,
+            classification=classification,
+            classes=classes,
+            label_values=label_values,
+            tol=tol,
+            options=options,
+            make=lambda precision: converted.get(precision) or convert(original, columns, precision),
+        )
+    except ParityError as exc:
+        # Name the model the gate refused, as every refusal names its step.
+        cls = type(original)
+        raise ParityError(f"the model ({cls.__module__}.{cls.__name__}): {exc}", worst=exc.worst) from exc
     if labels_only:
         drop_placeholder(outcome.converted.onnx)
     golden_set = golden_record(model, golden_rows(outcome.rows, columns, outcome.nullable, options.golden_rows), columns, classification, tol)

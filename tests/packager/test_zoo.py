@@ -9,6 +9,7 @@ XGBoost and LightGBM in each MLflow flavor: test_boosting_flavors.py.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -121,6 +122,17 @@ def test_label_only_bundle_says_so_and_results_have_no_probabilities(tmp_path: P
     assert all(set(r) == {"prediction", "flags"} for r in many)
     batch = bundle.predict_batch({c: held[c].to_numpy() for c in held.columns})
     assert "probabilities" not in batch and batch["prediction"].tolist() == model.predict(held).tolist()
+
+    class Sink:  # the runtime's telemetry protocol: an object with record(...)
+        def __init__(self) -> None:
+            self.outputs: list[dict[str, Any]] = []
+
+        def record(self, **fields: Any) -> None:
+            self.outputs.append(fields["outputs"])
+
+    sink = Sink()
+    runtime.load(path, telemetry=sink).predict(held.iloc[0].to_dict())
+    assert sink.outputs == [{"prediction": one["prediction"]}]
 
 
 def test_conversion_failure_has_its_own_exit_code_and_names_the_step(tracking_uri: str, tmp_path: Path) -> None:
