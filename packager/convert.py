@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .converters import final_estimator
+from .converters import accepts_option, final_estimator, for_conversion, walk_all
 from .errors import ConversionError, ReferenceDataError
 from .packing import Slot, pack
 
@@ -49,7 +49,7 @@ def columns_of(model: Any, signature: list[tuple[str, str]] | None, frame: Any) 
 
     names = getattr(model, "feature_names_in_", None)
     if names is not None:
-        names = [str(n) for n in names]
+        names = _unsanitised([str(n) for n in names], signature, frame)
     elif signature:
         names = [n for n, _ in signature]
     elif frame is not None:
@@ -74,6 +74,24 @@ def columns_of(model: Any, signature: list[tuple[str, str]] | None, frame: Any) 
     return columns
 
 
+def _unsanitised(names: list[str], signature: list[tuple[str, str]] | None, frame: Any) -> list[str]:
+    """The column names as the data has them, where the model keeps sanitised ones.
+
+    LightGBM stores feature names with spaces and JSON punctuation replaced by ``_``
+    (``"temp c"`` -> ``"temp_c"``) but predicts on the DataFrame by position; devices send
+    the original names, which the logged signature and the reference data carry.
+    """
+    import re
+
+    known = [n for n, _ in signature] if signature else ([str(c) for c in frame.columns] if frame is not None else [])
+    if not known or set(names) <= set(known) or len(known) != len(names):
+        return names
+    plain = re.compile(r"[^0-9A-Za-z]")
+    if all(plain.sub("_", a) == plain.sub("_", b) for a, b in zip(names, known)):
+        return known
+    return names
+
+
 def takes_columns(model: Any) -> bool:
     """True when the model selects raw columns by name (a ColumnTransformer up front)."""
     from sklearn.compose import ColumnTransformer
@@ -85,6 +103,75 @@ def takes_columns(model: Any) -> bool:
             return False
         model = steps[0]
     return isinstance(model, ColumnTransformer)
+
+
+def _classifier_options(final: Any) -> dict[int, dict[str, Any]]:
+    """``zipmap=False`` (an (N, C) tensor, no list of dicts) where the converter has the option.
+
+    Some (LinearSVC's) have none, but skl2onnx's Pipeline parser adds ``zipmap`` to any
+    classifier step without options and then refuses it ("Option 'zipmap' not in ['nocl',
+    ...]"): give such a step one of its own options, at its default value.
+    """
+    if accepts_option(type(final), "zipmap"):
+        return {id(final): {"zipmap": False}}
+    for option in ("nocl", "raw_scores", "output_class_labels"):
+        if accepts_option(type(final), option):
+            return {id(final): {option: False}}
+    # No declared options (GridSearchCV's): its parser still honours zipmap.
+    return {id(final): {"zipmap": False}}
+
+
+def label_only(model: Any) -> bool:
+    """A classifier without ``predict_proba`` (LinearSVC, RidgeClassifier, hinge SGD, hard voting, ...)."""
+    return not hasattr(model, "predict_proba")
+
+
+def _failing_object(exc: BaseException) -> Any:
+    """The sklearn object whose converter raised: skl2onnx's frames hold it as ``operator.raw_operator``."""
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        operator = tb.tb_frame.f_locals.get("operator")
+        raw = getattr(operator, "raw_operator", None)
+        if raw is not None:
+            found = raw  # the innermost one wins
+        tb = tb.tb_next
+    return found
+
+
+def conversion_error(
+    model: Any, precision: str, exc: BaseException, *, converted: Any = None, failed: str = "could not be converted to ONNX"
+) -> ConversionError:
+    """The converter's failure, pinned to the step that failed.
+
+    The step is the object skl2onnx was converting when it raised (found in the traceback),
+    else the innermost step whose class the message names ("Unable to find a shape
+    calculator for type '<class 'sklearn...SplineTransformer'>'").
+    """
+    reason = f"{type(exc).__name__}: {exc}".strip()
+    where = None
+    failing = _failing_object(exc)
+    if failing is not None and converted is not None:
+        # ``converted`` may be a copy of ``model`` (see for_conversion): same walk, same paths.
+        paths = {id(step.obj): step.path for step in walk_all(converted)}
+        path = paths.get(id(failing))
+        if path is not None:
+            where = next((step for step in walk_all(model) if step.path == path), None)
+    for step in walk_all(model) if where is None else ():
+        name = type(step.obj).__name__
+        if name in reason and (where is None or len(step.path) >= len(where.path)):
+            where = step
+    if where is None:
+        where = next(iter(walk_all(model)))
+    cls = type(where.obj)
+    at = f"step {where.path!r} " if where.path else "the model "
+    return ConversionError(
+        f"{at}({cls.__module__}.{cls.__name__}) {failed} ({precision} inputs): {reason}; "
+        "this is a converter failure, not a parity failure: replace the step with one the converters handle "
+        "(docs/models.md lists what builds), or fit it with other settings",
+        step=where.path,
+        cls=cls.__name__,
+    )
 
 
 def is_classifier(model: Any) -> bool:
@@ -113,13 +200,18 @@ def convert(model: Any, columns: list[Column], precision: str) -> Converted:
         kind = kinds.pop()
         initial = [("X", (number if kind == "numeric" else StringTensorType)([None, len(columns)]))]
         per_input = [[c.name for c in columns]]
-    options = {id(final_estimator(model)): {"zipmap": False}} if is_classifier(model) else None
+    original = model
+    model = for_conversion(model)
+    final = final_estimator(model)
+    options = _classifier_options(final) if is_classifier(model) else None
     if precision == "float64":
         model = _trees_in_float32(model)
     try:
         onx = to_onnx(model, initial_types=initial, options=options, target_opset=TARGET_OPSET)
     except Exception as exc:  # skl2onnx raises bare RuntimeError/ValueError/TypeError/NotImplementedError
-        raise ConversionError(f"skl2onnx could not convert {type(model).__name__} at {precision}: {exc}") from exc
+        raise conversion_error(original, precision, exc, converted=model) from exc
+    if is_classifier(original) and label_only(original):
+        _label_output_only(onx)
     if len(onx.graph.input) != len(per_input):
         # skl2onnx drops inputs that nothing reads; map the survivors back by their sanitised names.
         raise ConversionError(
@@ -212,6 +304,56 @@ def _imputers_as_where(onx: Any) -> None:
     onx.graph.node.extend(rewritten)
 
 
+PLACEHOLDER = "edgepack_no_probabilities"
+"""A zero-width (N, 0) output that stands in for probabilities while the parity gate runs
+a label-only classifier; ``drop_placeholder`` removes it before the bundle is written."""
+
+
+def _label_output_only(onx: Any) -> None:
+    """Keep the label output; put the zero-width placeholder where the probabilities go.
+
+    Converters still emit decision scores for classifiers without ``predict_proba`` (one
+    column for two classes, or none at all); scikit-learn gives none to compare them with,
+    so only the label is shipped and compared.
+    """
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = onx.graph
+    label = graph.output[0]
+    del graph.output[1:]
+    shape, zero, dims = f"{PLACEHOLDER}_shape", f"{PLACEHOLDER}_zero", f"{PLACEHOLDER}_dims"
+    graph.initializer.append(numpy_helper.from_array(np.asarray([0], dtype=np.int64), name=zero))
+    graph.node.extend(
+        [
+            helper.make_node("Shape", [label.name], [shape], name=f"{PLACEHOLDER}_shape_of_label"),
+            helper.make_node("Concat", [shape, zero], [dims], axis=0, name=f"{PLACEHOLDER}_concat"),
+            helper.make_node(
+                "ConstantOfShape",
+                [dims],
+                [PLACEHOLDER],
+                value=helper.make_tensor("value", TensorProto.FLOAT, [1], [0.0]),
+                name=f"{PLACEHOLDER}_zeros",
+            ),
+        ]
+    )
+    graph.output.append(helper.make_tensor_value_info(PLACEHOLDER, TensorProto.FLOAT, [None, 0]))
+
+
+def drop_placeholder(onx: Any) -> None:
+    """Remove the placeholder output and the nodes that make it (the shipped model has the label only)."""
+    graph = onx.graph
+    keep_outputs = [o for o in graph.output if o.name != PLACEHOLDER]
+    del graph.output[:]
+    graph.output.extend(keep_outputs)
+    nodes = [n for n in graph.node if not n.name.startswith(PLACEHOLDER)]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    inits = [t for t in graph.initializer if not t.name.startswith(PLACEHOLDER)]
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+
+
 def normalise(onx: Any) -> None:
     """Fixed metadata, so the same model always serialises to the same bytes."""
     onx.doc_string = ""
@@ -221,7 +363,11 @@ def normalise(onx: Any) -> None:
     onx.model_version = 1
     del onx.metadata_props[:]
     # skl2onnx collects opsets in a set: their order follows PYTHONHASHSEED unless sorted.
-    opsets = sorted(((imp.domain, imp.version) for imp in onx.opset_import))
+    # onnxmltools' converters inside skl2onnx add a second entry for a domain; keep the highest.
+    highest: dict[str, int] = {}
+    for imp in onx.opset_import:
+        highest[imp.domain] = max(int(imp.version), highest.get(imp.domain, 0))
+    opsets = sorted(highest.items())
     del onx.opset_import[:]
     for domain, version in opsets:
         imp = onx.opset_import.add()

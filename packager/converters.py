@@ -1,14 +1,16 @@
-"""What edgepack converts: a table of sklearn classes, each with a check for settings that
-skl2onnx gets wrong, and a walk over Pipelines and ColumnTransformers that runs the checks
-on every step BEFORE anything is converted.
+"""What edgepack converts: every step skl2onnx has a converter for (with onnxmltools'
+XGBoost and LightGBM converters registered), and a walk over the model that runs, BEFORE
+anything is converted, the few checks for conversions known to be silently wrong.
 
-Only classes whose conversion the parity tests prove are listed. A class that skl2onnx
-converts into a graph that answers differently is refused with the reason, instead of
-shipping a model that disagrees with the original on the device.
+The parity gate decides whether a conversion reproduces the original. Refused up front
+are only the cases the gate cannot see: settings whose graph answers differently on rows
+the reference data may never hold (infrequent categories, native categorical splits, Platt
+scaling), and Python code that ONNX cannot hold. Each refusal says why and what to use.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -16,30 +18,125 @@ from typing import Any
 from .errors import UnsupportedModelError
 
 Check = Callable[[Any], "str | None"]
-"""Returns why a fitted object cannot be converted faithfully, or None when it can."""
+"""Returns why a fitted object is known to convert wrongly, or None."""
 
 
-def _ok(_: Any) -> str | None:
+# ---------------------------------------------------------------------------------------
+# the converter registry
+
+
+_REGISTERED = False
+_LOCK = threading.Lock()
+
+
+def register_external_converters() -> None:
+    """Register onnxmltools' XGBoost and LightGBM converters with skl2onnx (once).
+
+    This is how onnxmltools documents it ("Convert a pipeline with a XGBoost model"): the
+    library's own converter plus skl2onnx's linear shape calculators, so the models also
+    convert inside a Pipeline or a ColumnTransformer. A library that is not installed is
+    skipped: no model of it can have been loaded either.
+    """
+    global _REGISTERED
+    with _LOCK:
+        if _REGISTERED:
+            return
+        from skl2onnx import update_registered_converter
+        from skl2onnx.common.shape_calculator import (
+            calculate_linear_classifier_output_shapes,
+            calculate_linear_regressor_output_shapes,
+        )
+
+        classifier_options = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
+        try:
+            import xgboost
+            from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
+        except ImportError:
+            pass
+        else:
+            for cls in (xgboost.XGBClassifier, xgboost.XGBRFClassifier):
+                update_registered_converter(
+                    cls, f"XGBoost{cls.__name__}", calculate_linear_classifier_output_shapes, convert_xgboost, options=classifier_options
+                )
+            for cls in (xgboost.XGBRegressor, xgboost.XGBRFRegressor):
+                update_registered_converter(cls, f"XGBoost{cls.__name__}", calculate_linear_regressor_output_shapes, convert_xgboost)
+        try:
+            import lightgbm
+            from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
+        except ImportError:
+            pass
+        else:
+            update_registered_converter(
+                lightgbm.LGBMClassifier,
+                "LightGbmLGBMClassifier",
+                calculate_linear_classifier_output_shapes,
+                convert_lightgbm,
+                options=classifier_options,
+            )
+            update_registered_converter(
+                lightgbm.LGBMRegressor,
+                "LightGbmLGBMRegressor",
+                calculate_linear_regressor_output_shapes,
+                convert_lightgbm,
+                options={"split": None},
+            )
+        from . import target_transform
+
+        target_transform.register()
+        _REGISTERED = True
+
+
+def converter_of(cls: type) -> str | None:
+    """The alias of the converter skl2onnx would use for ``cls`` (exact type), or None."""
+    register_external_converters()
+    from skl2onnx._supported_operators import sklearn_operator_name_map
+
+    return sklearn_operator_name_map.get(cls)
+
+
+def accepts_option(cls: type, option: str) -> bool:
+    """True when the converter registered for ``cls`` declares ``option`` (``zipmap``, ...)."""
+    alias = converter_of(cls)
+    if alias is None:
+        return False
+    from skl2onnx.common._registration import get_converter
+
+    try:
+        allowed = get_converter(alias).get_allowed_options() or {}
+    except (ValueError, KeyError):
+        return False
+    return option in allowed
+
+
+def _library_of(alias: str) -> str:
+    if alias.startswith(("XGBoost", "LightGbm")):
+        return "onnxmltools"
+    if alias.startswith("Edgepack"):
+        return "edgepack"
+    return "skl2onnx"
+
+
+# ---------------------------------------------------------------------------------------
+# conversions known to be silently wrong
+
+
+def _svc(est: Any) -> str | None:
+    if getattr(est, "probability", False):
+        return (
+            f"{type(est).__name__}(probability=True): skl2onnx's graph computes Platt-scaled probabilities differently "
+            "from scikit-learn 1.9 (which calibrates them with internal cross-validation), so the bundle's probabilities "
+            "and labels would differ on rows the reference data does not cover; use probability=False (a label-only "
+            "bundle), CalibratedClassifierCV(LinearSVC()), LogisticRegression or a tree ensemble"
+        )
     return None
 
 
 def _one_hot(enc: Any) -> str | None:
     if enc.handle_unknown == "infrequent_if_exist":
         return (
-            "OneHotEncoder(handle_unknown='infrequent_if_exist') converts to a graph that encodes "
-            "infrequent and unknown categories differently from scikit-learn; use handle_unknown='ignore'"
+            "OneHotEncoder(handle_unknown='infrequent_if_exist') converts to a graph that encodes unknown categories "
+            "as all zeros instead of the infrequent column, which no reference row can show; use handle_unknown='ignore'"
         )
-    if getattr(enc, "min_frequency", None) is not None or getattr(enc, "max_categories", None) is not None:
-        return (
-            "OneHotEncoder with min_frequency/max_categories groups infrequent categories, which the "
-            "ONNX converter does not reproduce; drop those settings"
-        )
-    return None
-
-
-def _ordinal(enc: Any) -> str | None:
-    if getattr(enc, "min_frequency", None) is not None or getattr(enc, "max_categories", None) is not None:
-        return "OrdinalEncoder with min_frequency/max_categories is not reproduced by the ONNX converter"
     return None
 
 
@@ -47,92 +144,42 @@ def _hist_gradient_boosting(est: Any) -> str | None:
     categorical = getattr(est, "is_categorical_", None)
     if categorical is not None and bool(categorical.any()):
         return (
-            "HistGradientBoosting with native categorical splits: skl2onnx ignores them and the ONNX "
-            "model answers differently; encode the categories in a ColumnTransformer "
-            "(OneHotEncoder/OrdinalEncoder) and set categorical_features=None"
+            "HistGradientBoosting with native categorical splits: skl2onnx ignores them and the ONNX model answers "
+            "differently; encode the categories in a ColumnTransformer (OneHotEncoder/OrdinalEncoder) and set "
+            "categorical_features=None"
         )
     return None
 
 
-def _imputer(imp: Any) -> str | None:
-    if getattr(imp, "add_indicator", False):
-        return "SimpleImputer(add_indicator=True) is not supported; drop add_indicator"
-    return None
-
-
-def _identity(ft: Any) -> str | None:
+def _function(ft: Any) -> str | None:
     # A fitted ColumnTransformer stores "passthrough" as FunctionTransformer(func=None).
     if ft.func is not None:
-        return f"FunctionTransformer({getattr(ft.func, '__name__', ft.func)!s}) runs arbitrary Python, which ONNX cannot hold"
+        name = getattr(ft.func, "__name__", ft.func)
+        return (
+            f"FunctionTransformer({name!s}) runs arbitrary Python, which ONNX cannot hold; compute the feature before "
+            "the model (in the data), or use a scikit-learn transformer that has a converter"
+        )
     return None
 
 
-def _known_wrong(reason: str) -> Check:
-    def check(_: Any) -> str:
-        return reason
-
-    check.known_wrong = True  # type: ignore[attr-defined]
-    return check
-
-
-_SVC_REASON = (
-    "SVC/NuSVC convert to graphs whose probabilities (Platt scaling with probability=True) and "
-    "decision ties differ from scikit-learn 1.9; use LogisticRegression, a tree ensemble or an MLP"
-)
-
-
-def _table() -> dict[type, Check]:
-    from sklearn import ensemble, impute, linear_model, neural_network, preprocessing, svm, tree
-
+def _known_wrong() -> dict[str, Check]:
     return {
-        # transformers
-        preprocessing.FunctionTransformer: _identity,
-        impute.SimpleImputer: _imputer,
-        preprocessing.StandardScaler: _ok,
-        preprocessing.MinMaxScaler: _ok,
-        preprocessing.MaxAbsScaler: _ok,
-        preprocessing.RobustScaler: _ok,
-        preprocessing.OneHotEncoder: _one_hot,
-        preprocessing.OrdinalEncoder: _ordinal,
-        # classifiers
-        linear_model.LogisticRegression: _ok,
-        tree.DecisionTreeClassifier: _ok,
-        ensemble.RandomForestClassifier: _ok,
-        ensemble.ExtraTreesClassifier: _ok,
-        ensemble.GradientBoostingClassifier: _ok,
-        ensemble.HistGradientBoostingClassifier: _hist_gradient_boosting,
-        neural_network.MLPClassifier: _ok,
-        # regressors
-        linear_model.LinearRegression: _ok,
-        linear_model.Ridge: _ok,
-        linear_model.Lasso: _ok,
-        linear_model.ElasticNet: _ok,
-        tree.DecisionTreeRegressor: _ok,
-        ensemble.RandomForestRegressor: _ok,
-        ensemble.ExtraTreesRegressor: _ok,
-        ensemble.GradientBoostingRegressor: _ok,
-        ensemble.HistGradientBoostingRegressor: _hist_gradient_boosting,
-        neural_network.MLPRegressor: _ok,
-        # converted, but known to answer differently
-        svm.SVC: _known_wrong(_SVC_REASON),
-        svm.NuSVC: _known_wrong(_SVC_REASON),
+        "SVC": _svc,
+        "NuSVC": _svc,
+        "OneHotEncoder": _one_hot,
+        "HistGradientBoostingClassifier": _hist_gradient_boosting,
+        "HistGradientBoostingRegressor": _hist_gradient_boosting,
+        "FunctionTransformer": _function,
     }
 
 
-_SUPPORTED: dict[type, Check] | None = None
-
-
-def supported() -> dict[type, Check]:
-    """The class -> check table (built lazily: it imports sklearn)."""
-    global _SUPPORTED
-    if _SUPPORTED is None:
-        _SUPPORTED = _table()
-    return _SUPPORTED
+# ---------------------------------------------------------------------------------------
+# the walk
 
 
 @dataclass(frozen=True)
 class Step:
-    """One leaf of a model: where it sits and the fitted object."""
+    """One node of a model: where it sits and the fitted object."""
 
     path: str
     """``/``-joined step names from the top (``pre/num/scale``); ``""`` for a bare estimator."""
@@ -140,27 +187,92 @@ class Step:
     """The fitted transformer or estimator."""
     columns: tuple[Any, ...] | None
     """The input columns a ColumnTransformer routes to it, when known."""
+    leaf: bool = True
+    """False for a container (Pipeline, ColumnTransformer, meta-estimator) whose members are walked too."""
 
 
 def walk(model: Any, path: str = "", columns: tuple[Any, ...] | None = None) -> Iterator[Step]:
     """Yield every leaf step of ``model`` (Pipeline and ColumnTransformer are opened up)."""
+    for step in walk_all(model, path, columns):
+        if step.leaf:
+            yield step
+
+
+def walk_all(model: Any, path: str = "", columns: tuple[Any, ...] | None = None) -> Iterator[Step]:
+    """Yield every node of ``model``: Pipelines, ColumnTransformers, FeatureUnions and the
+    members of meta-estimators (search CVs, Bagging, Stacking, Voting, OneVsRest, calibration, ...)."""
     from sklearn.compose import ColumnTransformer
-    from sklearn.pipeline import Pipeline
+    from sklearn.pipeline import FeatureUnion, Pipeline
 
     if isinstance(model, Pipeline):
+        yield Step(path, model, columns, leaf=False)
         for name, step in model.steps:
             if step is None or step == "passthrough":
                 continue
-            yield from walk(step, _join(path, name), columns)
+            yield from walk_all(step, _join(path, name), columns)
             if not _keeps_columns(step):
                 columns = None  # later steps see this step's output, not the raw columns
     elif isinstance(model, ColumnTransformer):
+        yield Step(path, model, columns, leaf=False)
         for name, trans, cols in model.transformers_:
             if isinstance(trans, str) and trans in ("drop", "passthrough"):
                 continue
-            yield from walk(trans, _join(path, name), _as_columns(cols, model))
+            yield from walk_all(trans, _join(path, name), _as_columns(cols, model))
+    elif isinstance(model, FeatureUnion):
+        yield Step(path, model, columns, leaf=False)
+        for name, trans in model.transformer_list:
+            if isinstance(trans, str):
+                continue
+            yield from walk_all(trans, _join(path, name), None)
     else:
-        yield Step(path, model, columns)
+        members = list(_members(model))
+        yield Step(path, model, columns, leaf=not members)
+        for name, member in members:
+            yield from walk_all(member, _join(path, name), None)
+
+
+def _members(model: Any) -> Iterator[tuple[str, Any]]:
+    """The fitted estimators a meta-estimator holds, named as they are reached.
+
+    Only classes that take an estimator as a parameter are opened (Bagging, AdaBoost,
+    Voting, Stacking, OneVsRest, CalibratedClassifierCV, search CVs, RFE, ...); a forest's
+    trees are the forest's own business, and so is the estimator a feature selector (RFE,
+    SelectFromModel) fitted to choose columns: only its choice is converted.
+    """
+    from sklearn.feature_selection import SelectorMixin
+
+    if isinstance(model, SelectorMixin):
+        return
+    try:
+        params = model.get_params(deep=False)
+    except Exception:  # not an sklearn estimator (a booster, a custom object)
+        return
+    if not any(k in params for k in ("estimator", "estimators", "regressor", "base_estimator")):
+        return
+    if (best := getattr(model, "best_estimator_", None)) is not None:
+        yield "best_estimator_", best
+        return
+    if (named := getattr(model, "named_estimators_", None)) is not None:
+        for name, est in named.items():
+            if est is not None and not isinstance(est, str):
+                yield name, est
+        if (final := getattr(model, "final_estimator_", None)) is not None:
+            yield "final_estimator_", final
+        return
+    estimators = getattr(model, "estimators_", None)
+    if isinstance(estimators, list):
+        # Bagging's and AdaBoost's estimator_ is only the unfitted template of these.
+        for i, est in enumerate(estimators):
+            if hasattr(est, "get_params"):
+                yield f"estimators_[{i}]", est
+        return
+    for i, calibrated in enumerate(getattr(model, "calibrated_classifiers_", None) or []):
+        if (est := getattr(calibrated, "estimator", None)) is not None:
+            yield f"calibrated_classifiers_[{i}]", est
+    # TransformedTargetRegressor's transformer_ is inverted by its own converter (target_transform.py).
+    for attr in ("estimator_", "regressor_"):
+        if (member := getattr(model, attr, None)) is not None and not isinstance(member, str):
+            yield attr, member
 
 
 def _keeps_columns(step: Any) -> bool:
@@ -196,26 +308,86 @@ def _as_columns(cols: Any, ct: Any) -> tuple[Any, ...] | None:
     return tuple(items)
 
 
-def check_supported(model: Any) -> list[Step]:
-    """Check every step before converting; raise ``UnsupportedModelError`` naming the first bad one."""
-    table = supported()
-    steps = list(walk(model))
-    for step in steps:
+# ---------------------------------------------------------------------------------------
+# the up-front check
+
+
+@dataclass(frozen=True)
+class Handled:
+    """Which converter handles one step (the build report's ``converters``)."""
+
+    step: str
+    """The step's path (``""`` for a bare estimator)."""
+    estimator: str
+    """The step's class, ``module.Class``."""
+    converter: str
+    """``skl2onnx:Alias`` or ``onnxmltools:Alias`` (the alias the converter is registered under)."""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"step": self.step, "estimator": self.estimator, "converter": self.converter}
+
+
+def _where(path: str) -> str:
+    return f"step {path!r} " if path else "the model "
+
+
+def check_supported(model: Any) -> list[Handled]:
+    """Check every step before converting; raise ``UnsupportedModelError`` naming the first bad one.
+
+    Returns which converter handles each step, in walk order.
+    """
+    known_wrong = _known_wrong()
+    handled: list[Handled] = []
+    for step in walk_all(model):
         cls = type(step.obj)
-        where = f"step {step.path!r} " if step.path else ""
-        check = table.get(cls)
-        if check is None:
-            names = sorted(c.__name__ for c, fn in table.items() if not getattr(fn, "known_wrong", False))
+        reason = known_wrong.get(cls.__name__, lambda _: None)(step.obj)
+        if reason:
+            raise UnsupportedModelError(f"{_where(step.path)}({cls.__name__}) is refused: {reason}", step=step.path, cls=cls.__name__)
+        alias = converter_of(cls)
+        if alias is None:
             raise UnsupportedModelError(
-                f"{where}({cls.__module__}.{cls.__name__}) cannot be converted by edgepack; "
-                f"supported steps: Pipeline, ColumnTransformer, {', '.join(names)}",
+                f"{_where(step.path)}({cls.__module__}.{cls.__name__}) has no ONNX converter: neither skl2onnx "
+                f"nor onnxmltools can convert {cls.__name__}; replace it with a step that has one (the list: "
+                "skl2onnx.supported_converters(), plus XGBoost and LightGBM), or register a converter for it with "
+                "skl2onnx.update_registered_converter before building",
                 step=step.path,
                 cls=cls.__name__,
             )
-        reason = check(step.obj)
-        if reason:
-            raise UnsupportedModelError(f"{where}({cls.__name__}) is refused: {reason}", step=step.path, cls=cls.__name__)
-    return steps
+        handled.append(Handled(step.path, f"{cls.__module__}.{cls.__name__}", f"{_library_of(alias)}:{alias}"))
+    return handled
+
+
+# ---------------------------------------------------------------------------------------
+# preparing a model for the converters
+
+
+def for_conversion(model: Any) -> Any:
+    """A copy of ``model`` that the converters take as it is; ``model`` itself is not touched.
+
+    onnxmltools reads XGBoost trees from the booster's dump, where features are named as
+    the model was fitted ("temp c"); it only understands ``f0..fN`` ("Unable to interpret
+    'temp c', feature names should follow pattern 'f%d'"). Features keep their order, so
+    dropping the names from the copy's booster changes nothing else.
+    """
+    if not any(_needs_change(step.obj) for step in walk_all(model)):
+        return model
+    import copy
+
+    clone = copy.deepcopy(model)
+    for step in walk_all(clone):
+        obj = step.obj
+        if type(obj).__module__.startswith("xgboost") and hasattr(obj, "get_booster"):
+            obj.get_booster().feature_names = None
+        elif type(obj).__name__ == "VotingClassifier" and obj.flatten_transform:
+            # Only transform() reads it; skl2onnx refuses the default (True) for predict too.
+            obj.flatten_transform = False
+    return clone
+
+
+def _needs_change(obj: Any) -> bool:
+    if type(obj).__module__.startswith("xgboost") and hasattr(obj, "get_booster"):
+        return obj.get_booster().feature_names is not None
+    return type(obj).__name__ == "VotingClassifier" and bool(getattr(obj, "flatten_transform", False))
 
 
 def final_estimator(model: Any) -> Any:

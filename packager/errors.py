@@ -41,11 +41,11 @@ class UntrustedTypesError(ModelLoadError):
 
 
 class UnsupportedFlavorError(ModelLoadError):
-    """The model has no flavor edgepack can convert (``sklearn`` or ``onnx``)."""
+    """The model has no flavor edgepack can convert (``sklearn``, ``xgboost``, ``lightgbm`` or ``onnx``)."""
 
 
 class UnsupportedModelError(PackagerError):
-    """A step of the model cannot be converted, or is known to convert wrongly.
+    """A step of the model has no converter, or is known to convert wrongly (refused before converting).
 
     ``step`` is the step's path inside the model (``pre/cat/encode``), ``cls`` its class name.
     """
@@ -57,7 +57,17 @@ class UnsupportedModelError(PackagerError):
 
 
 class ConversionError(PackagerError):
-    """skl2onnx or onnx failed on a model that passed the support checks."""
+    """skl2onnx, onnxmltools or onnx failed on a model that passed the support checks.
+
+    Not a parity failure: the converter gave no model to compare. ``step`` is the path of
+    the step the converter names (``""`` for a bare estimator, None when unknown), ``cls``
+    its class name.
+    """
+
+    def __init__(self, message: str, *, step: str | None = None, cls: str | None = None) -> None:
+        self.step = step
+        self.cls = cls
+        super().__init__(message)
 
 
 class ReferenceDataError(PackagerError):

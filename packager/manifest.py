@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import registry
@@ -40,6 +40,10 @@ class Artifacts:
     """Versions of the tools that produced the ONNX model."""
     target_range: list[float] | None = None
     """Regression: training target min/max, when known."""
+    converters: list[dict[str, str]] = field(default_factory=list)
+    """Which converter handled each step: ``{"step", "estimator", "converter"}`` in walk order."""
+    label_only: bool = False
+    """A classifier without ``predict_proba``: the bundle answers labels, no probabilities."""
 
 
 def manifest(resolved: registry.ResolvedModel, flavor: str, art: Artifacts, version: str) -> dict[str, Any]:
@@ -53,7 +57,9 @@ def manifest(resolved: registry.ResolvedModel, flavor: str, art: Artifacts, vers
             "classes": art.classes,
             "label": conv.outputs[0],
             "label_values": art.label_values,
-            "probabilities": conv.outputs[1],
+            # A label-only classifier (no predict_proba in the original) has no probabilities.
+            "label_only": art.label_only,
+            "probabilities": None if art.label_only else conv.outputs[1],
             "prediction": None,
             "target_range": None,
         }
@@ -88,6 +94,7 @@ def manifest(resolved: registry.ResolvedModel, flavor: str, art: Artifacts, vers
             "ir_version": int(onx.ir_version),
             "precision": conv.precision,
             "producers": {**art.producers, "onnx": onnx.__version__},
+            "converters": art.converters,
         },
         "parity": art.parity,
         "baseline": art.baseline,

@@ -113,8 +113,13 @@ class BuildReport:
     """Archive entries besides the manifest and signature."""
     tagged: bool = False
     """True when provenance tags were written to the registry."""
+    converters: tuple[dict[str, str], ...] = ()
+    """Which converter handled each step: ``{"step", "estimator", "converter"}`` (also in the manifest's ``onnx``)."""
+    label_only: bool = False
+    """A classifier without ``predict_proba``: its bundle answers labels only (no ``probabilities``)."""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["files"] = list(self.files)
+        out["converters"] = [dict(c) for c in self.converters]
         return out

@@ -44,6 +44,29 @@ def _width(value_info: Any) -> int | None:
     return int(dims[1].dim_value)
 
 
+DEFAULT_OPSET = 17
+"""The default-domain opset declared when a graph has none (Identity and Split live there)."""
+
+
+def _default_opset(model: Any) -> int:
+    """The graph's default-domain opset, declared first when missing.
+
+    onnxmltools' XGBoost and LightGBM graphs use only ``ai.onnx.ml`` operators and declare
+    only that domain; the ``Identity``/``Split`` nodes added here are default-domain nodes,
+    and onnx rejects them without the import ("No opset import for domain ''").
+    """
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    from onnx import helper
+
+    imp = model.opset_import.add()
+    imp.domain, imp.version = "", DEFAULT_OPSET
+    # The IR version must be new enough for the opsets now declared.
+    model.ir_version = max(int(model.ir_version), helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True))
+    return DEFAULT_OPSET
+
+
 def pack(model: Any, per_input_columns: list[list[str]]) -> tuple[Any, dict[str, Slot], list[dict[str, Any]]]:
     """Replace the graph's inputs by one ``(N, width)`` input per dtype.
 
@@ -64,6 +87,7 @@ def pack(model: Any, per_input_columns: list[list[str]]) -> tuple[Any, dict[str,
     for vi, cols in zip(old_inputs, per_input_columns):
         groups.setdefault(_dtype_name(vi.type.tensor_type.elem_type), []).append((vi, cols))
 
+    default_opset = _default_opset(model)
     taken = {vi.name for vi in old_inputs} | {n.name for n in graph.node} | {i.name for i in graph.initializer}
     slots: dict[str, Slot] = {}
     new_inputs, new_nodes, new_inits, onnx_inputs = [], [], [], []
@@ -86,9 +110,12 @@ def pack(model: Any, per_input_columns: list[list[str]]) -> tuple[Any, dict[str,
         if len(outputs) == 1:
             new_nodes.append(helper.make_node("Identity", [name], outputs, name=f"edgepack_unpack_{dtype}"))
         else:
-            split_name = f"edgepack_split_{dtype}"
-            new_inits.append(numpy_helper.from_array(np.asarray(widths, dtype=np.int64), name=split_name))
-            new_nodes.append(helper.make_node("Split", [name, split_name], outputs, axis=1, name=f"edgepack_unpack_{dtype}"))
+            if default_opset < 13:  # before opset 13, Split's sizes were an attribute
+                new_nodes.append(helper.make_node("Split", [name], outputs, axis=1, split=widths, name=f"edgepack_unpack_{dtype}"))
+            else:
+                split_name = f"edgepack_split_{dtype}"
+                new_inits.append(numpy_helper.from_array(np.asarray(widths, dtype=np.int64), name=split_name))
+                new_nodes.append(helper.make_node("Split", [name, split_name], outputs, axis=1, name=f"edgepack_unpack_{dtype}"))
 
     del graph.input[:]
     graph.input.extend(new_inputs)

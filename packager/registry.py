@@ -26,7 +26,7 @@ from .errors import (
 from .options import DEFAULT_TRUSTED_TYPES
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-SUPPORTED_FLAVORS = ("sklearn", "onnx")
+SUPPORTED_FLAVORS = ("sklearn", "xgboost", "lightgbm", "onnx")
 TAG_SHA256 = "edgepack.bundle_sha256"
 TAG_VERSION = "edgepack.version"
 TAG_BUNDLE_PREFIX = "edgepack.bundle."
@@ -69,9 +69,9 @@ class LoadedModel:
     """A downloaded registry model: the object to convert plus what MLflow logged with it."""
 
     flavor: str
-    """``sklearn`` or ``onnx``."""
+    """``sklearn``, ``xgboost``, ``lightgbm`` or ``onnx``."""
     model: Any
-    """The sklearn estimator, or the ``onnx.ModelProto`` (external data loaded in)."""
+    """The sklearn(-API) estimator, or the ``onnx.ModelProto`` (external data loaded in)."""
     input_example: Any
     """The logged input example as a pandas DataFrame, or ``None``."""
     signature_columns: list[tuple[str, str]] | None
@@ -226,13 +226,26 @@ def load(
     if "sklearn" in flavors:
         model = _load_sklearn(path, flavors["sklearn"], trust_pickle=trust_pickle, trusted_types=trusted_types)
         flavor = "sklearn"
+    elif "xgboost" in flavors or "lightgbm" in flavors:
+        from . import native
+
+        flavor = "xgboost" if "xgboost" in flavors else "lightgbm"
+        conf = flavors[flavor]
+        if flavor == "lightgbm" and conf.get("model_class", "lightgbm.basic.Booster") != "lightgbm.basic.Booster":
+            # mlflow.lightgbm saves a scikit-learn-API model with skops or (cloud)pickle, like
+            # the sklearn flavor: the same trust decision, never the artifact's own list.
+            sklearn_conf = {"pickled_model": conf.get("data"), "serialization_format": conf.get("serialization_format", "cloudpickle")}
+            model = _load_sklearn(path, sklearn_conf, trust_pickle=trust_pickle, trusted_types=trusted_types)
+        else:
+            model = native.load_xgboost(path) if flavor == "xgboost" else native.load_lightgbm(path)
     elif "onnx" in flavors:
         model = _load_onnx(path, flavors["onnx"])
         flavor = "onnx"
     else:
         raise UnsupportedFlavorError(
             f"the model has flavors {', '.join(sorted(flavors)) or '(none)'}; edgepack converts "
-            f"{' or '.join(SUPPORTED_FLAVORS)} models (log it with mlflow.sklearn.log_model or mlflow.onnx.log_model)"
+            f"{', '.join(SUPPORTED_FLAVORS)} models (log it with mlflow.sklearn.log_model, mlflow.xgboost.log_model, "
+            "mlflow.lightgbm.log_model or mlflow.onnx.log_model)"
         )
     example = None
     try:

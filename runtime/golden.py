@@ -44,8 +44,13 @@ def _error(message: str) -> SelfTestError:
     return SelfTestError(message, entry=GOLDEN)
 
 
-def parse_golden(data: bytes, *, task: str, fallback_tolerance: Any = None, max_depth: int = 64) -> GoldenSet:
-    """Parse ``golden.json``; its ``tolerance`` wins, else the manifest's parity tolerance."""
+def parse_golden(
+    data: bytes, *, task: str, fallback_tolerance: Any = None, max_depth: int = 64, label_only: bool = False
+) -> GoldenSet:
+    """Parse ``golden.json``; its ``tolerance`` wins, else the manifest's parity tolerance.
+
+    ``label_only``: a classifier without probabilities, whose golden set holds labels only.
+    """
     raw = parse_json(data, entry=GOLDEN, max_depth=max_depth, error=SelfTestError)
     if not isinstance(raw, dict) or not isinstance(raw.get("inputs"), dict) or not isinstance(raw.get("outputs"), dict):
         raise _error("expected an object with 'inputs' (columns by feature name) and 'outputs'")
@@ -63,7 +68,10 @@ def parse_golden(data: bytes, *, task: str, fallback_tolerance: Any = None, max_
         labels, probabilities = outputs.get("label"), outputs.get("probabilities")
         if not isinstance(labels, list) or len(labels) != n:
             raise _error(f"outputs.label must list {n} labels, one per golden row")
-        if not isinstance(probabilities, list) or len(probabilities) != n:
+        if label_only:
+            if probabilities is not None:
+                raise _error("outputs.probabilities must be null for a label-only classifier")
+        elif not isinstance(probabilities, list) or len(probabilities) != n:
             raise _error(f"outputs.probabilities must list {n} rows of probabilities, one per golden row")
     else:
         predictions = outputs.get("prediction")
@@ -91,7 +99,7 @@ def self_test(golden: GoldenSet, predict_columns: Callable[[Mapping[str, list[An
     except EdgeError as exc:
         raise _error(f"the golden rows cannot be predicted: {exc}") from exc
     tol = f"(tolerance abs {golden.abs_tol:g}, rel {golden.rel_tol:g})"
-    if golden.labels is not None and golden.probabilities is not None:
+    if golden.labels is not None:
         got = result["prediction"].tolist()
         for i, (want, have) in enumerate(zip(golden.labels, got)):
             if want != have or type(want) is not type(have):
@@ -99,6 +107,8 @@ def self_test(golden: GoldenSet, predict_columns: Callable[[Mapping[str, list[An
                     f"golden row {i}: label is {have!r} here, the original model gave {want!r}; "
                     f"the model does not behave on this device as it did at build time"
                 )
+        if golden.probabilities is None:
+            return  # a label-only classifier: the labels are all there is
         try:
             expected = np.asarray(golden.probabilities, dtype=np.float64)
         except ValueError as exc:

@@ -76,6 +76,7 @@ class EdgeModel:
             task=self.task,
             fallback_tolerance=parity.get("tolerance") if isinstance(parity, dict) else None,
             max_depth=limits.max_json_depth,
+            label_only=self._outputs.label_only,
         )
         golden = replace(golden, inputs=_golden_numbers(golden.inputs, self.inputs))
         self.golden_rows: int = golden.rows
@@ -171,7 +172,7 @@ class EdgeModel:
     def _rows_from_arrays(self, arrays: dict[str, Any]) -> list[Result]:
         predictions = arrays["prediction"].tolist()
         flagged = arrays["flags"]
-        if self.classes is None:
+        if self.classes is None or "probabilities" not in arrays:  # regression, or a label-only classifier
             return [{"prediction": p, "flags": list(flagged.get(i, ()))} for i, p in enumerate(predictions)]
         classes = self.classes
         return [

@@ -1,8 +1,10 @@
 """The model's output contract, read once from the manifest: from ONNX tensors to results.
 
 A classification result is ``{"prediction": label, "probabilities": {label: p, ...},
-"flags": [...]}`` with labels in their original type (int, str or bool); a regression
-result is ``{"prediction": float, "flags": [...]}``.
+"flags": [...]}`` with labels in their original type (int, str or bool); a label-only
+classifier (``outputs.label_only``: the original had no ``predict_proba``) gives
+``{"prediction": label, "flags": [...]}``; a regression result is ``{"prediction": float,
+"flags": [...]}``.
 """
 
 from __future__ import annotations
@@ -41,9 +43,17 @@ class OutputSpec:
         self.task: str = raw.get("task")  # type: ignore[assignment]
         self.classes: tuple[Any, ...] | None = None
         self.target_range: tuple[float, float] | None = None
+        self.label_only: bool = False
+        """A classifier that answers labels only (no ``probabilities`` in its results)."""
         if self.task == "classification":
             classes, label_values = raw.get("classes"), raw.get("label_values", raw.get("classes"))
             label, probabilities = raw.get("label"), raw.get("probabilities")
+            label_only = raw.get("label_only", False)
+            if not isinstance(label_only, bool) or (label_only and probabilities is not None):
+                raise _manifest_error(
+                    f"outputs.label_only must be true (with probabilities null) or false, got {label_only!r} "
+                    f"with probabilities {probabilities!r}"
+                )
             if not isinstance(classes, list) or len(classes) < 2:
                 raise _manifest_error(f"outputs.classes must list at least two labels, got {classes!r}")
             if not all(isinstance(c, (int, str, bool)) for c in classes) or len({(type(c), c) for c in classes}) != len(classes):
@@ -52,18 +62,21 @@ class OutputSpec:
                 raise _manifest_error(
                     f"outputs.label_values must give one label tensor value per class ({len(classes)}), got {label_values!r}"
                 )
-            for field, name in (("label", label), ("probabilities", probabilities)):
+            named = (("label", label),) if label_only else (("label", label), ("probabilities", probabilities))
+            for field, name in named:
                 if not isinstance(name, str) or name not in session_outputs:
                     raise _manifest_error(
                         f"outputs.{field} must name an output of model.onnx ({', '.join(session_outputs)}), got {name!r}"
                     )
-            width = session_outputs[probabilities][1]
-            if len(width) != 2 or (isinstance(width[1], int) and width[1] != len(classes)):
-                raise _manifest_error(
-                    f"output {probabilities!r} has shape {width} in model.onnx; expected (N, {len(classes)}) for {len(classes)} classes"
-                )
+            if not label_only:
+                width = session_outputs[probabilities][1]
+                if len(width) != 2 or (isinstance(width[1], int) and width[1] != len(classes)):
+                    raise _manifest_error(
+                        f"output {probabilities!r} has shape {width} in model.onnx; expected (N, {len(classes)}) for {len(classes)} classes"
+                    )
+            self.label_only = label_only
             self.classes = tuple(classes)
-            self.names: list[str] = [label, probabilities]
+            self.names: list[str] = [label] if label_only else [label, probabilities]
             self._label_of = {v: c for v, c in zip(label_values, classes)}
             self._index_of = {v: i for i, v in enumerate(label_values)}
             self._class_array = _class_array(classes)
@@ -94,11 +107,15 @@ class OutputSpec:
     def first(self, raw: list[np.ndarray], flags: Flags) -> dict[str, Any]:
         """The result of a one-row run."""
         if self.classes is not None:
-            labels, probabilities = raw
+            raw = [raw[0].reshape(-1), *raw[1:]]
+            labels = raw[0]
             try:
                 prediction = self._label_of[labels.item(0)]
             except KeyError:
                 raise self._unknown_label(labels.item(0)) from None
+            if self.label_only:
+                return {"prediction": prediction, "flags": flags}
+            probabilities = raw[1]
             return {
                 "prediction": prediction,
                 "probabilities": dict(zip(self.classes, probabilities.tolist()[0])),
@@ -111,6 +128,10 @@ class OutputSpec:
 
     def rows(self, raw: list[np.ndarray], flags: list[Flags]) -> list[dict[str, Any]]:
         """The results of a many-row run, one dict per row."""
+        if self.classes is not None:
+            raw = [raw[0].reshape(-1), *raw[1:]]  # some converters (QDA's) give (N, 1) labels
+        if self.classes is not None and self.label_only:
+            return [{"prediction": p, "flags": f} for p, f in zip(self._class_array[self._indices(raw[0])].tolist(), flags)]
         if self.classes is not None:
             labels, probabilities = raw
             classes, label_of = self.classes, self._label_of
@@ -130,6 +151,10 @@ class OutputSpec:
 
     def arrays(self, raw: list[np.ndarray], flags: RowFlags) -> dict[str, Any]:
         """The results of a many-row run as arrays; ``flags`` only for rows that have any."""
+        if self.classes is not None:
+            raw = [raw[0].reshape(-1), *raw[1:]]  # some converters (QDA's) give (N, 1) labels
+        if self.classes is not None and self.label_only:
+            return {"prediction": self._class_array[self._indices(raw[0])], "flags": flags}
         if self.classes is not None:
             labels, probabilities = raw
             return {"prediction": self._class_array[self._indices(labels)], "probabilities": probabilities, "flags": flags}
@@ -157,7 +182,7 @@ class OutputSpec:
 
     def outputs_of(self, result: Mapping[str, Any]) -> dict[str, Any]:
         """A result without its flags (what telemetry records as outputs)."""
-        if self.classes is not None:
+        if self.classes is not None and not self.label_only:
             return {"prediction": result["prediction"], "probabilities": dict(result["probabilities"])}
         return {"prediction": result["prediction"]}
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILD_SIDE = ("mlflow", "sklearn", "skl2onnx", "onnx", "pandas")
+BUILD_SIDE = ("mlflow", "sklearn", "skl2onnx", "onnx", "pandas", "xgboost", "lightgbm", "onnxmltools")
 HOME_SIDE = ("starlette", "uvicorn", "fastapi")
 
 

@@ -25,6 +25,19 @@ EXIT_PARITY = 3
 EXIT_REGISTRY = 4
 EXIT_MODEL = 5
 EXIT_REFERENCE = 6
+EXIT_CONVERSION = 7
+
+EXIT_CODES_EPILOG = """\b
+Exit codes:
+  0  built (parity passed, bundle written and self-tested)
+  1  other error (bad option, bad key, self-test failed)
+  3  parity: the converted model answers differently from the original
+  4  registry: cannot reach it, or the model URI does not resolve
+  5  model: its artifacts cannot be loaded (flavor, skops trust, pickle)
+  6  reference data: unreadable, or does not match the model's inputs
+  7  conversion: a step has no converter, is known to convert wrongly,
+     or the converter failed; the message names the step
+"""
 
 EXIT_CODES_EPILOG = """\b
 Exit status:
@@ -44,7 +57,9 @@ def _exit_code(exc: EdgeError) -> int:
         return EXIT_PARITY
     if isinstance(exc, errors.RegistryError):
         return EXIT_REGISTRY
-    if isinstance(exc, (errors.ModelLoadError, errors.UnsupportedModelError, errors.ConversionError)):
+    if isinstance(exc, (errors.UnsupportedModelError, errors.ConversionError)):
+        return EXIT_CONVERSION
+    if isinstance(exc, errors.ModelLoadError):
         return EXIT_MODEL
     if isinstance(exc, errors.ReferenceDataError):
         return EXIT_REFERENCE
@@ -86,6 +101,9 @@ def _summary(r: BuildReport) -> str:
         _tagged(r),
         *(f"warning {warning}" for warning in r.warnings),
     ]
+    if r.converters:
+        steps = ", ".join(f"{c['step'] or 'model'} -> {c['converter']}" for c in r.converters)
+        lines.insert(2, f"convert {steps}" + (" (label-only: no probabilities)" if r.label_only else ""))
     return "\n".join(lines)
 
 
