@@ -15,9 +15,18 @@ DEFAULT_TRUSTED_TYPES: tuple[str, ...] = (
     "sklearn.metrics._dist_metrics.EuclideanDistance64",
     "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
     "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+    # XGBoost's and LightGBM's scikit-learn estimators: their state is the booster's own
+    # model text/bytes, parsed by the library's loader, as the native flavors load it anyway.
+    "collections.OrderedDict",
+    "xgboost.core.Booster",
+    "xgboost.sklearn.XGBClassifier",
+    "xgboost.sklearn.XGBRegressor",
+    "lightgbm.basic.Booster",
+    "lightgbm.sklearn.LGBMClassifier",
+    "lightgbm.sklearn.LGBMRegressor",
 )
-"""skops types edgepack trusts without being told: the fitted state of the sklearn
-estimators edgepack converts (trees, boosted trees, neighbours, MLPs) that skops 0.16 has
+"""skops types edgepack trusts without being told: the fitted state of the estimators
+edgepack converts (trees, boosted trees, neighbours, MLPs, XGBoost, LightGBM) that skops 0.16 has
 not vetted. Each is rebuilt from strings and arrays by sklearn's own class; none makes skops
 import or call anything else the file names. What remains is sklearn's compiled code
 trusting the arrays it is given: set ``trusted_types=()`` to refuse these too."""

@@ -37,7 +37,8 @@ def _log(uri: str, name: str, flavor: str, model: Any, X: pd.DataFrame) -> None:
         with mlflow.start_run(experiment_id=experiment_for(uri)):
             example = X.head(5)
             if flavor == "sklearn":
-                mlflow.sklearn.log_model(model, name="model", registered_model_name=name, input_example=example, serialization_format="pickle")
+                # skops, MLflow 3's default: its XGBoost/LightGBM types are in DEFAULT_TRUSTED_TYPES.
+                mlflow.sklearn.log_model(model, name="model", registered_model_name=name, input_example=example, serialization_format="skops")
             elif flavor == "xgboost":
                 mlflow.xgboost.log_model(model, name="model", registered_model_name=name, input_example=example)
             elif flavor == "lightgbm":

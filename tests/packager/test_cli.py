@@ -144,7 +144,7 @@ def test_rebuilds_keep_one_registry_tag_per_bundle_and_the_report_says_so(regist
     shas = []
     for i, extra in enumerate(([], ["--sign-key", str(tmp_path / "keys" / "edge.pem")])):
         out = tmp_path / f"b{i}.edgepkg"
-        result = _run("build", "models:/fire/3", "-o", str(out), "--tracking-uri", registry.uri, *extra)
+        result = _run("build", "models:/fire/3", "-o", str(out), "--tracking-uri", registry.uri, "--trust-pickle", *extra)
         assert result.exit_code == 0, result.output
         sha = read_bundle(out).sha256
         shas.append(sha)
