@@ -29,25 +29,15 @@ EXIT_CONVERSION = 7
 
 EXIT_CODES_EPILOG = """\b
 Exit codes:
-  0  built (parity passed, bundle written and self-tested)
-  1  other error (bad option, bad key, self-test failed)
+  0  built: parity passed, bundle written and self-tested, registry version tagged
+  1  other error (bad option, bad key, existing -o without --force, missing extra, self-test)
+  2  usage error
   3  parity: the converted model answers differently from the original
-  4  registry: cannot reach it, or the model URI does not resolve
+  4  registry: cannot reach it, or no such model, alias, stage or version
   5  model: its artifacts cannot be loaded (flavor, skops trust, pickle)
   6  reference data: unreadable, or does not match the model's inputs
   7  conversion: a step has no converter, is known to convert wrongly,
-     or the converter failed; the message names the step
-"""
-
-EXIT_CODES_EPILOG = """\b
-Exit status:
-  0  the bundle was written (and the registry version tagged)
-  1  other error (bad key, existing -o without --force, missing extra, ...)
-  2  usage error
-  3  parity gate failed: ONNX answers differ from the original model
-  4  registry error: no registry, model, alias, stage or version
-  5  the model cannot be loaded or converted
-  6  bad reference data"""
+     or the converter failed; the message names the step"""
 
 
 def _exit_code(exc: EdgeError) -> int:

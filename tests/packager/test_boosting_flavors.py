@@ -38,7 +38,11 @@ def _log(uri: str, name: str, flavor: str, model: Any, X: pd.DataFrame) -> None:
             example = X.head(5)
             if flavor == "sklearn":
                 # skops, MLflow 3's default: its XGBoost/LightGBM types are in DEFAULT_TRUSTED_TYPES.
-                mlflow.sklearn.log_model(model, name="model", registered_model_name=name, input_example=example, serialization_format="skops")
+                import skops.io
+
+                logged_types = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+                mlflow.sklearn.log_model(model, name="model", registered_model_name=name, input_example=example,
+                                         serialization_format="skops", skops_trusted_types=logged_types)
             elif flavor == "xgboost":
                 mlflow.xgboost.log_model(model, name="model", registered_model_name=name, input_example=example)
             elif flavor == "lightgbm":

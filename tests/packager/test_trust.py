@@ -85,7 +85,8 @@ def test_only_the_users_list_counts_even_for_common_types(registry: Registry, tm
     assert err.value.types == ["numpy.dtype"]
     # The default list covers the data-only types every sklearn tree model holds (fire/2 is a tree).
     assert {"numpy.dtype", "sklearn.tree._tree.Tree"} <= set(DEFAULT_TRUSTED_TYPES)
-    assert all(t == "numpy.dtype" or t.startswith("sklearn.") for t in DEFAULT_TRUSTED_TYPES)
+    assert all(t in ("numpy.dtype", "collections.OrderedDict") or t.startswith(("sklearn.", "xgboost.", "lightgbm."))
+               for t in DEFAULT_TRUSTED_TYPES)
     report = build_bundle("models:/fire/2", tmp_path / "t.edgepkg", tracking_uri=registry.uri, options=BuildOptions(tag_registry=False))
     assert report.model_version == "2"
 

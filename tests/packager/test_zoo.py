@@ -147,8 +147,9 @@ def test_conversion_failure_has_its_own_exit_code_and_names_the_step(tracking_ur
 
     train, y, _ref, _held = zoo.frames("numeric", "classification")
     model = Pipeline([("pre", ColumnTransformer([("spline", SplineTransformer(n_knots=3), ["p"])], remainder="passthrough")), ("clf", LogisticRegression(max_iter=300))]).fit(train, y)
-    register_model(tracking_uri, "splines", model, train)
-    result = CliRunner().invoke(cli, ["build", "models:/splines/1", "-o", str(tmp_path / "s.edgepkg"), "--tracking-uri", tracking_uri])
+    # Pickled (and trusted) so that the build reaches conversion: skops would first ask to trust scipy's BSpline.
+    register_model(tracking_uri, "splines", model, train, serialization="pickle")
+    result = CliRunner().invoke(cli, ["build", "models:/splines/1", "-o", str(tmp_path / "s.edgepkg"), "--tracking-uri", tracking_uri, "--trust-pickle"])
     assert result.exit_code == 7, result.output
     assert "step 'pre/spline'" in result.output and "SplineTransformer" in result.output and "Traceback" not in result.output
     help_text = CliRunner().invoke(cli, ["build", "--help"]).output
