@@ -20,10 +20,12 @@ from .convert import columns_of, convert, is_classifier
 from .converters import categories_by_column, check_supported, ranges_by_column
 from .errors import SelfTestFailedError, UnsupportedModelError
 from .golden import golden_record, golden_rows
+from .missing_strings import bridge
 from .manifest import Artifacts, input_entries, manifest
 from .options import BuildOptions, BuildReport
 from .parity import original_answers, parity_record, run_parity, tolerance_for
 from .reference import read_reference, reference_frames, target_range_of
+from .trees import threshold_probes
 
 
 def build_bundle(
@@ -58,7 +60,12 @@ def build_bundle(
         local = registry.download(resolved, tmp)
         loaded = registry.load(local, allow_pickle=options.allow_pickle)
     if loaded.flavor == "sklearn":
-        art = sklearn_artifacts(loaded, reference_data, options)
+        from threadpoolctl import threadpool_limits
+
+        # One thread: scikit-learn's OpenMP predict (HistGradientBoosting: 300 trees) costs
+        # ~7x more per call with a thread team than the few thousand rows the gate predicts.
+        with threadpool_limits(limits=1):
+            art = sklearn_artifacts(loaded, reference_data, options)
     else:
         from .onnx_flavor import from_onnx
 
@@ -163,6 +170,18 @@ def _classes(model: Any) -> tuple[list[Any], list[Any]]:
     return classes, label_values
 
 
+def _complete(frame: Any) -> Any:
+    return frame[~frame.isna().any(axis=1)].reset_index(drop=True)
+
+
+def with_missing_strings(entries: list[dict[str, Any]], missing: dict[str, str]) -> list[dict[str, Any]]:
+    """Each nullable string feature records what its missing value goes in as (docs/bundle-format.md)."""
+    for entry in entries:
+        if entry["dtype"] == "string" and entry["nullable"]:
+            entry["missing_string"] = missing.get(entry["name"], "")
+    return entries
+
+
 def sklearn_artifacts(loaded: registry.LoadedModel, reference_data: Any, options: BuildOptions) -> Artifacts:
     import sklearn
     import skl2onnx
@@ -185,6 +204,7 @@ def sklearn_artifacts(loaded: registry.LoadedModel, reference_data: Any, options
     ranges = ranges_by_column(model)
     base, real = reference_frames(reference_data, loaded.input_example, columns, options, categories=categories, ranges=ranges)
     tol = tolerance_for(classification, options)
+    bridged = bridge(model, columns, base)
     outcome = run_parity(
         model,
         columns,
@@ -194,10 +214,12 @@ def sklearn_artifacts(loaded: registry.LoadedModel, reference_data: Any, options
         label_values=label_values,
         tol=tol,
         options=options,
-        make=lambda precision: convert(model, columns, precision),
+        make=lambda precision: convert(bridged.model, columns, precision),
+        probes=lambda conv: threshold_probes(model, columns, _complete(base), converted=conv.onnx, limit=options.threshold_probe_rows),
+        missing=bridged.missing,
+        string_nulls=True,
     )
-    complete = base[~base.isna().any(axis=1)].reset_index(drop=True)
-    answers = original_answers(model, complete, classification)
+    answers = original_answers(model, _complete(base), classification)
     predictions = answers.labels if classification else answers.prediction
     golden = golden_rows(outcome.rows, columns, outcome.nullable, options.golden_rows)
     target_range = None
@@ -211,8 +233,11 @@ def sklearn_artifacts(loaded: registry.LoadedModel, reference_data: Any, options
         classes=classes,
         label_values=label_values,
         estimator=type(model).__name__,
-        inputs=input_entries(
-            columns, outcome.converted, outcome.nullable, categories=categories, ranges=ranges, real=real, observed=reference_data is not None
+        inputs=with_missing_strings(
+            input_entries(
+                columns, outcome.converted, outcome.nullable, categories=categories, ranges=ranges, real=real, observed=reference_data is not None
+            ),
+            bridged.missing,
         ),
         parity=parity_record(outcome, tol, classification),
         golden=golden_record(model, golden, columns, classification, tol),

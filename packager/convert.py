@@ -116,6 +116,9 @@ def convert(model: Any, columns: list[Column], precision: str) -> Converted:
     options = {id(final_estimator(model)): {"zipmap": False}} if is_classifier(model) else None
     if precision == "float64":
         model = _trees_in_float32(model)
+    from .attributes import install  # booleans in int attributes: refused by protobuf 7
+
+    install()
     try:
         onx = to_onnx(model, initial_types=initial, options=options, target_opset=TARGET_OPSET)
     except Exception as exc:  # skl2onnx raises bare RuntimeError/ValueError/TypeError/NotImplementedError
@@ -128,6 +131,9 @@ def convert(model: Any, columns: list[Column], precision: str) -> Converted:
         )
     if precision == "float64":
         _imputers_as_where(onx)
+        from .trees import float64_thresholds  # trees that compare in float64 get float64 thresholds
+
+        float64_thresholds(onx, model)
     onx, slots, onnx_inputs = pack(onx, per_input)
     normalise(onx)
     return Converted(
@@ -166,6 +172,10 @@ def _trees_in_float32(model: Any) -> Any:
 
     final = final_estimator(model)
     if type(final).__name__ not in _TREE_CLASSES:
+        return model
+    from .trees import FLOAT64_TREES  # these compare in float64: no cast, float64 thresholds instead
+
+    if type(final).__name__ in FLOAT64_TREES:
         return model
     cast = ("edgepack_cast_float32", CastTransformer(dtype=np.float32))
     if isinstance(model, Pipeline):

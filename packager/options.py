@@ -20,6 +20,9 @@ class BuildOptions:
     """Rows synthesised from the input example when no reference data is given."""
     nan_probe_rows: int = 20
     """Rows per numeric feature with that feature set to NaN, to prove (not assume) ``nullable``."""
+    threshold_probe_rows: int = 20000
+    """Most rows probing tree split thresholds (each threshold, its float64 and float32 neighbours);
+    beyond it the probes are spread evenly over the thresholds."""
     max_reference_rows: int = 5000
     """Reference data beyond this many rows is sampled down (deterministically)."""
     golden_rows: int = 20
@@ -47,7 +50,7 @@ class BuildOptions:
         unknown = [p for p in self.precisions if p not in ("float32", "float64")]
         if unknown or not self.precisions:
             raise PackagerError(f"precisions {self.precisions!r}: expected a non-empty sequence of 'float32' and 'float64'")
-        for name in ("synth_rows", "golden_rows", "max_reference_rows", "histogram_bins"):
+        for name in ("synth_rows", "golden_rows", "max_reference_rows", "histogram_bins", "threshold_probe_rows"):
             if getattr(self, name) < 1:
                 raise PackagerError(f"{name} is {getattr(self, name)}; expected at least 1")
 

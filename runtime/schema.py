@@ -73,11 +73,13 @@ class Feature:
     kind: str
     """``numeric`` or ``categorical``."""
     nullable: bool
-    """Whether None/NaN is accepted (numeric: goes in as NaN; string: goes in as ``""``)."""
+    """Whether None/NaN is accepted (numeric: goes in as NaN; string: goes in as ``missing_string``)."""
     range: tuple[float, float] | None
     """Training min/max for numeric features, None when unknown."""
     categories: tuple[Any, ...] | None
     """Known training values for categorical features, in their original type."""
+    missing_string: str = ""
+    """A nullable string feature: what None/NaN goes into the model as (the packager's sentinel)."""
 
     @property
     def expected(self) -> str:
@@ -144,6 +146,10 @@ def _parse_feature(index: int, raw: Any) -> Feature:
         if dtype == "string" and not all(isinstance(c, str) for c in categories):
             raise _manifest_error(f"{where}.categories must all be strings for a string feature")
         categories = tuple(categories)
+    # What a missing string goes in as: the string the converted graph's imputer looks for.
+    missing_string = raw.get("missing_string", "")
+    if not isinstance(missing_string, str) or ("missing_string" in raw and not (dtype == "string" and nullable)):
+        raise _manifest_error(f"{where}.missing_string must be a string, and only on a nullable string feature; got {missing_string!r}")
     return Feature(
         name=name,
         onnx_input=onnx_input,
@@ -153,6 +159,7 @@ def _parse_feature(index: int, raw: Any) -> Feature:
         nullable=nullable,
         range=span,
         categories=categories,
+        missing_string=missing_string,
     )
 
 
@@ -572,7 +579,7 @@ class InputSchema:
             if not all(map(cats.__contains__, col)):
                 label = f"unseen_category:{f.name}"
                 for i, v in enumerate(col):
-                    if v not in cats:
+                    if v not in cats and not (f.nullable and v == f.missing_string):  # a missing value is no category
                         if strict:
                             raise self._unseen_error(f, v).at_row(i)
                         flagged.setdefault(i, []).append(label)
@@ -586,8 +593,8 @@ class InputSchema:
         if f.dtype == "string":
             if is_missing:
                 if f.nullable:
-                    # skl2onnx string imputers and encoders take "" as the missing value.
-                    return ""
+                    # The string the converted graph's imputer looks for ("" unless the manifest says).
+                    return f.missing_string
                 raise self._value_error(row, f, v)
             if not isinstance(v, str):
                 raise self._value_error(row, f, v)
