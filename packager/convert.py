@@ -131,9 +131,9 @@ def convert(model: Any, columns: list[Column], precision: str) -> Converted:
         )
     if precision == "float64":
         _imputers_as_where(onx)
-        from .trees import float64_thresholds  # trees that compare in float64 get float64 thresholds
+        from .float64 import exact_float64  # float64 thresholds and imputed values, not float32-rounded ones
 
-        float64_thresholds(onx, model)
+        exact_float64(onx, model)
     onx, slots, onnx_inputs = pack(onx, per_input)
     normalise(onx)
     return Converted(
