@@ -11,6 +11,7 @@ SECTIONS = {
     "memory": "Peak RSS (vs ref = RSS / mlflow.pyfunc RSS)",
     "telemetry": "Telemetry (vs ref = time per record / ceiling's, or per prediction / without telemetry)",
     "footprint": "Footprint (vs ref = size / build venv size)",
+    "build": "edgepack build of a small model, fresh processes (lower is better)",
 }
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,34 +52,39 @@ def build_bundle(
     """
     from edgepack import __version__
 
+    clock = _Clock()
     if signing_key is not None:
         load_private_key(signing_key)  # a bad key fails now, not after the conversion
-    uri = registry.tracking_uri_from(tracking_uri)
-    resolved = registry.resolve(model_uri, uri)
+    with clock("resolve"):
+        uri = registry.tracking_uri_from(tracking_uri)
+        resolved = registry.resolve(model_uri, uri)
     if on_resolved is not None:
         on_resolved(resolved)
-    with tempfile.TemporaryDirectory(prefix="edgepack-build-") as tmp:
+    with clock("load"), tempfile.TemporaryDirectory(prefix="edgepack-build-") as tmp:
         local = registry.download(resolved, tmp)
         loaded = registry.load(local, allow_pickle=options.allow_pickle)
-    if loaded.flavor == "sklearn":
-        from threadpoolctl import threadpool_limits
+    with clock("parity"):
+        if loaded.flavor == "sklearn":
+            from threadpoolctl import threadpool_limits
 
-        # One thread: scikit-learn's OpenMP predict (HistGradientBoosting: 300 trees) costs
-        # ~7x more per call with a thread team than the few thousand rows the gate predicts.
-        with threadpool_limits(limits=1):
-            art = sklearn_artifacts(loaded, reference_data, options)
-    else:
-        from .onnx_flavor import from_onnx
+            # One thread: scikit-learn's OpenMP predict (HistGradientBoosting: 300 trees) costs
+            # ~7x more per call with a thread team than the few thousand rows the gate predicts.
+            with threadpool_limits(limits=1):
+                art = sklearn_artifacts(loaded, reference_data, options, clock=clock)
+        else:
+            from .onnx_flavor import from_onnx
 
-        art = from_onnx(loaded, reference_data, options)
+            art = from_onnx(loaded, reference_data, options)
 
     written = write_artifacts(
-        art, out, resolved, loaded.flavor, signing_key=signing_key, with_deps=with_deps, python_version=python_version
+        art, out, resolved, loaded.flavor, signing_key=signing_key, with_deps=with_deps, python_version=python_version, clock=clock
     )
     tagged = False
     if options.tag_registry:
-        registry.tag_provenance(resolved, sha256=written.sha256, edgepack_version=__version__)
+        with clock("tag"):
+            registry.tag_provenance(resolved, sha256=written.sha256, edgepack_version=__version__)
         tagged = True
+    clock.seconds["parity"] = clock.seconds.get("parity", 0.0) - clock.seconds.get("convert", 0.0)
     return BuildReport(
         path=str(written.path),
         sha256=written.sha256,
@@ -93,7 +100,30 @@ def build_bundle(
         signed=written.signature is not None,
         files=tuple(sorted(written.files)),
         tagged=tagged,
+        phases={k: round(v, 4) for k, v in clock.seconds.items()},
     )
+
+
+class _Clock:
+    """Wall seconds per build phase (``with clock("load"): ...``; repeated phases add up)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - began
+
+    def timed(self, phase: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            with self(phase):
+                return fn(*args, **kwargs)
+
+        return run
 
 
 def write_artifacts(
@@ -105,6 +135,7 @@ def write_artifacts(
     signing_key: KeySource | None = None,
     with_deps: Sequence[str] = (),
     python_version: str | None = None,
+    clock: _Clock | None = None,
 ) -> bundle_format.Bundle:
     """Write the bundle for converted, parity-checked artifacts, then load it as a device would."""
     from edgepack import __version__
@@ -120,8 +151,11 @@ def write_artifacts(
 
         version = python_version or f"{sys.version_info.major}.{sys.version_info.minor}"
         files.update(device_wheels(list(with_deps), version, requirements.splitlines()))
-    written = bundle_format.write_bundle(out, manifest(resolved, flavor, art, __version__), files, signing_key=signing_key)
-    _self_test(written.path or os.fspath(out))
+    clock = clock or _Clock()
+    with clock("write"):
+        written = bundle_format.write_bundle(out, manifest(resolved, flavor, art, __version__), files, signing_key=signing_key)
+    with clock("self_test"):
+        _self_test(written.path or os.fspath(out))
     return written
 
 
@@ -182,7 +216,7 @@ def with_missing_strings(entries: list[dict[str, Any]], missing: dict[str, str])
     return entries
 
 
-def sklearn_artifacts(loaded: registry.LoadedModel, reference_data: Any, options: BuildOptions) -> Artifacts:
+def sklearn_artifacts(loaded: registry.LoadedModel, reference_data: Any, options: BuildOptions, *, clock: _Clock | None = None) -> Artifacts:
     import sklearn
     import skl2onnx
 
@@ -214,7 +248,7 @@ def sklearn_artifacts(loaded: registry.LoadedModel, reference_data: Any, options
         label_values=label_values,
         tol=tol,
         options=options,
-        make=lambda precision: convert(bridged.model, columns, precision),
+        make=(clock or _Clock()).timed("convert", lambda precision: convert(bridged.model, columns, precision)),
         probes=lambda conv: threshold_probes(model, columns, _complete(base), converted=conv.onnx, limit=options.threshold_probe_rows),
         missing=bridged.missing,
         string_nulls=True,

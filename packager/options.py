@@ -87,6 +87,8 @@ class BuildReport:
     """Archive entries besides the manifest and signature."""
     tagged: bool = False
     """True when provenance tags were written to the registry."""
+    phases: dict[str, float] = field(default_factory=dict)
+    """Seconds per phase: ``resolve``, ``load``, ``convert``, ``parity``, ``write``, ``self_test``, ``tag``."""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
