@@ -39,7 +39,7 @@ def _edgepack(args: list[str], cwd: Path, cpu: list[float] | None = None) -> tup
 
 
 def measure_build(case: ModelCase, registry_uri: str, options: BenchOptions, workdir: Path) -> list[Figure]:
-    """Median over ``options.cold_runs`` fresh ``edgepack build`` processes of ``case``."""
+    """Median over ``options.cold_runs`` (one outside the full mode) fresh ``edgepack build`` processes of ``case``."""
     if not case.version:
         return [error_figure(section=SECTION, path="edgepack build", unit="s", error=f"model not registered: {case.registry_error}", model=case.name)]
     reference = workdir / f"{case.name}-reference.parquet"
@@ -49,7 +49,8 @@ def measure_build(case: ModelCase, registry_uri: str, options: BenchOptions, wor
     startup: list[float] = []
     cpu: list[float] = []
     startup_cpu: list[float] = []
-    for run in range(options.cold_runs):
+    runs = options.cold_runs if options.mode == "full" else 1  # each run is two fresh processes
+    for run in range(runs):
         out = workdir / f"{case.name}-build-{run}.edgepkg"
         wall, done = _edgepack(
             ["build", case.model_uri, "-o", str(out), "--tracking-uri", registry_uri, "--reference-data", str(reference), "--json", "--no-tag"],

@@ -67,7 +67,10 @@ def _build(tracking_uri: str, tmp_path: Path, name: str, model: Any, X: pd.DataF
     reference = tmp_path / f"{name}.parquet"
     X.to_parquet(reference)
     out = tmp_path / f"{name}.edgepkg"
-    build_bundle(f"models:/{name}@champion", out, tracking_uri=tracking_uri, reference_data=reference)
+    report = build_bundle(f"models:/{name}@champion", out, tracking_uri=tracking_uri, reference_data=reference)
+    # The report times each phase (the benchmark's build section reads them).
+    assert {"resolve", "load", "convert", "parity", "write", "self_test", "tag"} <= set(report.phases)
+    assert all(seconds >= 0 for seconds in report.phases.values())
     return out
 
 
