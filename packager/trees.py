@@ -61,7 +61,11 @@ def estimator_thresholds(est: Any) -> dict[int, set[float]] | None:
         for feature, threshold in pairs:
             found.setdefault(int(feature), set()).add(float(threshold))
 
-    if hasattr(est, "tree_") and hasattr(est.tree_, "threshold"):
+    if hasattr(est, "booster_") and hasattr(est.booster_, "dump_model"):  # LightGBM (float64 thresholds)
+        add(_lightgbm_splits(est.booster_.dump_model()))
+    elif hasattr(est, "get_booster"):  # XGBoost
+        add(_xgboost_splits(est.get_booster()))
+    elif hasattr(est, "tree_") and hasattr(est.tree_, "threshold"):
         add(_sklearn_tree(est.tree_))
     elif hasattr(est, "_predictors"):  # HistGradientBoosting
         for per_iteration in est._predictors:
@@ -80,6 +84,31 @@ def estimator_thresholds(est: Any) -> dict[int, set[float]] | None:
     else:
         return None
     return found
+
+
+def _lightgbm_splits(dump: dict[str, Any]) -> Iterator[tuple[int, float]]:
+    stack = [tree["tree_structure"] for tree in dump.get("tree_info", [])]
+    while stack:
+        node = stack.pop()
+        if "split_feature" not in node:
+            continue
+        if node.get("decision_type") == "<=" and isinstance(node.get("threshold"), (int, float)):
+            yield int(node["split_feature"]), float(node["threshold"])
+        stack.extend(node[k] for k in ("left_child", "right_child") if k in node)
+
+
+def _xgboost_splits(booster: Any) -> Iterator[tuple[int, float]]:
+    import json
+
+    names = list(booster.feature_names or [])
+    stack = [json.loads(tree) for tree in booster.get_dump(dump_format="json")]
+    while stack:
+        node = stack.pop()
+        if "split" in node and "split_condition" in node:
+            feature = str(node["split"])
+            index = names.index(feature) if feature in names else int(feature.lstrip("f"))
+            yield index, float(node["split_condition"])
+        stack.extend(node.get("children", []))
 
 
 def graph_thresholds(onx: Any) -> dict[int, set[float]]:

@@ -166,3 +166,30 @@ def test_forest_behind_a_scaler_is_probed_through_the_scaler() -> None:
     probes = threshold_probes(model, [Column("a", "numeric"), Column("b", "numeric")], frame.iloc[::7].reset_index(drop=True), limit=50000)
     outs = onnx_answers(art.onnx_bytes, art.inputs, art.converted.onnx_inputs, probes)
     np.testing.assert_allclose(outs[1], model.predict_proba(probes), atol=1e-5)
+
+
+@pytest.mark.parametrize("library", ["lightgbm", "xgboost"])
+def test_boosters_thresholds_are_read_from_the_fitted_model(library: str) -> None:
+    """XGBoost/LightGBM: the probes use the booster's own thresholds (LightGBM's are float64),
+    by the column index of a DataFrame-fitted model, whatever its feature names."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"rain mm": rng.gamma(2, 3, 300), "temp": rng.normal(20, 5, 300)})
+    y = (frame["rain mm"] > 6).astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if library == "lightgbm":
+            from lightgbm import LGBMClassifier
+
+            model = LGBMClassifier(n_estimators=5, num_leaves=4, verbose=-1).fit(frame, y)
+        else:
+            from xgboost import XGBClassifier
+
+            model = XGBClassifier(n_estimators=5, max_depth=2).fit(frame, y)
+    found = estimator_thresholds(model)
+    assert found is not None and set(found) <= {0, 1} and found.get(0)
+    # The split that decides the label sits near 6 mm of rain.
+    assert any(abs(t - 6.0) < 0.5 for t in found[0])
+    from packager.convert import Column
+
+    probes = threshold_probes(model, [Column("rain mm", "numeric"), Column("temp", "numeric")], frame, limit=1000)
+    assert len(probes) and set(probes.columns) == {"rain mm", "temp"}
