@@ -70,7 +70,7 @@ class MissingCase:
     """The original's ``Answers``; None when it refuses them."""
 
 
-def _answers_in_blocks(model: Any, frames: list[Any], classification: bool) -> list[Any]:
+def _answers_in_blocks(model: Any, frames: list[Any], classification: bool, numeric: Sequence[str]) -> list[Any]:
     """The original's answers per frame, in one call when it takes them all (a HistGradientBoosting
     predict costs about the same for 1 row as for 1000), else frame by frame."""
     import pandas as pd
@@ -79,7 +79,12 @@ def _answers_in_blocks(model: Any, frames: list[Any], classification: bool) -> l
 
     if not frames:
         return []
-    joined = _original(model, pd.concat([f.astype(object) for f in frames], ignore_index=True).astype(frames[0].dtypes.to_dict()), classification) if len(frames) > 1 else None
+    joined = None
+    if len(frames) > 1:
+        rows = pd.concat([f.astype(object) for f in frames], ignore_index=True)
+        for name in numeric:  # numbers as numbers (a bool column with NaN as 1.0/0.0/NaN, as with_missing makes it)
+            rows[name] = pd.to_numeric(rows[name])
+        joined = _original(model, rows, classification)
     if joined is None:
         return [_original(model, f, classification) for f in frames]
     out, start = [], 0
@@ -98,18 +103,19 @@ def _answers_in_blocks(model: Any, frames: list[Any], classification: bool) -> l
 
 
 def missing_cases(
-    model: Any, complete: Any, incomplete: Any, probe_columns: Sequence[Column], classification: bool, count: int
+    model: Any, complete: Any, incomplete: Any, columns: Sequence[Column], probe_columns: Sequence[Column], classification: bool, count: int
 ) -> tuple[list[MissingCase], list[MissingCase]]:
     """The probes (one feature missing in ``count`` complete rows, per feature) and the real rows
     with missing values (one case per pattern), with the original's answers: computed once, then
     compared with each converted model."""
+    numeric = [c.name for c in columns if c.kind == "numeric"]
     singles = [with_missing(complete, c, count) for c in probe_columns]
     single_cases = [
-        MissingCase((c.name,), f, a) for c, f, a in zip(probe_columns, singles, _answers_in_blocks(model, singles, classification))
+        MissingCase((c.name,), f, a) for c, f, a in zip(probe_columns, singles, _answers_in_blocks(model, singles, classification, numeric))
     ]
     patterns = incomplete.isna().apply(lambda r: tuple(r.index[r.to_numpy()]), axis=1).tolist() if len(incomplete) else []
     groups = [(gaps, incomplete[[p == gaps for p in patterns]].reset_index(drop=True)) for gaps in sorted(set(patterns))]
-    answers = _answers_in_blocks(model, [f for _, f in groups], classification)
+    answers = _answers_in_blocks(model, [f for _, f in groups], classification, numeric)
     return single_cases, [MissingCase(tuple(g), f, a) for (g, f), a in zip(groups, answers)]
 
 

@@ -300,7 +300,7 @@ def run_parity(
         raise ReferenceDataError("every reference row has a missing value; expected some complete rows")
     expected = check_original_runs(model, complete, classification)
     probe_columns = [c for c in columns if c.kind == "numeric" or string_nulls]
-    cases = missing_cases(model, complete, incomplete, probe_columns, classification, options.nan_probe_rows)
+    cases = missing_cases(model, complete, incomplete, columns, probe_columns, classification, options.nan_probe_rows)
     wanted = {name for case in cases[0] if case.expected is not None for name in case.gaps}
     probe_rows: dict[str, Any] = {}  # the probe rows and the original's answers, computed once
     failures: list[str] = []

@@ -139,3 +139,32 @@ def test_a_missing_string_sentinel_never_collides_with_a_real_value() -> None:
     assert bridged.missing == {"c": FALLBACK_SENTINEL}
     assert bridged.model is not imputer and bridged.model.missing_values == FALLBACK_SENTINEL
     assert isinstance(imputer.missing_values, float)  # the original is untouched
+
+
+def test_missing_value_probes_answered_in_one_call_equal_one_call_per_feature() -> None:
+    """The original answers every feature's missing-value probe in one predict call; that must
+    be what it answers probe by probe (a bool column with NaN must not turn into True)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    from packager.convert import Column
+    from packager.nullable import missing_cases, with_missing
+    from packager.parity import original_answers
+
+    X, y = _weather(seed=2)
+    X["irrigated"] = np.random.default_rng(2).uniform(size=len(X)) < 0.5
+    y = y ^ X["irrigated"].to_numpy().astype(int)
+    pre = ColumnTransformer(
+        [("num", SimpleImputer(strategy="median"), ["temp_c", "rain_mm_7d", "wind_kmh", "irrigated"]), ("str", OneHotEncoder(handle_unknown="ignore"), ["region"])]
+    )
+    model = Pipeline([("pre", pre), ("model", HistGradientBoostingClassifier(max_iter=10, random_state=0))]).fit(X.drop(columns="soil"), y)
+    frame = X.drop(columns="soil")
+    columns = [Column(c, "categorical" if c == "region" else "numeric") for c in frame.columns]
+    complete = frame.dropna().reset_index(drop=True)
+    singles, _ = missing_cases(model, complete, frame.iloc[0:0], columns, columns, True, 20)
+    for column, case in zip(columns, singles):
+        alone = original_answers(model, with_missing(complete, column, 20), True)
+        np.testing.assert_array_equal(case.expected.probabilities, alone.probabilities)
