@@ -204,6 +204,8 @@ class InputSchema:
             picker if len(flat) > 1 else lambda vals: (picker(vals),)
         )
         self._name_set = frozenset(self.names)
+        # Where a missing string sits in input_values(), so telemetry records None, not the sentinel.
+        self._missing_strings = tuple((i, f.missing_string) for i, f in enumerate(self.features) if f.dtype == "string" and f.nullable)
         self._categories = {f.name: frozenset(f.categories) for f in self.features if f.categories is not None}
         self._block_checks = tuple(self._block_check_table(p) if p.dtype is not object else () for p in self.packed)
 
@@ -407,8 +409,15 @@ class InputSchema:
         return dict(zip(self.names, self.input_values(values)))
 
     def input_values(self, values: list[Sequence[Any]]) -> tuple[Any, ...]:
-        """The validated values of one row in ``names`` order, NaN as None (for telemetry)."""
+        """The validated values of one row in ``names`` order, NaN (and a nullable string's
+        ``missing_string``) as None (for telemetry)."""
         picked = self._pick_in_name_order(list(chain.from_iterable(values)))
+        if self._missing_strings and any(picked[i] == absent for i, absent in self._missing_strings):
+            listed = list(picked)
+            for i, absent in self._missing_strings:
+                if listed[i] == absent:
+                    listed[i] = None
+            picked = tuple(listed)
         if all(map(eq, picked, picked)):  # only NaN differs from itself
             return picked
         return tuple(None if v != v else v for v in picked)

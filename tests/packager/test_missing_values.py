@@ -122,6 +122,18 @@ def test_imputed_string_columns_build_and_take_none(tracking_uri: str, tmp_path:
     strict = runtime.load(bundle, strict=True)
     assert strict.predict({**_rows(held_out)[0], "soil": None})["prediction"] == got[0]["prediction"]
 
+    # Telemetry records a missing string as None, not as the string that stands for it.
+    class Sink:
+        def __init__(self) -> None:
+            self.inputs: list[dict[str, Any]] = []
+
+        def record(self, *, inputs: Any, **_: Any) -> None:
+            self.inputs.append(dict(inputs))
+
+    sink = Sink()
+    runtime.load(bundle, telemetry=sink).predict(_rows(held_out)[:2])
+    assert [r["soil"] for r in sink.inputs] == [None, _rows(held_out)[1]["soil"]]
+
     # A columnar batch with None and NaN in the string column answers the same.
     batch = device.predict_batch({c: held_out[c].to_numpy(dtype=object) for c in held_out.columns})
     np.testing.assert_allclose(batch["probabilities"], model.predict_proba(held_out), atol=1e-5)
