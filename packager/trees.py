@@ -8,7 +8,7 @@ HistGradientBoosting compares float64 ``x <= threshold`` with a float64 threshol
 graph cannot separate two values that round to the same float32 (``alcohol = 12.47`` against a
 threshold of ``12.469999...``), and skl2onnx 1.20 writes float thresholds even for double inputs
 (``nodes_values``, never ``nodes_values_as_tensor``). So for the float64 attempt edgepack puts the
-fitted estimator's own float64 thresholds into the graph (``ai.onnx.ml`` opset 3), and the parity
+fitted estimator's own float64 thresholds into the graph (``ai.onnx.ml`` opset 3; packager/float64.py), and the parity
 gate probes every threshold to prove which attempt routes like the original.
 """
 
@@ -23,8 +23,8 @@ from .convert import Column
 FLOAT64_TREES = frozenset({"HistGradientBoostingClassifier", "HistGradientBoostingRegressor"})
 """Estimators whose trees compare float64 inputs with float64 thresholds (measured, see above)."""
 
-_ML = "ai.onnx.ml"
-_TREE_OPS = ("TreeEnsembleClassifier", "TreeEnsembleRegressor")
+ML_DOMAIN = "ai.onnx.ml"
+TREE_OPS = ("TreeEnsembleClassifier", "TreeEnsembleRegressor")
 
 Inverse = Callable[[float], float]
 _FLOAT32_MAX = 3.4028234663852886e38
@@ -121,7 +121,7 @@ def graph_thresholds(onx: Any) -> dict[int, set[float]]:
 
     found: dict[int, set[float]] = {}
     for node in onx.graph.node:
-        if node.domain != _ML or node.op_type not in _TREE_OPS:
+        if node.domain != ML_DOMAIN or node.op_type not in TREE_OPS:
             continue
         attrs = {a.name: a for a in node.attribute}
         if "nodes_values_as_tensor" in attrs:
@@ -319,108 +319,3 @@ def threshold_probes(model: Any, columns: Sequence[Column], complete: Any, *, co
         rows = [i for i, (c, _) in enumerate(pairs) if c == column]
         base.loc[rows, column] = [pairs[i][1] for i in rows]
     return base
-
-
-# -- double-precision thresholds ------------------------------------------------------------------
-
-
-def _hgb_thresholds(est: Any) -> dict[tuple[int, int], float]:
-    """(ONNX tree id, node id) -> float64 threshold, as skl2onnx numbers HGB trees."""
-    per_iteration = len(est._predictors[0]) if est._predictors else 1
-    table: dict[tuple[int, int], float] = {}
-    for i, predictors in enumerate(est._predictors):
-        for k, predictor in enumerate(predictors):
-            tree_id = i * per_iteration + k if per_iteration > 1 else i
-            for node_id, node in enumerate(predictor.nodes):
-                if not node["is_leaf"]:
-                    table[(tree_id, node_id)] = float(node["num_threshold"])
-    return table
-
-
-def _float64_estimators(model: Any) -> Iterator[Any]:
-    """Every fitted estimator inside ``model`` whose trees compare in float64."""
-    import numpy as np
-
-    seen: set[int] = set()
-    stack = [model]
-    while stack:
-        obj = stack.pop()
-        if id(obj) in seen or obj is None or isinstance(obj, str):
-            continue
-        seen.add(id(obj))
-        if type(obj).__name__ in FLOAT64_TREES:
-            yield obj
-            continue
-        for attr in ("steps", "transformers_", "estimators_", "estimator_", "final_estimator_", "named_estimators_", "regressor_"):
-            value = getattr(obj, attr, None)
-            if value is None:
-                continue
-            if isinstance(value, dict):
-                value = list(value.values())
-            if isinstance(value, (list, tuple, np.ndarray)):
-                for item in np.asarray(value, dtype=object).ravel().tolist():
-                    stack.extend(item if isinstance(item, tuple) else (item,))
-            else:
-                stack.append(value)
-
-
-def float64_thresholds(onx: Any, model: Any) -> int:
-    """Give the tree nodes of float64-comparing estimators their exact float64 thresholds.
-
-    Each ``TreeEnsemble*`` node is matched to an estimator by its (tree id, node id) layout and
-    by every written threshold being the float32 rounding of the estimator's; a node that matches
-    none stays as it is (the parity gate then judges it). The node's score output, float in
-    ONNX's definition, is cast to the double the rest of the graph expects. Returns how many
-    nodes were rewritten.
-    """
-    import numpy as np
-    from onnx import TensorProto, helper, numpy_helper
-
-    tables = [_hgb_thresholds(est) for est in _float64_estimators(model)]
-    if not tables:
-        return 0
-    rewritten = 0
-    nodes = []
-    taken = {o for n in onx.graph.node for o in n.output}
-    for node in onx.graph.node:
-        nodes.append(node)
-        if node.domain != _ML or node.op_type not in _TREE_OPS:
-            continue
-        attrs = {a.name: a for a in node.attribute}
-        if "nodes_values" not in attrs:
-            continue
-        keys = list(zip(helper.get_attribute_value(attrs["nodes_treeids"]), helper.get_attribute_value(attrs["nodes_nodeids"])))
-        written = np.asarray(helper.get_attribute_value(attrs["nodes_values"]), dtype=np.float32)
-        modes = helper.get_attribute_value(attrs["nodes_modes"])
-        for table in tables:
-            splits = [(i, key) for i, (key, mode) in enumerate(zip(keys, modes)) if mode != b"LEAF"]
-            if len(splits) != len(table) or any(key not in table or np.float32(table[key]) != written[i] for i, key in splits):
-                continue
-            exact = written.astype(np.float64)
-            for i, key in splits:
-                exact[i] = table[key]
-            replaced = [a for a in node.attribute if a.name not in ("nodes_values", "base_values", "target_weights", "class_weights")]
-            extra = [helper.make_attribute("nodes_values_as_tensor", numpy_helper.from_array(exact))]
-            for name in ("base_values", "target_weights", "class_weights"):
-                if name in attrs:
-                    values = np.asarray(helper.get_attribute_value(attrs[name]), dtype=np.float64)
-                    extra.append(helper.make_attribute(f"{name}_as_tensor", numpy_helper.from_array(values)))
-            del node.attribute[:]
-            node.attribute.extend(replaced + extra)
-            score = 1 if node.op_type == "TreeEnsembleClassifier" else 0
-            original = node.output[score]
-            inner = f"{original}_edgepack_float"
-            while inner in taken:
-                inner = f"edgepack_{inner}"
-            taken.add(inner)
-            node.output[score] = inner
-            nodes.append(helper.make_node("Cast", [inner], [original], to=TensorProto.DOUBLE, name=f"{inner}_cast"))
-            rewritten += 1
-            break
-    if rewritten:
-        del onx.graph.node[:]
-        onx.graph.node.extend(nodes)
-        for imp in onx.opset_import:
-            if imp.domain == _ML and imp.version < 3:
-                imp.version = 3  # the *_as_tensor attributes arrived in ai.onnx.ml 3
-    return rewritten
