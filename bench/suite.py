@@ -14,13 +14,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import buffering, footprint, inference, process
+from . import buffering, build_phases, footprint, inference, process
 from .figures import Figure, Report, error_figure
 from .options import BenchOptions
 from .targets import check_targets
 from .zoo import BUILDERS, ModelCase, Registry, build, train
 
-SECTIONS = ("latency", "throughput", "cold_start", "memory", "telemetry", "footprint", "serve")
+SECTIONS = ("latency", "throughput", "cold_start", "memory", "telemetry", "footprint", "serve", "build")
 TELEMETRY_MODEL = "forest"
 REPO = Path(__file__).resolve().parents[1]
 VERSIONED = ("edgepack", "onnxruntime", "numpy", "scikit-learn", "skl2onnx", "onnx", "mlflow", "pandas", "sqlite-utils", "httpx", "protobuf")
@@ -117,6 +117,10 @@ def run_suite(
                 log(f"[bench] peak RSS: {name}")
                 with _phase(report, "memory"):
                     _guard(report, "memory", "all paths", lambda: process.measure_memory(case, options, root), name)
+        if "build" in sections and BUILD_MODEL in by_name and by_name[BUILD_MODEL].version:
+            log(f"[bench] edgepack build: {BUILD_MODEL} ({options.cold_runs} fresh processes)")
+            with _phase(report, "build"):
+                _guard(report, "build", "edgepack build", lambda: build_phases.measure_build(by_name[BUILD_MODEL], _registry_uri(root), options, root), BUILD_MODEL)
         if "telemetry" in sections and TELEMETRY_MODEL in by_name:
             case = by_name[TELEMETRY_MODEL]
             with _phase(report, "telemetry"):
@@ -152,6 +156,14 @@ def run_suite(
     report.environment["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     report.duration_s = time.perf_counter() - began
     return report
+
+
+BUILD_MODEL = "logreg"
+"""The small model whose ``edgepack build`` is timed (the target: at most 3 s end to end)."""
+
+
+def _registry_uri(root: Path) -> str:
+    return f"sqlite:///{root / 'registry' / 'mlflow.db'}"  # where _prepare's Registry lives
 
 
 def _prepare(options: BenchOptions, root: Path, report: Report, log: Callable[[str], None]) -> list[ModelCase]:

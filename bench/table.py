@@ -12,6 +12,7 @@ SECTIONS = {
     "telemetry": "Telemetry (vs ref = time per record / ceiling's, or per prediction / without telemetry)",
     "footprint": "Footprint (vs ref = size / build venv size)",
     "serve": "edgepack serve, one row per request (round trip vs in-process; throughput of concurrent clients)",
+    "build": "edgepack build of a small model, fresh processes (lower is better)",
 }
 
 

@@ -192,4 +192,20 @@ def check_targets(report: Report, models: list[str]) -> list[Target]:
                 overhead,
             )
         )
+    built = next((f for f in report.figures if f.section == "build" and f.path == "edgepack build (end to end)"), None)
+    if built is not None:
+        targets.append(
+            _mark(
+                Target(
+                    name=f"build_small_model[{built.model}]",
+                    description="edgepack build of a small model at most 3 s end to end (fresh process)",
+                    value=_median(built),
+                    threshold=3.0,
+                    comparison="<=",
+                    unit="s",
+                    detail=_missing(built) or "median wall time of fresh `edgepack build` processes",
+                ),
+                built,
+            )
+        )
     return targets

@@ -206,6 +206,9 @@ def convert(model: Any, columns: list[Column], precision: str) -> Converted:
     options = _classifier_options(final) if is_classifier(model) else None
     if precision == "float64":
         model = _trees_in_float32(model)
+    from .attributes import install  # booleans in int attributes: refused by protobuf 7
+
+    install()
     try:
         onx = to_onnx(model, initial_types=initial, options=options, target_opset=TARGET_OPSET)
     except Exception as exc:  # skl2onnx raises bare RuntimeError/ValueError/TypeError/NotImplementedError
@@ -220,6 +223,9 @@ def convert(model: Any, columns: list[Column], precision: str) -> Converted:
         )
     if precision == "float64":
         _imputers_as_where(onx)
+        from .float64 import exact_float64  # float64 thresholds and imputed values, not float32-rounded ones
+
+        exact_float64(onx, model)
     onx, slots, onnx_inputs = pack(onx, per_input)
     normalise(onx)
     return Converted(
@@ -258,6 +264,10 @@ def _trees_in_float32(model: Any) -> Any:
 
     final = final_estimator(model)
     if type(final).__name__ not in _TREE_CLASSES:
+        return model
+    from .trees import FLOAT64_TREES  # these compare in float64: no cast, float64 thresholds instead
+
+    if type(final).__name__ in FLOAT64_TREES:
         return model
     cast = ("edgepack_cast_float32", CastTransformer(dtype=np.float32))
     if isinstance(model, Pipeline):

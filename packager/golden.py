@@ -9,8 +9,8 @@ from .parity import Tolerance, original_answers
 
 
 def golden_rows(rows: Any, columns: list[Column], nullable: set[str], count: int) -> Any:
-    """Edge rows first (min and max of each numeric feature, NaN for each nullable one), then
-    the first rows, up to ``count``."""
+    """Edge rows first (a missing value for each nullable feature, min and max of each numeric
+    one), then the first rows, up to ``count``."""
     picked: list[int] = []
 
     def add(i: int) -> None:
@@ -18,7 +18,7 @@ def golden_rows(rows: Any, columns: list[Column], nullable: set[str], count: int
             picked.append(int(i))
 
     numeric = [c.name for c in columns if c.kind == "numeric"]
-    for name in numeric:
+    for name in [c.name for c in columns]:
         values = rows[name]
         if name in nullable and values.isna().any():
             add(int(values.isna().to_numpy().nonzero()[0][0]))

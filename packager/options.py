@@ -46,6 +46,9 @@ class BuildOptions:
     """Rows synthesised from the input example when no reference data is given."""
     nan_probe_rows: int = 20
     """Rows per numeric feature with that feature set to NaN, to prove (not assume) ``nullable``."""
+    threshold_probe_rows: int = 20000
+    """Most rows probing tree split thresholds (each threshold, its float64 and float32 neighbours);
+    beyond it the probes are spread evenly over the thresholds."""
     max_reference_rows: int = 5000
     """Reference data beyond this many rows is sampled down (deterministically)."""
     golden_rows: int = 20
@@ -81,7 +84,7 @@ class BuildOptions:
             raise PackagerError(f"precisions {self.precisions!r}: expected a non-empty sequence of 'float32' and 'float64'")
         if isinstance(self.trusted_types, str) or not all(isinstance(t, str) and t for t in self.trusted_types):
             raise PackagerError(f"trusted_types {self.trusted_types!r}: expected a tuple of dotted type names")
-        for name in ("synth_rows", "golden_rows", "max_reference_rows", "histogram_bins"):
+        for name in ("synth_rows", "golden_rows", "max_reference_rows", "histogram_bins", "threshold_probe_rows"):
             if getattr(self, name) < 1:
                 raise PackagerError(f"{name} is {getattr(self, name)}; expected at least 1")
 
@@ -126,6 +129,8 @@ class BuildReport:
     """Which converter handled each step: ``{"step", "estimator", "converter"}`` (also in the manifest's ``onnx``)."""
     label_only: bool = False
     """A classifier without ``predict_proba``: its bundle answers labels only (no ``probabilities``)."""
+    phases: dict[str, float] = field(default_factory=dict)
+    """Seconds per phase: ``resolve``, ``load``, ``convert``, ``parity``, ``write``, ``self_test``, ``tag``."""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

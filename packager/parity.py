@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .convert import Column, Converted
 from .errors import ConversionError, ParityError, ReferenceDataError
 from .options import BuildOptions
-from .reference import with_missing
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,9 +79,11 @@ def session(onnx_bytes: bytes) -> Any:
         raise ConversionError(f"onnxruntime {ort.__version__} cannot load the converted model: {exc}") from exc
 
 
-def feeds(frame: Any, columns: Sequence[Column], converted: Converted) -> dict[str, Any]:
-    """Packed input tensors for ``frame``: numbers as float32/float64 (NaN for missing), strings as object arrays."""
+def feeds(frame: Any, columns: Sequence[Column], converted: Converted, missing: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Packed input tensors for ``frame``: numbers as float32/float64 (NaN for missing), strings as
+    object arrays with a missing string as ``missing[column]`` (``""`` by default), as the device does."""
     import numpy as np
+    import pandas as pd
 
     arrays: dict[str, Any] = {}
     for spec in converted.onnx_inputs:
@@ -95,19 +96,27 @@ def feeds(frame: Any, columns: Sequence[Column], converted: Converted) -> dict[s
         slot = converted.slots[col.name]
         series = frame[col.name]
         if slot.dtype == "string":
-            arrays[slot.onnx_input][:, slot.slot] = np.asarray([str(v) for v in series.tolist()], dtype=object)
+            absent = (missing or {}).get(col.name, "")
+            values = [absent if v is None or (isinstance(v, float) and pd.isna(v)) else str(v) for v in series.tolist()]
+            arrays[slot.onnx_input][:, slot.slot] = np.asarray(values, dtype=object)
         else:
             arrays[slot.onnx_input][:, slot.slot] = series.to_numpy(dtype=np.float64, na_value=np.nan)
     return arrays
 
 
 def onnx_answers(
-    sess: Any, frame: Any, columns: Sequence[Column], converted: Converted, classes: Sequence[Any] | None, label_values: Sequence[Any] | None
+    sess: Any,
+    frame: Any,
+    columns: Sequence[Column],
+    converted: Converted,
+    classes: Sequence[Any] | None,
+    label_values: Sequence[Any] | None,
+    missing: Mapping[str, str] | None = None,
 ) -> Answers:
     import numpy as np
 
     try:
-        outs = sess.run(None, feeds(frame, columns, converted))
+        outs = sess.run(None, feeds(frame, columns, converted, missing))
     except Exception as exc:
         raise ConversionError(f"onnxruntime failed to run the converted model: {exc}") from exc
     if classes is None:
@@ -234,7 +243,7 @@ class ParityOutcome:
     attempts: list[str]
     """Precisions tried, in order."""
     nullable: set[str]
-    """Numeric features whose NaN the original takes and ONNX answers the same for."""
+    """Features whose missing value the original takes and ONNX answers the same for."""
     rows: Any
     """Every row that was compared and passed (complete rows, then rows with NaN)."""
     rows_with_missing: int
@@ -243,6 +252,22 @@ class ParityOutcome:
     """Largest absolute difference over ``rows``."""
     max_rel: float
     """Largest relative difference over ``rows``."""
+    threshold_probes: int = 0
+    """Rows at and next to split thresholds that were compared too (not in ``rows``)."""
+
+
+ProbeRows = Callable[[Converted], Any]
+"""Rows to compare besides the reference rows, for one converted model (threshold probes)."""
+
+
+@dataclass
+class _Candidate:
+    converted: Converted
+    sess: Any
+    cmp: Comparison
+    probes: int
+    probe_cmp: Comparison | None
+    proof: Any  # nullable.MissingProof
 
 
 def run_parity(
@@ -256,96 +281,90 @@ def run_parity(
     tol: Tolerance,
     options: BuildOptions,
     make: Callable[[str], Converted],
+    probes: ProbeRows | None = None,
+    missing: Mapping[str, str] | None = None,
+    string_nulls: bool = False,
 ) -> ParityOutcome:
-    """Convert at each precision until one agrees with the original on every complete row,
-    then find which numeric features provably take NaN."""
-    import numpy as np
-    import pandas as pd
+    """Convert at each precision; a precision passes when it agrees with the original on every
+    complete row and every probe row (``probes``: rows at split thresholds). Missing values are
+    proven at each precision that passes (``missing``: what a missing string goes in as;
+    ``string_nulls``: probe string columns too), and the passing precision that takes the most
+    features' missing values is shipped (the first, on a tie): a float32 graph that agrees on
+    complete rows but not on NaN rows does not cost the device its nullable features.
+    """
+    from .nullable import missing_cases, prove_missing
 
     complete = base[~base.isna().any(axis=1)].reset_index(drop=True)
     incomplete = base[base.isna().any(axis=1)].reset_index(drop=True)
     if complete.empty:
         raise ReferenceDataError("every reference row has a missing value; expected some complete rows")
     expected = check_original_runs(model, complete, classification)
+    probe_columns = [c for c in columns if c.kind == "numeric" or string_nulls]
+    cases = missing_cases(model, complete, incomplete, columns, probe_columns, classification, options.nan_probe_rows)
+    wanted = {name for case in cases[0] if case.expected is not None for name in case.gaps}
+    probe_rows: dict[str, Any] = {}  # the probe rows and the original's answers, computed once
     failures: list[str] = []
     worst: list[dict[str, Any]] = []
     attempts: list[str] = []
-    chosen = None
+    candidates: list[_Candidate] = []
     for precision in options.precisions:
         attempts.append(precision)
         try:
             conv = make(precision)
             sess = session(conv.onnx.SerializeToString())
-            got = onnx_answers(sess, complete, columns, conv, classes, label_values)
+            got = onnx_answers(sess, complete, columns, conv, classes, label_values, missing)
             cmp = compare(expected, got, tol)
         except ConversionError as exc:
             failures.append(f"{precision}: {exc}")
             continue
-        if bool(cmp.ok.all()):
-            chosen = (conv, sess, cmp)
+        if not bool(cmp.ok.all()):
+            message, worst = describe_failure(precision, complete, expected, got, cmp, tol, options.worst_rows)
+            failures.append(message)
+            continue
+        if not probe_rows:
+            probe_rows["rows"] = probes(conv) if probes is not None else complete.iloc[0:0]
+            try:
+                probe_rows["expected"] = check_original_runs(model, probe_rows["rows"], classification) if len(probe_rows["rows"]) else None
+            except ReferenceDataError:  # the original refuses a probe value: nothing to compare with
+                probe_rows["rows"], probe_rows["expected"] = complete.iloc[0:0], None
+        extra, probe_expected = probe_rows["rows"], probe_rows["expected"]
+        probe_cmp = None
+        if len(extra):
+            try:
+                probe_got = onnx_answers(sess, extra, columns, conv, classes, label_values, missing)
+                probe_cmp = compare(probe_expected, probe_got, tol)
+            except ConversionError as exc:
+                failures.append(f"{precision}: on threshold probe rows: {exc}")
+                continue
+            if not bool(probe_cmp.ok.all()):
+                message, worst = describe_failure(precision, extra, probe_expected, probe_got, probe_cmp, tol, options.worst_rows)
+                failures.append(message.replace(" rows disagree", " threshold probe rows disagree", 1))
+                continue
+        proof = prove_missing(
+            sess, conv, columns, complete, cases, classes=classes, label_values=label_values, tol=tol, missing=missing
+        )
+        candidates.append(_Candidate(conv, sess, cmp, len(extra), probe_cmp, proof))
+        if proof.nullable >= wanted:
             break
-        message, worst = describe_failure(precision, complete, expected, got, cmp, tol, options.worst_rows)
-        failures.append(message)
-    if chosen is None:
+    if not candidates:
         lines = "\n".join(f"  {json.dumps(row, default=str)}" for row in worst)
         raise ParityError(
             "the ONNX model does not answer like the original; tried " + "; ".join(failures)
             + (f"\nworst rows:\n{lines}" if lines else ""),
             worst=worst,
         )
-    conv, sess, cmp = chosen
-
-    def passes(frame: Any) -> Any:
-        """The comparison on ``frame`` when the original takes its NaN and ONNX agrees, else None."""
-        try:
-            exp = original_answers(model, frame, classification)
-        except ValueError:  # sklearn refuses NaN for this model
-            return None
-        if np.isnan(exp.values()).any():
-            return None
-        result = compare(exp, onnx_answers(sess, frame, columns, conv, classes, label_values), tol)
-        return result if bool(result.ok.all()) else None
-
-    def gaps_of(frame: Any) -> set[str]:
-        return {c for c in frame.columns if frame[c].isna().any()}
-
-    nullable: set[str] = set()
-    passed: list[tuple[Any, Any]] = []
-    for col in columns:
-        if col.kind != "numeric":
-            continue
-        probe = with_missing(complete, col.name, options.nan_probe_rows)
-        if (result := passes(probe)) is not None:
-            nullable.add(col.name)
-            passed.append((probe, result))
-    # Real rows with NaN, one batch per pattern of missing features.
-    patterns = incomplete.isna().apply(lambda r: tuple(r.index[r.to_numpy()]), axis=1) if len(incomplete) else []
-    for gaps in sorted(set(patterns)):
-        if not set(gaps) <= nullable:
-            continue
-        group = incomplete[[p == gaps for p in patterns]].reset_index(drop=True)
-        if (result := passes(group)) is not None:
-            passed.append((group, result))
-        else:
-            # Real rows with NaN disagree: refuse NaN for those features on the device
-            # rather than answer differently from the original.
-            nullable -= set(gaps)
-    passed = [(frame, result) for frame, result in passed if gaps_of(frame) <= nullable]
-    max_abs = max([float(cmp.abs_diff.max())] + [float(r.abs_diff.max()) for _, r in passed])
-    max_rel = max([float(cmp.rel_diff.max())] + [float(r.rel_diff.max()) for _, r in passed])
-    missing_rows = pd.concat([f for f, _ in passed], ignore_index=True) if passed else complete.iloc[0:0]
-    rows = pd.concat([complete.astype(object), missing_rows.astype(object)], ignore_index=True)
-    for col in columns:
-        if col.kind == "numeric":
-            rows[col.name] = pd.to_numeric(rows[col.name])
+    chosen = max(candidates, key=lambda c: len(c.proof.nullable))  # max() keeps the first of equals
+    proof = chosen.proof
+    compared = [chosen.cmp] + ([chosen.probe_cmp] if chosen.probe_cmp is not None else []) + proof.comparisons
     return ParityOutcome(
-        converted=conv,
+        converted=chosen.converted,
         attempts=attempts,
-        nullable=nullable,
-        rows=rows,
-        rows_with_missing=len(missing_rows),
-        max_abs=max_abs,
-        max_rel=max_rel,
+        nullable=proof.nullable,
+        rows=proof.rows,
+        rows_with_missing=proof.rows_with_missing,
+        max_abs=max(float(c.abs_diff.max()) for c in compared if len(c.abs_diff)),
+        max_rel=max(float(c.rel_diff.max()) for c in compared if len(c.rel_diff)),
+        threshold_probes=chosen.probes,
     )
 
 
@@ -361,5 +380,6 @@ def parity_record(outcome: ParityOutcome, tol: Tolerance, classification: bool) 
         "tolerance": tol.as_dict(),
         "precision": outcome.converted.precision,
         "attempts": outcome.attempts,
+        "threshold_probes": outcome.threshold_probes,
         "onnxruntime": onnxruntime.__version__,
     }

@@ -1,5 +1,5 @@
 """Reference rows for the parity gate: the user's data, or rows synthesised from the logged
-input example (deterministically, with a fixed seed), plus probe rows with NaN."""
+input example (deterministically, with a fixed seed)."""
 
 from __future__ import annotations
 
@@ -111,16 +111,6 @@ def synthesize(
             pool = sorted({str(v) for v in pool})
             data[col.name] = np.asarray(pool, dtype=object)[rng.integers(0, len(pool), rows)]
     return pd.DataFrame(data)
-
-
-def with_missing(frame: Any, column: str, count: int) -> Any:
-    """The first ``count`` rows of ``frame`` with ``column`` set to NaN."""
-    import numpy as np
-
-    probe = frame.head(count).copy()
-    probe[column] = probe[column].astype(float)
-    probe[column] = np.nan
-    return probe.reset_index(drop=True)
 
 
 def target_range_of(frame: Any, column: str) -> list[float]:

@@ -73,11 +73,13 @@ class Feature:
     kind: str
     """``numeric`` or ``categorical``."""
     nullable: bool
-    """Whether None/NaN is accepted (numeric: goes in as NaN; string: goes in as ``""``)."""
+    """Whether None/NaN is accepted (numeric: goes in as NaN; string: goes in as ``missing_string``)."""
     range: tuple[float, float] | None
     """Training min/max for numeric features, None when unknown."""
     categories: tuple[Any, ...] | None
     """Known training values for categorical features, in their original type."""
+    missing_string: str = ""
+    """A nullable string feature: what None/NaN goes into the model as (the packager's sentinel)."""
 
     @property
     def expected(self) -> str:
@@ -144,6 +146,10 @@ def _parse_feature(index: int, raw: Any) -> Feature:
         if dtype == "string" and not all(isinstance(c, str) for c in categories):
             raise _manifest_error(f"{where}.categories must all be strings for a string feature")
         categories = tuple(categories)
+    # What a missing string goes in as: the string the converted graph's imputer looks for.
+    missing_string = raw.get("missing_string", "")
+    if not isinstance(missing_string, str) or ("missing_string" in raw and not (dtype == "string" and nullable)):
+        raise _manifest_error(f"{where}.missing_string must be a string, and only on a nullable string feature; got {missing_string!r}")
     return Feature(
         name=name,
         onnx_input=onnx_input,
@@ -153,6 +159,7 @@ def _parse_feature(index: int, raw: Any) -> Feature:
         nullable=nullable,
         range=span,
         categories=categories,
+        missing_string=missing_string,
     )
 
 
@@ -197,6 +204,8 @@ class InputSchema:
             picker if len(flat) > 1 else lambda vals: (picker(vals),)
         )
         self._name_set = frozenset(self.names)
+        # Where a missing string sits in input_values(), so telemetry records None, not the sentinel.
+        self._missing_strings = tuple((i, f.missing_string) for i, f in enumerate(self.features) if f.dtype == "string" and f.nullable)
         self._categories = {f.name: frozenset(f.categories) for f in self.features if f.categories is not None}
         self._block_checks = tuple(self._block_check_table(p) if p.dtype is not object else () for p in self.packed)
 
@@ -400,8 +409,15 @@ class InputSchema:
         return dict(zip(self.names, self.input_values(values)))
 
     def input_values(self, values: list[Sequence[Any]]) -> tuple[Any, ...]:
-        """The validated values of one row in ``names`` order, NaN as None (for telemetry)."""
+        """The validated values of one row in ``names`` order, NaN (and a nullable string's
+        ``missing_string``) as None (for telemetry)."""
         picked = self._pick_in_name_order(list(chain.from_iterable(values)))
+        if self._missing_strings and any(picked[i] == absent for i, absent in self._missing_strings):
+            listed = list(picked)
+            for i, absent in self._missing_strings:
+                if listed[i] == absent:
+                    listed[i] = None
+            picked = tuple(listed)
         if all(map(eq, picked, picked)):  # only NaN differs from itself
             return picked
         return tuple(None if v != v else v for v in picked)
@@ -572,7 +588,7 @@ class InputSchema:
             if not all(map(cats.__contains__, col)):
                 label = f"unseen_category:{f.name}"
                 for i, v in enumerate(col):
-                    if v not in cats:
+                    if v not in cats and not (f.nullable and v == f.missing_string):  # a missing value is no category
                         if strict:
                             raise self._unseen_error(f, v).at_row(i)
                         flagged.setdefault(i, []).append(label)
@@ -586,8 +602,8 @@ class InputSchema:
         if f.dtype == "string":
             if is_missing:
                 if f.nullable:
-                    # skl2onnx string imputers and encoders take "" as the missing value.
-                    return ""
+                    # The string the converted graph's imputer looks for ("" unless the manifest says).
+                    return f.missing_string
                 raise self._value_error(row, f, v)
             if not isinstance(v, str):
                 raise self._value_error(row, f, v)

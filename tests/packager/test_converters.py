@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from packager import BuildOptions, UnsupportedModelError
-from packager.build import sklearn_artifacts
+from packager.artifacts import sklearn_artifacts
 from packager.converters import check_supported, for_conversion
 from packager.errors import ConversionError
 from packager.registry import LoadedModel

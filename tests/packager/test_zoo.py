@@ -101,7 +101,8 @@ def test_what_the_issue_names_builds(tmp_path: Path) -> None:
 def test_label_only_bundle_says_so_and_results_have_no_probabilities(tmp_path: Path) -> None:
     import runtime
     from packager import BuildOptions
-    from packager.build import sklearn_artifacts, write_artifacts
+    from packager.artifacts import sklearn_artifacts
+    from packager.build import write_artifacts
     from packager.registry import LoadedModel, ResolvedModel
     from sklearn.svm import LinearSVC
 

@@ -422,7 +422,8 @@ def agreement(model: Any, bundle: Any, held: pd.DataFrame, tol: dict[str, float]
 def run_case(case: Case, workdir: Path, *, direct: bool = True) -> Outcome:
     import runtime
     from packager import BuildOptions
-    from packager.build import sklearn_artifacts, write_artifacts
+    from packager.artifacts import sklearn_artifacts
+    from packager.build import write_artifacts
     from packager.errors import PackagerError
     from packager.registry import LoadedModel, ResolvedModel
 
