@@ -40,7 +40,7 @@ def _key_options(public_key: Path | None, allow_unsigned: bool) -> dict[str, Any
     return {"public_key": public_key, "require_signature": public_key is not None}
 
 
-@click.command()
+@click.command(short_help="Serve a bundle or the model store to local apps over HTTP")
 @click.argument("bundle", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--store", type=click.Path(file_okay=False, path_type=Path), help="Serve the model store's current bundle and follow it (instead of BUNDLE).")
 @click.option("--socket", "socket_path", type=click.Path(dir_okay=False, path_type=Path), help="Listen on this unix socket (created 0600).")
@@ -136,7 +136,7 @@ def serve(
             buffer.close()
 
 
-@click.command()
+@click.command(short_help="Install a bundle into a device's model store")
 @click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--store", required=True, type=click.Path(file_okay=False, path_type=Path), help="The model store (created if missing).")
 @click.option("--public-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), help=_KEY_HELP)
@@ -192,7 +192,7 @@ def _report(as_json: bool, status: str, entry: Any, previous: Any, text: str) ->
         click.echo(f"{text}  (sha256 {entry.sha256})")
 
 
-@click.group()
+@click.group(short_help="Look at or roll back a device's model store")
 def store() -> None:
     """Look at or roll back a device's model store."""
 
@@ -225,7 +225,7 @@ def store_rollback(root: Path) -> None:
     click.echo(f"rolled back to {state.current.name} v{state.current.version}  (sha256 {state.current.sha256})")  # type: ignore[union-attr]
 
 
-@click.command(context_settings={"ignore_unknown_options": False})
+@click.command(context_settings={"ignore_unknown_options": False}, short_help="Run serve --store and sync together, supervised")
 @click.option("--store", "root", required=True, type=click.Path(file_okay=False, path_type=Path), help="The model store to serve from.")
 @click.option("--socket", "socket_path", type=click.Path(dir_okay=False, path_type=Path), help="serve's unix socket.")
 @click.option("--socket-group", help="Group given access to the socket.")
