@@ -197,7 +197,7 @@ def store() -> None:
     """Look at or roll back a device's model store."""
 
 
-@store.command("status")
+@store.command("status", short_help="Print the store's pointer as JSON")
 @click.option("--store", "root", required=True, type=click.Path(file_okay=False, path_type=Path))
 def store_status(root: Path) -> None:
     """Print the store's pointer (current and previous bundle) as JSON."""
@@ -212,7 +212,7 @@ def store_status(root: Path) -> None:
     click.echo(json.dumps(asdict(state), indent=2, sort_keys=True))
 
 
-@store.command("rollback")
+@store.command("rollback", short_help="Make the previous bundle current again")
 @click.option("--store", "root", required=True, type=click.Path(file_okay=False, path_type=Path))
 def store_rollback(root: Path) -> None:
     """Make the previous bundle current again (a running serve --store follows)."""
