@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import UnsupportedModelError
+from .routing import routed_columns
 
 Check = Callable[[Any], "str | None"]
 """Returns why a fitted object is known to convert wrongly, or None."""
@@ -217,7 +218,8 @@ def walk_all(model: Any, path: str = "", columns: tuple[Any, ...] | None = None)
         for name, trans, cols in model.transformers_:
             if isinstance(trans, str) and trans in ("drop", "passthrough"):
                 continue
-            yield from walk_all(trans, _join(path, name), _as_columns(cols, model))
+            routed = routed_columns(cols, model)
+            yield from walk_all(trans, _join(path, name), tuple(routed) if routed is not None else None)
     elif isinstance(model, FeatureUnion):
         yield Step(path, model, columns, leaf=False)
         for name, trans in model.transformer_list:
@@ -291,21 +293,6 @@ def _keeps_columns(step: Any) -> bool:
 
 def _join(path: str, name: str) -> str:
     return f"{path}/{name}" if path else name
-
-
-def _as_columns(cols: Any, ct: Any) -> tuple[Any, ...] | None:
-    names = getattr(ct, "feature_names_in_", None)
-    if isinstance(cols, str):
-        return (cols,)
-    try:
-        items = list(cols)
-    except TypeError:
-        return None
-    if items and all(isinstance(c, (bool,)) or type(c).__name__ == "bool_" for c in items):
-        return tuple(n for n, keep in zip(names, items) if keep) if names is not None else None
-    if items and all(isinstance(c, (int,)) or type(c).__name__.startswith("int") for c in items):
-        return tuple(names[int(i)] for i in items) if names is not None else None
-    return tuple(items)
 
 
 # ---------------------------------------------------------------------------------------

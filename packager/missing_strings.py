@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .convert import Column
+from .routing import routed_columns
 
 SENTINEL = ""
 """What a missing string goes in as: the runtime's long-standing value for a nullable string."""
@@ -57,26 +58,12 @@ def _imputers(model: Any, columns: Sequence[str] | None) -> Iterator[tuple[Any, 
             if not (isinstance(step, SimpleImputer) and not step.add_indicator):
                 columns = None
     elif isinstance(model, ColumnTransformer):
-        names = [str(n) for n in getattr(model, "feature_names_in_", [])]
         for _, trans, cols in model.transformers_:
             if isinstance(trans, str):
                 continue
-            yield from _imputers(trans, _routed(cols, names))
+            yield from _imputers(trans, routed_columns(cols, model))
     elif isinstance(model, SimpleImputer):
         yield model, columns
-
-
-def _routed(cols: Any, names: list[str]) -> list[str] | None:
-    if isinstance(cols, str):
-        return [cols]
-    if isinstance(cols, slice):
-        return names[cols] if names else None
-    items = list(cols)
-    if items and all(type(c).__name__ in ("bool", "bool_") for c in items):
-        return [n for n, keep in zip(names, items) if keep]
-    if items and all(type(c).__name__.startswith("int") for c in items):
-        return [names[int(i)] for i in items] if names else None
-    return [str(c) for c in items]
 
 
 def bridge(model: Any, columns: Sequence[Column], reference: Any = None) -> Bridged:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .convert import Column
+from .routing import routed_columns
 
 FLOAT64_TREES = frozenset({"HistGradientBoostingClassifier", "HistGradientBoostingRegressor"})
 """Estimators whose trees compare float64 inputs with float64 thresholds (measured, see above)."""
@@ -194,7 +195,7 @@ def _origin(steps: Sequence[Any], j: int, names: Sequence[str]) -> tuple[str, In
                 part = step.output_indices_.get(name)
                 if part is None or not part.start <= j < part.stop or trans == "drop":
                     continue
-                picked = _picked(cols, step)
+                picked = routed_columns(cols, step)
                 if picked is None:
                     return None
                 inner_steps = [s for _, s in trans.steps] if isinstance(trans, Pipeline) else [trans]
@@ -220,20 +221,6 @@ def _compose(outer: Inverse, inner: Inverse) -> Inverse:
 def _chain(found: tuple[str, Inverse, bool], inverse: Inverse, direct: bool) -> tuple[str, Inverse, bool]:
     column, inner, inner_direct = found
     return column, _compose(inner, inverse), inner_direct and direct
-
-
-def _picked(cols: Any, ct: Any) -> list[str] | None:
-    names = [str(n) for n in getattr(ct, "feature_names_in_", [])]
-    if isinstance(cols, str):
-        return [cols]
-    if isinstance(cols, slice):
-        return names[cols] if names else None
-    items = list(cols)
-    if items and all(type(c).__name__ in ("bool", "bool_") for c in items):
-        return [n for n, keep in zip(names, items) if keep]
-    if items and all(type(c).__name__.startswith("int") for c in items):
-        return [names[int(i)] for i in items] if names else None
-    return [str(c) for c in items]
 
 
 def _final(model: Any) -> tuple[list[Any], Any]:
