@@ -9,13 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 import telemetry
 from telemetry import SyncOptions, SyncService
 from tests.support.collector import RunningCollector
 
-from .fake import FakeCollector
+from .fake import FakeCollector, error
 from .records import record, seqs, stored
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,6 +75,26 @@ def test_a_damaged_page_found_at_open_is_moved_aside_salvaged_and_its_loss_count
     assert all(sent.body["counters"]["lost"] == lost for sent in fake.requests)
 
 
+def test_a_collector_that_refuses_the_lost_counter_gets_it_inside_dropped(tmp_path: Path) -> None:
+    # Collectors older than the 'lost' counter answer 422 on "counters": the batch is sent
+    # again, the lost records counted inside 'dropped', and nothing is dead-lettered.
+    path = tmp_path / "p.db"
+    _filled(path, 3000)
+    lost = _damage_record_pages(path)
+
+    def old_collector(body: dict) -> httpx.Response | None:
+        if "lost" in body["counters"]:
+            return error(422, "counters: unexpected key 'lost'; expected ['dropped', 'sampled_out', 'dead_lettered']")
+        return None
+
+    fake = FakeCollector(rule=old_collector)
+    with telemetry.Buffer(path) as buffer:
+        result = _service(buffer, fake).sync_once()
+        assert result.stopped == "drained" and result.dead_lettered == 0 and buffer.pending() == 0
+    assert len(fake.stored) == 3000 - lost
+    assert fake.requests[-1].body["counters"]["dropped"] == lost and "lost" not in fake.requests[-1].body["counters"]
+
+
 def test_damage_found_by_a_later_read_is_salvaged_and_recording_goes_on(tmp_path: Path) -> None:
     path = tmp_path / "p.db"
     with telemetry.Buffer(path, group_size=1000) as buffer:
@@ -94,7 +115,7 @@ def test_damage_found_by_a_later_read_is_salvaged_and_recording_goes_on(tmp_path
     assert len(set(row["id"] for row in stored(path))) == len(kept)
 
 
-def test_the_lost_count_reaches_a_collector_that_does_not_know_the_counter(tmp_path: Path, collector: RunningCollector) -> None:
+def test_the_lost_count_reaches_the_collector_as_its_own_counter(tmp_path: Path, collector: RunningCollector) -> None:
     path = tmp_path / "p.db"
     _filled(path, 3000)
     lost = _damage_record_pages(path)
@@ -102,8 +123,7 @@ def test_the_lost_count_reaches_a_collector_that_does_not_know_the_counter(tmp_p
         result = sync.sync_once()
         assert result.stopped == "drained" and result.dead_lettered == 0 and result.accepted == 3000 - lost
     home = collector.stats()
-    # Until the collector stores a 'lost' counter, lost records travel inside 'dropped'.
-    assert home.get("lost", 0) + home["dropped"] == lost
+    assert home["counters"]["lost"] == lost and home["dropped"] == 0
 
 
 def _record_then_die(path: Path, count: int) -> None:
@@ -142,7 +162,7 @@ def test_a_lost_wal_with_acknowledged_records_is_detected_counted_and_reported(
             assert sync.sync_once().accepted == 1
     assert any("behind its ledger" in r.message and "2500 pending record(s) lost" in r.message for r in caplog.records)
     home = collector.stats()
-    assert home.get("lost", 0) + home["dropped"] == 2500
+    assert home["counters"]["lost"] == 2500 and home["dropped"] == 0
     with telemetry.Buffer(path) as buffer:  # counted once, not again at every open
         assert buffer.stats().lost == 2500
 
