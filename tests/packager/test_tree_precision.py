@@ -18,7 +18,8 @@ import pytest
 
 import runtime
 from packager import BuildOptions, ParityError
-from packager.build import sklearn_artifacts, write_artifacts
+from packager.artifacts import sklearn_artifacts
+from packager.build import write_artifacts
 from packager.registry import LoadedModel, ResolvedModel
 from packager.trees import estimator_thresholds, probe_values, threshold_probes
 from tests.packager.conftest import onnx_answers
