@@ -20,7 +20,7 @@ from typing import Any
 
 from .convert import Column
 
-FLOAT64_TREES = frozenset({"HistGradientBoostingClassifier", "HistGradientBoostingRegressor"})
+FLOAT64_TREES = frozenset({"HistGradientBoostingClassifier", "HistGradientBoostingRegressor", "LGBMClassifier", "LGBMRegressor"})
 """Estimators whose trees compare float64 inputs with float64 thresholds (measured, see above)."""
 
 ML_DOMAIN = "ai.onnx.ml"
