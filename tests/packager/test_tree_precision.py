@@ -233,3 +233,28 @@ def test_lightgbm_regressor_agrees_with_the_booster_at_the_float64_neighbours_of
     device = runtime.load(path)
     got = device.predict_batch({c: held_out[c].to_numpy() for c in held_out.columns})["prediction"]
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_lightgbm_classifier_graph_holds_every_booster_threshold_in_float64() -> None:
+    """Multiclass, behind an imputer: every split of the shipped graph carries the booster's own
+    float64 threshold (the node numbering of onnxmltools is matched tree for tree)."""
+    import lightgbm
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+
+    from packager.trees import graph_thresholds
+
+    rng = np.random.default_rng(1)
+    # Readings on a 0.1 grid: fewer distinct values than bins, so LightGBM splits at midpoints
+    # between them, doubles that float32 cannot hold (on continuous data its thresholds are).
+    frame = pd.DataFrame({"a": rng.normal(10, 3, 400), "b": rng.gamma(2, 2, 400), "c": rng.uniform(size=400)}).round(1)
+    frame.loc[rng.uniform(size=400) < 0.05, "b"] = np.nan
+    y = np.digitize(frame["a"].to_numpy() + frame["c"].to_numpy() * 4, [10, 13])
+    model = make_pipeline(SimpleImputer(strategy="median"), lightgbm.LGBMClassifier(n_estimators=12, num_leaves=9, verbose=-1)).fit(frame, y)
+    art = _artifacts(model, frame)
+    assert art.parity["precision"] == "float64"
+    booster = estimator_thresholds(model[-1])
+    assert booster and any(float(np.float32(t)) != t for ts in booster.values() for t in ts)
+    assert graph_thresholds(art.converted.onnx) == booster
+    trees = [n for n in art.converted.onnx.graph.node if n.op_type.startswith("TreeEnsemble")]
+    assert trees and all({"nodes_values_as_tensor", "class_weights_as_tensor"} <= {a.name for a in n.attribute} for n in trees)
