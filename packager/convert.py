@@ -248,6 +248,12 @@ _TREE_CLASSES = (
     "GradientBoostingRegressor",
     "HistGradientBoostingClassifier",
     "HistGradientBoostingRegressor",
+    # XGBoost keeps its input in float32 (a DMatrix holds float32) and compares it with float32
+    # split conditions: preprocessing in double, then the same cast.
+    "XGBClassifier",
+    "XGBRegressor",
+    "XGBRFClassifier",
+    "XGBRFRegressor",
 )
 
 

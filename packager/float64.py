@@ -13,6 +13,7 @@ rounded to float32) and replaced by the estimator's own float64 values.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from .trees import ML_DOMAIN, TREE_OPS, FLOAT64_TREES
@@ -76,7 +77,17 @@ def exact_imputed_values(onx: Any, model: Any) -> int:
 # -- double-precision thresholds ------------------------------------------------------------------
 
 
-def _hgb_thresholds(est: Any) -> dict[tuple[int, int], float]:
+@dataclass(frozen=True)
+class _Exact:
+    """The float64 values of one fitted estimator, keyed by (ONNX tree id, node id)."""
+
+    thresholds: dict[tuple[int, int], float]
+    """Every split node's threshold."""
+    weights: dict[tuple[int, int], float] | None = None
+    """Every leaf's value, where the converter writes it unscaled (None: keep the written ones)."""
+
+
+def _hgb_thresholds(est: Any) -> _Exact:
     """(ONNX tree id, node id) -> float64 threshold, as skl2onnx numbers HGB trees."""
     per_iteration = len(est._predictors[0]) if est._predictors else 1
     table: dict[tuple[int, int], float] = {}
@@ -86,7 +97,52 @@ def _hgb_thresholds(est: Any) -> dict[tuple[int, int], float]:
             for node_id, node in enumerate(predictor.nodes):
                 if not node["is_leaf"]:
                     table[(tree_id, node_id)] = float(node["num_threshold"])
-    return table
+    return _Exact(table)
+
+
+def _lightgbm_values(est: Any) -> _Exact | None:
+    """Thresholds and leaf values of a LightGBM model, numbered as onnxmltools numbers them.
+
+    onnxmltools' ``convert_lightgbm`` reads ``booster.dump_model()`` (after unfolding ``==``
+    splits on category sets with its ``modify_tree_for_rule_in_set``), gives tree ``i`` of the
+    dump tree id ``i``, the root node id 0, and, walking each tree depth first (left subtree
+    before right), gives both children of a split the next free ids when the split is visited;
+    a child dict met again keeps its id. Leaf values are written unscaled (learning rate 1.0).
+    None when a threshold is not a number (the node is then left as written).
+    """
+    from onnxmltools.convert.lightgbm.operator_converters.LightGbm import modify_tree_for_rule_in_set
+
+    dump = est.booster_.dump_model()
+    modify_tree_for_rule_in_set(dump, use_float=True)
+    thresholds: dict[tuple[int, int], float] = {}
+    weights: dict[tuple[int, int], float] = {}
+    for tree_id, tree in enumerate(dump.get("tree_info", [])):
+        root = tree["tree_structure"]
+        ids = {id(root): 0}
+        stack = [root]
+        while stack:
+            node = stack.pop()
+            node_id = ids[id(node)]
+            if "left_child" not in node or "right_child" not in node:
+                weights[(tree_id, node_id)] = float(node["leaf_value"])
+                continue
+            try:
+                thresholds[(tree_id, node_id)] = float(node["threshold"])
+            except (TypeError, ValueError):
+                return None
+            fresh = []
+            for child in (node["left_child"], node["right_child"]):
+                if id(child) not in ids:
+                    ids[id(child)] = len(ids)  # ids only grow: the smallest free one is the count
+                    fresh.append(child)
+            stack.extend(reversed(fresh))  # the left subtree first
+    return _Exact(thresholds, weights)
+
+
+def _exact_values(est: Any) -> _Exact | None:
+    if type(est).__name__.startswith("LGBM"):
+        return _lightgbm_values(est)
+    return _hgb_thresholds(est)
 
 
 def _float64_estimators(model: Any) -> Iterator[Any]:
@@ -121,14 +177,15 @@ def float64_thresholds(onx: Any, model: Any) -> int:
 
     Each ``TreeEnsemble*`` node is matched to an estimator by its (tree id, node id) layout and
     by every written threshold being the float32 rounding of the estimator's; a node that matches
-    none stays as it is (the parity gate then judges it). The node's score output, float in
-    ONNX's definition, is cast to the double the rest of the graph expects. Returns how many
-    nodes were rewritten.
+    none stays as it is (the parity gate then judges it). Leaf values become double too: the
+    estimator's own where it has them (LightGBM's, onnxruntime then sums the trees in double, as
+    LightGBM does), else the written ones. The node's score output, float in ONNX's definition,
+    is cast to the double the rest of the graph expects. Returns how many nodes were rewritten.
     """
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
-    tables = [_hgb_thresholds(est) for est in _float64_estimators(model)]
+    tables = [table for table in map(_exact_values, _float64_estimators(model)) if table is not None]
     if not tables:
         return 0
     rewritten = 0
@@ -144,8 +201,9 @@ def float64_thresholds(onx: Any, model: Any) -> int:
         keys = list(zip(helper.get_attribute_value(attrs["nodes_treeids"]), helper.get_attribute_value(attrs["nodes_nodeids"])))
         written = np.asarray(helper.get_attribute_value(attrs["nodes_values"]), dtype=np.float32)
         modes = helper.get_attribute_value(attrs["nodes_modes"])
-        for table in tables:
-            splits = [(i, key) for i, (key, mode) in enumerate(zip(keys, modes)) if mode != b"LEAF"]
+        splits = [(i, key) for i, (key, mode) in enumerate(zip(keys, modes)) if mode != b"LEAF"]
+        for exact_values in tables:
+            table = exact_values.thresholds
             if len(splits) != len(table) or any(key not in table or np.float32(table[key]) != written[i] for i, key in splits):
                 continue
             exact = written.astype(np.float64)
@@ -155,7 +213,9 @@ def float64_thresholds(onx: Any, model: Any) -> int:
             extra = [helper.make_attribute("nodes_values_as_tensor", numpy_helper.from_array(exact))]
             for name in ("base_values", "target_weights", "class_weights"):
                 if name in attrs:
-                    values = np.asarray(helper.get_attribute_value(attrs[name]), dtype=np.float64)
+                    values = _leaf_values(attrs, name, exact_values.weights) if name != "base_values" else None
+                    if values is None:
+                        values = np.asarray(helper.get_attribute_value(attrs[name]), dtype=np.float64)
                     extra.append(helper.make_attribute(f"{name}_as_tensor", numpy_helper.from_array(values)))
             del node.attribute[:]
             node.attribute.extend(replaced + extra)
@@ -176,3 +236,19 @@ def float64_thresholds(onx: Any, model: Any) -> int:
             if imp.domain == ML_DOMAIN and imp.version < 3:
                 imp.version = 3  # the *_as_tensor attributes arrived in ai.onnx.ml 3
     return rewritten
+
+
+def _leaf_values(attrs: dict[str, Any], name: str, weights: dict[tuple[int, int], float] | None) -> Any:
+    """The estimator's own leaf values in the order of ``name`` (``class_weights`` or
+    ``target_weights``), or None when they do not match what was written, leaf for leaf."""
+    import numpy as np
+    from onnx import helper
+
+    prefix = name.split("_")[0]
+    if weights is None or f"{prefix}_treeids" not in attrs or f"{prefix}_nodeids" not in attrs:
+        return None
+    keys = list(zip(helper.get_attribute_value(attrs[f"{prefix}_treeids"]), helper.get_attribute_value(attrs[f"{prefix}_nodeids"])))
+    written = np.asarray(helper.get_attribute_value(attrs[name]), dtype=np.float32)
+    if len(keys) != len(written) or any(key not in weights or np.float32(weights[key]) != w for key, w in zip(keys, written)):
+        return None
+    return np.asarray([weights[key] for key in keys], dtype=np.float64)

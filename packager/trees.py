@@ -4,7 +4,9 @@ compares in, and double-precision thresholds for the trees that compare in float
 Measured on scikit-learn 1.9 (tests/packager/test_tree_precision.py keeps measuring it):
 DecisionTree, RandomForest, ExtraTrees and GradientBoosting cast X to float32 before the trees
 (``x32 <= threshold``, and skl2onnx's float32 thresholds reproduce that exactly), while
-HistGradientBoosting compares float64 ``x <= threshold`` with a float64 threshold. A float32
+HistGradientBoosting compares float64 ``x <= threshold`` with a float64 threshold, and so does
+LightGBM (4.x: ``fval <= threshold_`` in double, thresholds kept in double in the booster; onnxmltools
+1.16 writes them as float attributes), while XGBoost keeps its input in float32. A float32
 graph cannot separate two values that round to the same float32 (``alcohol = 12.47`` against a
 threshold of ``12.469999...``), and skl2onnx 1.20 writes float thresholds even for double inputs
 (``nodes_values``, never ``nodes_values_as_tensor``). So for the float64 attempt edgepack puts the
@@ -21,8 +23,9 @@ from typing import Any
 from .convert import Column
 from .routing import routed_columns
 
-FLOAT64_TREES = frozenset({"HistGradientBoostingClassifier", "HistGradientBoostingRegressor"})
-"""Estimators whose trees compare float64 inputs with float64 thresholds (measured, see above)."""
+FLOAT64_TREES = frozenset({"HistGradientBoostingClassifier", "HistGradientBoostingRegressor", "LGBMClassifier", "LGBMRegressor"})
+"""Estimators whose trees compare float64 inputs with float64 thresholds (measured, see above;
+LightGBM's in tests/packager/test_tree_precision.py's LightGBM regressor test)."""
 
 ML_DOMAIN = "ai.onnx.ml"
 TREE_OPS = ("TreeEnsembleClassifier", "TreeEnsembleRegressor")

@@ -18,7 +18,8 @@ import pytest
 
 import runtime
 from packager import BuildOptions, ParityError
-from packager.build import sklearn_artifacts, write_artifacts
+from packager.artifacts import sklearn_artifacts
+from packager.build import write_artifacts
 from packager.registry import LoadedModel, ResolvedModel
 from packager.trees import estimator_thresholds, probe_values, threshold_probes
 from tests.packager.conftest import onnx_answers
@@ -193,3 +194,67 @@ def test_boosters_thresholds_are_read_from_the_fitted_model(library: str) -> Non
 
     probes = threshold_probes(model, [Column("rain mm", "numeric"), Column("temp", "numeric")], frame, limit=1000)
     assert len(probes) and set(probes.columns) == {"rain mm", "temp"}
+
+
+def test_lightgbm_regressor_agrees_with_the_booster_at_the_float64_neighbours_of_its_thresholds(tmp_path: Path) -> None:
+    """LightGBM compares float64 inputs with float64 thresholds; onnxmltools' graph compares in
+    float32. The bundle must route the float64 neighbours of every split like the booster, on
+    the device, including a split between two values float32 cannot tell apart."""
+    import lightgbm
+
+    rng = np.random.default_rng(0)
+    low, high = 1.0, 1.0 + 1e-9
+    assert np.float32(low) == np.float32(high)
+    n = 600
+    twin = rng.uniform(size=n) < 0.5
+    x = np.where(twin, high, low) + np.where(rng.uniform(size=n) < 0.3, rng.normal(3, 1, n), 0.0)
+    frame = pd.DataFrame({"x": x, "noise": rng.normal(20, 5, n)})
+    y = np.where(x == high, 10.0, -10.0) + frame["noise"] * 0.1
+    model = lightgbm.LGBMRegressor(n_estimators=10, num_leaves=7, min_child_samples=5, verbose=-1).fit(frame, y)
+    found = estimator_thresholds(model)
+    assert found is not None and any(low < t < high for t in found[0])  # a split float32 cannot hold
+
+    # Held out: for every booster threshold, the threshold and its float64 neighbours.
+    rows = []
+    for feature, column in enumerate(frame.columns):
+        for t in sorted(found.get(feature, ())):
+            for value in (float(np.nextafter(t, -np.inf)), t, float(np.nextafter(t, np.inf))):
+                row = frame.iloc[len(rows) % n].to_dict()
+                row[column] = value
+                rows.append(row)
+    held_out = pd.DataFrame(rows)
+    expected = model.predict(held_out)
+    below, above = expected[0::3], expected[2::3]
+    assert (np.abs(above - below) > 0.1).any()  # the neighbours of a threshold do land in other leaves
+
+    art = _artifacts(model, frame.iloc[::5].reset_index(drop=True))
+    assert art.parity["precision"] == "float64" and art.parity["threshold_probes"] > 0
+    path = write_artifacts(art, tmp_path / "lgbm.edgepkg", _RESOLVED, "sklearn").path
+    device = runtime.load(path)
+    got = device.predict_batch({c: held_out[c].to_numpy() for c in held_out.columns})["prediction"]
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_lightgbm_classifier_graph_holds_every_booster_threshold_in_float64() -> None:
+    """Multiclass, behind an imputer: every split of the shipped graph carries the booster's own
+    float64 threshold (the node numbering of onnxmltools is matched tree for tree)."""
+    import lightgbm
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+
+    from packager.trees import graph_thresholds
+
+    rng = np.random.default_rng(1)
+    # Readings on a 0.1 grid: fewer distinct values than bins, so LightGBM splits at midpoints
+    # between them, doubles that float32 cannot hold (on continuous data its thresholds are).
+    frame = pd.DataFrame({"a": rng.normal(10, 3, 400), "b": rng.gamma(2, 2, 400), "c": rng.uniform(size=400)}).round(1)
+    frame.loc[rng.uniform(size=400) < 0.05, "b"] = np.nan
+    y = np.digitize(frame["a"].to_numpy() + frame["c"].to_numpy() * 4, [10, 13])
+    model = make_pipeline(SimpleImputer(strategy="median"), lightgbm.LGBMClassifier(n_estimators=12, num_leaves=9, verbose=-1)).fit(frame, y)
+    art = _artifacts(model, frame)
+    assert art.parity["precision"] == "float64"
+    booster = estimator_thresholds(model[-1])
+    assert booster and any(float(np.float32(t)) != t for ts in booster.values() for t in ts)
+    assert graph_thresholds(art.converted.onnx) == booster
+    trees = [n for n in art.converted.onnx.graph.node if n.op_type.startswith("TreeEnsemble")]
+    assert trees and all({"nodes_values_as_tensor", "class_weights_as_tensor"} <= {a.name for a in n.attribute} for n in trees)
