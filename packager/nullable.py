@@ -114,7 +114,12 @@ def missing_cases(
         MissingCase((c.name,), f, a) for c, f, a in zip(probe_columns, singles, _answers_in_blocks(model, singles, classification, numeric))
     ]
     patterns = incomplete.isna().apply(lambda r: tuple(r.index[r.to_numpy()]), axis=1).tolist() if len(incomplete) else []
-    groups = [(gaps, incomplete[[p == gaps for p in patterns]].reset_index(drop=True)) for gaps in sorted(set(patterns))]
+    # Fewest gaps first: a pattern that fails then takes out only the features it alone proves
+    # unsafe, and a wider pattern holding one of those is skipped rather than blamed on the rest.
+    groups = [
+        (gaps, incomplete[[p == gaps for p in patterns]].reset_index(drop=True))
+        for gaps in sorted(set(patterns), key=lambda g: (len(g), g))
+    ]
     answers = _answers_in_blocks(model, [f for _, f in groups], classification, numeric)
     return single_cases, [MissingCase(tuple(g), f, a) for (g, f), a in zip(groups, answers)]
 

@@ -180,3 +180,25 @@ def test_missing_value_probes_answered_in_one_call_equal_one_call_per_feature() 
     for column, case in zip(columns, singles):
         alone = original_answers(model, with_missing(complete, column, 20), True)
         np.testing.assert_array_equal(case.expected.probabilities, alone.probabilities)
+
+
+def test_a_feature_whose_missing_values_fail_does_not_take_another_down_with_it() -> None:
+    # Real reference rows miss 'rain_mm_7d' alone, 'soil' alone, and both. The original reads
+    # soil's None as a category of its own (its imputer looks for NaN), so soil cannot be
+    # nullable; rain_mm_7d is median-imputed and must stay nullable, although the rows
+    # missing both disagree.
+    import warnings
+
+    from packager import BuildOptions
+    from packager.artifacts import sklearn_artifacts
+    from packager.registry import LoadedModel
+    from tests.packager import zoo
+
+    case = next(c for c in zoo.all_cases() if c.id == "columns[scale, most_frequent-imputed strings] -> LogisticRegression")
+    model, train, ref, _held = zoo._fit(case)
+    assert ref["rain_mm_7d"].isna().any() and ref["soil"].isna().any()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        art = sklearn_artifacts(LoadedModel(flavor="sklearn", model=model, input_example=train.head(5), signature_columns=None), ref, BuildOptions())
+    nullable = {entry["name"]: entry["nullable"] for entry in art.inputs}
+    assert nullable["rain_mm_7d"] is True and nullable["soil"] is False

@@ -8,6 +8,9 @@ Each case ends in one outcome:
   original on the held-out rows, within the gate's tolerance;
 - ``disagrees``: a bundle was written but answers differently on a held-out row (the one
   outcome that must never happen);
+- ``refuses rows``: the bundle answers like the original on the rows it accepts, but the
+  device refuses (``InputError``) held-out rows with missing values the gate could not
+  prove safe: a clear refusal, never a different answer;
 - ``refused``: edgepack refused with a ``PackagerError`` (its class and message kept);
 - ``not applicable``: the estimator does not fit this kind of data (multi-output only, a
   single feature only, ...): not counted.
@@ -458,7 +461,13 @@ def run_case(case: Case, workdir: Path, *, direct: bool = True) -> Outcome:
     outcome.label_only = art.label_only
     outcome.precision = art.converted.precision
     outcome.converters = ", ".join(sorted({c["converter"] for c in art.converters}))
-    differs = agreement(model, bundle, held, art.parity["tolerance"])
+    try:
+        differs = agreement(model, bundle, held, art.parity["tolerance"])
+    except runtime.InputError as exc:
+        accepted = held.dropna().reset_index(drop=True)
+        differs = agreement(model, bundle, accepted, art.parity["tolerance"]) if len(accepted) else ""
+        if not differs:
+            outcome.status, outcome.detail = "refuses rows", f"refuses held-out rows the original answers ({exc}); agrees on the complete rows"
     if differs:
         outcome.status, outcome.detail = "disagrees", differs
     outcome.seconds = time.perf_counter() - start
@@ -495,6 +504,7 @@ def markdown(outcomes: list[Outcome], extra: list[Outcome] | None = None) -> str
     counted = [o for o in every if o.status != "not applicable"]
     built = [o for o in counted if o.status == "builds"]
     refused = [o for o in counted if o.status == "refused"]
+    refusing_rows = [o for o in counted if o.status == "refuses rows"]
     disagree = [o for o in counted if o.status in ("disagrees", "crashed")]
     direct = [o for o in counted if o.direct]
     direct_built = [o for o in direct if o.status == "builds"]
@@ -520,7 +530,9 @@ def markdown(outcomes: list[Outcome], extra: list[Outcome] | None = None) -> str
         "",
         f"- {len(every)} models tried, {len(every) - len(counted)} not applicable (they do not fit one 2-D table and one target).",
         f"- **{len(built)} of {len(counted)} build** and agree with the original on the held-out rows; {len(refused)} are refused; "
-        f"**{len(disagree)} disagree**.",
+        + (f"{len(refusing_rows)} build but refuse held-out rows with missing values the gate could not prove safe "
+           f"({', '.join(o.case for o in refusing_rows)}); " if refusing_rows else "")
+        + f"**{len(disagree)} disagree**.",
         f"- skl2onnx/onnxmltools alone (with edgepack's registrations: onnxmltools' converters and its "
         f"TransformedTargetRegressor converter; one float32 matrix input) convert and reproduce {len(direct)} of the "
         f"all-numeric models on the held-out rows; edgepack builds {len(direct_built)} of those "
@@ -558,10 +570,10 @@ def markdown(outcomes: list[Outcome], extra: list[Outcome] | None = None) -> str
         "| model | group | outcome | converters (bundle precision) | reason |",
         "| --- | --- | --- | --- | --- |",
     ]
-    order = {"crashed": 0, "disagrees": 0, "refused": 1, "builds": 2, "not applicable": 3}
+    order = {"crashed": 0, "disagrees": 0, "refuses rows": 1, "refused": 1, "builds": 2, "not applicable": 3}
     for o in sorted(every, key=lambda o: (o.group, order[o.status], o.case)):
         status = o.status + (" (label-only)" if o.label_only else "")
-        how = f"{o.converters} ({o.precision})" if o.status in ("builds", "disagrees") else ""
+        how = f"{o.converters} ({o.precision})" if o.status in ("builds", "disagrees", "refuses rows") else ""
         reason = f"{o.error}: {o.detail}" if o.error else o.detail
         lines.append(f"| `{o.case}` | {o.group} | {status} | {how} | {_short(reason)} |")
     lines.append("")
