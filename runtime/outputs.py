@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .errors import BundleError, PredictionError
-from .schema import Flags, RowFlags
+from .features import Flags, RowFlags
 
 MANIFEST = "manifest.json"
 PREDICTION_OUT_OF_RANGE = "prediction_out_of_range"

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .errors import InputError
-from .schema import Feature
+from .features import Feature
 
 Record = tuple[int, dict[str, Any] | InputError]
 

@@ -18,173 +18,36 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from itertools import chain
 from operator import contains, eq, itemgetter, le
 from typing import Any
 
 import numpy as np
 
-from .errors import BundleError, InputError
+from .errors import InputError
+from .columns import ColumnPacking
+from .features import ANY_VALUE, DTYPES, FIT, PLAIN_NUMBERS, PLAIN_STRINGS, Feature, Flags, PackedInput, manifest_error, parse_feature
 from .session import ORT_DTYPES
-
-MANIFEST = "manifest.json"
-DTYPES: Mapping[str, Any] = {"float32": np.float32, "float64": np.float64, "int64": np.int64, "string": object}
-"""Manifest dtype -> numpy dtype of the packed tensor."""
-KINDS = ("numeric", "categorical")
 
 # How the per-call loop treats a feature: the two common cases are inlined, all others
 # (int64, numeric categories, numpy scalars, None) take the general path.
 _REAL, _STR, _OTHER = 0, 1, 2
-_PLAIN_NUMBERS = frozenset((float, int))
-_FLOAT_MAX = float(np.finfo(np.float64).max)
-# Largest magnitude each numeric tensor type holds; beyond it (and infinity) a value would
-# silently become inf, which the original model would have refused.
-_FIT = {"float32": float(np.finfo(np.float32).max), "float64": _FLOAT_MAX, "int64": float(2**63)}
-_PLAIN_STRINGS = frozenset((str,))
 
 
-class _Anything:
-    """A category set that contains every value (a string feature without known categories)."""
-
-    def __contains__(self, value: object) -> bool:
-        return True
-
-
-_ANYTHING = _Anything()
-
-Flags = list[str]
-RowFlags = dict[int, Flags]
-"""Flags of a batch: row index -> that row's flags, only for rows that have any."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class Feature:
-    """One original input feature, as the manifest describes it."""
-
-    name: str
-    """Original column name (what callers use as the key)."""
-    onnx_input: str
-    """The packed ONNX input that carries this feature."""
-    slot: int
-    """Column index inside ``onnx_input``."""
-    dtype: str
-    """``float32``, ``float64``, ``int64`` or ``string``."""
-    kind: str
-    """``numeric`` or ``categorical``."""
-    nullable: bool
-    """Whether None/NaN is accepted (numeric: goes in as NaN; string: goes in as ``missing_string``)."""
-    range: tuple[float, float] | None
-    """Training min/max for numeric features, None when unknown."""
-    categories: tuple[Any, ...] | None
-    """Known training values for categorical features, in their original type."""
-    missing_string: str = ""
-    """A nullable string feature: what None/NaN goes into the model as (the packager's sentinel)."""
-
-    @property
-    def expected(self) -> str:
-        """What a valid value looks like, for error messages."""
-        if self.dtype == "string":
-            text = "a string"
-        elif self.dtype == "int64":
-            text = "an integer"
-        else:
-            text = "a number"
-        if self.categories is not None:
-            shown = ", ".join(repr(c) for c in self.categories[:10])
-            more = ", ..." if len(self.categories) > 10 else ""
-            text += f" (known values: {shown}{more})"
-        elif self.range is not None:
-            text += f" (training range {self.range[0]:g} to {self.range[1]:g})"
-        if self.nullable:
-            text += " or missing (null/None)"
-        return text
-
-
-def _manifest_error(message: str) -> BundleError:
-    return BundleError(message, entry=MANIFEST)
-
-
-def _parse_feature(index: int, raw: Any) -> Feature:
-    where = f"inputs[{index}]"
-    if not isinstance(raw, dict):
-        raise _manifest_error(f"{where} must be an object with name, onnx_input, slot, dtype, kind")
-    name = raw.get("name")
-    if not isinstance(name, str) or not name:
-        raise _manifest_error(f"{where}.name must be a non-empty string, got {name!r}")
-    where = f"inputs[{index}] ({name!r})"
-    onnx_input, slot, dtype, kind = raw.get("onnx_input"), raw.get("slot"), raw.get("dtype"), raw.get("kind")
-    if not isinstance(onnx_input, str):
-        raise _manifest_error(f"{where}.onnx_input must be a string, got {onnx_input!r}")
-    if not isinstance(slot, int) or isinstance(slot, bool) or slot < 0:
-        raise _manifest_error(f"{where}.slot must be an int >= 0, got {slot!r}")
-    if dtype not in DTYPES:
-        raise _manifest_error(f"{where}.dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    if kind not in KINDS:
-        raise _manifest_error(f"{where}.kind must be 'numeric' or 'categorical', got {kind!r}")
-    nullable = raw.get("nullable", False)
-    if not isinstance(nullable, bool):
-        raise _manifest_error(f"{where}.nullable must be true or false, got {nullable!r}")
-    if nullable and dtype == "int64":
-        raise _manifest_error(f"{where} is int64 and nullable, but an int64 tensor cannot carry a missing value")
-    if dtype == "string" and kind != "categorical":
-        raise _manifest_error(f"{where} is a string feature, so its kind must be 'categorical'")
-    span = raw.get("range")
-    if span is not None:
-        if (
-            not isinstance(span, list)
-            or len(span) != 2
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in span)
-            or span[0] > span[1]
-        ):
-            raise _manifest_error(f"{where}.range must be [min, max] numbers or null, got {span!r}")
-        span = (float(span[0]), float(span[1]))
-    categories = raw.get("categories")
-    if categories is not None:
-        if not isinstance(categories, list):
-            raise _manifest_error(f"{where}.categories must be a list or null, got {type(categories).__name__}")
-        if dtype == "string" and not all(isinstance(c, str) for c in categories):
-            raise _manifest_error(f"{where}.categories must all be strings for a string feature")
-        categories = tuple(categories)
-    # What a missing string goes in as: the string the converted graph's imputer looks for.
-    missing_string = raw.get("missing_string", "")
-    if not isinstance(missing_string, str) or ("missing_string" in raw and not (dtype == "string" and nullable)):
-        raise _manifest_error(f"{where}.missing_string must be a string, and only on a nullable string feature; got {missing_string!r}")
-    return Feature(
-        name=name,
-        onnx_input=onnx_input,
-        slot=slot,
-        dtype=dtype,
-        kind=kind,
-        nullable=nullable,
-        range=span,
-        categories=categories,
-        missing_string=missing_string,
-    )
-
-
-@dataclass(frozen=True)
-class _Packed:
-    name: str
-    dtype: Any
-    width: int
-    features: tuple[Feature, ...]  # in slot order
-
-
-class InputSchema:
+class InputSchema(ColumnPacking):
     """Validates and packs inputs for one model. Immutable after construction; thread-safe."""
 
     def __init__(self, manifest: Mapping[str, Any], session_inputs: Mapping[str, tuple[str, list[Any]]]) -> None:
         raw_inputs = manifest.get("inputs")
         if not isinstance(raw_inputs, list) or not raw_inputs:
-            raise _manifest_error("'inputs' must be a non-empty list of features")
-        self.features: tuple[Feature, ...] = tuple(_parse_feature(i, raw) for i, raw in enumerate(raw_inputs))
+            raise manifest_error("'inputs' must be a non-empty list of features")
+        self.features: tuple[Feature, ...] = tuple(parse_feature(i, raw) for i, raw in enumerate(raw_inputs))
         self.names: tuple[str, ...] = tuple(f.name for f in self.features)
         if len(set(self.names)) != len(self.names):
             dupes = sorted({n for n in self.names if self.names.count(n) > 1})
-            raise _manifest_error(f"feature names must be unique; repeated: {', '.join(dupes)}")
+            raise manifest_error(f"feature names must be unique; repeated: {', '.join(dupes)}")
         self._by_name = {f.name: f for f in self.features}
-        self.packed: tuple[_Packed, ...] = self._parse_packed(manifest.get("onnx_inputs"), session_inputs)
+        self.packed: tuple[PackedInput, ...] = self._parse_packed(manifest.get("onnx_inputs"), session_inputs)
 
         self._plans = tuple(tuple(self._plan(f) for f in p.features) for p in self.packed)
         self._fast = tuple(self._fast_plan(p, plan) for p, plan in zip(self.packed, self._plans))
@@ -211,39 +74,39 @@ class InputSchema:
 
     # -- load-time checks ---------------------------------------------------------------
 
-    def _parse_packed(self, raw: Any, session_inputs: Mapping[str, tuple[str, list[Any]]]) -> tuple[_Packed, ...]:
+    def _parse_packed(self, raw: Any, session_inputs: Mapping[str, tuple[str, list[Any]]]) -> tuple[PackedInput, ...]:
         if not isinstance(raw, list) or not raw:
-            raise _manifest_error("'onnx_inputs' must be a non-empty list of {name, dtype, width}")
+            raise manifest_error("'onnx_inputs' must be a non-empty list of {name, dtype, width}")
         packed = []
         for i, item in enumerate(raw):
             if not isinstance(item, dict):
-                raise _manifest_error(f"onnx_inputs[{i}] must be an object with name, dtype, width")
+                raise manifest_error(f"onnx_inputs[{i}] must be an object with name, dtype, width")
             name, dtype, width = item.get("name"), item.get("dtype"), item.get("width")
             if not isinstance(name, str) or dtype not in DTYPES or not isinstance(width, int) or width < 1:
-                raise _manifest_error(f"onnx_inputs[{i}] must be {{name: str, dtype: one of {', '.join(DTYPES)}, width: int >= 1}}, got {item!r}")
+                raise manifest_error(f"onnx_inputs[{i}] must be {{name: str, dtype: one of {', '.join(DTYPES)}, width: int >= 1}}, got {item!r}")
             members = sorted((f for f in self.features if f.onnx_input == name), key=lambda f: f.slot)
             if [f.slot for f in members] != list(range(width)):
-                raise _manifest_error(
+                raise manifest_error(
                     f"onnx input {name!r} has width {width} but its features fill slots "
                     f"{[f.slot for f in members]}; expected each of 0..{width - 1} exactly once"
                 )
             if bad := [f.name for f in members if f.dtype != dtype]:
-                raise _manifest_error(f"features {', '.join(bad)} are carried by {dtype} input {name!r} but declare another dtype")
+                raise manifest_error(f"features {', '.join(bad)} are carried by {dtype} input {name!r} but declare another dtype")
             if name not in session_inputs:
-                raise _manifest_error(f"onnx input {name!r} is not an input of model.onnx (it has: {', '.join(session_inputs)})")
+                raise manifest_error(f"onnx input {name!r} is not an input of model.onnx (it has: {', '.join(session_inputs)})")
             ort_type, shape = session_inputs[name]
             if ort_type != ORT_DTYPES[dtype]:
-                raise _manifest_error(f"onnx input {name!r} is {ort_type} in model.onnx, manifest says {dtype}")
+                raise manifest_error(f"onnx input {name!r} is {ort_type} in model.onnx, manifest says {dtype}")
             if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != width):
-                raise _manifest_error(f"onnx input {name!r} has shape {shape} in model.onnx, manifest says (N, {width})")
-            packed.append(_Packed(name=name, dtype=DTYPES[dtype], width=width, features=tuple(members)))
+                raise manifest_error(f"onnx input {name!r} has shape {shape} in model.onnx, manifest says (N, {width})")
+            packed.append(PackedInput(name=name, dtype=DTYPES[dtype], width=width, features=tuple(members)))
         names = [p.name for p in packed]
         if len(set(names)) != len(names):
-            raise _manifest_error("onnx_inputs names must be unique")
+            raise manifest_error("onnx_inputs names must be unique")
         if orphans := [f.name for f in self.features if f.onnx_input not in names]:
-            raise _manifest_error(f"features {', '.join(orphans)} name an onnx_input that 'onnx_inputs' does not list")
+            raise manifest_error(f"features {', '.join(orphans)} name an onnx_input that 'onnx_inputs' does not list")
         if unfed := sorted(set(session_inputs) - set(names)):
-            raise _manifest_error(f"model.onnx inputs {', '.join(unfed)} are not described in 'onnx_inputs'")
+            raise manifest_error(f"model.onnx inputs {', '.join(unfed)} are not described in 'onnx_inputs'")
         return tuple(packed)
 
     @staticmethod
@@ -254,13 +117,13 @@ class InputSchema:
             code = _STR
         else:
             code = _OTHER
-        fit = _FIT.get(f.dtype, math.inf)
+        fit = FIT.get(f.dtype, math.inf)
         lo, hi = f.range if f.range is not None else (-fit, fit)
         cats = frozenset(f.categories) if f.categories is not None else None
         return (f.name, code, lo, hi, cats, f"out_of_range:{f.name}", f"unseen_category:{f.name}", f, fit)
 
     @staticmethod
-    def _fast_plan(p: _Packed, plan: tuple[tuple[Any, ...], ...]) -> tuple[Any, ...]:
+    def _fast_plan(p: PackedInput, plan: tuple[tuple[Any, ...], ...]) -> tuple[Any, ...]:
         names = [f.name for f in p.features]
         get: Callable[[Mapping[str, Any]], Sequence[Any]]
         if len(names) == 1:
@@ -270,14 +133,14 @@ class InputSchema:
             get = itemgetter(*names)
         codes = {step[1] for step in plan}
         if codes == {_REAL}:
-            code, types = _REAL, _PLAIN_NUMBERS
+            code, types = _REAL, PLAIN_NUMBERS
         elif codes == {_STR}:
-            code, types = _STR, _PLAIN_STRINGS
+            code, types = _STR, PLAIN_STRINGS
         else:
             code, types = _OTHER, frozenset()  # always the per-feature path
         los = tuple(step[2] for step in plan)
         his = tuple(step[3] for step in plan)
-        cats = tuple(step[4] if step[4] is not None else _ANYTHING for step in plan)
+        cats = tuple(step[4] if step[4] is not None else ANY_VALUE for step in plan)
         # A dtype instance spares numpy the type -> dtype lookup on every call.
         return (p.name, np.dtype(p.dtype), get, code, types, los, his, cats, plan)
 
@@ -424,178 +287,6 @@ class InputSchema:
 
     # -- columns --------------------------------------------------------------------------
 
-    def pack_columns(self, columns: Mapping[str, Any], strict: bool) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[int, Flags]]:
-        """Validate columnar input; return packed feeds, the per-feature arrays and the flags
-        of the rows that have any, by row index.
-
-        Checks run once per packed input on the whole ``(N, width)`` block, not per column,
-        so a one-row batch costs a handful of numpy calls whatever the feature count.
-        """
-        if not isinstance(columns, Mapping):
-            raise InputError(
-                f"predict_batch expects a mapping of feature name -> 1-D array, got {type(columns).__name__}"
-            )
-        if missing := [n for n in self.names if n not in columns]:
-            raise InputError(self._missing_text(missing), feature=missing[0])
-        if strict and (extra := sorted(set(columns) - self._name_set, key=str)):
-            raise InputError(
-                f"unexpected feature(s) {', '.join(map(repr, extra))} (strict mode); this model takes: {', '.join(self.names)}",
-                feature=str(extra[0]),
-            )
-        n: int | None = None
-        cols: dict[str, Any] = {}
-        for f in self.features:
-            col = columns[f.name]
-            if hasattr(col, "to_numpy") and not isinstance(col, np.ndarray):
-                col = col.to_numpy()
-            if isinstance(col, (str, bytes)) or not hasattr(col, "__len__"):
-                raise InputError(
-                    f"feature {f.name!r} must be a 1-D array or list of values, got {type(col).__name__}", feature=f.name
-                )
-            if isinstance(col, np.ndarray) and col.ndim != 1:
-                raise InputError(
-                    f"feature {f.name!r} must be a 1-D array of shape (N,), got shape {col.shape}", feature=f.name
-                )
-            length = len(col)
-            if n is None:
-                n = length
-            elif length != n:
-                first = self.features[0].name
-                raise InputError(
-                    f"feature {f.name!r} has {length} values but {first!r} has {n}; every column must have the same length",
-                    feature=f.name,
-                )
-            cols[f.name] = col
-        if not n:
-            raise InputError("expected at least one row, got empty columns")
-
-        feeds: dict[str, np.ndarray] = {}
-        arrays: dict[str, np.ndarray] = {}
-        flagged: dict[int, Flags] = {}
-        for p, checks in zip(self.packed, self._block_checks):
-            if p.dtype is object:
-                block = np.empty((n, p.width), dtype=object)
-                for f in p.features:
-                    block[:, f.slot] = self._string_column(f, cols[f.name], strict, flagged)
-                    arrays[f.name] = block[:, f.slot]
-                feeds[p.name] = block
-            else:
-                values = np.empty((n, p.width), dtype=np.float64)
-                for f in p.features:
-                    column = self._numeric_column(f, cols[f.name], strict)
-                    try:
-                        values[:, f.slot] = column
-                    except (OverflowError, TypeError, ValueError):  # e.g. an int beyond float64
-                        values[:, f.slot] = self._numeric_elements(f, column)
-                    arrays[f.name] = values[:, f.slot]
-                self._check_block(p, checks, values, strict, flagged)
-                feeds[p.name] = values.astype(p.dtype)
-        return feeds, arrays, flagged
-
-    def _block_check_table(self, p: _Packed) -> tuple[Any, ...]:
-        """Per-slot vectors for the block checks of one numeric packed input."""
-        not_nullable = np.array([not f.nullable or f.dtype == "int64" for f in p.features])
-        lo = np.array([f.range[0] if f.range is not None and f.categories is None else -math.inf for f in p.features])
-        hi = np.array([f.range[1] if f.range is not None and f.categories is None else math.inf for f in p.features])
-        categorical = tuple(f for f in p.features if f.categories is not None)
-        fit = np.array([_FIT[f.dtype] for f in p.features])
-        return not_nullable, lo, hi, categorical, fit
-
-    def _check_block(self, p: _Packed, checks: tuple[Any, ...], values: np.ndarray, strict: bool, flagged: dict[int, Flags]) -> None:
-        not_nullable, lo, hi, categorical, fit = checks
-        too_big = np.abs(values) > fit
-        if too_big.any():
-            i, j = (int(x) for x in np.argwhere(too_big)[0])
-            raise self._fit_error(p.features[j], values[i, j].item()).at_row(i)
-        nan = np.isnan(values)
-        if nan.any():
-            bad = nan & not_nullable
-            if bad.any():
-                i, j = (int(x) for x in np.argwhere(bad)[0])
-                f = p.features[j]
-                raise InputError(
-                    f"feature {f.name!r} is not nullable but got a missing value (NaN/None); expected {f.expected}",
-                    feature=f.name,
-                    row=i,
-                )
-        if p.dtype is np.int64:
-            fractional = values != np.round(values)
-            if fractional.any():
-                i, j = (int(x) for x in np.argwhere(fractional)[0])
-                f = p.features[j]
-                raise InputError(f"feature {f.name!r} expects an integer, got {values[i, j]!r}; expected {f.expected}", feature=f.name, row=i)
-        outside = (values < lo) | (values > hi)
-        if outside.any():
-            for i, j in zip(*(idx.tolist() for idx in np.nonzero(outside))):
-                flagged.setdefault(i, []).append(f"out_of_range:{p.features[j].name}")
-        for f in categorical:
-            col = values[:, f.slot]
-            unseen = ~np.isin(col, np.asarray(f.categories, dtype=np.float64)) & ~np.isnan(col)
-            for i in np.flatnonzero(unseen).tolist():
-                if strict:
-                    raise self._unseen_error(f, col[i].item()).at_row(i)
-                flagged.setdefault(i, []).append(f"unseen_category:{f.name}")
-
-    def _numeric_column(self, f: Feature, col: Any, strict: bool) -> Any:
-        kind = col.dtype.kind if isinstance(col, np.ndarray) else "O"
-        if kind in "fiu":
-            return col
-        if kind != "O":
-            first = col[0] if len(col) else None
-            raise InputError(
-                f"feature {f.name!r} expects numbers, got an array of {col.dtype} (first value {first!r}); expected {f.expected}",
-                feature=f.name,
-            )
-        if set(map(type, col)) <= _PLAIN_NUMBERS:
-            return col
-        return self._numeric_elements(f, col)
-
-    def _numeric_elements(self, f: Feature, col: Any) -> np.ndarray:
-        out = np.empty(len(col), dtype=np.float64)
-        for i, v in enumerate(col):
-            if type(v) is float or (type(v) is int and -_FLOAT_MAX <= v <= _FLOAT_MAX):
-                out[i] = v
-                continue
-            try:
-                v = self._coerce(f, v, False, [], None)
-            except InputError as exc:
-                raise exc.at_row(i) from None
-            out[i] = math.nan if v is None else v
-        return out
-
-    def _string_column(self, f: Feature, col: Any, strict: bool, flagged: dict[int, Flags]) -> Any:
-        kind = col.dtype.kind if isinstance(col, np.ndarray) else "O"
-        if kind in "US":
-            col = col.astype(str).astype(object)
-        elif kind != "O":
-            first = col[0] if len(col) else None
-            raise InputError(
-                f"feature {f.name!r} expects strings, got an array of {col.dtype} (first value {first!r}); expected {f.expected}",
-                feature=f.name,
-            )
-        elif not set(map(type, col)) <= _PLAIN_STRINGS:
-            fixed = np.empty(len(col), dtype=object)
-            for i, v in enumerate(col):
-                if type(v) is not str:
-                    try:
-                        v = self._coerce(f, v, False, [], None)
-                    except InputError as exc:
-                        raise exc.at_row(i) from None
-                fixed[i] = v
-            col = fixed
-        if f.categories is not None:
-            cats = self._categories[f.name]
-            if not all(map(cats.__contains__, col)):
-                label = f"unseen_category:{f.name}"
-                for i, v in enumerate(col):
-                    if v not in cats and not (f.nullable and v == f.missing_string):  # a missing value is no category
-                        if strict:
-                            raise self._unseen_error(f, v).at_row(i)
-                        flagged.setdefault(i, []).append(label)
-        return col
-
-    # -- the general path for one value --------------------------------------------------
-
     def _coerce(self, f: Feature, v: Any, strict: bool, flags: Flags, row: Mapping[str, Any] | None) -> Any:
         """Validate and convert one value that the inlined fast path did not handle."""
         is_missing = v is None or (isinstance(v, (float, np.floating)) and v != v)
@@ -626,7 +317,7 @@ class InputSchema:
             v = float(v)
         else:
             raise self._value_error(row, f, v)
-        if not -_FIT[f.dtype] <= v <= _FIT[f.dtype] or (f.dtype == "int64" and v == _FIT["int64"]):
+        if not -FIT[f.dtype] <= v <= FIT[f.dtype] or (f.dtype == "int64" and v == FIT["int64"]):
             raise self._fit_error(f, v)
         if f.dtype == "int64":
             if isinstance(v, float):
@@ -665,7 +356,7 @@ class InputSchema:
 
     def _fit_error(self, f: Feature, v: Any) -> InputError:
         return InputError(
-            f"feature {f.name!r} got {v!r}, which does not fit {f.dtype} (finite values up to ±{_FIT[f.dtype]:.3g}); "
+            f"feature {f.name!r} got {v!r}, which does not fit {f.dtype} (finite values up to ±{FIT[f.dtype]:.3g}); "
             f"expected {f.expected}",
             feature=f.name,
         )
