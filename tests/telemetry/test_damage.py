@@ -7,6 +7,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import httpx
@@ -271,7 +272,7 @@ def test_a_version_1_ledger_without_an_identity_is_still_compared(tmp_path: Path
     raw = file.read_bytes()
     _, _, _identity, *values = ledger._FORMATS[2].unpack(raw[: ledger._FORMATS[2].size])
     old = ledger._FORMATS[1].pack(b"EPKL", 1, *values)
-    file.write_bytes(old + ledger._CRC.pack(__import__("zlib").crc32(old)))
+    file.write_bytes(old + ledger._CRC.pack(zlib.crc32(old)))
     assert file.stat().st_size == 60
     (tmp_path / "p.db-wal").unlink()
     (tmp_path / "p.db-shm").unlink()
