@@ -35,7 +35,7 @@ from .ledger import Ledger
 from .lock import WriteLock
 from .migration import migrate
 from .recovery import Salvage, salvage
-from .schema import APPLICATION_ID, LEDGER_COUNTERS, SCHEMA_VERSION, SQLITE_HEADER, create
+from .schema import APPLICATION_ID, IDENTITY, LEDGER_COUNTERS, SCHEMA_VERSION, SQLITE_HEADER, create, new_identity
 
 log = logging.getLogger("telemetry.buffer")
 T = TypeVar("T")
@@ -215,16 +215,36 @@ class Connection:
         self._check_ledger(conn)
 
     def _check_ledger(self, conn: sqlite3.Connection) -> None:
-        """Compare the file's totals with the ledger's; count what a lost WAL took."""
+        """Compare the file's totals with the ledger's; count what a lost WAL took.
+
+        The ledger is compared only if it belongs to this file: same identity, or one not
+        known (a version-1 ledger, or a file from before identities, or one whose
+        identity did not reach the main file yet). A ledger of another file (the buffer
+        was deleted to start afresh, the ledger left behind) is rewritten, nothing lost.
+        That cannot hide a lost WAL: a file's identity is in the main file (checkpointed)
+        before any ledger records it, so losing the WAL never changes it."""
         kept = self.ledger.read()
+        row = conn.execute("SELECT value FROM counters WHERE name = ?", (IDENTITY,)).fetchone()
+        identity = None if row is None else int(row[0])
+        if kept is not None and kept[0] != 0 and identity is not None and kept[0] != identity:
+            log.warning(
+                "ledger %s belongs to another buffer file (identity %x, this file %s has %x): the buffer was "
+                "replaced or deleted on purpose; the ledger is rewritten for it and nothing is counted as lost",
+                self.ledger.path, kept[0], self.path, identity,
+            )
+            kept = None
         with self.db.atomic():
+            if identity is None:
+                # A file from before identities (or whose first one went with a lost WAL).
+                identity = new_identity()
+                conn.execute("INSERT INTO counters (name, value) VALUES (?, ?)", (IDENTITY, identity))
             values = dict(conn.execute(_LEDGER_SELECT).fetchall())
-            if kept is not None and any(kept[name] > values.get(name, 0) for name in LEDGER_COUNTERS):
+            if kept is not None and any(kept[1][name] > values.get(name, 0) for name in LEDGER_COUNTERS):
                 pending = conn.execute("SELECT count(*) FROM records").fetchone()[0]
-                expected = kept["recorded"] - sum(kept[name] for name in LEDGER_COUNTERS if name != "recorded")
+                expected = kept[1]["recorded"] - sum(kept[1][name] for name in LEDGER_COUNTERS if name != "recorded")
                 lost = max(0, expected - pending)
-                behind = kept["recorded"] - values.get("recorded", 0)
-                values = dict(kept)
+                behind = kept[1]["recorded"] - values.get("recorded", 0)
+                values = dict(kept[1])
                 values["lost"] += lost
                 conn.executemany("UPDATE counters SET value = ? WHERE name = ?", [(v, k) for k, v in values.items()])
                 self.lost_at_open = lost
@@ -236,11 +256,23 @@ class Connection:
                     "missing (a lost or damaged -wal file?); %d pending record(s) lost, counted as 'lost' and "
                     "reported to the collector", self.path, self.ledger.path, behind, lost,
                 )
+        if kept is None or kept[0] != identity:
+            # The ledger may name this file only once the identity is in the main file:
+            # a new file's schema and identity live in the -wal until a checkpoint, and a
+            # ledger naming an identity the WAL took would make a lost WAL look like a
+            # deleted buffer. A checkpoint a reader blocks leaves it unknown (0, which is
+            # compared with any file) until a later open.
+            busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            self.ledger.identity = 0 if busy else identity
+        else:
+            self.ledger.identity = identity
         self.ledger.write(values, sync=True, force=True)
 
     def _salvage(self, why: str) -> None:
         log.error("telemetry buffer %s is damaged (%s); salvaging it", self.path, why)
-        self.salvages.append(salvage(self.path, self.ledger.read()))
+        kept = self.ledger.read()
+        self.salvages.append(salvage(self.path, None if kept is None else kept[1]))
+        self.ledger.identity = 0  # the fresh file's identity is set at the check that follows
         self.ledger.write(self.salvages[-1].counters, sync=True, force=True)
 
     def _recover(self) -> None:

@@ -17,6 +17,13 @@ It is written only after SQLite reports the commit durable, so it is never ahead
 what the database keeps, except when the WAL went missing. At open, a ledger ahead of
 the database means commits were lost: ``telemetry.store`` counts the missing records as
 ``lost``, logs it as an error, and reports it home with the next batch.
+
+Version 2 also stores the identity of the buffer file it belongs to (the ``identity`` row
+of ``counters``, see ``telemetry.schema``), so a ledger left behind when
+``predictions.db`` was deleted to start afresh is recognised as another file's and
+rewritten, instead of reporting every old record as lost. Identity 0 means "not known
+to be in the main file yet" and, like a version-1 ledger (which has none), is compared
+with whatever file is there.
 """
 
 from __future__ import annotations
@@ -33,9 +40,14 @@ from .schema import LEDGER_COUNTERS
 log = logging.getLogger("telemetry.buffer")
 
 _MAGIC = b"EPKL"
-_FORMAT = struct.Struct(f"<4sI{len(LEDGER_COUNTERS)}q")
+_HEAD = struct.Struct("<4sI")
+_FORMATS = {
+    1: struct.Struct(f"<4sI{len(LEDGER_COUNTERS)}q"),  # magic, version, counters
+    2: struct.Struct(f"<4sIq{len(LEDGER_COUNTERS)}q"),  # magic, version, identity, counters
+}
 _CRC = struct.Struct("<I")
-_VERSION = 1
+_VERSION = 2
+_FORMAT = _FORMATS[_VERSION]
 
 SYNC_INTERVAL = 1.0
 """Most seconds between two ``fdatasync`` of the ledger while commits keep coming."""
@@ -49,27 +61,36 @@ class Ledger:
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         self._synced_at = float("-inf")
         self._unsynced = False
+        self.identity = 0
+        """The buffer file's identity written with the totals (0: not known to be durable yet)."""
 
-    def read(self) -> dict[str, int] | None:
-        """The totals last written, or None if there are none (new file) or they are unreadable."""
-        raw = os.pread(self._fd, _FORMAT.size + _CRC.size, 0)
+    def read(self) -> tuple[int, dict[str, int]] | None:
+        """The identity and totals last written, or None if there are none (new file) or
+        they are unreadable. The identity is 0 when unknown (a version-1 ledger)."""
+        raw = os.pread(self._fd, max(f.size for f in _FORMATS.values()) + _CRC.size, 0)
         if not raw:
             return None
-        if len(raw) != _FORMAT.size + _CRC.size or zlib.crc32(raw[: _FORMAT.size]) != _CRC.unpack(raw[_FORMAT.size :])[0]:
-            log.warning("%s is damaged (%d bytes, bad checksum); it is rewritten, a lost WAL cannot be detected this time", self.path, len(raw))
-            return None
-        magic, version, *values = _FORMAT.unpack(raw[: _FORMAT.size])
-        if magic != _MAGIC or version != _VERSION:
+        magic, version = _HEAD.unpack(raw[: _HEAD.size]) if len(raw) >= _HEAD.size else (b"", 0)
+        form = _FORMATS.get(version) if magic == _MAGIC else None
+        if form is None:
             log.warning("%s is not an edgepack ledger (magic %r, version %d); it is rewritten", self.path, magic, version)
             return None
-        return dict(zip(LEDGER_COUNTERS, values))
+        # A version-1 ledger is 60 bytes; one rewritten by an older edgepack over a
+        # version-2 file keeps the longer file's tail, which is not part of it.
+        raw = raw[: form.size + _CRC.size]
+        if len(raw) != form.size + _CRC.size or zlib.crc32(raw[: form.size]) != _CRC.unpack(raw[form.size :])[0]:
+            log.warning("%s is damaged (%d bytes, bad checksum); it is rewritten, a lost WAL cannot be detected this time", self.path, len(raw))
+            return None
+        _, _, *values = form.unpack(raw[: form.size])
+        identity = values.pop(0) if version >= 2 else 0
+        return identity, dict(zip(LEDGER_COUNTERS, values))
 
     def write(self, values: dict[str, int], *, sync: bool, force: bool = False) -> None:
         """Store the totals; never raises (the commit it follows is already durable).
 
         ``sync``: make them durable too, unless that was done less than ``SYNC_INTERVAL``
         ago (``force``: whenever)."""
-        body = _FORMAT.pack(_MAGIC, _VERSION, *(int(values.get(name, 0)) for name in LEDGER_COUNTERS))
+        body = _FORMAT.pack(_MAGIC, _VERSION, self.identity, *(int(values.get(name, 0)) for name in LEDGER_COUNTERS))
         try:
             os.pwrite(self._fd, body + _CRC.pack(zlib.crc32(body)), 0)
             now = time.monotonic()

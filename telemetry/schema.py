@@ -13,6 +13,7 @@ as MessagePack and adds the ``lost`` counter. Older files are migrated on open
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 
 SCHEMA_VERSION = 2
@@ -29,6 +30,11 @@ LEDGER_COUNTERS = ("recorded", "delivered", "dropped", "sampled_out", "dead_lett
 
 COUNTERS = (*LEDGER_COUNTERS, "stored_bytes")
 """The counters ``Store.counters`` reports."""
+
+IDENTITY = "identity"
+"""The ``counters`` row holding the file's identity: a random positive 63-bit number drawn
+when the file is laid out (or first opened by a version that knows it), also kept in the
+ledger, so a ledger left behind by a deleted buffer is told from one whose WAL was lost."""
 
 TABLES = """
 CREATE TABLE contexts (
@@ -73,5 +79,11 @@ def create(conn: sqlite3.Connection) -> None:
     for statement in TABLES.strip().split(";\n"):
         conn.execute(statement)
     conn.executemany("INSERT INTO counters (name, value) VALUES (?, 0)", [(name,) for name in (*COUNTERS, *_STATE)])
+    conn.execute("INSERT INTO counters (name, value) VALUES (?, ?)", (IDENTITY, new_identity()))
     conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def new_identity() -> int:
+    """A fresh file identity: random, positive (0 means "unknown" in the ledger)."""
+    return secrets.randbits(63) or 1

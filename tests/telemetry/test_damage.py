@@ -7,6 +7,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import httpx
@@ -207,3 +208,75 @@ def test_a_second_connection_follows_the_salvage_instead_of_salvaging_again(tmp_
         app.close()
     assert len([p for p in tmp_path.iterdir() if p.name.startswith("p.db.corrupt-") and p.name[-4:] not in ("-wal", "-shm")]) == 1
     assert seqs(path)[:1] == [100]
+
+
+@pytest.mark.parametrize("end", ["closed", "crashed"])
+def test_a_ledger_left_behind_by_a_deleted_buffer_is_rewritten_not_counted_as_lost(
+    tmp_path: Path, end: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Deleting predictions.db (and its -wal, -shm) to start afresh, leaving the -ledger:
+    # the new, empty buffer is another file, not the old one with its WAL lost.
+    path = tmp_path / "p.db"
+    if end == "closed":
+        _filled(path, 400)
+    else:
+        _record_then_die(path, 400)
+    assert (tmp_path / "p.db-ledger").stat().st_size > 0
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    with caplog.at_level(logging.WARNING, logger="telemetry.buffer"), telemetry.Buffer(path) as buffer:
+        stats = buffer.stats()
+        assert stats.lost == 0 and stats.recorded == 0 and stats.pending == 0
+        record(buffer, 1)
+        fake = FakeCollector()
+        result = _service(buffer, fake).sync_once()
+        assert result.stopped == "drained" and result.accepted == 1
+    assert [sent.body["counters"] for sent in fake.requests] == [{"dropped": 0, "sampled_out": 0, "dead_lettered": 0}]
+    stale = [r for r in caplog.records if "belongs to another buffer file" in r.message]
+    assert len(stale) == 1 and stale[0].levelno == logging.WARNING
+    assert "p.db-ledger" in stale[0].message and str(path) in stale[0].message
+    assert not any("behind its ledger" in r.message for r in caplog.records)
+    # The ledger now names the new file: losing its WAL is caught again.
+    caplog.clear()
+    _record_then_die(path, 200)
+    (tmp_path / "p.db-wal").unlink()
+    (tmp_path / "p.db-shm").unlink()
+    with telemetry.Buffer(path) as buffer:
+        assert buffer.stats().lost == 200 and buffer.stats().recorded == 201
+
+
+def test_a_lost_wal_right_after_the_file_was_created_is_still_caught(tmp_path: Path) -> None:
+    # A new file's schema and identity would live only in the WAL until a checkpoint;
+    # losing it then would leave a main file that looks brand new, like a deleted buffer.
+    # The identity is checkpointed into the main file before the ledger names it.
+    path = tmp_path / "p.db"
+    _record_then_die(path, 50)
+    conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)  # the main file alone, WAL ignored
+    try:
+        assert conn.execute("SELECT value FROM counters WHERE name = 'identity'").fetchone()[0] > 0
+    finally:
+        conn.close()
+    (tmp_path / "p.db-wal").unlink()
+    (tmp_path / "p.db-shm").unlink()
+    with telemetry.Buffer(path) as buffer:
+        assert buffer.stats().lost == 50
+
+
+def test_a_version_1_ledger_without_an_identity_is_still_compared(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # A device upgraded from an edgepack whose ledger holds no identity keeps its lost-WAL check.
+    from telemetry import ledger
+
+    path = tmp_path / "p.db"
+    _record_then_die(path, 700)
+    file = tmp_path / "p.db-ledger"
+    raw = file.read_bytes()
+    _, _, _identity, *values = ledger._FORMATS[2].unpack(raw[: ledger._FORMATS[2].size])
+    old = ledger._FORMATS[1].pack(b"EPKL", 1, *values)
+    file.write_bytes(old + ledger._CRC.pack(zlib.crc32(old)))
+    assert file.stat().st_size == 60
+    (tmp_path / "p.db-wal").unlink()
+    (tmp_path / "p.db-shm").unlink()
+    with caplog.at_level(logging.ERROR, logger="telemetry.buffer"), telemetry.Buffer(path) as buffer:
+        assert buffer.stats().lost == 700
+    assert any("behind its ledger" in r.message and "700 pending record(s) lost" in r.message for r in caplog.records)
+    assert file.stat().st_size == 68  # rewritten as version 2, with the file's identity
