@@ -75,19 +75,16 @@ def _register() -> None:
         collector_commands,
         device_commands,
         quickstart_commands,
+        serve_commands,
         ship_commands,
         telemetry_commands,
     )
 
-    for module in (build_commands, device_commands, telemetry_commands, collector_commands, ship_commands, quickstart_commands):
+    modules = (build_commands, device_commands, telemetry_commands, collector_commands, ship_commands, serve_commands, quickstart_commands)
+    for module in modules:
         for command in module.COMMANDS:
             _fit_short_help(command)
             cli.add_command(command)
-
-    from .commands import serve_commands  # serve, install, store, agent
-
-    for command in serve_commands.COMMANDS:
-        cli.add_command(command)
 
 
 def _fit_short_help(command: click.Command) -> None:

@@ -107,18 +107,16 @@ class OutputSpec:
     def first(self, raw: list[np.ndarray], flags: Flags) -> dict[str, Any]:
         """The result of a one-row run."""
         if self.classes is not None:
-            raw = [raw[0].reshape(-1), *raw[1:]]
-            labels = raw[0]
+            labels = raw[0]  # (1,) or (1, 1): item(0) reads either
             try:
                 prediction = self._label_of[labels.item(0)]
             except KeyError:
                 raise self._unknown_label(labels.item(0)) from None
             if self.label_only:
                 return {"prediction": prediction, "flags": flags}
-            probabilities = raw[1]
             return {
                 "prediction": prediction,
-                "probabilities": dict(zip(self.classes, probabilities.tolist()[0])),
+                "probabilities": dict(zip(self.classes, raw[1].tolist()[0])),
                 "flags": flags,
             }
         value = float(raw[0].item(0))
@@ -129,11 +127,10 @@ class OutputSpec:
     def rows(self, raw: list[np.ndarray], flags: list[Flags]) -> list[dict[str, Any]]:
         """The results of a many-row run, one dict per row."""
         if self.classes is not None:
-            raw = [raw[0].reshape(-1), *raw[1:]]  # some converters (QDA's) give (N, 1) labels
-        if self.classes is not None and self.label_only:
-            return [{"prediction": p, "flags": f} for p, f in zip(self._class_array[self._indices(raw[0])].tolist(), flags)]
-        if self.classes is not None:
-            labels, probabilities = raw
+            labels = raw[0].reshape(-1)  # some converters (QDA's) give (N, 1) labels
+            if self.label_only:
+                return [{"prediction": p, "flags": f} for p, f in zip(self._class_array[self._indices(labels)].tolist(), flags)]
+            probabilities = raw[1]
             classes, label_of = self.classes, self._label_of
             out = []
             for label, row, row_flags in zip(labels.tolist(), probabilities.tolist(), flags):
@@ -152,12 +149,10 @@ class OutputSpec:
     def arrays(self, raw: list[np.ndarray], flags: RowFlags) -> dict[str, Any]:
         """The results of a many-row run as arrays; ``flags`` only for rows that have any."""
         if self.classes is not None:
-            raw = [raw[0].reshape(-1), *raw[1:]]  # some converters (QDA's) give (N, 1) labels
-        if self.classes is not None and self.label_only:
-            return {"prediction": self._class_array[self._indices(raw[0])], "flags": flags}
-        if self.classes is not None:
-            labels, probabilities = raw
-            return {"prediction": self._class_array[self._indices(labels)], "probabilities": probabilities, "flags": flags}
+            labels = raw[0].reshape(-1)  # some converters (QDA's) give (N, 1) labels
+            if self.label_only:
+                return {"prediction": self._class_array[self._indices(labels)], "flags": flags}
+            return {"prediction": self._class_array[self._indices(labels)], "probabilities": raw[1], "flags": flags}
         values = self._regression_values(raw[0])
         if self.target_range is not None:
             for i in self._outside_target(values):
