@@ -168,7 +168,7 @@ class Collector:
     issued by ``edgepack token add``."""
 
     def __init__(self, directory: Path) -> None:
-        from telemetry.collector.process import CollectorProcess
+        from home.process import CollectorProcess
 
         directory.mkdir(parents=True, exist_ok=True)
         tokens = directory / "tokens.json"

@@ -128,7 +128,7 @@ def collector_command(
 ) -> None:
     """Receive and store the records devices send (stops cleanly on SIGTERM/SIGINT)."""
     _require_collector()
-    from telemetry.collector import CollectorError, CollectorSettings, serve
+    from home import CollectorError, CollectorSettings, serve
 
     stream = None
     if log_file is not None:
@@ -196,7 +196,7 @@ def token_add_command(device_id: str, tokens_path: Path, rotate: bool, admin: bo
     Save it straight into the device's token file: edgepack token add pump-7 --tokens tokens.json > device.token
     """
     _require_collector()
-    from telemetry.collector import CollectorError, add_token
+    from home import CollectorError, add_token
 
     try:
         token = add_token(tokens_path, device_id, rotate=rotate, admin=admin)
@@ -220,7 +220,7 @@ def token_list_command(tokens_path: Path, as_json: bool) -> None:
     import json
     import time
 
-    from telemetry.collector import CollectorError, list_tokens
+    from home import CollectorError, list_tokens
 
     try:
         entries = list_tokens(tokens_path)
@@ -249,7 +249,7 @@ def token_revoke_command(device_id: str, tokens_path: Path) -> None:
     Records already stored for the device are kept.
     """
     _require_collector()
-    from telemetry.collector import CollectorError, revoke_token
+    from home import CollectorError, revoke_token
 
     try:
         role = revoke_token(tokens_path, device_id)
@@ -277,7 +277,7 @@ def stats_command(endpoint: str, token_file: Path, device_id: str | None, as_jso
     """
     import json
 
-    from telemetry.collector.client import StatsError, fetch_stats, format_stats
+    from home.client import StatsError, fetch_stats, format_stats
 
     token = token_file.read_text(encoding="utf-8").strip()
     if not token:

@@ -186,8 +186,8 @@ def run_quickstart(directory: str | os.PathLike[str] = "edgepack-quickstart", *,
 @contextlib.contextmanager
 def _collector(root: Path) -> Iterator[tuple[str, str]]:
     """Run ``edgepack collector`` in a child process on a free loopback port."""
-    from telemetry.collector import add_token
-    from telemetry.collector.process import CollectorProcess
+    from home import add_token
+    from home.process import CollectorProcess
 
     device_id = f"quickstart-{secrets.token_hex(3)}"
     token = add_token(root / "tokens.json", device_id)

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from telemetry.collector.body import read_body
-from telemetry.collector.errors import MalformedBody, PayloadTooLarge
-from telemetry.collector.settings import CollectorSettings
+from home.body import read_body
+from home.errors import MalformedBody, PayloadTooLarge
+from home.settings import CollectorSettings
 
 CAP = 64 * 1024
 LIMITS = CollectorSettings(db_path=Path("unused.db"), tokens_path=Path("unused.json"), max_body_bytes=CAP, max_decompressed_bytes=CAP)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from telemetry.collector.errors import SchemaError
-from telemetry.collector.exactness import loads_exact, may_underflow, refuse_inexact
+from home.errors import SchemaError
+from home.exactness import loads_exact, may_underflow, refuse_inexact
 
 UNDERFLOWING = [
     "1e-400", "-1e-400", "1E-400", "9.9e-325", "2.4703282292062327e-324", "123e-400", "1e-0400", "0.0000001e-320",

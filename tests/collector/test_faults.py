@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgepack.cli import cli
-from telemetry.collector import add_token
+from home import add_token
 from tests.support.collector import ROOT, RunningCollector
 
 from .batches import batch, post

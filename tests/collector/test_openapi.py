@@ -11,7 +11,7 @@ import httpx
 import pytest
 from starlette.routing import Route
 
-from telemetry.collector import CollectorSettings, add_token, create_app
+from home import CollectorSettings, add_token, create_app
 from tests.support.collector import RunningCollector, start_collector
 
 from .batches import batch, post

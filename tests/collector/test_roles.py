@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from edgepack.cli import cli
-from telemetry.collector import CollectorError, add_token, list_tokens, revoke_token
-from telemetry.collector.tokens import TokenStore
+from home import CollectorError, add_token, list_tokens, revoke_token
+from home.tokens import TokenStore
 from tests.support.collector import RunningCollector
 
 from .batches import auth, batch, post

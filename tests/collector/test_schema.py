@@ -13,8 +13,8 @@ from typing import Any
 import orjson
 import pytest
 
-from telemetry.collector.errors import SchemaError
-from telemetry.collector.schema import parse_batch
+from home.errors import SchemaError
+from home.schema import parse_batch
 
 from .batches import batch
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from telemetry.collector.server import listening_socket
+from home.server import listening_socket
 
 
 def test_accepted_connections_have_tcp_nodelay() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from telemetry.collector import CollectorSettings
+from home import CollectorSettings
 from tests.support.collector import ROOT
 
 
@@ -39,17 +39,16 @@ def test_options_are_keyword_only(tmp_path: Path) -> None:
         CollectorSettings(tmp_path / "c.db", tmp_path / "t.json")  # type: ignore[misc]
 
 
-def test_collector_errors_belong_to_the_telemetry_tree() -> None:
-    from telemetry import TelemetryError
-    from telemetry.collector import CollectorError
-    from telemetry.collector.errors import SchemaError, StoreError, TokenError
+def test_collector_errors_belong_to_the_home_tree() -> None:
+    from home import CollectorError, HomeError
+    from home.errors import SchemaError, StoreError, TokenError
 
     assert all(issubclass(error, CollectorError) for error in (SchemaError, StoreError, TokenError))
-    assert issubclass(CollectorError, TelemetryError)
+    assert issubclass(CollectorError, HomeError)
 
 
 def test_importing_telemetry_leaves_the_collector_out() -> None:
-    probe = "import sys, telemetry; print(sorted(m for m in sys.modules if m.startswith(('telemetry.collector', 'starlette', 'uvicorn'))))"
+    probe = "import sys, telemetry; print(sorted(m for m in sys.modules if m.startswith(('home', 'starlette', 'uvicorn'))))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
 
@@ -77,7 +76,7 @@ def test_the_stats_client_needs_no_collector_extra() -> None:
         "        if name.split('.')[0] in ('starlette', 'uvicorn'):\n"
         "            raise ImportError(f'blocked: {name}')\n"
         "sys.meta_path.insert(0, Block())\n"
-        "from telemetry.collector.client import fetch_stats, format_stats\n"
+        "from home.client import fetch_stats, format_stats\n"
         "from edgepack.cli import cli\n"
         "from click.testing import CliRunner\n"
         "result = CliRunner().invoke(cli, ['stats', '--help'])\n"

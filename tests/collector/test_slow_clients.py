@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from telemetry.collector.connections import LINGER_SECONDS
+from home.connections import LINGER_SECONDS
 from tests.support.collector import RunningCollector
 
 from .batches import batch, post

@@ -25,7 +25,7 @@ keyword arguments are ``edgepack collector`` options with underscores, e.g.
 ``start_collector(directory, **limits)`` does the same outside fixtures (e.g. for a
 module-scoped fixture built on ``tmp_path_factory``); call ``.stop()`` yourself.
 
-Batches use the HTTP contract of ``telemetry.collector`` (``POST /v1/batches``): note that
+Batches use the HTTP contract of ``home`` (``POST /v1/batches``): note that
 ``bundle_sha256`` must be 64 hex digits and record ids UUID strings, or the answer is 422.
 """
 
@@ -40,8 +40,8 @@ from typing import Any
 import httpx
 import pytest
 
-from telemetry.collector import add_token
-from telemetry.collector.process import CollectorProcess
+from home import add_token
+from home.process import CollectorProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 60.0

@@ -1,7 +1,7 @@
-"""The exception tree of the collector.
+"""The exception tree of the home side.
 
-``CollectorError`` is the root, itself a ``telemetry.TelemetryError`` so the whole
-telemetry package (device and home side) has one tree. ``RequestError`` and its
+``HomeError`` is the root of every error ``home`` raises on purpose; ``CollectorError``
+is the collector's branch of it. ``RequestError`` and its
 subclasses are a client's fault and carry the HTTP status they are answered with;
 ``TokenError`` covers the tokens file; ``StoreError`` wraps every SQLite failure
 (translated in ``store.py``).
@@ -9,10 +9,13 @@ subclasses are a client's fault and carry the HTTP status they are answered with
 
 from __future__ import annotations
 
-from ..errors import TelemetryError
 
 
-class CollectorError(TelemetryError):
+class HomeError(Exception):
+    """Root of every error the home side (collector, releases, monitoring) raises on purpose."""
+
+
+class CollectorError(HomeError):
     """Root of every error the collector raises on purpose."""
 
 

@@ -1,7 +1,7 @@
-"""The home side: an HTTP service that stores the records devices send.
+"""The home side: the service that stores the records devices send.
 
-Needs the ``collector`` extra (starlette, uvicorn); ``import telemetry`` never imports it.
-The names below are imported when first used, so ``telemetry.collector.client`` (what
+Needs the ``collector`` extra (starlette, uvicorn); device packages never import it.
+The names below are imported when first used, so ``home.client`` (what
 ``edgepack stats`` uses, httpx only) works on a device install without the extra.
 """
 
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .app import create_app
-    from .errors import CollectorError
+    from .errors import CollectorError, HomeError
     from .process import CollectorProcess
     from .server import serve
     from .settings import CollectorSettings
@@ -22,6 +22,7 @@ __all__ = [
     "CollectorError",
     "CollectorProcess",
     "CollectorSettings",
+    "HomeError",
     "add_token",
     "create_app",
     "list_tokens",
@@ -33,6 +34,7 @@ _WHERE = {
     "CollectorError": "errors",
     "CollectorProcess": "process",
     "CollectorSettings": "settings",
+    "HomeError": "errors",
     "add_token": "tokens",
     "create_app": "app",
     "list_tokens": "tokens",
