@@ -27,6 +27,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from . import feedback_api
 from .admission import Admission, Ticket
 from .body import check_content_type, check_declared_length, content_encoding, decode_json, read_body
 from .errors import Forbidden, RequestError, RequestTimeout, StoreError, Unauthorized
@@ -221,6 +222,8 @@ def create_app(settings: CollectorSettings) -> Starlette:
         Route("/v1/stats", collector.get_stats, methods=["GET"]),
         Route("/healthz", collector.get_health, methods=["GET"]),
         Route("/openapi.json", collector.get_openapi, methods=["GET"]),
+        Route("/v1/feedback", feedback_api.post_feedback(collector), methods=["POST"]),
+        Route("/v1/labeled", feedback_api.get_labeled(collector), methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=collector.lifespan, exception_handlers={HTTPException: _http_error})
     app.state.collector = collector

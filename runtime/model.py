@@ -34,6 +34,14 @@ class EdgeModel:
     ``"prediction_out_of_range"``), empty when nothing was unusual. ``predict_batch``
     gives them as ``{row index: [flags]}`` for the flagged rows only, so a large clean
     batch costs nothing for them.
+
+    With a telemetry sink that takes feedback attached (one with a ``feedback`` method,
+    like ``telemetry.Buffer``: ``load(..., telemetry=buffer)``), every result of ``predict``
+    also carries ``"record_id"``: the id the sink gave the row's record (a str from
+    ``telemetry.Buffer``), or None when no record was kept (sampled out, queue full, or
+    the sink failed). Hand it to ``Buffer.feedback(record_id, label)`` once the truth is
+    known. ``predict_batch`` gives the ids as ``"record_ids"`` (one per row). Without
+    such a sink the key is absent, so results keep their keys.
     """
 
     def __init__(
@@ -93,6 +101,9 @@ class EdgeModel:
         self._telemetry = telemetry
         # A sink may take the inputs as (names, values) tuples: no dict per prediction.
         self._record_values = getattr(telemetry, "record_values", None)
+        # Record ids are worth handing out only where they can be used: a sink that takes
+        # feedback for them (telemetry.Buffer). Other sinks' results keep their keys.
+        self._ids = callable(getattr(telemetry, "feedback", None))
         self._telemetry_lock = threading.Lock()
         self._telemetry_errors = 0
 
@@ -137,7 +148,9 @@ class EdgeModel:
                 raise Session.failure(exc) from exc
             result = self._first(raw, flags)
             if self._telemetry is not None:
-                self._record(values, result)
+                record_id = self._record(values, result)
+                if self._ids:
+                    result["record_id"] = record_id
             return result
         if hasattr(data, "columns") and hasattr(data, "to_dict"):
             return self._predict_frame(data)
@@ -150,7 +163,9 @@ class EdgeModel:
         results = self._outputs.rows(self._run(self._output_names, feeds), flags)
         if self._telemetry is not None:
             for row_values, result in zip(values, results):
-                self._record(row_values, result)
+                record_id = self._record(row_values, result)
+                if self._ids:
+                    result["record_id"] = record_id
         return results
 
     def predict_batch(self, columns: Mapping[str, Any]) -> dict[str, Any]:
@@ -159,7 +174,9 @@ class EdgeModel:
         Returns ``{"prediction": ndarray (N,), "probabilities": ndarray (N, C), "flags":
         {row: [flag, ...]}}`` for classification (probability columns in ``classes``
         order), ``{"prediction": ndarray (N,), "flags": {...}}`` for regression; ``flags``
-        lists only the rows that have any (an empty dict for a clean batch).
+        lists only the rows that have any (an empty dict for a clean batch). With
+        telemetry attached, ``"record_ids"`` lists each row's record id (None where the
+        sink kept no record), for ``Buffer.feedback``.
         """
         return self._predict_columns(columns, strict=self.strict, record=True)
 
@@ -167,7 +184,11 @@ class EdgeModel:
         names = [str(c) for c in frame.columns]
         columns = {name: frame[col] for name, col in zip(names, frame.columns)}
         arrays = self._predict_columns(columns, strict=self.strict, record=True)
-        return self._rows_from_arrays(arrays)
+        rows = self._rows_from_arrays(arrays)
+        if "record_ids" in arrays:
+            for row, record_id in zip(rows, arrays["record_ids"]):
+                row["record_id"] = record_id
+        return rows
 
     def _rows_from_arrays(self, arrays: dict[str, Any]) -> list[Result]:
         predictions = arrays["prediction"].tolist()
@@ -187,20 +208,23 @@ class EdgeModel:
             names = list(arrays)
             columns_as_lists = [arrays[n].tolist() for n in names]
             rows = self._rows_from_arrays(result)
+            record_ids = []
             for i, row_result in enumerate(rows):
                 inputs = {n: (None if (v := col[i]) is None or v != v else v) for n, col in zip(names, columns_as_lists)}
-                self._record_mapping(inputs, row_result)
+                record_ids.append(self._record_mapping(inputs, row_result))
+            if self._ids:
+                result["record_ids"] = record_ids
         return result
 
     # -- telemetry ------------------------------------------------------------------------
 
-    def _record(self, values: list[Sequence[Any]], result: Result) -> None:
-        """Hand one predicted row (its validated per-input values) to the telemetry sink."""
+    def _record(self, values: list[Sequence[Any]], result: Result) -> str | None:
+        """Hand one predicted row (its validated per-input values) to the telemetry sink;
+        the record's id as the sink returned it (None if it returned none, or failed)."""
         if self._record_values is None:
-            self._record_mapping(self._schema.inputs_of(values), result)
-            return
+            return self._record_mapping(self._schema.inputs_of(values), result)
         try:
-            self._record_values(
+            record_id = self._record_values(
                 model=self.name,
                 version=self.version,
                 bundle_sha256=self.sha256,
@@ -211,10 +235,12 @@ class EdgeModel:
             )
         except Exception as exc:  # a sink's failure must never fail a prediction
             self._telemetry_failed(exc)
+            return None
+        return record_id if type(record_id) is str else None
 
-    def _record_mapping(self, inputs: dict[str, Any], result: Result) -> None:
+    def _record_mapping(self, inputs: dict[str, Any], result: Result) -> str | None:
         try:
-            self._telemetry.record(  # type: ignore[union-attr]
+            record_id = self._telemetry.record(  # type: ignore[union-attr]
                 model=self.name,
                 version=self.version,
                 bundle_sha256=self.sha256,
@@ -224,6 +250,8 @@ class EdgeModel:
             )
         except Exception as exc:  # a sink's failure must never fail a prediction
             self._telemetry_failed(exc)
+            return None
+        return record_id if type(record_id) is str else None
 
     def _telemetry_failed(self, exc: Exception) -> None:
         with self._telemetry_lock:

@@ -8,6 +8,11 @@ A sink may also have ``record_values`` (``telemetry.Buffer`` does): the same cal
 inputs as two tuples, ``names`` (the same object for every row of a model) and ``values``
 (NaN as None). Single-row predictions then skip building a dict per row, which is most of
 what telemetry costs the calling thread.
+
+``record`` (and ``record_values``) may return the record's id. A sink that also has a
+``feedback(record_id, label)`` method (``telemetry.Buffer`` does) gets that id added to
+each result of ``EdgeModel.predict`` as ``"record_id"``, so that the application can
+attach the ground truth later.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ class TelemetrySink(Protocol):
         inputs: Mapping[str, Any],
         outputs: Mapping[str, Any],
         flags: Sequence[str],
-    ) -> None:
+    ) -> str | None:
         """Store one prediction.
 
         ``inputs`` holds the validated value of every model feature by its original name
@@ -35,5 +40,9 @@ class TelemetrySink(Protocol):
         (``{"prediction": ..., "probabilities": {label: p}}`` or ``{"prediction": float}``);
         ``flags`` are the guardrail flags of that row. The mappings are fresh copies the
         sink may keep.
+
+        Returns the record's id (a str) when the sink keeps records that can be referred
+        to later; the runtime passes it on as the result's ``"record_id"`` (anything but a
+        str becomes None there).
         """
         ...

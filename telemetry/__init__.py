@@ -5,6 +5,7 @@ from .errors import (
     BufferClosedError,
     BufferDamagedError,
     DiskFullError,
+    FeedbackError,
     BufferFormatError,
     FlushTimeout,
     OptionsError,
@@ -14,6 +15,7 @@ from .errors import (
     TelemetryError,
 )
 from .sync import BatchReport, SyncOptions, SyncResult, SyncService
+from .feedback_sync import FeedbackResult
 
 __all__ = [
     "Buffer",
@@ -33,4 +35,6 @@ __all__ = [
     "FlushTimeout",
     "OptionsError",
     "SyncConfigError",
+    "FeedbackError",
+    "FeedbackResult",
 ]

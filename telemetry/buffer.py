@@ -34,9 +34,10 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from . import feedback as _feedback
 from .encoding import pack
 from .errors import BufferClosedError, FlushTimeout, OptionsError, RecordError, StorageError, TelemetryError
-from .ids import IdClock
+from .ids import IdClock, sample_key
 from .options import BufferOptions
 from .outcomes import BufferStats
 from .rows import Context, StoredRecord
@@ -87,7 +88,7 @@ class Buffer(Writer):
         self._keep_below = None if rate >= 1.0 else int(rate * 2**32)
         self._last_error: StorageError | None = None
         self._contexts: dict[tuple[Any, ...], Context] = {}  # writer thread only
-        self._ids = IdClock()  # writer thread only
+        self._ids = IdClock()  # thread-safe: ids are made by the recording threads
         started = _Job(None)
         self._thread = threading.Thread(target=self._run, args=(started,), name=f"edgepack-buffer:{self.path.name}", daemon=True)
         self._thread.start()
@@ -107,11 +108,15 @@ class Buffer(Writer):
         inputs: Mapping[str, Any],
         outputs: Mapping[str, Any],
         flags: Sequence[str],
-    ) -> None:
+    ) -> str | None:
         """Queue one prediction; it is committed within ``group_delay`` (see ``flush``).
 
-        At commit it gets a UUID (version 7: time-ordered, see ``telemetry.ids``), its
-        identity at the collector forever, and a row id that is never reused. The values
+        Returns the record's id: a UUID (version 7: time-ordered, see ``telemetry.ids``),
+        its identity at the collector forever, which ``feedback`` takes to attach the
+        prediction's ground truth later. Returns None when the record is not kept:
+        sampled out (``sample_rate``) or refused at once because the in-memory queue is
+        full (``max_queued``). A record given an id may still be dropped later by
+        ``max_bytes`` (counted in ``dropped``). At commit it gets a row id that is never reused. The values
         are packed here, so later changes to the mappings do not reach the record; numpy values are converted by duck typing and
         anything JSON lacks is kept as text. Bad argument shapes raise ``RecordError``.
         """
@@ -120,7 +125,7 @@ class Buffer(Writer):
             values = tuple(inputs.values())
         except (TypeError, ValueError, AttributeError) as exc:
             raise RecordError(f"inputs and outputs must be mappings and flags a sequence: {exc}") from exc
-        self._enqueue(model, version, bundle_sha256, names, values, outputs, flags)
+        return self._enqueue(model, version, bundle_sha256, names, values, outputs, flags)
 
     def record_values(
         self,
@@ -132,14 +137,14 @@ class Buffer(Writer):
         values: tuple[Any, ...],
         outputs: Mapping[str, Any],
         flags: Sequence[str],
-    ) -> None:
+    ) -> str | None:
         """``record`` with the inputs as two equally long tuples, names and values.
 
         The runtime calls this when a sink has it: it saves building a dict per
         prediction, and passing the same ``names`` object every time makes finding the
-        record's context an identity check.
+        record's context an identity check. Returns the record's id, or None, as ``record``.
         """
-        self._enqueue(model, version, bundle_sha256, names, values, outputs, flags)
+        return self._enqueue(model, version, bundle_sha256, names, values, outputs, flags)
 
     def _enqueue(
         self,
@@ -150,7 +155,7 @@ class Buffer(Writer):
         values: tuple[Any, ...],
         outputs: Mapping[str, Any],
         flags: Sequence[str],
-    ) -> None:
+    ) -> str | None:
         # Positional on purpose: a keyword call costs ~0.5 µs here, per record.
         if self._closed:
             raise BufferClosedError(f"telemetry buffer {self.path} is closed; record() needs an open buffer")
@@ -175,17 +180,26 @@ class Buffer(Writer):
         queue = self._queue
         if len(queue) >= self._max_queued:
             self._lost.append(None)
-            return
-        # Packing here rather than on the writer thread: the work is the same, but done by
-        # the caller it cannot convoy with it on the GIL, and the writer's share becomes
-        # mostly SQLite time, which runs without the GIL.
-        queue.append((time.time(), model, version, bundle_sha256, names, pack(values, outputs, flags)))
+            return None
+        now = time.time()
+        # The id is made here, not at commit, so that the caller can keep it (feedback).
+        uid = self._ids.next(now)
+        if self._keep_below is not None and sample_key(uid) >= self._keep_below:
+            # Still queued (without a payload), so the writer counts it in order.
+            queue.append((now, model, version, bundle_sha256, names, None, uid))
+            uid = None
+        else:
+            # Packing here rather than on the writer thread: the work is the same, but done by
+            # the caller it cannot convoy with it on the GIL, and the writer's share becomes
+            # mostly SQLite time, which runs without the GIL.
+            queue.append((now, model, version, bundle_sha256, names, pack(values, outputs, flags), uid))
         # Order matters: append, then signal. The writer clears the signal before it
         # drains, so a record is either drained or finds the signal cleared and sets it.
         if not self._wake.is_set():
             self._wake.set()
         if len(queue) >= self._group_size and not self._hurry.is_set():
             self._hurry.set()
+        return uid
 
     # -- jobs -----------------------------------------------------------------------------
 
@@ -272,6 +286,25 @@ class Buffer(Writer):
             "dead_lettered": values["dead_lettered"],
             "lost": values["lost"],
         }
+
+    # -- ground truth (telemetry.feedback) -----------------------------------------------
+
+    def feedback(self, record_id: str, label: Any, *, ts: float | None = None) -> bool:
+        """Queue the ground truth ``label`` for the record ``record_id`` (the ``"record_id"``
+        of a prediction); it reaches home with the next sync, exactly once.
+
+        ``label`` is the class label in its original type (int, str, bool) or a number for
+        a regressor; ``ts`` (Unix seconds) says when the truth was observed. Durable when
+        this returns (the buffer's ``durability``). True if queued, False if the same label
+        was already queued; ``FeedbackError`` for a bad argument or a different label
+        already queued for the record. The collector checks the label against the
+        record's model when it has the record.
+        """
+        return _feedback.queue_label(self, record_id, label, ts=ts)
+
+    def pending_feedback(self) -> int:
+        """Labels waiting to be sent home."""
+        return _feedback.label_counts(self)["pending"]
 
     # -- lifecycle ----------------------------------------------------------------------
 

@@ -56,3 +56,8 @@ class BufferDamagedError(StorageError):
     """SQLite found damaged pages in the buffer file. The buffer moves the file aside
     (``<db>.corrupt-<time>``), salvages what it can read into a fresh file and counts the
     rest as ``lost``; this error reaches a caller only if that salvage failed too."""
+
+
+class FeedbackError(TelemetryError, ValueError):
+    """``Buffer.feedback`` got a record id, label or time it cannot queue, or a label that
+    differs from the one already queued for the same record (the message names which)."""

@@ -1,4 +1,8 @@
-"""Record ids: time-ordered UUIDs (RFC 9562 version 7), made in groups by the buffer's writer.
+"""Record ids: time-ordered UUIDs (RFC 9562 version 7), made when a record is recorded.
+
+``record()`` returns its record's id (the application keeps it to attach ground truth
+later, ``Buffer.feedback``), so the id is made on the recording thread by ``IdClock.next``
+(thread-safe, about a microsecond). ``take`` makes a group at once.
 
 A record's UUID is its identity at the collector forever. Time order matters there: the
 collector's unique (device, id) index then grows at its end instead of dirtying a random
@@ -13,15 +17,47 @@ locality, never an id.
 from __future__ import annotations
 
 import os
+import threading
 import time
+
+_POOL = 8 * 512
+"""Random bytes drawn per ``os.urandom`` call by ``next`` (one call per 512 ids)."""
 
 
 class IdClock:
-    """Makes ascending UUIDv7 strings; one per buffer, used by its writer thread only."""
+    """Makes ascending UUIDv7 strings; one per buffer. ``next`` may be called from any
+    thread; ``take`` from one thread at a time, not concurrently with ``next``."""
 
     def __init__(self) -> None:
         self._ms = -1
         self._counter = -1
+        self._lock = threading.Lock()
+        self._pool = b""
+        self._pos = 0
+
+    def next(self, now: float) -> str:
+        """One new id for a record made at ``now`` (Unix seconds), greater than every id
+        this clock made before."""
+        with self._lock:
+            ms = int(now * 1000)
+            if ms > self._ms:
+                counter = 0
+            else:
+                ms = self._ms
+                counter = self._counter + 1
+                if counter > 0xFFF:
+                    ms += 1
+                    counter = 0
+            self._ms, self._counter = ms, counter
+            pos = self._pos
+            if pos >= len(self._pool):
+                self._pool = os.urandom(_POOL)
+                pos = 0
+            self._pos = pos + 8
+            raw = self._pool[pos : pos + 8]
+        stamp = f"{ms:012x}"
+        r = raw.hex()
+        return f"{stamp[:8]}-{stamp[8:]}-7{counter:03x}-{'89ab'[raw[0] >> 6]}{r[1:4]}-{r[4:]}"
 
     def take(self, n: int, now: float | None = None) -> list[str]:
         """``n`` new ids, each greater than every id this clock made before."""

@@ -31,6 +31,9 @@ What each answer does:
 Every request has an overall deadline (``request_deadline``), see ``telemetry.request``.
 Records whose stored payload cannot be decoded (damaged or hostile bytes) are
 dead-lettered when the batch is read (``telemetry.batch``), and sending goes on.
+
+A round that drained the records then sends the queued labels (``Buffer.feedback``) to
+``POST /v1/feedback``: see ``telemetry.feedback_sync``; ``last_feedback`` says how it went.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from .buffer import Buffer
 from .batch import Batch, Item, Prefetch, batch_id_of, encode
 from .encoding import to_json_bytes
 from .errors import SyncConfigError, TelemetryError
+from .feedback_sync import FeedbackResult, FeedbackUploader
 from .options import SyncOptions
 from .outcomes import BatchReport, SyncResult, _add, _Tally
 from .request import Answer, check_endpoint, post
@@ -104,6 +108,10 @@ class SyncService:
         self._failures = 0  # consecutive transient failures, across rounds (drives backoff)
         self._next: Prefetch | None = None
         self._pending_ack: tuple[str, list[Item], Answer, _Tally, float] | None = None
+        # Labels (Buffer.feedback) go home after the records, at the end of a drained round.
+        self._feedback = FeedbackUploader(self)
+        self.last_feedback: FeedbackResult | None = None
+        """What the feedback step of the last round did (None until one ran)."""
 
     # -- public ---------------------------------------------------------------------------
 
@@ -141,6 +149,11 @@ class SyncService:
                         self._next = None  # read again after a split, dead letter or failure
                     if tally.stop is not None:
                         self._release_hold()  # an acknowledged or dead-lettered batch released it already
+            if tally.stop == "drained":
+                self._acknowledge_pending(keep_hold=False)
+                self.last_feedback = self._feedback.send(stop_event)
+                if self.last_feedback.stopped in ("unavailable", "unauthorized"):
+                    tally.stop, tally.error = self.last_feedback.stopped, self.last_feedback.error
         finally:
             self._next = None
             self._acknowledge_pending(keep_hold=False)

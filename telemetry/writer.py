@@ -1,8 +1,8 @@
 """The buffer's writer thread: drains the in-memory queue into the store, in groups.
 
 One thread per buffer owns the buffer's only SQLite connection (a ``Store``). It waits
-for records (or ``group_delay``), turns the queued records into rows (UUIDs, sampling,
-contexts), commits them in one transaction, and runs the jobs queued behind them
+for records (or ``group_delay``), turns the queued records into rows (contexts; the
+UUID and the sampling decision were made by ``record()``), commits them in one transaction, and runs the jobs queued behind them
 (``flush``, ``pending``, the sync service's reads and deletes), so a job always sees
 every record recorded before it. When the disk refuses a commit, the records go back to
 the front of the queue, in order, and are retried every ``retry_delay``.
@@ -18,7 +18,7 @@ from typing import Any
 
 from .encoding import names_of
 from .errors import StorageError
-from .ids import IdClock, sample_key
+from .ids import IdClock
 from .options import SYNCHRONOUS, BufferOptions
 from .rows import ROW_OVERHEAD, Context, Row
 from .store import Store
@@ -140,15 +140,14 @@ class Writer:
         return True
 
     def _rows(self, group: list[tuple]) -> tuple[list[Row], int]:
-        ids = self._ids.take(len(group))
-        keep_below = self._keep_below
         contexts = self._contexts
         rows = []
         sampled_out = 0
         key: tuple[Any, ...] = ()
         context: Context | None = None
-        for uid, item in zip(ids, group):
-            if keep_below is not None and sample_key(uid) >= keep_below:
+        for item in group:
+            payload = item[5]
+            if payload is None:  # sampled out when recorded (the id decided it)
                 sampled_out += 1
                 continue
             # Consecutive records nearly always share their context: compare (the names
@@ -160,8 +159,7 @@ class Writer:
                     if len(contexts) >= _MAX_CONTEXTS:
                         contexts.clear()  # an app with ever-changing input names: stay bounded
                     context = contexts[key] = Context(item[1], item[2], item[3], names_of(item[4]))
-            payload = item[5]
-            rows.append((uid, item[0], context, payload, len(payload) + ROW_OVERHEAD))
+            rows.append((item[6], item[0], context, payload, len(payload) + ROW_OVERHEAD))
         return rows, sampled_out
 
     def _fail_waiters(self, exc: StorageError) -> None:

@@ -1,0 +1,397 @@
+"""Ground truth at home: the ``feedback`` table, and storing a batch of labels in it.
+
+Labels arrive from devices (``POST /v1/feedback`` with a device token: its own records),
+from other systems (the same endpoint with an admin token, ``device`` in each label) and
+from files (``edgepack feedback import``). They live in the collector's database, next to
+``records``, in the table every part of home reads:
+
+    feedback(device, record_id, label /* canonical JSON */, ts, received_at, source,
+             PRIMARY KEY (device, record_id))
+
+joined to records on ``records.device = feedback.device AND records.id = feedback.record_id``.
+
+Rules (the same for every source):
+
+- A batch is stored entirely or not at all, in one transaction.
+- A label for (device, record id) is stored once. The same label again is a duplicate
+  (a resend); a different one is a conflict: the batch is refused (409) and the answer
+  names every conflicting record with the label home holds, which is never overwritten.
+- A label must fit the record's model, when home has the record: a class label of the
+  classifier's type and among its classes, a finite number for a regressor. Otherwise
+  the batch is refused (422) naming the label, the model and what it expects.
+- A label for a record home does not have (yet) is stored: labels and records travel
+  separately (a device sends records first, but an import or another system may be
+  ahead of a device that is offline), and the join picks it up once the record arrives.
+  Such a label is checked against nothing but its own shape.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from .errors import SchemaError, StoreError
+from .store import _owner_only, _translated
+from .tokens import DEVICE_ID
+
+MAX_LABELS = 10_000
+"""Most labels accepted in one batch."""
+MAX_RECORD_ID = 128
+"""Longest record id accepted."""
+MAX_LABEL_TEXT = 1000
+"""Longest label, in characters of canonical JSON."""
+SOURCES = ("device", "api", "import")
+"""Where a label came from, as stored in ``feedback.source``."""
+
+FEEDBACK_TABLE = """
+CREATE TABLE IF NOT EXISTS feedback (
+    device TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    label TEXT NOT NULL,
+    ts REAL,
+    received_at REAL NOT NULL,
+    source TEXT NOT NULL,
+    PRIMARY KEY (device, record_id)
+)
+"""
+
+
+class LabelIn(NamedTuple):
+    """One label as received, checked for shape."""
+
+    device: str
+    record_id: str
+    label: str
+    """Canonical JSON text of the label value."""
+    ts: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Conflict:
+    """A label that differs from the one home already holds for the same record."""
+
+    device: str
+    record_id: str
+    stored: Any
+    """The label home holds (kept)."""
+    sent: Any
+    """The label refused."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {"device": self.device, "record_id": self.record_id, "stored": self.stored, "sent": self.sent}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Invalid:
+    """A label that does not fit its record's model."""
+
+    device: str
+    record_id: str
+    error: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"device": self.device, "record_id": self.record_id, "error": self.error}
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeedbackOutcome:
+    """What storing one batch of labels did."""
+
+    accepted: int = 0
+    """Labels stored for the first time (0 when the batch was refused)."""
+    duplicates: int = 0
+    """Labels home already held, identical (a resend)."""
+    conflicts: tuple[Conflict, ...] = field(default_factory=tuple)
+    """Labels differing from the stored ones: when any, nothing was stored (409)."""
+    invalid: tuple[Invalid, ...] = field(default_factory=tuple)
+    """Labels that do not fit their record's model: when any, nothing was stored (422)."""
+
+    @property
+    def stored(self) -> bool:
+        return not self.conflicts and not self.invalid
+
+    @property
+    def status(self) -> int:
+        return 200 if self.stored else 409 if self.conflicts else 422
+
+    def message(self) -> str:
+        """One sentence naming what refused the batch (for the ``error`` of the answer)."""
+        if self.conflicts:
+            first = self.conflicts[:3]
+            named = "; ".join(f"{c.device}/{c.record_id}: home holds {json.dumps(c.stored)}, sent {json.dumps(c.sent)}" for c in first)
+            more = f" and {len(self.conflicts) - len(first)} more" if len(self.conflicts) > len(first) else ""
+            return (
+                f"{len(self.conflicts)} label(s) conflict with labels already stored ({named}{more}); a stored label is "
+                "never overwritten; nothing of this batch was stored: send it again without them"
+            )
+        if self.invalid:
+            first = self.invalid[:3]
+            named = "; ".join(f"{i.device}/{i.record_id}: {i.error}" for i in first)
+            more = f" and {len(self.invalid) - len(first)} more" if len(self.invalid) > len(first) else ""
+            return f"{len(self.invalid)} label(s) do not fit their record's model ({named}{more}); nothing of this batch was stored"
+        return ""
+
+    def as_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "conflicts": [c.as_json() for c in self.conflicts],
+            "invalid": [i.as_json() for i in self.invalid],
+        }
+        if not self.stored:
+            body["error"] = self.message()
+        return body
+
+
+# -- shape ------------------------------------------------------------------------------------
+
+
+def canonical(value: Any) -> str:
+    """The canonical JSON text of a label value (what ``feedback.label`` holds)."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":"))
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "str"
+    return "null" if value is None else type(value).__name__
+
+
+def check_label(value: Any, where: str) -> str:
+    """A label value's canonical text, or ``SchemaError`` saying what labels may be."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SchemaError("is not a finite number", field=where)
+    if value is None or not isinstance(value, (str, bool, int, float)):
+        raise SchemaError(
+            f"is {_json_type(value)}; expected a class label (int, str or bool) or a number (regression)", field=where
+        )
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+        raise SchemaError("is an integer beyond 64 bits", field=where)
+    text = canonical(value)
+    if len(text) > MAX_LABEL_TEXT:
+        raise SchemaError(f"is {len(text)} characters of JSON; at most {MAX_LABEL_TEXT}", field=where)
+    return text
+
+
+def check_record_id(value: Any, where: str) -> str:
+    if type(value) is not str or not value or len(value) > MAX_RECORD_ID or not value.isprintable():
+        raise SchemaError(
+            f"is {value!r}; expected the record's id (a non-empty str of at most {MAX_RECORD_ID} printable characters)",
+            field=where,
+        )
+    return value
+
+
+def check_ts(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SchemaError(f"is {value!r}; expected Unix seconds (a finite number) or null", field=where)
+    return float(value)
+
+
+def check_device(value: Any, where: str) -> str:
+    if type(value) is not str or not DEVICE_ID.fullmatch(value):
+        raise SchemaError(
+            f"is {value!r}; expected the device id the record came from (as in 'edgepack token add DEVICE_ID')", field=where
+        )
+    return value
+
+
+def parse_feedback(document: Any, *, device: str | None, max_labels: int = MAX_LABELS) -> tuple[str, list[LabelIn]]:
+    """``(batch_id, labels)`` of a ``POST /v1/feedback`` body, or ``SchemaError`` naming the field.
+
+    ``device`` is the sender's device (a device token: every label is for its own
+    records, and a ``device`` field in a label must name it); None for an admin token,
+    whose labels must each name their ``device``.
+    """
+    if not isinstance(document, dict):
+        raise SchemaError(f"the body is {_json_type(document)}; expected an object {{\"batch_id\": str, \"labels\": [...]}}")
+    unknown = sorted(set(document) - {"batch_id", "labels"})
+    if unknown:
+        raise SchemaError(f"unknown field(s) {', '.join(unknown)}; expected batch_id and labels")
+    batch_id = document.get("batch_id")
+    if type(batch_id) is not str or not batch_id or len(batch_id) > 128:
+        raise SchemaError("expected a non-empty str of at most 128 characters", field="batch_id")
+    labels = document.get("labels")
+    if not isinstance(labels, list):
+        raise SchemaError(f"is {_json_type(labels)}; expected a list of labels", field="labels")
+    if len(labels) > max_labels:
+        raise SchemaError(f"holds {len(labels)} labels; at most {max_labels} per batch", field="labels")
+    out = []
+    for i, item in enumerate(labels):
+        where = f"labels[{i}]"
+        if not isinstance(item, dict):
+            raise SchemaError(f"is {_json_type(item)}; expected an object with record_id and label", field=where)
+        extra = sorted(set(item) - {"record_id", "label", "ts", "device"})
+        if extra:
+            raise SchemaError(f"unknown field(s) {', '.join(extra)}; expected record_id, label, ts, device", field=where)
+        for key in ("record_id", "label"):
+            if key not in item:
+                raise SchemaError("is missing", field=f"{where}.{key}")
+        if device is None:
+            if "device" not in item:
+                raise SchemaError("is missing; an admin token sends labels for any device, so each names its device",
+                                  field=f"{where}.device")
+            owner = check_device(item["device"], f"{where}.device")
+        else:
+            owner = device
+            if "device" in item and item["device"] != device:
+                raise SchemaError(
+                    f"is {item['device']!r}; a device token sends labels for its own records ({device!r}) only",
+                    field=f"{where}.device",
+                )
+        out.append(LabelIn(owner, check_record_id(item["record_id"], f"{where}.record_id"),
+                           check_label(item["label"], f"{where}.label"), check_ts(item.get("ts"), f"{where}.ts")))
+    return batch_id, out
+
+
+# -- fit with the model -----------------------------------------------------------------------
+
+
+def _class_key(value: Any) -> str:
+    """How a class label appears as a key of ``outputs.probabilities`` (JSON object keys)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def fit_problem(label: Any, outputs: Any, model: str) -> str | None:
+    """Why ``label`` cannot be the truth for a record with ``outputs``, or None if it can."""
+    if not isinstance(outputs, dict) or "prediction" not in outputs:
+        return None  # nothing known to check against
+    prediction = outputs["prediction"]
+    probabilities = outputs.get("probabilities")
+    classes = list(probabilities) if isinstance(probabilities, dict) else None
+    if classes is None and isinstance(prediction, float):
+        if isinstance(label, bool) or not isinstance(label, (int, float)):
+            return f"label {json.dumps(label)} ({_json_type(label)}) does not fit regression model {model!r}: expected a number"
+        return None
+    want = _json_type(prediction)
+    got = _json_type(label)
+    shown = ", ".join(classes) if classes is not None else None
+    if want != got:
+        expected = f"one of its classes [{shown}] ({want})" if shown is not None else f"a class label of type {want}"
+        return f"label {json.dumps(label)} ({got}) does not fit classifier {model!r}: expected {expected}"
+    if classes is not None and _class_key(label) not in classes:
+        return f"label {json.dumps(label)} is not a class of classifier {model!r}: expected one of [{shown}]"
+    return None
+
+
+# -- storage ----------------------------------------------------------------------------------
+
+
+class FeedbackStore:
+    """The ``feedback`` table of a collector database, on one write connection (use it
+    from one thread; the collector runs it on its store's writer thread)."""
+
+    def __init__(self, path: str | Path, *, lock_timeout_seconds: float = 5.0, create: bool = True) -> None:
+        self.path = Path(path)
+        if not create and not self.path.exists():
+            raise StoreError(f"no collector database at {self.path} (expected the --db of 'edgepack collector')")
+        with _translated(f"opening the store {self.path}", self.path):
+            _owner_only(self.path)
+            self.conn = sqlite3.connect(self.path, isolation_level=None)
+            try:
+                self.conn.execute(f"PRAGMA busy_timeout={int(lock_timeout_seconds * 1000)}")
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.execute("PRAGMA synchronous=FULL")
+                ensure_table(self.conn)
+            except BaseException:
+                self.conn.close()
+                raise
+
+    @contextmanager
+    def _write_transaction(self) -> Iterator[None]:
+        # BEGIN IMMEDIATE: take the write lock first (see home.store for why).
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.rollback()
+            raise
+        self.conn.execute("COMMIT")
+
+    def ingest(self, labels: list[LabelIn], *, received_at: float, source: str) -> FeedbackOutcome:
+        """Store ``labels`` in one transaction, or nothing if any conflicts or does not fit."""
+        if source not in SOURCES:
+            raise ValueError(f"source {source!r}: expected one of {', '.join(SOURCES)}")
+        with _translated("storing feedback", self.path):
+            with self._write_transaction():
+                records = self._has_records()
+                seen: dict[tuple[str, str], str] = {}
+                conflicts: list[Conflict] = []
+                invalid: list[Invalid] = []
+                new: list[LabelIn] = []
+                duplicates = 0
+                for item in labels:
+                    key = (item.device, item.record_id)
+                    stored = seen.get(key)
+                    if stored is None:
+                        row = self.conn.execute(
+                            "SELECT label FROM feedback WHERE device = ? AND record_id = ?", key
+                        ).fetchone()
+                        stored = None if row is None else row[0]
+                    if stored is not None:
+                        if stored == item.label:
+                            duplicates += 1
+                        else:
+                            conflicts.append(Conflict(device=item.device, record_id=item.record_id,
+                                                      stored=json.loads(stored), sent=json.loads(item.label)))
+                        continue
+                    seen[key] = item.label
+                    if records:
+                        row = self.conn.execute("SELECT model, outputs FROM records WHERE device = ? AND id = ?", key).fetchone()
+                        if row is not None:
+                            problem = fit_problem(json.loads(item.label), _loads(row[1]), row[0])
+                            if problem is not None:
+                                invalid.append(Invalid(device=item.device, record_id=item.record_id, error=problem))
+                                continue
+                    new.append(item)
+                if conflicts or invalid:
+                    # Only reads so far: the (empty) transaction ends with nothing written.
+                    return FeedbackOutcome(conflicts=tuple(conflicts), invalid=tuple(invalid))
+                self.conn.executemany(
+                    "INSERT INTO feedback (device, record_id, label, ts, received_at, source) VALUES (?, ?, ?, ?, ?, ?)",
+                    [(i.device, i.record_id, i.label, i.ts, received_at, source) for i in new],
+                )
+        return FeedbackOutcome(accepted=len(new), duplicates=duplicates)
+
+    def _has_records(self) -> bool:
+        return self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'records'").fetchone() is not None
+
+    def close(self) -> None:
+        with _translated(f"closing the store {self.path}", self.path):
+            self.conn.close()
+
+    def __enter__(self) -> FeedbackStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def ensure_table(conn: sqlite3.Connection) -> None:
+    """Create the ``feedback`` table (and its index for joins by time) if missing."""
+    conn.execute(FEEDBACK_TABLE)
+
+
+def _loads(text: Any) -> Any:
+    try:
+        return json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
