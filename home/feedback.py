@@ -219,9 +219,15 @@ def parse_feedback(document: Any, *, device: str | None, max_labels: int = MAX_L
     """
     if not isinstance(document, dict):
         raise SchemaError(f"the body is {_json_type(document)}; expected an object {{\"batch_id\": str, \"labels\": [...]}}")
-    unknown = sorted(set(document) - {"batch_id", "labels"})
+    unknown = sorted(set(document) - {"batch_id", "labels", "source"})
     if unknown:
-        raise SchemaError(f"unknown field(s) {', '.join(unknown)}; expected batch_id and labels")
+        raise SchemaError(f"unknown field(s) {', '.join(unknown)}; expected batch_id, labels (and source)")
+    if "source" in document and (device is not None or document["source"] not in ("api", "import")):
+        raise SchemaError(
+            f"is {document['source']!r}; expected 'api' or 'import' from an admin token (imports and other systems "
+            "send labels for any device with an admin token); a device token sends its own labels without a source",
+            field="source",
+        )
     batch_id = document.get("batch_id")
     if type(batch_id) is not str or not batch_id or len(batch_id) > 128:
         raise SchemaError("expected a non-empty str of at most 128 characters", field="batch_id")

@@ -5,7 +5,8 @@
     {"batch_id": str, "labels": [{"record_id": str, "label": scalar, "ts": float | null}]}
 
 A device token sends labels for its own device's records; an admin token for any
-device, with ``"device"`` in each label. Answers (see ``home.feedback`` for the rules):
+device, with ``"device"`` in each label (and may say ``"source": "import"`` for labels
+read from a file; the default is ``"api"``). Answers (see ``home.feedback`` for the rules):
 200 ``{"accepted": n, "duplicates": m, "conflicts": [], "invalid": []}``; 409 when a label
 conflicts with a stored one and 422 when one does not fit its record's model, both with
 nothing stored and the labels named in ``conflicts`` / ``invalid`` (and ``error``).
@@ -61,10 +62,10 @@ def post_feedback(collector: Collector) -> Handler:
         try:
             with collector.admission.admit(identity.name) as ticket:
                 body = await collector._read(request, ticket)
-            batch_id, labels = await run_in_threadpool(
-                lambda: parse_feedback(decode_json(body), device=None if admin else identity.name)
-            )
-            outcome = await collector._on_writer(_ingest, collector, labels, "api" if admin else "device")
+            document = await run_in_threadpool(decode_json, body)
+            batch_id, labels = await run_in_threadpool(parse_feedback, document, device=None if admin else identity.name)
+            source = document.get("source", "api") if admin else "device"
+            outcome = await collector._on_writer(_ingest, collector, labels, source)
         except RequestError as exc:
             logger.warning("feedback refused (%d) from %s: %s", exc.status, identity.name, exc)
             return _error(exc.status, str(exc), exc.headers)
