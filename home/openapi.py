@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import feedback_spec
 from .schema import COUNTER_KEYS, COUNTER_NAME, INT64_MAX, MAX_COUNTERS
 from .settings import CollectorSettings
 
@@ -147,6 +148,7 @@ def build_spec(settings: CollectorSettings) -> dict[str, Any]:
                     "responses": {"200": {"description": "The OpenAPI document.", "content": {"application/json": {}}}},
                 }
             },
+            **feedback_spec.paths(),
         },
         "components": {
             "securitySchemes": {
@@ -154,6 +156,7 @@ def build_spec(settings: CollectorSettings) -> dict[str, Any]:
                 "adminToken": {"type": "http", "scheme": "bearer", "description": "edgepack token add --admin NAME"},
             },
             "schemas": {
+                **feedback_spec.schemas(),
                 "Error": {
                     "type": "object",
                     "required": ["error"],

@@ -27,7 +27,7 @@ FILES: tuple[tuple[str, str], ...] = (
     ("device buffer", "predictions.db (telemetry; delivered records are deleted from it)"),
     ("device tokens", "tokens.json (sha256 of each device token, for the collector)"),
     ("collector", "collector.db (the records it stored), collector.log"),
-    ("promotions", "history.db (every retraining decision and why)"),
+    ("promotions", "history.db and the registry's edgepack-promotions runs (edgepack history fire-risk)"),
 )
 """(what, where) of everything the quickstart writes into its folder."""
 

@@ -1,15 +1,17 @@
 """Train, register and promote: what a data science team does before edgepack ships a model.
 
 Passive retraining: a candidate trained on this season's data is compared with the
-production model on the same held-out rows and promoted only if it is better. Every
-decision is written to the registry (tags on the version, the model's description) and
-to a history table, so "what is in production, and why" always has an answer.
+production model on the same held-out rows and promoted only if it is better. The rule,
+the alias and stage move and the record are ``edgepack promote``'s own library
+(``packager.promotion``): ``decide`` is ``judge``, ``promote`` is ``move_alias``, and
+``record_decision`` logs the decision as an MLflow run with tags on the versions (what
+``edgepack history fire-risk`` lists) besides the quickstart's ``history.db`` table. A
+scheduled round on labeled device data is ``examples/retrain_round.py``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +23,6 @@ from mlflow.tracking import MlflowClient
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.impute import SimpleImputer
-from sklearn.metrics import accuracy_score, roc_auc_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
@@ -90,18 +91,25 @@ def register(client: MlflowClient, name: str, model: Pipeline, frame: pd.DataFra
 
 
 def evaluate(model: Pipeline, holdout: pd.DataFrame) -> tuple[float, float]:
-    """ROC AUC and accuracy on the held-out rows."""
-    X, y = holdout[NUMERIC + CATEGORICAL], holdout[TARGET]
-    return float(roc_auc_score(y, model.predict_proba(X)[:, 1])), float(accuracy_score(y, model.predict(X)))
+    """ROC AUC and accuracy on the held-out rows (``edgepack promote``'s scoring)."""
+    from packager.promotion import score
+
+    scores = score(model, holdout[NUMERIC + CATEGORICAL], holdout[TARGET], metric="roc_auc")
+    return scores["roc_auc"], scores["accuracy"]
 
 
 def promote(client: MlflowClient, name: str, version: str, reason: str) -> None:
     """Point the alias and the stage at ``version``, archiving whatever held the stage before."""
-    client.set_registered_model_alias(name, ALIAS, version)
+    from mlflow.exceptions import MlflowException
+
+    from packager.promotion import move_alias
+
+    try:
+        current = client.get_model_version_by_alias(name, ALIAS)
+    except MlflowException:
+        current = None
     # Stages are deprecated in MLflow but many teams still read them: keep both in step.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        client.transition_model_version_stage(name, version, STAGE, archive_existing_versions=True)
+    move_alias(client, name, version, ALIAS, current, stage=STAGE)
     client.set_model_version_tag(name, version, "edgepack.promotion", reason)
     client.update_registered_model(name, description=f"In production: version {version}. {reason}")
 
@@ -115,34 +123,31 @@ def decide(
     champion_auc: float | None,
     min_gain: float,
 ) -> Decision:
-    """Promote when there is no champion, or when the candidate beats it by ``min_gain`` AUC."""
-    if champion_version is None or champion_auc is None:
-        promoted, reason = True, f"first version, AUC {candidate_auc:.3f} on held-out rows"
-    elif candidate_auc >= champion_auc + min_gain:
-        promoted = True
-        reason = (
-            f"version {candidate_version} promoted: AUC {candidate_auc:.3f} beats version "
-            f"{champion_version}'s {champion_auc:.3f} on the same held-out rows"
-        )
-    else:
-        promoted = False
-        reason = (
-            f"version {candidate_version} not promoted: AUC {candidate_auc:.3f} does not beat version "
-            f"{champion_version}'s {champion_auc:.3f} by {min_gain}"
-        )
+    """Promote when there is no champion, or when the candidate beats it by ``min_gain`` AUC
+    (``edgepack promote``'s rule, ``packager.promotion.judge``)."""
+    from packager.promotion import judge
+
+    outcome, reason = judge(
+        "roc_auc", {"roc_auc": candidate_auc}, None if champion_auc is None else {"roc_auc": champion_auc},
+        version=candidate_version, champion=champion_version, alias=ALIAS, min_gain=min_gain,
+    )
     return Decision(
         model=model,
         candidate_version=candidate_version,
         champion_version=champion_version,
         candidate_auc=candidate_auc,
         champion_auc=champion_auc,
-        promoted=promoted,
+        promoted=outcome == "promoted",
         reason=reason,
     )
 
 
 def record_decision(history_db: Path, decision: Decision) -> None:
-    """Append the decision to the ``promotions`` table of ``history_db``."""
+    """Append the decision to the ``promotions`` table of ``history_db``, and record it in
+    the registry as ``edgepack promote`` does (``edgepack history`` reads it back)."""
+    from packager.promotion import record_decision as record_in_registry
+    from packager.promotion.decision import Decision as RegistryDecision
+
     db = sqlite_utils.Database(history_db)
     db["promotions"].insert(
         {
@@ -157,3 +162,15 @@ def record_decision(history_db: Path, decision: Decision) -> None:
         }
     )
     db.close()
+    tracking_uri = mlflow.get_tracking_uri()
+    record_in_registry(
+        MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri),
+        tracking_uri,
+        RegistryDecision(
+            model=decision.model, alias=ALIAS, outcome="promoted" if decision.promoted else "kept",
+            champion=decision.champion_version, challenger=decision.candidate_version, reason=decision.reason,
+            metric="roc_auc", challenger_scores={"roc_auc": decision.candidate_auc},
+            champion_scores=None if decision.champion_auc is None else {"roc_auc": decision.champion_auc},
+            stage=STAGE if decision.promoted else None, extra={"data_source": "quickstart held-out rows"},
+        ),
+    )

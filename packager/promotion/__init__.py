@@ -6,7 +6,7 @@ passes the guards; ``rollback`` moves it back; ``decisions`` lists what was deci
 """
 
 from .data import Rows, fetch_labeled, prepare, read_table
-from .decision import Decision, PromoteOptions, promote, rollback
+from .decision import Decision, PromoteOptions, judge, move_alias, promote, record_decision, rollback
 from .errors import DataError, GuardError, MetricError, PromotionError
 from .guards import Guard, parse_guard
 from .history import decisions
@@ -20,6 +20,9 @@ __all__ = [
     "METRICS",
     "promote",
     "rollback",
+    "judge",
+    "move_alias",
+    "record_decision",
     "decisions",
     "score",
     "parse_guard",

@@ -20,6 +20,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .. import registry
@@ -158,28 +159,14 @@ def promote(
         None if champion_model is None
         else score(champion_model.model, data.X[input_columns(champion_model)], data.y, metric=options.metric)
     )
+    outcome, reason = judge(
+        options.metric, challenger_scores, champion_scores, version=str(version), champion=champion,
+        alias=options.alias, min_gain=options.min_gain, guards=options.guards,
+    )
     metric = options.metric
-    failed = check(options.guards, challenger_scores, champion_scores)
-    new = challenger_scores[metric]
-    if failed:
-        outcome, reason = "kept", f"version {version} not promoted: " + "; ".join(failed)
-    elif champion_scores is None:
-        outcome, reason = "promoted", f"version {version} promoted: no version held @{options.alias} ({metric} {new:.4f})"
-    else:
-        old = champion_scores[metric]
-        won = gain(metric, new, old)
-        if won > 0 and won >= options.min_gain - 1e-12:
-            outcome = "promoted"
-            reason = (f"version {version} promoted: {metric} {new:.4f} beats version {champion}'s {old:.4f} "
-                      f"by {won:.4f} (at least {options.min_gain:g} needed) on the same {data.X.shape[0]} rows")
-        else:
-            outcome = "kept"
-            reason = (f"version {version} not promoted: {metric} {new:.4f} against version {champion}'s {old:.4f} "
-                      f"is a gain of {won:.4f}, {'not above 0' if won <= 0 else f'less than {options.min_gain:g}'} "
-                      f"(same {data.X.shape[0]} rows)")
     stage = None
     if outcome == "promoted":
-        stage = _move(client, name, str(version), options.alias, current)
+        stage = move_alias(client, name, str(version), options.alias, current)
     decision = Decision(
         model=name, alias=options.alias, outcome=outcome, champion=champion, challenger=str(version), reason=reason,
         metric=metric, champion_scores=champion_scores, challenger_scores=challenger_scores,
@@ -187,7 +174,34 @@ def promote(
                                                              "guards": [str(g) for g in options.guards],
                                                              "min_gain": options.min_gain},
     )
-    return _record(client, tracking_uri, decision, options.experiment)
+    return record_decision(client, tracking_uri, decision, options.experiment)
+
+
+def judge(
+    metric: str, challenger_scores: dict[str, Any], champion_scores: dict[str, Any] | None, *, version: str,
+    champion: str | None, alias: str, min_gain: float, guards: tuple[Guard, ...] = (),
+) -> tuple[str, str]:
+    """``("promoted" | "kept", reason)``: the rule, on scores already computed.
+
+    Kept when a guard fails, or when the challenger does not beat the champion on
+    ``metric`` by more than 0 and at least ``min_gain``; promoted when nothing holds the alias.
+    """
+    failed = check(guards, challenger_scores, champion_scores)
+    new = challenger_scores[metric]
+    rows = challenger_scores.get("rows")
+    on = f"the same {rows} rows" if rows else "the same rows"
+    if failed:
+        return "kept", f"version {version} not promoted: " + "; ".join(failed)
+    if champion_scores is None or champion is None:
+        return "promoted", f"version {version} promoted: no version held @{alias} ({metric} {new:.4f} on {rows or 'the'} rows)"
+    old = champion_scores[metric]
+    won = gain(metric, new, old)
+    if won > 0 and won >= min_gain - 1e-12:
+        return "promoted", (f"version {version} promoted: {metric} {new:.4f} beats version {champion}'s {old:.4f} "
+                            f"by {won:.4f} (at least {min_gain:g} needed) on {on}")
+    short = "not above 0" if won <= 0 else f"less than the {min_gain:g} needed"
+    return "kept", (f"version {version} not promoted: {metric} {new:.4f} against version {champion}'s {old:.4f} "
+                    f"is a gain of {won:.4f}, {short} (on {on})")
 
 
 def rollback(tracking_uri: str, name: str, *, alias: str = "champion", experiment: str = EXPERIMENT) -> Decision:
@@ -213,21 +227,24 @@ def rollback(tracking_uri: str, name: str, *, alias: str = "champion", experimen
             f"no recorded promotion put version {holder} @{alias}; edgepack history {name} shows what was decided "
             "(set the alias by hand if it was moved outside edgepack)"
         )
-    stage = _move(client, name, previous, alias, current)
+    stage = move_alias(client, name, previous, alias, current)
     decision = Decision(
         model=name, alias=alias, outcome="rolled_back", champion=holder, challenger=previous, stage=stage,
         reason=f"rolled back: @{alias} moved from version {holder} back to version {previous}, the champion it replaced",
     )
-    return _record(client, tracking_uri, decision, experiment)
+    return record_decision(client, tracking_uri, decision, experiment)
 
 
-def _move(client: Any, name: str, version: str, alias: str, current: Any | None) -> str | None:
-    """Point ``alias`` at ``version``; where the old holder had a stage, move the stage too."""
+def move_alias(client: Any, name: str, version: str, alias: str, current: Any | None, *, stage: str | None = None) -> str | None:
+    """Point ``alias`` at ``version``; where the old holder (``current``) had a stage, move
+    the stage too, archiving the others (``stage`` names one to give when it had none).
+    Returns the stage given, if any."""
     from mlflow.exceptions import MlflowException
 
     try:
         client.set_registered_model_alias(name, alias, version)
-        stage = getattr(current, "current_stage", None) if current is not None else None
+        held = getattr(current, "current_stage", None) if current is not None else None
+        stage = held if held and held != "None" else stage
         if stage and stage != "None":
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # stages are deprecated in MLflow; some teams still read them
@@ -249,7 +266,17 @@ def _flat(prefix: str, scores: dict[str, Any] | None) -> dict[str, float]:
     return out
 
 
-def _record(client: Any, tracking_uri: str, decision: Decision, experiment: str) -> Decision:
+def _artifacts_for(tracking_uri: str) -> str | None:
+    # MLflow's default artifact root for a SQLite registry is ./mlruns under whatever the
+    # working directory is; keep the decisions' artifacts next to the registry instead.
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri.removeprefix("sqlite:///").split("?", 1)[0])
+        if str(db) not in ("", ":memory:"):
+            return (db.resolve().parent / "mlartifacts").as_uri()
+    return None
+
+
+def record_decision(client: Any, tracking_uri: str, decision: Decision, experiment: str = EXPERIMENT) -> Decision:
     """Log ``decision`` as a run and as tags on both versions; returns it with its run id."""
     import re
 
@@ -257,7 +284,8 @@ def _record(client: Any, tracking_uri: str, decision: Decision, experiment: str)
 
     try:
         found = client.get_experiment_by_name(experiment)
-        experiment_id = found.experiment_id if found is not None else client.create_experiment(experiment)
+        experiment_id = (found.experiment_id if found is not None
+                         else client.create_experiment(experiment, artifact_location=_artifacts_for(tracking_uri)))
         document = {
             "model": decision.model, "alias": decision.alias, "outcome": decision.outcome,
             "champion": decision.champion, "challenger": decision.challenger, "metric": decision.metric,
