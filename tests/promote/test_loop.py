@@ -8,40 +8,20 @@ import json
 from pathlib import Path
 
 import httpx
-import numpy as np
+import pytest
 from click.testing import CliRunner
 from mlflow import MlflowClient
 from sklearn.metrics import roc_auc_score
 
-import runtime
-import telemetry
 from edgepack.cli import cli
-from packager import build_bundle
-from telemetry import SyncService
 from tests.support.collector import RunningCollector
-from tests.support.registry import fire_risk_data, fire_risk_pipeline, register_model
 
-NAME = "fire-risk"
+from .loop import NAME, labeled_field
 
 
 def test_promote_from_the_collector_on_labeled_device_data(tracking_uri: str, tmp_path: Path, collector: RunningCollector) -> None:
-    X, y = fire_risk_data(rows=600, seed=11)
-    train, live, y_train, y_live = X.iloc[:300], X.iloc[300:], y[:300], y[300:]
-    # The champion learnt from shuffled labels; the challenger from the real ones.
-    champion = fire_risk_pipeline().fit(train, np.random.default_rng(0).permutation(y_train))
-    challenger = fire_risk_pipeline().fit(train, y_train)
-    v1 = register_model(tracking_uri, NAME, champion, train, alias="champion")
-    v2 = register_model(tracking_uri, NAME, challenger, train)
-    report = build_bundle(f"models:/{NAME}@champion", tmp_path / "fire.edgepkg", tracking_uri=tracking_uri)
-
-    with telemetry.Buffer(tmp_path / "device.db") as buffer:
-        model = runtime.load(report.path, telemetry=buffer)
-        results = model.predict(live.to_dict("records"))
-        for result, truth in zip(results, y_live):
-            buffer.feedback(result["record_id"], int(truth))
-        with SyncService(buffer, collector.url, token=collector.token) as service:
-            assert service.sync_once().stopped == "drained"
-            assert service.last_feedback.accepted == len(live)
+    field = labeled_field(tracking_uri, tmp_path, collector)
+    X, live, y_live, champion, v1, v2, report = field.live, field.live, field.y_live, field.champion, field.v1, field.v2, field.bundle
 
     admin = collector.add_admin("ops")
     # Labeled rows are for admins only.
@@ -64,7 +44,7 @@ def test_promote_from_the_collector_on_labeled_device_data(tracking_uri: str, tm
     assert decision["outcome"] == "promoted" and decision["champion_scores"]["rows"] == len(live)
     assert decision["challenger_scores"]["roc_auc"] > 0.8
     # The rows came from home: what the champion scores there is what it scores on those inputs.
-    assert decision["champion_scores"]["roc_auc"] == __import__("pytest").approx(
+    assert decision["champion_scores"]["roc_auc"] == pytest.approx(
         roc_auc_score(y_live, champion.predict_proba(live)[:, 1]), abs=1e-9)
     assert str(MlflowClient(tracking_uri, tracking_uri).get_model_version_by_alias(NAME, "champion").version) == v2
 
