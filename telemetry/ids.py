@@ -20,6 +20,8 @@ import os
 import threading
 import time
 
+_VARIANT = {c: "89ab"[int(c, 16) >> 2] for c in "0123456789abcdef"}
+"""The first random hex digit with its top two bits replaced by the variant's (10)."""
 _POOL = 8 * 512
 """Random bytes drawn per ``os.urandom`` call by ``next`` (one call per 512 ids)."""
 
@@ -32,14 +34,17 @@ class IdClock:
         self._ms = -1
         self._counter = -1
         self._lock = threading.Lock()
-        self._pool = b""
+        self._pool = ""  # hex digits of random bytes, 16 per id
         self._pos = 0
+        self._prefix: str | None = None
 
     def next(self, now: float) -> str:
         """One new id for a record made at ``now`` (Unix seconds), greater than every id
         this clock made before."""
+        ms = int(now * 1000)
+        # About a microsecond: the recording thread pays it, so the stamp is formatted once
+        # per millisecond and the random bits come from a pool drawn 512 ids at a time.
         with self._lock:
-            ms = int(now * 1000)
             if ms > self._ms:
                 counter = 0
             else:
@@ -48,16 +53,17 @@ class IdClock:
                 if counter > 0xFFF:
                     ms += 1
                     counter = 0
+            if ms != self._ms or self._prefix is None:
+                self._prefix = f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-7"
             self._ms, self._counter = ms, counter
             pos = self._pos
             if pos >= len(self._pool):
-                self._pool = os.urandom(_POOL)
+                self._pool = os.urandom(_POOL).hex()
                 pos = 0
-            self._pos = pos + 8
-            raw = self._pool[pos : pos + 8]
-        stamp = f"{ms:012x}"
-        r = raw.hex()
-        return f"{stamp[:8]}-{stamp[8:]}-7{counter:03x}-{'89ab'[raw[0] >> 6]}{r[1:4]}-{r[4:]}"
+            self._pos = pos + 16
+            r = self._pool[pos : pos + 16]
+            prefix = self._prefix
+        return f"{prefix}{counter:03x}-{_VARIANT[r[0]]}{r[1:4]}-{r[4:]}"
 
     def take(self, n: int, now: float | None = None) -> list[str]:
         """``n`` new ids, each greater than every id this clock made before."""

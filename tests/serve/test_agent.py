@@ -14,7 +14,7 @@ import httpx
 
 import runtime
 
-from .support import ServeProcess, cli_env, edgepack, wire
+from .support import ServeProcess, cli_env, edgepack, served, wire
 
 
 def _wait_for_socket(path: Path, process: subprocess.Popen, timeout: float = 60) -> None:
@@ -46,7 +46,7 @@ def test_the_agent_serves_records_and_syncs_then_stops_cleanly(collector, fire_v
         _wait_for_socket(sock, agent)
         model = runtime.load(fire_v1.path, public_key=keys[1])
         with httpx.Client(transport=httpx.HTTPTransport(uds=str(sock)), base_url="http://edgepack") as client:
-            assert client.post("/v1/predict", json=rows[:6]).json() == wire(model.predict(rows[:6]))
+            assert served(client.post("/v1/predict", json=rows[:6]).json()) == wire(model.predict(rows[:6]))
         deadline = time.monotonic() + 60
         while len(collector.records()) < 6:
             assert time.monotonic() < deadline, "the agent's sync never delivered the predictions"

@@ -17,7 +17,7 @@ import pytest
 
 import runtime
 
-from .support import ServeProcess, v2_inputs, wire
+from .support import ServeProcess, served, v2_inputs, wire
 
 MAX_BODY = 64 * 1024
 
@@ -104,9 +104,9 @@ def test_v2_infer_one_row_with_a_version_nested_shape_and_chosen_outputs(client:
 
 def test_v1_predict_answers_exactly_what_predict_returns(client: httpx.Client, model: runtime.EdgeModel, rows) -> None:
     one = client.post("/v1/predict", json=rows[0])
-    assert one.status_code == 200 and one.json() == wire(model.predict(rows[0]))
+    assert one.status_code == 200 and served(one.json()) == wire(model.predict(rows[0]))
     many = client.post("/v1/predict", json=rows)
-    assert many.status_code == 200 and many.json() == wire(model.predict(rows))
+    assert many.status_code == 200 and served(many.json()) == wire(model.predict(rows))
     with pytest.raises(runtime.InputError) as raised:
         model.predict([])
     empty = client.post("/v1/predict", json=[])
