@@ -20,6 +20,7 @@ the ``feedback_refused`` table, kept for inspection and never resent.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sqlite3
 import time
@@ -31,6 +32,8 @@ from .errors import FeedbackError
 if TYPE_CHECKING:
     from .buffer import Buffer
     from .store import Store
+
+log = logging.getLogger("telemetry.buffer")
 
 MAX_RECORD_ID = 128
 """Longest record id accepted (edgepack's UUIDs have 36 characters)."""
@@ -216,3 +219,18 @@ def refuse_labels(buffer: Buffer, rowids: list[int], *, status: int, reasons: di
 def label_counts(buffer: Buffer) -> dict[str, int]:
     """``pending`` (waiting to be sent) and ``refused`` (kept in ``feedback_refused``) labels."""
     return buffer._call(_counts)
+
+
+def salvage_labels(old: sqlite3.Connection, fresh: sqlite3.Connection) -> int:
+    """Copy the queued labels of a damaged buffer file into the fresh one (inside its
+    transaction); returns how many. Best effort: labels on damaged pages are logged as lost."""
+    try:
+        if old.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'feedback'").fetchone() is None:
+            return 0
+        rows = old.execute("SELECT id, record_id, label, ts, queued_at FROM feedback ORDER BY id").fetchall()
+    except sqlite3.Error as exc:
+        log.error("the queued labels of the damaged buffer could not be read (%s); they are lost", exc)
+        return 0
+    _ensure(fresh)
+    fresh.executemany("INSERT OR IGNORE INTO feedback (id, record_id, label, ts, queued_at) VALUES (?, ?, ?, ?, ?)", rows)
+    return len(rows)

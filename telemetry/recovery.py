@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .feedback import salvage_labels
 from .legacy import LegacyFormatError
 from .migration import upgrade_names, upgrade_payload
 from .rows import ROW_OVERHEAD
@@ -84,6 +85,8 @@ def salvage(path: Path, ledger: dict[str, int] | None) -> Salvage:
         old = _open_damaged(aside)
         try:
             copied, counters, top = _copy(old, fresh, ledger['recorded'] if ledger else 0) if old is not None else (0, None, 0)
+            if old is not None:
+                salvage_labels(old, fresh)  # queued ground truth (telemetry.feedback), best effort
         finally:
             if old is not None:
                 old.close()

@@ -225,3 +225,17 @@ def test_buffer_feedback_refuses_bad_arguments(tmp_path: Path) -> None:
 
         assert buffer.feedback("x", np.int64(1)) is True  # numpy scalars are taken
         assert buffer.pending_feedback() == 1
+
+
+def test_queued_labels_survive_a_salvage_of_the_buffer_file(tmp_path: Path) -> None:
+    from telemetry.recovery import salvage
+
+    db = tmp_path / "p.db"
+    with telemetry.Buffer(db) as buffer:
+        rid = buffer.record(model="m", version="1", bundle_sha256="a" * 64, inputs={"x": 1}, outputs={"prediction": 1}, flags=[])
+        buffer.feedback(rid, "yes", ts=5.0)
+    salvage(db, None)  # what a damaged file goes through: moved aside, readable rows copied
+    with telemetry.Buffer(db, create=False) as buffer:
+        assert buffer.pending() == 1 and buffer.pending_feedback() == 1
+        with pytest.raises(FeedbackError, match="already has label"):
+            buffer.feedback(rid, "no")
