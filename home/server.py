@@ -13,7 +13,7 @@ import uvicorn
 from .app import create_app
 from .connections import guarded_protocol
 from .settings import CollectorSettings
-from .store import Store
+from .backends import backend_for
 
 logger = logging.getLogger("edgepack.collector")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -28,7 +28,8 @@ def serve(settings: CollectorSettings, host: str = "127.0.0.1", port: int = 8787
     app = create_app(settings)
     # Open the store once up front so a bad --db fails here with a clear StoreError,
     # not as an opaque "application startup failed" from uvicorn.
-    Store(settings.db_path, lock_timeout_seconds=settings.lock_timeout_seconds).close()
+    # This also applies pending schema migrations before any worker serves.
+    backend_for(settings).open_store().close()
     # Bind the socket here rather than in uvicorn so the real port is known (port 0) and
     # logged before serving; create_server sets SO_REUSEADDR, so a restart can take the
     # same port again at once.

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import sqlite_utils
 
 from .errors import StoreError
+from .migrations import migrate_sqlite
 from .schema import COUNTER_KEYS, Batch
 
 _RECORD_COLUMNS = (
@@ -164,48 +165,9 @@ class Store:
                 raise
 
     def _create(self) -> None:
+        # The versioned schema (home/migrations.py), the same steps as PostgreSQL's.
         with self._write_transaction():
-            self.db["records"].create(
-                {
-                    "device": str,
-                    "id": str,
-                    "batch_id": str,
-                    "received_at": float,
-                    "ts": float,
-                    "model": str,
-                    "version": str,
-                    "bundle_sha256": str,
-                    "inputs": str,
-                    "outputs": str,
-                    "flags": str,
-                },
-                pk=("device", "id"),
-                not_null={"device", "id", "received_at", "ts", "model", "version", "bundle_sha256"},
-                if_not_exists=True,
-            )
-            self.db["records"].create_index(["model", "version"], if_not_exists=True)
-            self.db["devices"].create(
-                {
-                    "device": str,
-                    "first_seen": float,
-                    "last_seen": float,
-                    "batches": int,
-                    "dropped": int,
-                    "sampled_out": int,
-                    "dead_lettered": int,
-                },
-                pk="device",
-                not_null={"first_seen", "last_seen", "batches", *COUNTER_KEYS},
-                defaults={"batches": 0, **{key: 0 for key in COUNTER_KEYS}},
-                if_not_exists=True,
-            )
-            # Counters beyond the three columns above (sent by newer devices), by name.
-            self.db["device_counters"].create(
-                {"device": str, "name": str, "value": int},
-                pk=("device", "name"),
-                not_null={"value"},
-                if_not_exists=True,
-            )
+            migrate_sqlite(self.db, str(self.path))
 
     @contextmanager
     def _write_transaction(self) -> Iterator[None]:
