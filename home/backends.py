@@ -44,7 +44,7 @@ def backend_for(settings: CollectorSettings) -> Backend:
             description=redacted(url),
             writer_threads=settings.db_pool_size,
             open_store=lambda: PostgresStore(url, pool_size=settings.db_pool_size),
-            open_reader=lambda: PostgresStore(url, pool_size=STATS_POOL_SIZE, migrate=False, name="collector-stats"),
+            open_reader=lambda: PostgresStore(url, pool_size=STATS_POOL_SIZE, migrate=False, name="collector-stats", check=True),
         )
     from .store import Store, StoreReader
 

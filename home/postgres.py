@@ -118,10 +118,21 @@ class PostgresStore:
     """Records in a PostgreSQL database through a pool of ``pool_size`` connections;
     safe to use from that many threads at once."""
 
-    def __init__(self, url: str, *, pool_size: int = 8, migrate: bool = True, name: str = "collector-store") -> None:
+    def __init__(
+        self, url: str, *, pool_size: int = 8, migrate: bool = True, name: str = "collector-store", check: bool = False
+    ) -> None:
+        """``check`` tests each connection as it leaves the pool (one round trip), so one cut by
+        a server restart is replaced instead of failing a request: worth it for stats, which
+        are rare; a batch instead meets the broken connection once, is answered 503, and the
+        device sends it again."""
         psycopg, psycopg_pool = _psycopg()
         self.url = url
         with translated(f"opening the store {redacted(url)}", url):
+            # One plain connection first: a wrong host, port, user or database fails here at
+            # once with the server's own words, where the pool would retry until its timeout.
+            with psycopg.connect(url, connect_timeout=int(CONNECT_TIMEOUT_SECONDS), autocommit=True) as conn:
+                if migrate:
+                    migrate_postgres(conn, redacted(url))
             self.pool = psycopg_pool.ConnectionPool(
                 url,
                 min_size=1,
@@ -130,16 +141,10 @@ class PostgresStore:
                 name=name,
                 timeout=CONNECT_TIMEOUT_SECONDS,
                 kwargs={"connect_timeout": int(CONNECT_TIMEOUT_SECONDS)},
+                check=psycopg_pool.ConnectionPool.check_connection if check else None,
             )
             try:
                 self.pool.open(wait=True, timeout=CONNECT_TIMEOUT_SECONDS)
-                if migrate:
-                    with self.pool.connection() as conn:
-                        conn.autocommit = True
-                        try:
-                            migrate_postgres(conn, redacted(url))
-                        finally:
-                            conn.autocommit = False
             except BaseException:
                 self.pool.close()
                 raise

@@ -38,7 +38,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "collector_store" not in metafunc.fixturenames:
         return
     module = metafunc.module.__name__.rsplit(".", 1)[-1]
-    stores = ("sqlite",) if metafunc.function.__name__ in SQLITE_ONLY or module in ONE_STORE else STORES
+    if module == "test_postgres":
+        stores: tuple[str, ...] = ("postgres",)
+    else:
+        stores = ("sqlite",) if metafunc.function.__name__ in SQLITE_ONLY or module in ONE_STORE else STORES
     metafunc.parametrize("collector_store", stores, scope="module")
 
 
