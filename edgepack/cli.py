@@ -74,6 +74,7 @@ def _register() -> None:
         build_commands,
         collector_commands,
         device_commands,
+        export_commands,
         quickstart_commands,
         serve_commands,
         ship_commands,
@@ -81,6 +82,7 @@ def _register() -> None:
     )
 
     modules = (build_commands, device_commands, telemetry_commands, collector_commands, ship_commands, serve_commands, quickstart_commands)
+    modules += (export_commands,)
     for module in modules:
         for command in module.COMMANDS:
             _fit_short_help(command)
