@@ -103,6 +103,13 @@ def _require_collector() -> None:
     help="Seconds a write waits for another process's lock on --db [5].",
 )
 @click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Worker processes on the one port (a postgresql:// --db only).",
+)
+@click.option(
     "--db-pool-size",
     type=click.IntRange(min=1),
     help="With a postgresql:// --db: connections (and batches stored at once) per collector process [8].",
@@ -128,6 +135,7 @@ def collector_command(
     body_timeout_seconds: float | None,
     max_header_connections: int | None,
     lock_timeout_seconds: float | None,
+    workers: int,
     db_pool_size: int | None,
     log_file: Path | None,
 ) -> None:
@@ -167,7 +175,7 @@ def collector_command(
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     try:
-        serve(settings, host=host, port=port)
+        serve(settings, host=host, port=port, workers=workers, log_file=log_file)
     except CollectorError as exc:
         raise click.ClickException(str(exc)) from exc
     except OSError as exc:
