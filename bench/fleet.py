@@ -80,6 +80,7 @@ class Outcome:
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
     retries: int = 0
+    duplicates: int = 0
     collector_cpu: float = 0.0
     server_cpu: float | None = None
 
@@ -182,7 +183,10 @@ async def _device(client: Any, url: str, token: str, bodies: list[bytes], outcom
                     continue
                 if response.status_code == 200:
                     outcome.latencies.append(time.perf_counter() - began)
-                    outcome.records += response.json()["accepted"]
+                    answer = response.json()
+                    # Delivered: stored now, or by an earlier attempt whose answer was lost.
+                    outcome.records += answer["accepted"] + answer["duplicates"]
+                    outcome.duplicates += answer["duplicates"]
                     break
                 if response.status_code in (429, 503):
                     outcome.retries += 1
@@ -246,7 +250,10 @@ def _run_config(
 
 def _figures(name: str, outcome: Outcome) -> list[Figure]:
     latencies = np.asarray(outcome.latencies) * 1e3
-    note = f"{outcome.records:,} records in {outcome.seconds:.2f} s, {outcome.retries} retried requests (503/429)"
+    note = (
+        f"{outcome.records:,} records in {outcome.seconds:.2f} s, {outcome.retries} requests retried (503/429 or a "
+        f"dropped connection), {outcome.duplicates} records already stored by an attempt whose answer was lost"
+    )
     figures = [
         Figure(section=SECTION, path=f"{name}: ingest", unit="records/s", median=outcome.records / outcome.seconds,
                p99=outcome.records / outcome.seconds, samples=1, note=note),

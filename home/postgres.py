@@ -26,35 +26,50 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import orjson
+
 from .errors import SchemaError, StoreError
 from .migrations import migrate_postgres
 from .schema import COUNTER_KEYS, Batch
 from .store import IngestResult
 
 CONNECT_TIMEOUT_SECONDS = 10.0
-_INSERT_RECORDS = """
-    INSERT INTO records (device, id, batch_id, received_at, ts, model, version, bundle_sha256, inputs, outputs, flags)
-    SELECT %(device)s, r.id, %(batch_id)s, %(received_at)s, r.ts, r.model, r.version, r.bundle_sha256, r.inputs, r.outputs, r.flags
-    FROM unnest(%(id)s::text[], %(ts)s::float8[], %(model)s::text[], %(version)s::text[], %(bundle_sha256)s::text[],
-                %(inputs)s::text[], %(outputs)s::text[], %(flags)s::text[])
-         AS r(id, ts, model, version, bundle_sha256, inputs, outputs, flags)
-    ON CONFLICT (device, id) DO NOTHING
+_INGEST = """
+    WITH batch AS (SELECT %(columns)s::json AS j),
+    stored AS (
+        INSERT INTO records (device, id, batch_id, received_at, ts, model, version, bundle_sha256, inputs, outputs, flags)
+        SELECT %(device)s, r.id, %(batch_id)s, %(received_at)s, r.ts::float8, r.model, r.version, r.bundle_sha256,
+               r.inputs, r.outputs, r.flags
+        FROM batch, ROWS FROM (
+            json_array_elements_text(batch.j->0), json_array_elements_text(batch.j->1), json_array_elements_text(batch.j->2),
+            json_array_elements_text(batch.j->3), json_array_elements_text(batch.j->4), json_array_elements_text(batch.j->5),
+            json_array_elements_text(batch.j->6), json_array_elements_text(batch.j->7)
+        ) AS r(id, ts, model, version, bundle_sha256, inputs, outputs, flags)
+        ON CONFLICT (device, id) DO NOTHING
+        RETURNING 1
+    ),
+    device AS (
+        INSERT INTO devices (device, first_seen, last_seen, batches, dropped, sampled_out, dead_lettered)
+        VALUES (%(device)s, %(received_at)s, %(received_at)s, 1, %(dropped)s, %(sampled_out)s, %(dead_lettered)s)
+        ON CONFLICT (device) DO UPDATE SET
+            last_seen = GREATEST(devices.last_seen, excluded.last_seen),
+            batches = devices.batches + 1,
+            dropped = GREATEST(devices.dropped, excluded.dropped),
+            sampled_out = GREATEST(devices.sampled_out, excluded.sampled_out),
+            dead_lettered = GREATEST(devices.dead_lettered, excluded.dead_lettered)
+    ),
+    counters AS (
+        INSERT INTO device_counters (device, name, value)
+        SELECT %(device)s, c.key, c.value::bigint FROM json_each_text(%(extra)s::json) AS c
+        ON CONFLICT (device, name) DO UPDATE SET value = GREATEST(device_counters.value, excluded.value)
+    )
+    SELECT count(*) FROM stored
 """
-_UPDATE_DEVICE = """
-    INSERT INTO devices (device, first_seen, last_seen, batches, dropped, sampled_out, dead_lettered)
-    VALUES (%(device)s, %(now)s, %(now)s, 1, %(dropped)s, %(sampled_out)s, %(dead_lettered)s)
-    ON CONFLICT (device) DO UPDATE SET
-        last_seen = GREATEST(devices.last_seen, excluded.last_seen),
-        batches = devices.batches + 1,
-        dropped = GREATEST(devices.dropped, excluded.dropped),
-        sampled_out = GREATEST(devices.sampled_out, excluded.sampled_out),
-        dead_lettered = GREATEST(devices.dead_lettered, excluded.dead_lettered)
-"""
-_UPDATE_COUNTERS = """
-    INSERT INTO device_counters (device, name, value)
-    SELECT %(device)s, c.name, c.value FROM unnest(%(names)s::text[], %(values)s::bigint[]) AS c(name, value)
-    ON CONFLICT (device, name) DO UPDATE SET value = GREATEST(device_counters.value, excluded.value)
-"""
+"""A batch in ONE statement, so one round trip: the columns travel as one JSON array of
+arrays (orjson, in C), which ``ROWS FROM`` zips back into rows in order on the server.
+(psycopg's own list adaptation escapes every element with a Python regex: 26 us of
+collector CPU per record, against 4 this way.) The statement is atomic on its own: the
+pool's connections run in autocommit, and every part of a WITH runs exactly once."""
 
 
 def is_postgres_url(db: str) -> bool:
@@ -140,7 +155,7 @@ class PostgresStore:
                 open=False,
                 name=name,
                 timeout=CONNECT_TIMEOUT_SECONDS,
-                kwargs={"connect_timeout": int(CONNECT_TIMEOUT_SECONDS)},
+                kwargs={"connect_timeout": int(CONNECT_TIMEOUT_SECONDS), "autocommit": True},
                 check=psycopg_pool.ConnectionPool.check_connection if check else None,
             )
             try:
@@ -150,45 +165,25 @@ class PostgresStore:
                 raise
 
     def ingest(self, device: str, batch: Batch, *, received_at: float) -> IngestResult:
-        """Store ``batch`` for ``device`` in one transaction; already-known record ids are skipped."""
+        """Store ``batch`` for ``device`` in one statement; already-known record ids are skipped."""
         _refuse_nul(batch)
         records = batch.records
         counters = batch.counters
+        columns = orjson.dumps(
+            [records.id, records.ts, records.model, records.version, records.bundle_sha256,
+             records.inputs, records.outputs, records.flags]
+        ).decode()
+        params = {
+            "columns": columns,
+            "device": device,
+            "batch_id": batch.batch_id,
+            "received_at": received_at,
+            **{key: getattr(counters, key) if counters else 0 for key in COUNTER_KEYS},
+            "extra": orjson.dumps(counters.extra if counters is not None else {}).decode(),
+        }
         with translated(f"storing batch {batch.batch_id!r} of device {device!r}", self.url):
-            # The pool's connection context commits on success and rolls back on error.
             with self.pool.connection() as conn:
-                accepted = 0
-                if len(records):
-                    cursor = conn.execute(
-                        _INSERT_RECORDS,
-                        {
-                            "device": device,
-                            "batch_id": batch.batch_id,
-                            "received_at": received_at,
-                            "id": records.id,
-                            "ts": records.ts,
-                            "model": records.model,
-                            "version": records.version,
-                            "bundle_sha256": records.bundle_sha256,
-                            "inputs": records.inputs,
-                            "outputs": records.outputs,
-                            "flags": records.flags,
-                        },
-                    )
-                    accepted = cursor.rowcount
-                conn.execute(
-                    _UPDATE_DEVICE,
-                    {
-                        "device": device,
-                        "now": received_at,
-                        **{key: getattr(counters, key) if counters else 0 for key in COUNTER_KEYS},
-                    },
-                )
-                if counters is not None and counters.extra:
-                    conn.execute(
-                        _UPDATE_COUNTERS,
-                        {"device": device, "names": list(counters.extra), "values": list(counters.extra.values())},
-                    )
+                accepted = conn.execute(_INGEST, params).fetchone()[0]
         return IngestResult(accepted=accepted, duplicates=len(records) - accepted)
 
     def stats(self, device: str | None = None) -> dict[str, Any]:
@@ -196,7 +191,7 @@ class PostgresStore:
         ``store.read_stats`` gives for SQLite."""
         where, params = ("WHERE device = %s", (device,)) if device is not None else ("", ())
         with translated("reading stats", self.url):
-            with self.pool.connection() as conn:
+            with self.pool.connection() as conn, conn.transaction():
                 # One snapshot, so the totals agree with one another.
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 by_model: dict[str, dict[str, int]] = {}

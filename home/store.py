@@ -12,7 +12,8 @@ with no Python code per record.
 
 The file and its -wal/-shm are owner-only (SQLite gives the journal files the mode of
 the database file, so creating that one 0600 is enough). The app talks to a store only
-through ``RecordStore``, so another backend (PostgreSQL) can stand behind the same contract.
+through ``RecordStore``; ``postgres.py`` is the PostgreSQL store behind the same contract,
+and ``backends.py`` picks one from the settings. The schema is versioned in ``migrations.py``.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ class StatsSource(Protocol):
 
 
 class RecordStore(StatsSource, Protocol):
-    """What the app needs of a store (SQLite here; PostgreSQL may follow): one batch
+    """What the app needs of a store (SQLite here, PostgreSQL in ``postgres.py``): one batch
     stored atomically and once per (device, record id), and counts read back."""
 
     def ingest(self, device: str, batch: Batch, *, received_at: float) -> IngestResult: ...
