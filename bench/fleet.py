@@ -81,6 +81,7 @@ class Outcome:
     latencies: list[float] = field(default_factory=list)
     retries: int = 0
     duplicates: int = 0
+    transport_errors: dict[str, int] = field(default_factory=dict)
     collector_cpu: float = 0.0
     server_cpu: float | None = None
 
@@ -177,8 +178,9 @@ async def _device(client: Any, url: str, token: str, bodies: list[bytes], outcom
                 began = time.perf_counter()
                 try:
                     response = await client.post(f"{url}/v1/batches", content=body, headers=headers)
-                except httpx.TransportError:
+                except httpx.TransportError as exc:
                     outcome.retries += 1
+                    outcome.transport_errors[type(exc).__name__] = outcome.transport_errors.get(type(exc).__name__, 0) + 1
                     await asyncio.sleep(0.05 + rng.random() * 0.1)
                     continue
                 if response.status_code == 200:
@@ -254,6 +256,8 @@ def _figures(name: str, outcome: Outcome) -> list[Figure]:
         f"{outcome.records:,} records in {outcome.seconds:.2f} s, {outcome.retries} requests retried (503/429 or a "
         f"dropped connection), {outcome.duplicates} records already stored by an attempt whose answer was lost"
     )
+    if outcome.transport_errors:
+        note += " (" + ", ".join(f"{count} {name}" for name, count in sorted(outcome.transport_errors.items())) + ")"
     figures = [
         Figure(section=SECTION, path=f"{name}: ingest", unit="records/s", median=outcome.records / outcome.seconds,
                p99=outcome.records / outcome.seconds, samples=1, note=note),
