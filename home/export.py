@@ -36,7 +36,7 @@ export SIGKILL itself at that point, as a power cut or an OOM kill would."""
 class ExportOptions:
     """How an export runs."""
 
-    run_records: int = 200_000
+    run_records: int = 100_000
     """Most records one run claims, and so holds in memory while writing its files."""
 
 

@@ -2,15 +2,17 @@
 
 The contract is the SQLite store's (``store.py``): records keyed by (device, id) are
 stored once forever (``ON CONFLICT DO NOTHING``), a batch in one transaction, the same
-counts on replay, the same stats. A batch goes in as ONE statement: its columns are sent
-as arrays and ``unnest`` turns them back into rows on the server, so a batch costs one
-round trip whatever its size, and the row count of that statement is the number of
-records stored for the first time, as SQLite's executemany rowcount is.
+counts on replay, the same stats. A batch goes in as ONE statement (see ``_INGEST``),
+so it costs one round trip whatever its size and is atomic on its own; the number of rows
+its INSERT returned is the number of records stored for the first time, as SQLite's
+executemany rowcount is.
 
 Two collectors that receive the same batch at once both insert the same keys in the
 same order: the second waits for the first to commit and then skips every row, so it
-answers ``accepted: 0``; nothing is stored twice and no deadlock is possible between
-them. Each collector holds a pool of connections (psycopg_pool), so several batches are
+answers ``accepted: 0``; nothing is stored twice. (PostgreSQL runs the parts of one
+WITH in the order the plan pulls them, records before the device row, so two such
+statements take their locks in the same order; a deadlock, should one ever be detected,
+is an error like any other: 503, and the device sends the batch again.) Each collector holds a pool of connections (psycopg_pool), so several batches are
 stored at the same time; commits are synchronous (the server's default), so a 200 means
 the batch is on the server's disk. Every psycopg and pool error is translated into
 ``StoreError`` here, which the app answers with 503 and ``Retry-After``.

@@ -43,7 +43,7 @@ def _require(*extras: str) -> None:
 @click.option("--delete-exported-older-than", "retention", metavar="AGE",
               help="After exporting, delete from the database records received more than AGE ago (30d, 12h) "
                    "that an export holds; records not exported are kept.")
-@click.option("--run-records", type=click.IntRange(min=1), default=200_000, show_default=True,
+@click.option("--run-records", type=click.IntRange(min=1), default=100_000, show_default=True,
               help="Most records one export run claims and holds in memory.")
 @click.option("--labeled", is_flag=True, help="Instead: one Parquet file of MODEL's records joined with their labels.")
 @click.option("--model", help="With --labeled: the registry name of the model.")
