@@ -20,7 +20,7 @@ from .options import BenchOptions
 from .targets import check_targets
 from .zoo import BUILDERS, ModelCase, Registry, build, train
 
-SECTIONS = ("latency", "throughput", "cold_start", "memory", "telemetry", "footprint", "serve", "build")
+SECTIONS = ("latency", "throughput", "cold_start", "memory", "telemetry", "footprint", "serve", "build", "fleet")
 TELEMETRY_MODEL = "forest"
 REPO = Path(__file__).resolve().parents[1]
 VERSIONED = ("edgepack", "onnxruntime", "numpy", "scikit-learn", "skl2onnx", "onnx", "mlflow", "pandas", "sqlite-utils", "httpx", "protobuf")
@@ -82,7 +82,8 @@ def run_suite(
     with tempfile.TemporaryDirectory(prefix="edgepack-bench-", dir=workdir) as tmp, threadpool_limits(limits=1):
         root = Path(tmp)
         with _phase(report, "prepare"):
-            cases = _prepare(options, root, report, log)
+            # The fleet section needs no models: --only fleet trains none.
+            cases = _prepare(options, root, report, log) if set(sections) - {"fleet"} else []
         by_name = {case.name: case for case in cases}
         if "footprint" in sections:
             report.figures.extend(footprint.bundle_figures(cases))
@@ -148,6 +149,12 @@ def run_suite(
                 log(f"[bench] footprint: creating venvs ({options.footprint}); reuses pip's cache")
                 with _phase(report, "footprint"):
                     _guard(report, "footprint", "venvs", lambda: footprint.measure_venvs(REPO, root, build=options.footprint == "all"))
+        if "fleet" in sections:
+            from . import fleet
+
+            (root / "fleet").mkdir()
+            with _phase(report, "fleet"):
+                _guard(report, "fleet", "all configurations", lambda: fleet.measure_fleet(fleet.PRESETS[options.mode], root / "fleet", log=log))
     report.targets = check_targets(report, [case.name for case in cases])
     if "serve" in sections:
         from . import serving

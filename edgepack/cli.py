@@ -74,6 +74,7 @@ def _register() -> None:
         build_commands,
         collector_commands,
         device_commands,
+        export_commands,
         feedback_commands,
         promote_commands,
         quickstart_commands,
@@ -83,7 +84,7 @@ def _register() -> None:
     )
 
     modules = (build_commands, device_commands, telemetry_commands, collector_commands, ship_commands, serve_commands, quickstart_commands)
-    modules += (feedback_commands, promote_commands)
+    modules += (feedback_commands, promote_commands, export_commands)
     for module in modules:
         for command in module.COMMANDS:
             _fit_short_help(command)

@@ -9,6 +9,8 @@ from runtime.errors import EdgeError
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "packager": ("mlflow", "sklearn", "skl2onnx", "onnx", "pandas"),
     "collector": ("starlette", "uvicorn"),
+    "postgres": ("psycopg", "psycopg_pool"),
+    "export": ("pyarrow",),
 }
 
 

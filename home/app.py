@@ -34,7 +34,8 @@ from .errors import Forbidden, RequestError, RequestTimeout, StoreError, Unautho
 from .openapi import build_spec
 from .schema import Batch, parse_batch
 from .settings import CollectorSettings
-from .store import IngestResult, RecordStore, StatsSource, Store, StoreReader
+from .backends import backend_for
+from .store import IngestResult, RecordStore, StatsSource
 from .tokens import ADMIN, DEVICE, Identity, TokenStore
 
 logger = logging.getLogger("edgepack.collector")
@@ -73,14 +74,13 @@ class Collector:
 
     @asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="collector-store")
+        backend = backend_for(self.settings)
+        self._writer = ThreadPoolExecutor(max_workers=backend.writer_threads, thread_name_prefix="collector-store")
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="collector-stats")
         try:
-            self._store = await self._on_writer(
-                Store, self.settings.db_path, lock_timeout_seconds=self.settings.lock_timeout_seconds
-            )
-            self._stats = await self._on(self._reader, StoreReader, self.settings.db_path)
-            logger.info("store %s open; %d device(s) hold tokens", self.settings.db_path, len(self.tokens.devices))
+            self._store = await self._on_writer(backend.open_store)
+            self._stats = await self._on(self._reader, backend.open_reader)
+            logger.info("store %s open; %d device(s) hold tokens", backend.description, len(self.tokens.devices))
             yield
         finally:
             if self._stats is not None:
@@ -91,7 +91,7 @@ class Collector:
                 await self._on_writer(self._store.close)
                 self._store = None
             self._writer.shutdown(wait=True)
-            logger.info("store %s closed", self.settings.db_path)
+            logger.info("store %s closed", backend.description)
 
     def _identity(self, request: Request) -> Identity:
         header = request.headers.get("authorization")

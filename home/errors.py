@@ -99,3 +99,7 @@ class TokenError(CollectorError):
 
 class StoreError(CollectorError):
     """The SQLite store failed; nothing of the batch at hand was stored."""
+
+
+class ExportError(HomeError):
+    """An export (``edgepack export``) cannot run or cannot finish; what was exported stays exported."""

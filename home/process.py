@@ -40,8 +40,11 @@ class CollectorProcess:
         options: Mapping[str, object] | None = None,
         start_timeout: float = 60.0,
         cwd: Path | None = None,
+        db_url: str | None = None,
     ) -> None:
         self.db_path = db_path
+        self.db_url = db_url
+        """A postgresql:// URI to store into instead of the SQLite file ``db_path``."""
         self.tokens_path = tokens_path
         self.log_path = log_path
         self.options = dict(options or {})
@@ -60,7 +63,7 @@ class CollectorProcess:
         return self.process is not None and self.process.poll() is None
 
     def _command(self) -> list[str]:
-        args = [sys.executable, "-m", "edgepack", "collector", "--db", str(self.db_path), "--tokens", str(self.tokens_path),
+        args = [sys.executable, "-m", "edgepack", "collector", "--db", self.db_url or str(self.db_path), "--tokens", str(self.tokens_path),
                 "--host", "127.0.0.1", "--port", str(self.port)]
         for name, value in self.options.items():
             args += [f"--{name.replace('_', '-')}", str(value)]

@@ -3,38 +3,52 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import threading
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 
 from .app import create_app
 from .connections import guarded_protocol
+from .errors import CollectorError
 from .settings import CollectorSettings
-from .store import Store
+from .backends import backend_for
 
 logger = logging.getLogger("edgepack.collector")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-def serve(settings: CollectorSettings, host: str = "127.0.0.1", port: int = 8787) -> None:
+def serve(
+    settings: CollectorSettings, host: str = "127.0.0.1", port: int = 8787, *, workers: int = 1, log_file: Path | None = None
+) -> None:
     """Serve the collector until SIGTERM or SIGINT, then finish open requests and close the store.
 
     ``port`` 0 picks a free port; the address actually bound is logged as
-    ``listening on http://HOST:PORT``.
+    ``listening on http://HOST:PORT``. ``workers`` > 1 runs that many uvicorn worker
+    processes on the one socket (PostgreSQL only: they share nothing but the database and
+    the tokens file); ``log_file`` is where they log (stderr if None).
     """
+    if workers > 1 and settings.db_url is None:
+        raise CollectorError(
+            f"--workers {workers} needs a postgresql:// --db: a SQLite file has one writer, so more processes would "
+            "only wait for its lock; run one worker on SQLite"
+        )
     app = create_app(settings)
     # Open the store once up front so a bad --db fails here with a clear StoreError,
     # not as an opaque "application startup failed" from uvicorn.
-    Store(settings.db_path, lock_timeout_seconds=settings.lock_timeout_seconds).close()
+    # This also applies pending schema migrations before any worker serves.
+    backend_for(settings).open_store().close()
     # Bind the socket here rather than in uvicorn so the real port is known (port 0) and
     # logged before serving; create_server sets SO_REUSEADDR, so a restart can take the
     # same port again at once.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = listening_socket(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
+    address = f"http://{bound_host if family == socket.AF_INET else f'[{bound_host}]'}:{bound_port}"
     config = uvicorn.Config(
         app,
         log_config=None,
@@ -52,7 +66,10 @@ def serve(settings: CollectorSettings, host: str = "127.0.0.1", port: int = 8787
         settings.max_inflight_bytes_per_device, settings.header_timeout_seconds, settings.body_timeout_seconds,
         settings.max_header_connections,
     )
-    logger.info("listening on http://%s:%d", bound_host if family == socket.AF_INET else f"[{bound_host}]", bound_port)
+    logger.info("listening on %s", address)
+    if workers > 1:
+        _serve_workers(settings, sock, workers, log_file)
+        return
     received: list[int] = []
     previous = _quiet_signals(received, server)
     try:
@@ -62,6 +79,36 @@ def serve(settings: CollectorSettings, host: str = "127.0.0.1", port: int = 8787
         _restore_signals(previous)
     if received:
         logger.info("stopped on %s", signal.Signals(received[0]).name)
+
+
+def _serve_workers(settings: CollectorSettings, sock: socket.socket, workers: int, log_file: Path | None) -> None:
+    from uvicorn.supervisors import Multiprocess
+
+    from .workers import WORKER_ENV, to_environment
+
+    os.environ[WORKER_ENV] = to_environment(settings, log_file)
+    config = uvicorn.Config(
+        "home.workers:app",
+        factory=True,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=30,
+        http="home.workers:protocol",
+        timeout_keep_alive=settings.keep_alive_seconds,  # type: ignore[arg-type]
+    )
+    logger.info("%d worker processes on one socket", workers)
+    try:
+        # The supervisor handles SIGTERM/SIGINT itself: it stops every worker, each of which
+        # finishes its requests and closes its pool, and then returns.
+        try:
+            supervisor = Multiprocess(config, sockets=[sock])
+        except TypeError:  # uvicorn before 0.36 takes the worker's entry point too
+            supervisor = Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock])  # type: ignore[call-arg]
+        supervisor.run()
+    finally:
+        sock.close()
 
 
 def listening_socket(host: str, port: int) -> socket.socket:

@@ -12,8 +12,17 @@ MIB = 1024 * 1024
 class CollectorSettings:
     """Where the collector keeps its data and how much it accepts per request."""
 
-    db_path: Path
-    """SQLite file that stores records and device counters (created if missing)."""
+    db_path: Path | None = None
+    """SQLite file that stores records and device counters (created if missing); give
+    this or ``db_url``."""
+
+    db_url: str | None = None
+    """PostgreSQL connection URI (``postgresql://USER@HOST:PORT/DB``) instead of ``db_path``:
+    several collectors may share one such database."""
+
+    db_pool_size: int = 8
+    """Connections to PostgreSQL one collector process holds for storing batches (batches
+    are stored on that many threads at once); unused with SQLite, which has one writer."""
 
     tokens_path: Path
     """Tokens file written by ``edgepack token add``; holds only sha256 digests of tokens."""
@@ -69,8 +78,16 @@ class CollectorSettings:
     retry_after_seconds: int = 5
     """``Retry-After`` sent with a 503 when the collector cannot take a batch right now."""
 
+    @property
+    def database(self) -> str:
+        """Where records go, as given: the SQLite path or the PostgreSQL URI."""
+        return self.db_url if self.db_url is not None else str(self.db_path)
+
     def __post_init__(self) -> None:
-        object.__setattr__(self, "db_path", Path(self.db_path))
+        if (self.db_path is None) == (self.db_url is None):
+            raise ValueError("CollectorSettings needs exactly one of db_path (SQLite) and db_url (PostgreSQL)")
+        if self.db_path is not None:
+            object.__setattr__(self, "db_path", Path(self.db_path))
         object.__setattr__(self, "tokens_path", Path(self.tokens_path))
         if isinstance(self.lock_timeout_seconds, bool) or not isinstance(self.lock_timeout_seconds, (int, float)) or self.lock_timeout_seconds < 0:
             raise ValueError(f"CollectorSettings.lock_timeout_seconds must be a number >= 0, got {self.lock_timeout_seconds!r}")
@@ -85,6 +102,7 @@ class CollectorSettings:
         for name in (
             "max_body_bytes", "max_decompressed_bytes", "max_records", "max_pending_batches", "max_pending_per_device",
             "max_inflight_bytes", "max_inflight_bytes_per_device", "max_header_connections", "retry_after_seconds",
+            "db_pool_size",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

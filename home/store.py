@@ -12,7 +12,8 @@ with no Python code per record.
 
 The file and its -wal/-shm are owner-only (SQLite gives the journal files the mode of
 the database file, so creating that one 0600 is enough). The app talks to a store only
-through ``RecordStore``, so another backend (PostgreSQL) can stand behind the same contract.
+through ``RecordStore``; ``postgres.py`` is the PostgreSQL store behind the same contract,
+and ``backends.py`` picks one from the settings. The schema is versioned in ``migrations.py``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Any, Protocol
 import sqlite_utils
 
 from .errors import StoreError
+from .migrations import migrate_sqlite
 from .schema import COUNTER_KEYS, Batch
 
 _RECORD_COLUMNS = (
@@ -85,7 +87,7 @@ class StatsSource(Protocol):
 
 
 class RecordStore(StatsSource, Protocol):
-    """What the app needs of a store (SQLite here; PostgreSQL may follow): one batch
+    """What the app needs of a store (SQLite here, PostgreSQL in ``postgres.py``): one batch
     stored atomically and once per (device, record id), and counts read back."""
 
     def ingest(self, device: str, batch: Batch, *, received_at: float) -> IngestResult: ...
@@ -164,48 +166,9 @@ class Store:
                 raise
 
     def _create(self) -> None:
+        # The versioned schema (home/migrations.py), the same steps as PostgreSQL's.
         with self._write_transaction():
-            self.db["records"].create(
-                {
-                    "device": str,
-                    "id": str,
-                    "batch_id": str,
-                    "received_at": float,
-                    "ts": float,
-                    "model": str,
-                    "version": str,
-                    "bundle_sha256": str,
-                    "inputs": str,
-                    "outputs": str,
-                    "flags": str,
-                },
-                pk=("device", "id"),
-                not_null={"device", "id", "received_at", "ts", "model", "version", "bundle_sha256"},
-                if_not_exists=True,
-            )
-            self.db["records"].create_index(["model", "version"], if_not_exists=True)
-            self.db["devices"].create(
-                {
-                    "device": str,
-                    "first_seen": float,
-                    "last_seen": float,
-                    "batches": int,
-                    "dropped": int,
-                    "sampled_out": int,
-                    "dead_lettered": int,
-                },
-                pk="device",
-                not_null={"first_seen", "last_seen", "batches", *COUNTER_KEYS},
-                defaults={"batches": 0, **{key: 0 for key in COUNTER_KEYS}},
-                if_not_exists=True,
-            )
-            # Counters beyond the three columns above (sent by newer devices), by name.
-            self.db["device_counters"].create(
-                {"device": str, "name": str, "value": int},
-                pk=("device", "name"),
-                not_null={"value"},
-                if_not_exists=True,
-            )
+            migrate_sqlite(self.db, str(self.path))
 
     @contextmanager
     def _write_transaction(self) -> Iterator[None]:

@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 bash scripts/install-image-tools.sh
 bash scripts/install-test-tools.sh
+bash scripts/install-postgres.sh
 
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip

@@ -1,3 +1,3 @@
 """Fixtures shared across areas live in tests/support/, one module per area."""
 
-pytest_plugins = ["tests.support.registry", "tests.support.collector"]
+pytest_plugins = ["tests.support.registry", "tests.support.collector", "tests.support.postgres"]

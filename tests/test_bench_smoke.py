@@ -199,3 +199,21 @@ def test_quick_run_marks_every_target_and_prints_the_table(quick_run: tuple[dict
         assert f"{target['verdict']} ({target['name']})" in stdout
     assert "## Single-row latency" in stdout and "## Targets" in stdout
     assert "results written to" in stdout
+
+
+def test_fleet_smoke_run_fills_every_configuration_and_the_export(postgres_server: Any, tmp_path: Path) -> None:
+    from bench.fleet import CONFIGS, PRESETS, measure_fleet
+
+    figures = measure_fleet(PRESETS["smoke"], tmp_path, server=postgres_server)
+    by_path = {figure.path: figure for figure in figures}
+    assert [figure.error for figure in figures if figure.error] == []
+    for name in CONFIGS:
+        assert by_path[f"{name}: ingest"].median > 0
+        assert by_path[f"{name}: ingest"].note.startswith("50 records in ")  # 10 devices x 1 batch x 5 records, all stored
+        latency = by_path[f"{name}: batch latency"]
+        assert latency.samples == 10 and 0 < latency.median <= latency.p99
+        assert by_path[f"{name}: collector CPU"].median >= 0  # clock ticks: a tiny run may round to 0
+    assert by_path["postgres, 2 collectors: PostgreSQL server CPU"].unit == "us/record"
+    for store in ("sqlite", "postgres"):
+        assert by_path[f"export to Parquet ({store})"].note.startswith("50 records")
+        assert by_path[f"DuckDB scan of the export ({store})"].median > 0

@@ -25,10 +25,9 @@ def _require_collector() -> None:
 @click.command("collector")
 @click.option(
     "--db",
-    "db_path",
+    "db",
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="SQLite file for records (created if missing).",
+    help="SQLite file for records (created if missing), or postgresql://USER@HOST:PORT/DB shared by several collectors.",
 )
 @click.option(
     "--tokens",
@@ -104,12 +103,24 @@ def _require_collector() -> None:
     help="Seconds a write waits for another process's lock on --db [5].",
 )
 @click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Worker processes on the one port (a postgresql:// --db only).",
+)
+@click.option(
+    "--db-pool-size",
+    type=click.IntRange(min=1),
+    help="With a postgresql:// --db: connections (and batches stored at once) per collector process [8].",
+)
+@click.option(
     "--log-file",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Append the log to this file (created owner-only: it names devices) instead of stderr.",
 )
 def collector_command(
-    db_path: Path,
+    db: str,
     tokens_path: Path,
     host: str,
     port: int,
@@ -124,6 +135,8 @@ def collector_command(
     body_timeout_seconds: float | None,
     max_header_connections: int | None,
     lock_timeout_seconds: float | None,
+    workers: int,
+    db_pool_size: int | None,
     log_file: Path | None,
 ) -> None:
     """Receive and store the records devices send (stops cleanly on SIGTERM/SIGINT)."""
@@ -151,16 +164,18 @@ def collector_command(
         "body_timeout_seconds": body_timeout_seconds,
         "max_header_connections": max_header_connections,
         "lock_timeout_seconds": lock_timeout_seconds,
+        "db_pool_size": db_pool_size,
     }
     # Options left out keep CollectorSettings' defaults: one place defines them.
     try:
+        where = {"db_url": db} if db.startswith(("postgresql://", "postgres://")) else {"db_path": Path(db)}
         settings = CollectorSettings(
-            db_path=db_path, tokens_path=tokens_path, **{name: value for name, value in given.items() if value is not None}
+            **where, tokens_path=tokens_path, **{name: value for name, value in given.items() if value is not None}
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     try:
-        serve(settings, host=host, port=port)
+        serve(settings, host=host, port=port, workers=workers, log_file=log_file)
     except CollectorError as exc:
         raise click.ClickException(str(exc)) from exc
     except OSError as exc:

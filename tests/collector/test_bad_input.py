@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.support.collector import RunningCollector, start_collector
+from tests.support.collector import RunningCollector
 
 from .batches import batch, post
 from .cases import CASES, LIMITS, Case
 
 
 @pytest.fixture(scope="module")
-def small_collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCollector]:
-    running = start_collector(Path(tmp_path_factory.mktemp("bad-input")), **LIMITS)
+def small_collector(store_collector: Callable[..., RunningCollector]) -> Iterator[RunningCollector]:
+    running = store_collector("bad-input", **LIMITS)
     yield running
     running.stop()
 

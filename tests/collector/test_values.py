@@ -7,7 +7,6 @@ in ``cases.py``; these are the values just inside those limits, which must be ke
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
 import httpx
@@ -19,12 +18,8 @@ from .batches import batch, post
 
 def _stored_text(collector: RunningCollector, device_id: str) -> dict[str, dict[str, Any]]:
     """The raw stored columns by record id, without decoding the JSON text."""
-    connection = sqlite3.connect(f"file:{collector.db_path}?mode=ro", uri=True)
-    try:
-        rows = connection.execute("SELECT id, ts, inputs, outputs, flags FROM records WHERE device = ?", (device_id,))
-        return {row[0]: {"ts": row[1], "inputs": row[2], "outputs": row[3], "flags": row[4]} for row in rows}
-    finally:
-        connection.close()
+    rows = collector.rows("records", "WHERE device = ?", (device_id,))
+    return {row["id"]: {key: row[key] for key in ("ts", "inputs", "outputs", "flags")} for row in rows}
 
 
 def test_inputs_outputs_and_flags_are_stored_as_canonical_json(shared: RunningCollector, device: tuple[str, str]) -> None:

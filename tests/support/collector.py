@@ -19,10 +19,16 @@
 - ``stop()``: SIGTERM and wait for a clean exit (exit status 0, else ``AssertionError``);
   ``kill()``: SIGKILL, for crash tests. Teardown stops it if still running.
 
+The store is SQLite unless the ``collector_store`` fixture says ``"postgres"``:
+tests/collector/conftest.py parametrizes it, so the same tests run against both stores;
+each PostgreSQL collector then gets a fresh database on the session's server
+(tests/support/postgres.py), and ``records()``/``devices()`` read that database.
+
 ``collector_factory`` (function scope) makes more of them, optionally with other limits:
 keyword arguments are ``edgepack collector`` options with underscores, e.g.
 ``collector_factory(max_body_bytes=65536, max_records=10, max_pending_batches=1, lock_timeout=0.2)``.
-``start_collector(directory, **limits)`` does the same outside fixtures (e.g. for a
+``collector_factory(db_url=URI, tokens_path=PATH)`` starts one on a given database and
+tokens file (several collectors sharing them). ``start_collector(directory, **limits)`` does the same outside fixtures (e.g. for a
 module-scoped fixture built on ``tmp_path_factory``); call ``.stop()`` yourself.
 
 Batches use the HTTP contract of ``home`` (``POST /v1/batches``): note that
@@ -51,11 +57,19 @@ STOP_TIMEOUT = 30.0
 class RunningCollector(CollectorProcess):
     """One ``edgepack collector`` subprocess and its files; see the module docstring."""
 
-    def __init__(self, directory: Path, *, device_id: str = "device-1", **limits: float) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        device_id: str = "device-1",
+        db_url: str | None = None,
+        tokens_path: Path | None = None,
+        **limits: float,
+    ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         super().__init__(
-            directory / "collector.db", directory / "tokens.json", directory / "collector.log",
-            options=limits, start_timeout=START_TIMEOUT, cwd=ROOT,
+            directory / "collector.db", tokens_path or directory / "tokens.json", directory / "collector.log",
+            options=limits, start_timeout=START_TIMEOUT, cwd=ROOT, db_url=db_url,
         )
         self.directory = directory
         self.limits = limits
@@ -93,52 +107,75 @@ class RunningCollector(CollectorProcess):
         response.raise_for_status()
         return response.json()
 
-    def records(self, device_id: str | None = None) -> list[dict[str, Any]]:
-        """Stored records read straight from SQLite (WAL lets this run beside the collector)."""
+    def rows(self, table: str, where: str = "", params: tuple[str, ...] = (), order: str = "") -> list[dict[str, Any]]:
+        """Rows of ``table`` as stored, from either store (``?`` placeholders in ``where``)."""
+        if self.db_url is not None:
+            import psycopg
+            from psycopg.rows import dict_row
+
+            with psycopg.connect(self.db_url, row_factory=dict_row) as conn:
+                if conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()["to_regclass"] is None:
+                    return []
+                return list(conn.execute(f"SELECT * FROM {table} {where.replace('?', '%s')} {order}", params))
         if not self.db_path.exists():
             return []
         connection = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)
         try:
             connection.row_factory = sqlite3.Row
-            has_table = connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'records'").fetchone()
-            if not has_table:
+            if not connection.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchone():
                 return []
-            sql = "SELECT * FROM records"
-            params: tuple[str, ...] = ()
-            if device_id is not None:
-                sql += " WHERE device = ?"
-                params = (device_id,)
-            rows = [dict(row) for row in connection.execute(sql + " ORDER BY ts, id", params)]
+            return [dict(row) for row in connection.execute(f"SELECT * FROM {table} {where} {order}", params)]
         finally:
             connection.close()
+
+    def records(self, device_id: str | None = None) -> list[dict[str, Any]]:
+        """Stored records read straight from the store (SQLite's WAL lets this run beside the collector)."""
+        where, params = ("WHERE device = ?", (device_id,)) if device_id is not None else ("", ())
+        rows = self.rows("records", where, params, 'ORDER BY ts, id COLLATE "C"' if self.db_url else "ORDER BY ts, id")
         for row in rows:
+            # The export's bookkeeping, not part of what a device sent.
+            row.pop("export_run", None)
             for key in ("inputs", "outputs", "flags"):
                 row[key] = json.loads(row[key])
         return rows
 
     def devices(self) -> dict[str, dict[str, Any]]:
         """The stored per-device rows (counters, batches, first/last seen), by device id."""
-        if not self.db_path.exists():
-            return {}
-        connection = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)
-        try:
-            connection.row_factory = sqlite3.Row
-            has_table = connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'devices'").fetchone()
-            return {row["device"]: dict(row) for row in connection.execute("SELECT * FROM devices")} if has_table else {}
-        finally:
-            connection.close()
+        return {row["device"]: row for row in self.rows("devices")}
 
 
-def start_collector(directory: Path, **limits: float) -> RunningCollector:
+def start_collector(directory: Path, **limits: Any) -> RunningCollector:
     """Start a collector with its files in ``directory``; the caller stops it."""
     return RunningCollector(directory, **limits)
 
 
+STORES = ("sqlite", "postgres")
+
+
+@pytest.fixture(scope="session")
+def collector_store() -> str:
+    """The store collectors of ``collector_factory`` use: "sqlite" here; tests/collector
+    parametrizes it over ``STORES``."""
+    return "sqlite"
+
+
+def database_for(request: pytest.FixtureRequest, store: str) -> str | None:
+    """A fresh PostgreSQL database URI when ``store`` is "postgres" (None for SQLite)."""
+    if store == "sqlite":
+        return None
+    assert store == "postgres", store
+    return request.getfixturevalue("postgres_server").create_database()
+
+
 @pytest.fixture
-def collector_factory(tmp_path: Path) -> Iterator[Callable[..., RunningCollector]]:
+def collector_factory(
+    tmp_path: Path, collector_store: str, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., RunningCollector]]:
     started: list[RunningCollector] = []
 
-    def make(**limits: float) -> RunningCollector:
+    def make(**limits: Any) -> RunningCollector:
+        if "db_url" not in limits:
+            limits["db_url"] = database_for(request, collector_store)
         running = start_collector(tmp_path / f"collector-{len(started)}", **limits)
         started.append(running)
         return running
@@ -154,4 +191,4 @@ def collector(collector_factory: Callable[..., RunningCollector]) -> RunningColl
     return collector_factory()
 
 
-__all__ = ["RunningCollector", "collector", "collector_factory", "start_collector"]
+__all__ = ["STORES", "RunningCollector", "collector", "collector_factory", "collector_store", "database_for", "start_collector"]
