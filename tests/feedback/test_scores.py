@@ -51,7 +51,11 @@ def test_live_scores_per_version_and_bucket_from_the_database(tmp_path: Path) ->
                      json.dumps({"prediction": value}), "[]"))
         labels.append((version, 1000.0 + i * 10, value, truth))
     with sqlite3.connect(db) as conn:
-        conn.executemany("INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+        conn.executemany(
+            "INSERT INTO records (device, id, batch_id, received_at, ts, model, version, bundle_sha256, inputs, outputs, flags)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            rows,
+        )
     conn.close()
     with FeedbackStore(db) as store:
         out = store.ingest([LabelIn("dev", f"r{i}", json.dumps(t), None) for i, (_, _, _, t) in enumerate(labels) if i % 4],
