@@ -196,6 +196,15 @@ def unpack(names: tuple[str, ...], blob: bytes) -> tuple[dict[str, Any], Any, An
     return dict(zip(names, values)), outputs, flags
 
 
+def payload_ok(blob: Any) -> bool:
+    """True if ``blob`` is a payload as ``pack`` writes it (bounded decode, nothing kept)."""
+    try:
+        _payload_decoder.decode(blob)
+    except (msgspec.DecodeError, RecursionError, MemoryError, TypeError):
+        return False
+    return True
+
+
 def to_json(obj: Any) -> str:
     """Compact strict JSON for ``obj``, normalising only when the fast path refuses."""
     try:
