@@ -25,6 +25,13 @@ import time
 _POOL_IDS = 512
 _VARIANT = {f"{d:x}": "89ab"[d >> 2] for d in range(16)}
 """The variant's two bits (10) replace the top two of the first random hex digit."""
+_COUNTERS = tuple(f"{c:03x}" for c in range(0x1000))
+
+
+def _tails(count: int) -> list[str]:
+    """``count`` random id tails, ``-vrrr-rrrrrrrrrrrr`` (variant and 62 random bits)."""
+    hexes = os.urandom(8 * count).hex()
+    return [f"-{_VARIANT[hexes[i]]}{hexes[i + 1 : i + 4]}-{hexes[i + 4 : i + 16]}" for i in range(0, 16 * count, 16)]
 
 
 class IdClock:
@@ -34,7 +41,7 @@ class IdClock:
         self._ms = -1
         self._counter = -1
         self._prefix = ""
-        self._pool = ""
+        self._tails: list[str] = []
         self._pos = 0
         self._lock = threading.Lock()
 
@@ -59,13 +66,11 @@ class IdClock:
                     self._stamp(self._ms)
                 self._counter = counter
             pos = self._pos
-            if pos >= len(self._pool):
-                self._pool = os.urandom(8 * _POOL_IDS).hex()
+            if pos >= len(self._tails):
+                self._tails = _tails(_POOL_IDS)
                 pos = 0
-            self._pos = pos + 16
-            prefix = self._prefix
-            r = self._pool[pos : pos + 16]
-        return f"{prefix}{counter:03x}-{_VARIANT[r[0]]}{r[1:4]}-{r[4:]}"
+            self._pos = pos + 1
+            return self._prefix + _COUNTERS[counter] + self._tails[pos]
 
     def take(self, n: int, now: float | None = None) -> list[str]:
         """``n`` new ids, each greater than every id this clock made before."""
