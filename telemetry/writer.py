@@ -147,30 +147,48 @@ class Writer:
 
     def _runs(self, group: list[tuple]) -> list[Run]:
         """The group as runs of consecutive records of one context (one chunk each)."""
-        contexts = self._contexts
+        if not group:
+            return []
+        # Columns by transposing in C; a group of one context (nearly always: one model
+        # recording) then becomes one run without a Python step per record.
+        ids, ts, models, versions, shas, names, payloads = zip(*group)
+        first = group[0]
+        if (
+            models.count(first[2]) == len(models)
+            and versions.count(first[3]) == len(versions)
+            and shas.count(first[4]) == len(shas)
+            and names.count(first[5]) == len(names)
+        ):
+            run = Run(self._context(first))
+            run.ids, run.ts, run.payloads = list(ids), list(ts), list(payloads)
+            run.size = sum(map(len, payloads)) + ROW_OVERHEAD * len(payloads)
+            return [run]
         runs: list[Run] = []
         key: tuple[Any, ...] = ()
-        run: Run | None = None
-        overhead = ROW_OVERHEAD
+        current: Run | None = None
         for item in group:
             # Consecutive records nearly always share their context: compare (the names
             # are the same str objects, so this is a pointer walk) before hashing.
-            if run is None or key != item[2:6]:
+            if current is None or key != item[2:6]:
                 key = item[2:6]
-                context = contexts.get(key)
-                if context is None:
-                    if len(contexts) >= _MAX_CONTEXTS:
-                        contexts.clear()  # an app with ever-changing input names: stay bounded
-                    context = contexts[key] = Context(item[2], item[3], item[4], names_of(item[5]))
-                run = Run(context)
-                runs.append(run)
-                ids, ts, payloads = run.ids, run.ts, run.payloads
-            ids.append(item[0])
-            ts.append(item[1])
-            payloads.append(item[6])
+                current = Run(self._context(item))
+                runs.append(current)
+            current.ids.append(item[0])
+            current.ts.append(item[1])
+            current.payloads.append(item[6])
         for run in runs:
-            run.size = sum(map(len, run.payloads)) + overhead * len(run.payloads)
+            run.size = sum(map(len, run.payloads)) + ROW_OVERHEAD * len(run.payloads)
         return runs
+
+    def _context(self, item: tuple) -> Context:
+        contexts = self._contexts
+        key = item[2:6]
+        context = contexts.get(key)
+        if context is None:
+            if len(contexts) >= _MAX_CONTEXTS:
+                contexts.clear()  # an app with ever-changing input names: stay bounded
+            context = contexts[key] = Context(item[2], item[3], item[4], names_of(item[5]))
+        return context
 
     def _fail_waiters(self, exc: StorageError) -> None:
         # Jobs waiting behind records that could not be committed learn why now instead
