@@ -198,7 +198,10 @@ class EdgeModel:
             if type(col) is not np.ndarray or col.ndim != 1:
                 return None
             kind = col.dtype.kind
-            if (kind not in "fiu") if numeric else (kind != "U"):
+            if numeric:
+                if kind not in "fiu":
+                    return None
+            elif kind != "U" and not (kind == "O" and len(col) <= SMALL_BATCH and all(type(v) is str for v in col)):
                 return None
             if n < 0:
                 n = len(col)
