@@ -193,3 +193,27 @@ def test_a_chunk_whose_parts_disagree_is_dead_lettered_whole(tmp_path: Path, fie
         letters = buffer._call(lambda store: store.db.execute("SELECT count(*) FROM dead_letters").fetchone()[0])
     assert letters == 10
     assert [r["inputs"]["seq"] for r in fake.stored.values()] == list(range(10, 15))
+
+
+def test_a_damaged_schema_2_file_is_salvaged_into_chunks(tmp_path: Path) -> None:
+    db = tmp_path / "predictions.db"
+    ids = schema2.write(db, schema2.rows(3000))
+    with sqlite3.connect(str(db)) as conn:
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        leaves = conn.execute("SELECT pageno FROM dbstat WHERE name = 'records' AND pagetype = 'leaf' ORDER BY pageno").fetchall()
+    assert len(leaves) > 10
+    fd = os.open(db, os.O_WRONLY)
+    try:
+        os.pwrite(fd, b"\x5a\xa5" * (page_size // 2), (leaves[len(leaves) // 2][0] - 1) * page_size)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    with telemetry.Buffer(db) as buffer:
+        stats = buffer.stats()
+        kept = buffer.oldest(3000)
+    assert 0 < stats.lost < 100 and stats.pending == 3000 - stats.lost and stats.recorded == 3000
+    assert [r.id for r in kept] == [uid for uid in ids if uid in {r.id for r in kept}]  # in order
+    assert all(r.payload is not None for r in kept) and len({r.rowid for r in kept}) == len(kept)
+    with sqlite3.connect(str(db)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
