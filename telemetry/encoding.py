@@ -4,9 +4,10 @@ On disk a record is its input *values*, outputs and flags as one MessagePack arr
 three (``[values, outputs, flags]``), written and read by msgspec; the input names,
 model, version and bundle hash are stored once per "context" row (the names as a
 MessagePack array) and shared, which halves a 31-feature row. Packing is done by
-``record()`` in the application's thread (~0.4 µs of msgspec plus type checks); a
-31-float row is ~330 bytes, half its JSON. JSON is produced at sync time with orjson,
-when the device is online and sending anyway.
+``record()`` in the application's thread (one msgspec call, ~0.4 µs); a 31-float row is
+~330 bytes, half its JSON. The writer stores a commit group's payloads as one chunk
+(``telemetry.chunks``) without re-encoding them. JSON is produced at sync time with
+orjson, when the device is online and sending anyway.
 
 Why MessagePack through msgspec, not marshal (schema 1): the file may be damaged, and a
 damaged or hostile blob must never make the decoder allocate what the blob does not
@@ -14,8 +15,7 @@ hold. msgspec checks every declared array, map, string and binary length against
 bytes that remain before it allocates (a five-byte blob declaring 2**31-1 items is
 refused in microseconds as truncated), bounds nesting, and validates the payload's shape
 (an array of three: array, map, array) in C. Any failure is a ``PayloadError``, which the
-sync service dead-letters. The same encoder family also writes JSON, so the chunked
-format of issue 17 can keep one encoder for disk and wire. Schema 1 files are converted
+sync service dead-letters. Schema 1 files are converted
 once at open by ``telemetry.migration`` with a bounded marshal reader
 (``telemetry.legacy``), never with ``marshal.loads``.
 

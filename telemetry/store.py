@@ -18,6 +18,7 @@ import bisect
 import sqlite3
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from . import chunks, crashpoint
@@ -38,6 +39,12 @@ batch that ends inside it (and once more to read ahead)."""
 
 class Store(Connection):
     """A buffer file and the operations on it."""
+
+    def __init__(self, path: Path, *, synchronous: str, busy_timeout: float, create: bool) -> None:
+        self._decoded: dict[tuple[int, int], Any] = {}
+        """Recently decoded chunks by (chunk id, file generation); chunks never change
+        content once written, and ids are never reused."""
+        super().__init__(path, synchronous=synchronous, busy_timeout=busy_timeout, create=create)
 
     def _add(self, conn: sqlite3.Connection, deltas: dict[str, int]) -> None:
         # One statement for all the counters: every statement run by the writer thread
@@ -226,7 +233,7 @@ class Store(Connection):
             raise storage_error(exc, self.path, "reading") from exc
 
     def _decode(self, cid: int, count: int, ids: Any, ts: Any, payload: Any) -> tuple[list[str], tuple[float, ...], list[Any]] | None:
-        cache: dict[int, Any] = self.__dict__.setdefault("_decoded", {})
+        cache = self._decoded
         key = (cid, self.generation)
         if key in cache:
             return cache[key]
