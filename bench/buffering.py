@@ -114,7 +114,7 @@ def _raw_chunk_insert(path: Path, chunks: list[tuple[Any, ...]]) -> None:
         connection.execute("PRAGMA synchronous=FULL")
         connection.execute(
             "CREATE TABLE chunks (id INTEGER PRIMARY KEY, context INTEGER NOT NULL, count INTEGER NOT NULL,"
-            " gone INTEGER NOT NULL DEFAULT 0, ids TEXT NOT NULL, ts BLOB NOT NULL, payload BLOB NOT NULL, size INTEGER NOT NULL)"
+            " gone INTEGER NOT NULL DEFAULT 0, size INTEGER NOT NULL, ids TEXT NOT NULL, ts BLOB NOT NULL, payload BLOB NOT NULL)"
         )
         for chunk in chunks:
             connection.execute("BEGIN")

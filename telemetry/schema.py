@@ -51,10 +51,10 @@ CREATE TABLE chunks (
     context INTEGER NOT NULL REFERENCES contexts (id),
     count INTEGER NOT NULL,
     gone INTEGER NOT NULL DEFAULT 0,
+    size INTEGER NOT NULL,
     ids TEXT NOT NULL,
     ts BLOB NOT NULL,
-    payload BLOB NOT NULL,
-    size INTEGER NOT NULL
+    payload BLOB NOT NULL
 );
 CREATE TABLE dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -86,12 +86,14 @@ CHUNKS_TABLE = """CREATE TABLE chunks (
     context INTEGER NOT NULL REFERENCES contexts (id),
     count INTEGER NOT NULL,
     gone INTEGER NOT NULL DEFAULT 0,
+    size INTEGER NOT NULL,
     ids TEXT NOT NULL,
     ts BLOB NOT NULL,
-    payload BLOB NOT NULL,
-    size INTEGER NOT NULL
+    payload BLOB NOT NULL
 )"""
-"""The chunks table alone (the migration from schema 2 creates it)."""
+"""The chunks table alone (the migration from schema 2 creates it). The small columns
+come first: SQLite reads a row's columns in order, so a column after a large blob
+(``size`` was, at first) costs a walk through the blob's overflow pages."""
 
 
 def create(conn: sqlite3.Connection) -> None:
