@@ -76,9 +76,6 @@ def test_a_batch_ending_inside_a_chunk_leaves_the_rest_pending_across_reopen(tmp
     with telemetry.Buffer(path, group_delay=5) as buffer:
         for seq in range(100):
             _record(buffer, seq)
-        fake = FakeCollector(script=[])
-        service = SyncService(buffer, URL, token="t", client=fake.client(), options=SyncOptions(batch_size=30),
-                              sleep=lambda _: None)
         first = buffer.oldest(30)
         assert buffer.acknowledge([r.rowid for r in first]) == 30
         stats = buffer.stats()
@@ -88,6 +85,7 @@ def test_a_batch_ending_inside_a_chunk_leaves_the_rest_pending_across_reopen(tmp
         assert [r.rowid for r in buffer.oldest(5)] == [31, 32, 33, 34, 35]
         # acknowledging records already gone counts nothing twice
         assert buffer.acknowledge([r.rowid for r in first]) == 0
+        fake = FakeCollector()
         service = SyncService(buffer, URL, token="t", client=fake.client(), options=SyncOptions(batch_size=30),
                               sleep=lambda _: None)
         result = service.sync_once()
