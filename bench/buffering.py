@@ -28,6 +28,8 @@ from .zoo import ModelCase
 POWER = 'Buffer.record durability="power"'
 PROCESS = 'Buffer.record durability="process"'
 RAW = "raw sqlite3 executemany"
+CHUNK_RAW = "raw sqlite3 chunk inserts"
+CHUNK = 1_000
 SYNC = "SyncService.sync_once to collector"
 WITHOUT = "predict(dict) without telemetry"
 WITH = "predict(dict) with telemetry"
@@ -88,6 +90,40 @@ def _raw_insert(path: Path, prepared: list[tuple[Any, ...]]) -> None:
         connection.close()
 
 
+def _raw_chunks(prepared: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The same records as the buffer stores them (``telemetry.chunks``): one row per
+    ``CHUNK`` records with their ids, timestamps and payloads joined, built before the clock."""
+    import struct
+
+    from telemetry.chunks import encode_payload
+
+    out = []
+    for first in range(0, len(prepared), CHUNK):
+        part = prepared[first : first + CHUNK]
+        out.append((first + 1, 1, len(part), "".join(r[0] for r in part), struct.pack(f"<{len(part)}d", *(r[1] for r in part)),
+                    encode_payload([r[3] for r in part]), sum(r[4] for r in part)))
+    return out
+
+
+def _raw_chunk_insert(path: Path, chunks: list[tuple[Any, ...]]) -> None:
+    """The ceiling of the chunked layout: SQLite alone inserting the pre-built chunk rows,
+    one transaction per chunk (what a commit group is), WAL + synchronous=FULL."""
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")
+        connection.execute(
+            "CREATE TABLE chunks (id INTEGER PRIMARY KEY, context INTEGER NOT NULL, count INTEGER NOT NULL,"
+            " gone INTEGER NOT NULL DEFAULT 0, size INTEGER NOT NULL, ids TEXT NOT NULL, ts BLOB NOT NULL, payload BLOB NOT NULL)"
+        )
+        for chunk in chunks:
+            connection.execute("BEGIN")
+            connection.execute("INSERT INTO chunks (id, context, count, ids, ts, payload, size) VALUES (?,?,?,?,?,?,?)", chunk)
+            connection.execute("COMMIT")
+    finally:
+        connection.close()
+
+
 def _discard(path: Path) -> None:
     """Delete a measured database with its WAL and side files right away: left behind, a
     round's ~40 MB of dirty pages are written back while the next round (or the sync
@@ -102,7 +138,7 @@ def measure_record_rate(case: ModelCase, options: BenchOptions, workdir: Path) -
 
     count = options.record_count
     rows, outputs = _record_rows(case, count)
-    seconds: dict[str, list[float]] = {POWER: [], PROCESS: [], RAW: []}
+    seconds: dict[str, list[float]] = {POWER: [], PROCESS: [], RAW: [], CHUNK_RAW: []}
     errors: dict[str, str] = {}
     if not hasattr(telemetry, "Buffer"):
         errors[POWER] = errors[PROCESS] = "n/a (not available: telemetry.Buffer)"
@@ -135,7 +171,22 @@ def measure_record_rate(case: ModelCase, options: BenchOptions, workdir: Path) -
         finally:
             _discard(path)
 
-    runs = {POWER: lambda: buffered("power"), PROCESS: lambda: buffered("process"), RAW: raw}
+    try:
+        chunked = _raw_chunks(prepared)
+    except Exception as exc:  # noqa: BLE001 - a tree without telemetry.chunks
+        errors[CHUNK_RAW] = f"n/a ({type(exc).__name__}: {exc})"
+        chunked = []
+
+    def raw_chunks() -> float:
+        path = workdir / f"record-chunks-{next(counter)}.db"
+        start = time.perf_counter()
+        try:
+            _raw_chunk_insert(path, chunked)
+            return time.perf_counter() - start
+        finally:
+            _discard(path)
+
+    runs = {POWER: lambda: buffered("power"), PROCESS: lambda: buffered("process"), RAW: raw, CHUNK_RAW: raw_chunks}
     order = list(runs)
     for round_index in range(options.record_rounds):
         shift = round_index % len(order)
@@ -150,16 +201,17 @@ def measure_record_rate(case: ModelCase, options: BenchOptions, workdir: Path) -
     notes = {
         POWER: f"{count:,} records of {len(rows[0])} inputs per round, then flush(); WAL + synchronous=FULL",
         PROCESS: f"{count:,} records per round, then flush(); survives a process crash, not power loss",
-        RAW: f"same rows pre-encoded (UUID, MessagePack blob), executemany {RAW_BATCH:,} per transaction, WAL + synchronous=FULL: SQLite alone, the ceiling",
+        RAW: f"same rows pre-encoded (UUID, MessagePack blob), one row per record, executemany {RAW_BATCH:,} per transaction, WAL + synchronous=FULL: SQLite alone, the ceiling of the old one-row-per-record layout",
+        CHUNK_RAW: f"same records pre-built as chunk rows of {CHUNK:,} (the buffer's layout), one transaction per chunk, WAL + synchronous=FULL: SQLite alone, the ceiling",
     }
-    for name in (POWER, PROCESS, RAW):
+    for name in (POWER, PROCESS, CHUNK_RAW, RAW):
         if name in errors or not seconds[name]:
             figures.append(error_figure(section="telemetry", path=name, unit="records/s", error=errors.get(name, "not measured")))
         else:
             figures.append(
                 timing_figure(section="telemetry", path=name, seconds=seconds[name], unit="records/s", per_call_units=count, note=notes[name])
             )
-    set_ratios(figures, RAW)
+    set_ratios(figures, CHUNK_RAW)
     return figures
 
 

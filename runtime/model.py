@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
+
 from . import signing
 from .bundle import GOLDEN, MODEL, Bundle, BundleLimits, read_bundle
 from .errors import BundleError, EdgeError, InputError, SelfTestError
@@ -18,6 +20,9 @@ from .outputs import OutputSpec
 from .schema import Feature, InputSchema
 from .session import Session
 from .telemetry_hook import TelemetrySink
+
+SMALL_BATCH = 8
+"""``predict_batch`` of at most this many rows of numpy columns takes the row path."""
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +80,7 @@ class EdgeModel:
         self._row_values = self._schema.row_values
         self._first = self._outputs.first
         self.inputs: tuple[Feature, ...] = self._schema.features
+        self._column_kinds = tuple((f.name, f.dtype != "string") for f in self._schema.features)
         self.classes: tuple[Any, ...] | None = self._outputs.classes
         self.task: str = self._outputs.task
 
@@ -201,7 +207,44 @@ class EdgeModel:
             for i, (p, row) in enumerate(zip(predictions, arrays["probabilities"].tolist()))
         ]
 
+    def _small_rows(self, columns: Mapping[str, Any], strict: bool) -> list[dict[str, Any]] | None:
+        """A batch of at most ``SMALL_BATCH`` rows of plain numpy columns, as row dicts; None
+        for anything else (which the column path validates and explains)."""
+        if type(columns) is not dict or (strict and len(columns) != len(self._schema.names)):
+            return None
+        lists = []
+        n = -1
+        for name, numeric in self._column_kinds:
+            col = columns.get(name)
+            if type(col) is not np.ndarray or col.ndim != 1:
+                return None
+            kind = col.dtype.kind
+            if numeric:
+                if kind not in "fiu":
+                    return None
+            elif kind != "U" and not (kind == "O" and len(col) <= SMALL_BATCH and all(type(v) is str for v in col)):
+                return None
+            if n < 0:
+                n = len(col)
+                if not 0 < n <= SMALL_BATCH:
+                    return None
+            elif len(col) != n:
+                return None
+            lists.append(col.tolist())
+        names = self._schema.names
+        return [dict(zip(names, values)) for values in zip(*lists)]
+
     def _predict_columns(self, columns: Mapping[str, Any], *, strict: bool, record: bool = False) -> dict[str, Any]:
+        rows = self._small_rows(columns, strict)
+        if rows is not None:
+            # A few rows: the row path's validation costs a few µs per row, where the
+            # column path's numpy calls cost ~50 µs of setup whatever the row count.
+            feeds, values, row_flags = self._schema.pack_rows(rows, strict)
+            result = self._outputs.arrays(self._run(self._output_names, feeds), {i: f for i, f in enumerate(row_flags) if f})
+            if record and self._telemetry is not None:
+                for row_values, row_result in zip(values, self._rows_from_arrays(result)):
+                    self._record(row_values, row_result)
+            return result
         feeds, arrays, flags = self._schema.pack_columns(columns, strict)
         result = self._outputs.arrays(self._run(self._output_names, feeds), flags)
         if record and self._telemetry is not None:

@@ -160,8 +160,9 @@ class OutputSpec:
         return {"prediction": values, "flags": flags}
 
     def _indices(self, labels: np.ndarray) -> np.ndarray:
-        """Class index of every label tensor value, vectorised when the values sort."""
-        if self._sorted_values is None:
+        """Class index of every label tensor value, vectorised when the values sort (and
+        there are enough of them for numpy's per-call cost to pay)."""
+        if self._sorted_values is None or len(labels) <= 8:
             index_of = self._index_of
             try:
                 return np.fromiter((index_of[v] for v in labels.tolist()), dtype=np.intp, count=len(labels))

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .encoding import PayloadError, to_json_bytes, unpack
+from .encoding import to_json_bytes
 from .rows import StoredRecord
 
 log = logging.getLogger("telemetry.sync")
@@ -42,15 +42,16 @@ def encode(records: Sequence[StoredRecord], max_batch_bytes: int) -> tuple[Batch
     items: list[Item] = []
     unreadable: list[int] = []
     for record in records:
-        try:
-            inputs, outputs, flags = unpack(record.input_names, record.payload)
-        except PayloadError as exc:
-            log.error("record %s is unreadable (%s); moving it to the dead-letter table", record.id, exc)
+        payload = record.payload
+        if payload is None:
+            log.error("record %s is unreadable (its stored chunk or context is damaged); moving it to the dead-letter table", record.id)
             unreadable.append(record.rowid)
             continue
+        values, outputs, flags = payload
         items.append(Item(record.rowid, record.id, {
             "id": record.id, "ts": record.ts, "model": record.model, "version": record.version,
-            "bundle_sha256": record.bundle_sha256, "inputs": inputs, "outputs": outputs, "flags": flags,
+            "bundle_sha256": record.bundle_sha256, "inputs": dict(zip(record.input_names, values)),
+            "outputs": outputs, "flags": flags,
         }))
     # One encoder call for the whole batch; only a batch over the byte cap is measured
     # record by record to find where to cut it.

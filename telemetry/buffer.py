@@ -1,10 +1,11 @@
 """The device-side prediction buffer: ``record()`` enqueues, one writer thread commits.
 
-``record()`` packs the record's values into a small blob and appends it to an in-memory
-queue (a few microseconds), so the application never waits for the disk. A single
-background thread owns the only SQLite connection of the buffer: it turns queued records
-into rows (UUID, sampling) and commits them in groups of at most ``group_size`` records or
-``group_delay`` seconds, with multi-row INSERTs whose SQLite work runs without the GIL.
+``record()`` gives the record its UUID (returned to the caller), decides sampling, packs
+the record's values into a small blob and appends it to an in-memory queue (a few
+microseconds), so the application never waits for the disk. A single background thread
+owns the only SQLite connection of the buffer: it commits queued records in groups of at
+most ``group_size`` records or ``group_delay`` seconds, each run of one context as ONE
+row (a chunk, ``telemetry.chunks``), so SQLite's work per record is divided by the group.
 Everything else that touches the file (``flush``, ``pending``, the sync service's reads
 and deletes) is a job queued behind the records, run by the same thread, so a job always
 sees every record recorded before it.
@@ -79,6 +80,7 @@ class Buffer(Writer):
         self.path = Path(path)
         self._queue: deque[Any] = deque()
         self._lost: deque[None] = deque()
+        self._sampled: deque[None] = deque()
         self._wake = threading.Event()
         self._hurry = threading.Event()
         self._closed = False
@@ -88,7 +90,7 @@ class Buffer(Writer):
         self._keep_below = None if rate >= 1.0 else int(rate * 2**32)
         self._last_error: StorageError | None = None
         self._contexts: dict[tuple[Any, ...], Context] = {}  # writer thread only
-        self._ids = IdClock()  # thread-safe: ids are made by the recording threads
+        self._ids = IdClock()
         started = _Job(None)
         self._thread = threading.Thread(target=self._run, args=(started,), name=f"edgepack-buffer:{self.path.name}", daemon=True)
         self._thread.start()
@@ -142,7 +144,7 @@ class Buffer(Writer):
 
         The runtime calls this when a sink has it: it saves building a dict per
         prediction, and passing the same ``names`` object every time makes finding the
-        record's context an identity check. Returns the record's id, or None, as ``record``.
+        record's context an identity check. Returns the record's id, like ``record``.
         """
         return self._enqueue(model, version, bundle_sha256, names, values, outputs, flags)
 
@@ -177,22 +179,25 @@ class Buffer(Writer):
             raise RecordError(f"inputs and outputs must be mappings and flags a sequence: {exc}") from exc
         if type(outputs) is not dict and not isinstance(outputs, Mapping):
             raise RecordError(f"inputs and outputs must be mappings and flags a sequence: outputs is a {type(outputs).__name__}")
+        now = time.time()
+        uid = self._ids.next(now)
+        keep_below = self._keep_below
+        if keep_below is not None and int(uid[-8:], 16) >= keep_below:
+            # Decided by the id's random bits (``telemetry.ids.sample_key``); counted at
+            # the next commit, like every accepted record.
+            self._sampled.append(None)
+            if not self._wake.is_set():
+                self._wake.set()
+            return None
         queue = self._queue
         if len(queue) >= self._max_queued:
+            # Never stored: an id returned here would name a record home never gets.
             self._lost.append(None)
             return None
-        now = time.time()
-        # The id is made here, not at commit, so that the caller can keep it (feedback).
-        uid = self._ids.next(now)
-        if self._keep_below is not None and sample_key(uid) >= self._keep_below:
-            # Still queued (without a payload), so the writer counts it in order.
-            queue.append((now, model, version, bundle_sha256, names, None, uid))
-            uid = None
-        else:
-            # Packing here rather than on the writer thread: the work is the same, but done by
-            # the caller it cannot convoy with it on the GIL, and the writer's share becomes
-            # mostly SQLite time, which runs without the GIL.
-            queue.append((now, model, version, bundle_sha256, names, pack(values, outputs, flags), uid))
+        # Packing here rather than on the writer thread: the work is the same, but done by
+        # the caller it cannot convoy with it on the GIL, and the writer's share becomes
+        # mostly SQLite time, which runs without the GIL.
+        queue.append((uid, now, model, version, bundle_sha256, names, pack(values, outputs, flags)))
         # Order matters: append, then signal. The writer clears the signal before it
         # drains, so a record is either drained or finds the signal cleared and sets it.
         if not self._wake.is_set():
@@ -235,6 +240,7 @@ class Buffer(Writer):
         """Persistent counts, after committing everything recorded before the call."""
         values = self._call(lambda store: store.counters())
         values["dropped"] += len(self._lost)
+        values["sampled_out"] += len(self._sampled)
         return BufferStats(**values)
 
     def pending(self) -> int:
@@ -256,11 +262,19 @@ class Buffer(Writer):
     # Used by the sync service; each runs on the writer thread, after earlier records.
 
     def oldest(self, limit: int, *, after: int = 0) -> list[StoredRecord]:
-        """The ``limit`` oldest pending records after row ``after`` (not removed: see ``acknowledge``)."""
+        """The ``limit`` oldest pending records after row ``after`` (not removed: see ``acknowledge``).
+
+        Records are read from their chunks and decoded; a record of an unreadable chunk
+        comes with ``payload=None``."""
         return self._call(lambda store: store.oldest(limit, after))
 
     def acknowledge(self, rowids: Sequence[int], *, keep_hold: bool = False) -> int:
         """Delete records the collector stored, in one transaction; returns how many.
+
+        A chunk is deleted once all its records are acknowledged; until then it keeps
+        how many of its leading records are gone (records are acknowledged oldest first;
+        one acknowledged out of that order is simply sent again, and the collector
+        counts it as a duplicate).
 
         ``keep_hold`` leaves the current ``hold`` in place (it covers a later batch
         already in flight)."""
@@ -282,7 +296,7 @@ class Buffer(Writer):
         values = self._call(lambda store: store.counters(pending=False))
         return {
             "dropped": values["dropped"] + len(self._lost),
-            "sampled_out": values["sampled_out"],
+            "sampled_out": values["sampled_out"] + len(self._sampled),
             "dead_lettered": values["dead_lettered"],
             "lost": values["lost"],
         }

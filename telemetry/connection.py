@@ -240,7 +240,7 @@ class Connection:
                 conn.execute("INSERT INTO counters (name, value) VALUES (?, ?)", (IDENTITY, identity))
             values = dict(conn.execute(_LEDGER_SELECT).fetchall())
             if kept is not None and any(kept[1][name] > values.get(name, 0) for name in LEDGER_COUNTERS):
-                pending = conn.execute("SELECT count(*) FROM records").fetchone()[0]
+                pending = conn.execute("SELECT coalesce(sum(count - gone), 0) FROM chunks").fetchone()[0]
                 expected = kept[1]["recorded"] - sum(kept[1][name] for name in LEDGER_COUNTERS if name != "recorded")
                 lost = max(0, expected - pending)
                 behind = kept[1]["recorded"] - values.get("recorded", 0)

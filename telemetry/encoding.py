@@ -4,9 +4,10 @@ On disk a record is its input *values*, outputs and flags as one MessagePack arr
 three (``[values, outputs, flags]``), written and read by msgspec; the input names,
 model, version and bundle hash are stored once per "context" row (the names as a
 MessagePack array) and shared, which halves a 31-feature row. Packing is done by
-``record()`` in the application's thread (~0.4 µs of msgspec plus type checks); a
-31-float row is ~330 bytes, half its JSON. JSON is produced at sync time with orjson,
-when the device is online and sending anyway.
+``record()`` in the application's thread (one msgspec call, ~0.4 µs); a 31-float row is
+~330 bytes, half its JSON. The writer stores a commit group's payloads as one chunk
+(``telemetry.chunks``) without re-encoding them. JSON is produced at sync time with
+orjson, when the device is online and sending anyway.
 
 Why MessagePack through msgspec, not marshal (schema 1): the file may be damaged, and a
 damaged or hostile blob must never make the decoder allocate what the blob does not
@@ -14,8 +15,7 @@ hold. msgspec checks every declared array, map, string and binary length against
 bytes that remain before it allocates (a five-byte blob declaring 2**31-1 items is
 refused in microseconds as truncated), bounds nesting, and validates the payload's shape
 (an array of three: array, map, array) in C. Any failure is a ``PayloadError``, which the
-sync service dead-letters. The same encoder family also writes JSON, so the chunked
-format of issue 17 can keep one encoder for disk and wire. Schema 1 files are converted
+sync service dead-letters. Schema 1 files are converted
 once at open by ``telemetry.migration`` with a bounded marshal reader
 (``telemetry.legacy``), never with ``marshal.loads``.
 
@@ -132,25 +132,28 @@ def _plain_outputs(outputs: dict[Any, Any]) -> bool:
     return _SCALARS.issuperset(map(type, outputs))
 
 
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is normalised first")
+
+
+_strict_encode = msgspec.msgpack.Encoder(enc_hook=_refuse).encode
+"""Encodes what msgspec takes natively and refuses the rest (numpy values, mappings that
+are not dicts, ints beyond 64 bits), which ``plain`` normalises first."""
+
+
 def pack(values: tuple[Any, ...], outputs: dict[str, Any], flags: tuple[str, ...]) -> bytes:
     """The on-disk blob for one record: its input values (names live in the context
     table, once), its outputs and flags. Never fails: what cannot be encoded exactly is
     kept as text."""
-    # Only exact builtin types go to the encoder unconverted, so a numpy scalar or an
-    # enum is always normalised the same way (``plain``) whatever the encoder would do
-    # with it. The checks run in record(), on the application's thread, for every
-    # record, so the common shapes are checked with C-level set operations first and
-    # only odd ones walk the structure.
+    # One encoder call, no type checks first: it runs in record(), on the application's
+    # thread, for every record (checking 31 values' types first cost 4x the encoding).
+    # What msgspec encodes natively beyond JSON keeps msgspec's form (a datetime, a UUID,
+    # an Enum's value); numpy scalars and arrays, which it refuses, go through ``plain``.
     try:
-        if (
-            _SCALARS.issuperset(map(type, values))
-            and _SCALARS.issuperset(map(type, flags))
-            and _plain_outputs(outputs)
-        ) or (_native(values) and _native(outputs) and _native(flags)):
-            try:
-                return _msgpack_encode((values, outputs, flags))
-            except (TypeError, OverflowError, ValueError):
-                pass  # e.g. an int beyond 64 bits: normalise below
+        return _strict_encode((values, outputs, flags))
+    except (TypeError, OverflowError, ValueError, RecursionError):
+        pass
+    try:
         return _msgpack_encode((plain(values), plain(outputs), plain(flags)))
     except Exception:  # noqa: BLE001 - too deep, an int beyond 64 bits, a broken __str__
         # Keep the record in a degraded form rather than lose it or fail the caller.
@@ -194,6 +197,15 @@ def unpack(names: tuple[str, ...], blob: bytes) -> tuple[dict[str, Any], Any, An
     if len(values) != len(names):
         raise PayloadError(f"{len(values)} input values for {len(names)} input names")
     return dict(zip(names, values)), outputs, flags
+
+
+def payload_ok(blob: Any) -> bool:
+    """True if ``blob`` is a payload as ``pack`` writes it (bounded decode, nothing kept)."""
+    try:
+        _payload_decoder.decode(blob)
+    except (msgspec.DecodeError, RecursionError, MemoryError, TypeError):
+        return False
+    return True
 
 
 def to_json(obj: Any) -> str:

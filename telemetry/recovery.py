@@ -7,10 +7,12 @@ so the application would be told its records are safe when none can ever be sent
 When ``PRAGMA quick_check`` at open or any statement later reports damage, the store
 calls ``salvage``: under the write lock, the file (with its -wal) is renamed to
 ``<db>.corrupt-<UTC time>`` and kept for inspection, a fresh file is created in its
-place, and every row that can still be read is copied over with its row id, UUID and
-timestamp (so a sync that read them before keeps acknowledging the right rows, and the
+place, and every chunk that can still be read is copied over with its row ids, UUIDs and
+timestamps (so a sync that read them before keeps acknowledging the right rows, and the
 collector still sees each record once). Rows are read in id ranges; a range that fails
-is halved until the damaged rows are isolated, so one bad page costs only its own rows.
+is halved until the damaged rows are isolated, so one bad page costs only its own rows
+(for chunks: the chunks on it, or the one whose overflow page it is). A file of an older
+schema is salvaged into the current one (its records become chunks of one record).
 
 What could not be read is counted as ``lost``: the records the counters (or, if those
 are damaged too, the ledger) say were pending, minus the ones salvaged. The count is
@@ -31,8 +33,10 @@ from typing import Any
 from .feedback import salvage_labels
 from .legacy import LegacyFormatError
 from .migration import upgrade_names, upgrade_payload
+from . import chunks
+from .encoding import payload_ok
 from .rows import ROW_OVERHEAD
-from .schema import LEDGER_COUNTERS, SCHEMA_VERSION, create
+from .schema import LEDGER_COUNTERS, SCHEMA_VERSION, SEQUENCE, create
 
 log = logging.getLogger("telemetry.buffer")
 
@@ -97,10 +101,11 @@ def salvage(path: Path, ledger: dict[str, int] | None) -> Salvage:
         lost = max(0, expected - copied)
         values["lost"] += lost
         fresh.executemany("UPDATE counters SET value = ? WHERE name = ?", [(v, k) for k, v in values.items()])
-        fresh.execute("UPDATE counters SET value = (SELECT coalesce(sum(size), 0) FROM records) WHERE name = 'stored_bytes'")
-        # Row ids are never reused, not even those of rows lost with the damaged pages.
-        floor = max(top, values["recorded"])
-        fresh.execute("INSERT OR REPLACE INTO sqlite_sequence (name, seq) VALUES ('records', ?)", (floor,))
+        fresh.execute("UPDATE counters SET value = (SELECT coalesce(sum(size), 0) FROM chunks) WHERE name = 'stored_bytes'")
+        # Row ids are never reused, not even those of records lost with the damaged pages:
+        # the sequence never falls below the count of records ever recorded.
+        floor = max(top, values["recorded"]) + 1
+        fresh.execute("UPDATE counters SET value = max(value, ?) WHERE name = ?", (floor, SEQUENCE))
         fresh.execute("COMMIT")
     except BaseException:
         fresh.close()
@@ -183,15 +188,33 @@ def _copy(old: sqlite3.Connection, fresh: sqlite3.Connection, hint: int) -> tupl
         return 0
 
     copied = 0
-    top = max(_top(old, "records"), hint)
-    for rowid, uid, ts, cid, payload, _size in _rows(old, "records", "id, uuid, ts, context, payload, size", top):
-        try:
-            payload = convert_payload(payload)
-        except LegacyFormatError:
-            pass  # copied as it is: dead-lettered as unreadable at sync time
-        fresh.execute("INSERT INTO records (id, uuid, ts, context, payload, size) VALUES (?, ?, ?, ?, ?, ?)",
-                      (rowid, uid, ts, cid if cid in contexts else placeholder(), payload, len(payload) + ROW_OVERHEAD))
-        copied += 1
+    if version >= 3:
+        top = max(_top(old, "chunks"), hint)
+        old_sequence = int(_scalar(old, f"SELECT value FROM counters WHERE name = '{SEQUENCE}'", 0))
+        for cid, cid_context, count, gone, ids, ts, payload, size in _rows(
+            old, "chunks", "id, context, count, gone, ids, ts, payload, size", top
+        ):
+            fresh.execute("INSERT INTO chunks (id, context, count, gone, ids, ts, payload, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                          (cid, cid_context if cid_context in contexts else placeholder(), count, gone, ids, ts, payload, size))
+            copied += max(0, int(count) - int(gone))
+            top = max(top, int(cid) + int(count) - 1)
+        top = max(top, old_sequence - 1)
+    else:
+        top = max(_top(old, "records"), hint)
+        for rowid, uid, ts, cid, payload, _size in _rows(old, "records", "id, uuid, ts, context, payload, size", top):
+            try:
+                payload = convert_payload(payload)
+            except LegacyFormatError:
+                pass  # copied as it is: dead-lettered as unreadable at sync time
+            if len(uid) != chunks.ID_LENGTH or not payload_ok(payload):
+                payload = b"\xc1"  # one record that cannot be decoded: dead-lettered at sync
+            fresh.execute(
+                "INSERT INTO chunks (id, context, count, ids, ts, payload, size) VALUES (?, ?, 1, ?, ?, ?, ?)",
+                (rowid, cid if cid in contexts else placeholder(), uid if len(uid) == chunks.ID_LENGTH else "?" * chunks.ID_LENGTH,
+                 chunks.encode_ts([ts]), chunks.encode_payload([payload]) if payload != b"\xc1" else payload,
+                 len(payload) + ROW_OVERHEAD),
+            )
+            copied += 1
     for row in _rows(old, "dead_letters", "id, uuid, ts, context, payload, size, batch_id, status, reason", _top(old, "dead_letters")):
         fresh.execute("INSERT INTO dead_letters (id, uuid, ts, context, payload, size, batch_id, status, reason) "
                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (*row[:3], row[3] if row[3] in contexts else placeholder(), *row[4:]))

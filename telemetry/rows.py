@@ -1,13 +1,14 @@
-"""The shapes a record takes between the writer and the file: rows in, stored records out."""
+"""The shapes records take between the writer and the file: runs in, stored records out."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+from .chunks import RECORD_OVERHEAD
 from .encoding import pack_names
 
-ROW_OVERHEAD = 96
-"""Bytes counted per record on top of its payload: uuid, timestamp, row and index slack."""
+ROW_OVERHEAD = RECORD_OVERHEAD
+"""Bytes counted per record on top of its payload (see ``telemetry.chunks``)."""
 
 
 class StoredRecord(NamedTuple):
@@ -15,7 +16,7 @@ class StoredRecord(NamedTuple):
     reads thousands per batch, and a frozen dataclass costs ~1 µs more each to build)."""
 
     rowid: int
-    """Local row id (AUTOINCREMENT: never reused)."""
+    """Local row id: the record's sequence number in the file (never reused)."""
     id: str
     """The record's UUID, its identity at the collector forever."""
     ts: float
@@ -28,8 +29,9 @@ class StoredRecord(NamedTuple):
     """SHA-256 of the bundle that made the prediction."""
     input_names: tuple[str, ...]
     """Names of the input values, shared by every record of the same context."""
-    payload: bytes
-    """``(input values, outputs, flags)`` as packed by ``telemetry.encoding.pack``."""
+    payload: tuple[Any, Any, Any] | None
+    """``(input values, outputs, flags)`` decoded from the record's chunk; None when the
+    chunk (or its context) is unreadable: the sync service dead-letters the record."""
 
 
 class Context:
@@ -47,6 +49,15 @@ class Context:
         self.generation = -1  # the Store generation (file) ``id`` belongs to: a salvage starts a new one
 
 
-Row = tuple[str, float, Context, bytes, int]
-"""A record ready to insert: (uuid, ts, context, payload, size). A plain tuple because
-the writer builds one per record on the hot path."""
+class Run:
+    """Consecutive records of one context in a commit group: they become one chunk."""
+
+    __slots__ = ("context", "ids", "ts", "payloads", "size")
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+        self.ids: list[str] = []
+        self.ts: list[float] = []
+        self.payloads: list[bytes] = []
+        self.size = 0
+        """Bytes counted against ``max_bytes``: payloads plus ``ROW_OVERHEAD`` each."""

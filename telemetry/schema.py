@@ -1,14 +1,15 @@
 """The buffer file's schema: tables, counters, version, and how a new file is laid out.
 
-Layout: ``records`` holds one row per pending record (UUID, timestamp, a reference to its
-``contexts`` row, and a MessagePack payload of input values, outputs and flags, see
-``telemetry.encoding``); ``contexts`` holds what consecutive records share (model,
-version, bundle hash, input names) once; ``dead_letters`` keeps what the collector
-refused or what could not be read; ``counters`` the cumulative totals.
+Layout: ``chunks`` holds the pending records, one row per commit group of one context
+(their UUIDs, timestamps, and one MessagePack array of their input values, outputs and
+flags, see ``telemetry.chunks``); ``contexts`` holds what consecutive records share
+(model, version, bundle hash, input names) once; ``dead_letters`` keeps, one row per
+record, what the collector refused or what could not be read; ``counters`` the
+cumulative totals and a little state.
 
-Versions: 1 stored payloads and input names with ``marshal``; 2 (this one) stores them
-as MessagePack and adds the ``lost`` counter. Older files are migrated on open
-(``telemetry.migration``), newer ones refused.
+Versions: 1 stored one row per record with ``marshal``; 2 stored one row per record as
+MessagePack and added the ``lost`` counter; 3 (this one) stores chunks. Older files are
+migrated on open (``telemetry.migration``), newer ones refused.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import secrets
 import sqlite3
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Bumped with every schema change; older files are migrated on open, newer ones refused."""
 
 APPLICATION_ID = 0x45504B42
@@ -45,13 +46,15 @@ CREATE TABLE contexts (
     input_names BLOB NOT NULL,
     UNIQUE (model, version, bundle_sha256, input_names)
 );
-CREATE TABLE records (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    uuid TEXT NOT NULL,
-    ts REAL NOT NULL,
+CREATE TABLE chunks (
+    id INTEGER PRIMARY KEY,
     context INTEGER NOT NULL REFERENCES contexts (id),
-    payload BLOB NOT NULL,
-    size INTEGER NOT NULL
+    count INTEGER NOT NULL,
+    gone INTEGER NOT NULL DEFAULT 0,
+    size INTEGER NOT NULL,
+    ids TEXT NOT NULL,
+    ts BLOB NOT NULL,
+    payload BLOB NOT NULL
 );
 CREATE TABLE dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -70,8 +73,27 @@ CREATE TABLE counters (
 ) WITHOUT ROWID
 """
 
-_STATE = ("refusing", "held_upto", "held_until_ms")
-"""Counters rows that are state, not totals: drop_newest's refusal and the sync hold."""
+SEQUENCE = "sequence"
+"""The ``counters`` row holding the next record row id (a chunk's ``id`` is its first
+record's): row ids are never reused, not even after the table was emptied."""
+
+_STATE = ("refusing", "held_upto", "held_until_ms", SEQUENCE)
+"""Counters rows that are state, not totals: drop_newest's refusal, the sync hold, the
+record sequence."""
+
+CHUNKS_TABLE = """CREATE TABLE chunks (
+    id INTEGER PRIMARY KEY,
+    context INTEGER NOT NULL REFERENCES contexts (id),
+    count INTEGER NOT NULL,
+    gone INTEGER NOT NULL DEFAULT 0,
+    size INTEGER NOT NULL,
+    ids TEXT NOT NULL,
+    ts BLOB NOT NULL,
+    payload BLOB NOT NULL
+)"""
+"""The chunks table alone (the migration from schema 2 creates it). The small columns
+come first: SQLite reads a row's columns in order, so a column after a large blob
+(``size`` was, at first) costs a walk through the blob's overflow pages."""
 
 
 def create(conn: sqlite3.Connection) -> None:
@@ -79,6 +101,7 @@ def create(conn: sqlite3.Connection) -> None:
     for statement in TABLES.strip().split(";\n"):
         conn.execute(statement)
     conn.executemany("INSERT INTO counters (name, value) VALUES (?, 0)", [(name,) for name in (*COUNTERS, *_STATE)])
+    conn.execute("UPDATE counters SET value = 1 WHERE name = ?", (SEQUENCE,))
     conn.execute("INSERT INTO counters (name, value) VALUES (?, ?)", (IDENTITY, new_identity()))
     conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

@@ -1,53 +1,50 @@
 """What the buffer and the sync service do with the file: insert, read, hold, delete, dead-letter.
 
 Only the buffer's writer thread touches a ``Store`` (one connection per buffer); the
-sync service, in the same or another process, has its own. How the file is opened,
-checked and salvaged is in ``telemetry.connection``; how writers in two processes
-serialise in ``telemetry.lock``; the tables in ``telemetry.schema``.
+sync service, in the same or another process, has its own. Records are stored in chunks
+(``telemetry.chunks``): one row per commit group of one context. How the file is
+opened, checked and salvaged is in ``telemetry.connection``; how writers in two
+processes serialise in ``telemetry.lock``; the tables in ``telemetry.schema``.
+
+Granularity. Everything the application and the collector see stays per record: ids,
+row ids, counters, acknowledgements, dead letters. What works per chunk: ``drop_oldest``
+gives up whole chunks (the oldest commit groups not in flight), and the bytes of a
+partly delivered chunk are freed in proportion to the records gone from it.
 """
 
 from __future__ import annotations
 
-import functools
-import json
+import bisect
 import sqlite3
 import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-from . import crashpoint
+from . import chunks, crashpoint
 from .connection import Connection, recovering
 from .diagnosis import storage_error
 from .encoding import PayloadError, unpack_names
 from .errors import StorageError
-from .rows import Context, Row, StoredRecord
-from .schema import APPLICATION_ID, COUNTERS, SCHEMA_VERSION
+from .rows import ROW_OVERHEAD, Context, Run, StoredRecord
+from .schema import APPLICATION_ID, COUNTERS, SCHEMA_VERSION, SEQUENCE
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "Store", "StoredRecord"]
 
-
-_ROWS_PER_STATEMENT = 500
-"""Rows per multi-row INSERT. One statement per row (``executemany``) pays statement
-overhead, an AUTOINCREMENT sequence update and a GIL release/reacquire per row; the
-last one stalls the writer behind a busy recording thread."""
-
-
-def _insert_rows(conn: sqlite3.Connection, rows: Sequence[Row]) -> None:
-    step = _ROWS_PER_STATEMENT
-    for start in range(0, len(rows), step):
-        chunk = rows[start : start + step]
-        params = []
-        for uid, ts, context, payload, size in chunk:
-            params += (uid, ts, context.id, payload, size)
-        conn.execute(_insert_sql(len(chunk)), params)
-
-
-@functools.lru_cache(maxsize=8)
-def _insert_sql(count: int) -> str:
-    return "INSERT INTO records (uuid, ts, context, payload, size) VALUES " + ",".join(["(?,?,?,?,?)"] * count)
+_INSERT = "INSERT INTO chunks (id, context, count, ids, ts, payload, size) VALUES (?, ?, ?, ?, ?, ?, ?)"
+_DECODED_KEPT = 8
+"""Chunks kept decoded between reads: the sync service reads a chunk again for each
+batch that ends inside it (and once more to read ahead)."""
 
 
 class Store(Connection):
     """A buffer file and the operations on it."""
+
+    def __init__(self, path: Path, *, synchronous: str, busy_timeout: float, create: bool) -> None:
+        self._decoded: dict[tuple[int, int], Any] = {}
+        """Recently decoded chunks by (chunk id, file generation); chunks never change
+        content once written, and ids are never reused."""
+        super().__init__(path, synchronous=synchronous, busy_timeout=busy_timeout, create=create)
 
     def _add(self, conn: sqlite3.Connection, deltas: dict[str, int]) -> None:
         # One statement for all the counters: every statement run by the writer thread
@@ -63,7 +60,7 @@ class Store(Connection):
     @recovering
     def insert(
         self,
-        rows: Sequence[Row],
+        runs: Sequence[Run],
         *,
         accepted: int,
         sampled_out: int,
@@ -71,55 +68,77 @@ class Store(Connection):
         max_bytes: int | None,
         drop_oldest: bool,
     ) -> None:
-        """Store ``rows`` in one transaction and account for everything else that happened.
+        """Store ``runs`` (one chunk each) in one transaction and account for everything else.
 
         ``accepted`` counts every ``record()`` call this group stands for, ``sampled_out``
         those skipped by sampling, ``lost`` those refused earlier because the in-memory
-        queue was full. With ``max_bytes``, either the oldest rows make room (``drop_oldest``)
-        or rows that do not fit are not stored; both are counted as dropped.
+        queue was full. With ``max_bytes``, either the oldest chunks make room
+        (``drop_oldest``) or records that do not fit are not stored; both are counted as
+        dropped.
         """
         resolved: list[Context] = []
         try:
             with self._transaction() as conn:
                 dropped = lost
-                stored = conn.execute("SELECT value FROM counters WHERE name = 'stored_bytes'").fetchone()[0]
+                state = dict(conn.execute(
+                    "SELECT name, value FROM counters WHERE name IN ('stored_bytes', 'refusing', ?)", (SEQUENCE,)
+                ).fetchall())
+                stored = state["stored_bytes"]
                 if max_bytes is not None and not drop_oldest:
                     # Once a record did not fit, newer ones are refused until a delivery makes
                     # room, so what is kept is always the oldest records, without holes.
-                    refusing = conn.execute("SELECT value FROM counters WHERE name = 'refusing'").fetchone()[0]
-                    kept = []
-                    for row in rows:
-                        if not refusing and stored + row[4] <= max_bytes:
-                            kept.append(row)
-                            stored += row[4]
-                        else:
-                            refusing = 1
-                            dropped += 1
-                    rows = kept
+                    refusing = state.get("refusing", 0)
+                    kept: list[Run] = []
+                    for run in runs:
+                        if not refusing and stored + run.size <= max_bytes:
+                            kept.append(run)
+                            stored += run.size
+                            continue
+                        fit = size = 0
+                        if not refusing:
+                            for payload in run.payloads:
+                                if stored + size + len(payload) + ROW_OVERHEAD > max_bytes:
+                                    break
+                                size += len(payload) + ROW_OVERHEAD
+                                fit += 1
+                        if fit:
+                            part = Run(run.context)
+                            part.ids, part.ts, part.payloads, part.size = run.ids[:fit], run.ts[:fit], run.payloads[:fit], size
+                            kept.append(part)
+                            stored += size
+                        dropped += len(run.ids) - fit
+                        refusing = 1
+                    runs = kept
                     conn.execute("UPDATE counters SET value = ? WHERE name = 'refusing'", (refusing,))
-                else:
-                    stored += sum(row[4] for row in rows)
                 generation = self.generation
-                for context in {id(row[2]): row[2] for row in rows if row[2].generation != generation}.values():
+                for context in {id(run.context): run.context for run in runs if run.context.generation != generation}.values():
                     self._resolve(conn, context)
                     resolved.append(context)
-                _insert_rows(conn, rows)
+                sequence = state.get(SEQUENCE) or 1
+                params = []
+                for run in runs:
+                    count = len(run.ids)
+                    params.append((
+                        sequence, run.context.id, count, "".join(run.ids), chunks.encode_ts(run.ts),
+                        chunks.encode_payload(run.payloads), run.size,
+                    ))
+                    sequence += count
+                conn.executemany(_INSERT, params)
+                added = sum(run.size for run in runs)
                 freed = 0
-                if max_bytes is not None and drop_oldest and stored > max_bytes:
-                    count, freed = self._drop_oldest(conn, stored - max_bytes)
+                if max_bytes is not None and drop_oldest and state["stored_bytes"] + added > max_bytes:
+                    count, freed = self._drop_oldest(conn, state["stored_bytes"] + added - max_bytes)
                     dropped += count
-                added = sum(row[4] for row in rows)
-                self._add(
-                    conn,
-                    {"recorded": accepted, "sampled_out": sampled_out, "dropped": dropped, "stored_bytes": added - freed},
-                )
+                self._add(conn, {
+                    "recorded": accepted, "sampled_out": sampled_out, "dropped": dropped,
+                    "stored_bytes": added - freed, SEQUENCE: sequence - (state.get(SEQUENCE) or 1),
+                })
         except StorageError:
             # The transaction rolled back: context rows it created are gone again.
             for context in resolved:
                 context.id = None
                 context.generation = -1
             raise
-
 
     def _resolve(self, conn: sqlite3.Connection, context: Context) -> None:
         # Another process may have stored the same context: INSERT OR IGNORE, then look up.
@@ -133,20 +152,21 @@ class Store(Connection):
         context.generation = self.generation
 
     def _drop_oldest(self, conn: sqlite3.Connection, excess: int) -> tuple[int, int]:
-        # Rows of a batch in flight are skipped: they are about to be delivered, and
+        # Whole chunks, oldest first. Those of a batch in flight are skipped (a chunk
+        # holding a held record is held whole): they are about to be delivered, and
         # dropping them would count them as lost although the collector gets them.
         held = dict(conn.execute("SELECT name, value FROM counters WHERE name IN ('held_upto', 'held_until_ms')").fetchall())
         after = held["held_upto"] if held["held_until_ms"] > time.time() * 1000 else 0
         count = freed = 0
         last = None
-        for rowid, size in conn.execute("SELECT id, size FROM records WHERE id > ? ORDER BY id", (after,)):
-            count += 1
+        for cid, records, gone, size in conn.execute("SELECT id, count, gone, size FROM chunks WHERE id > ? ORDER BY id", (after,)):
+            count += records - gone
             freed += size
-            last = rowid
+            last = cid
             if freed >= excess:
                 break
         if last is not None:
-            conn.execute("DELETE FROM records WHERE id > ? AND id <= ?", (after, last))
+            conn.execute("DELETE FROM chunks WHERE id > ? AND id <= ?", (after, last))
         return count, freed
 
     def _settle(self, conn: sqlite3.Connection, removed: int, *, keep_hold: bool = False) -> None:
@@ -170,66 +190,151 @@ class Store(Connection):
     @recovering
     def oldest(self, limit: int, after: int = 0) -> list[StoredRecord]:
         """The ``limit`` oldest pending records with a row id above ``after``, oldest first."""
+        out: list[StoredRecord] = []
+        if limit <= 0:
+            return out
         try:
-            rows = self.db.execute(
-                "SELECT r.id, r.uuid, r.ts, c.model, c.version, c.bundle_sha256, c.input_names, r.payload "
-                "FROM records AS r LEFT JOIN contexts AS c ON c.id = r.context WHERE r.id > ? ORDER BY r.id LIMIT ?",
-                [after, limit],
-            ).fetchall()
-            names: dict[bytes | None, tuple[str, ...]] = {}
-            out = []
-            for r in rows:
-                if r[6] is None:
-                    names[r[6]] = ()  # no context: cannot be unpacked, will be dead-lettered
-                elif r[6] not in names:
+            start = self.db.execute("SELECT coalesce(max(id), 0) FROM chunks WHERE id <= ?", (after,)).fetchone()[0]
+            cursor = self.db.execute(
+                "SELECT c.id, c.count, c.gone, c.ids, c.ts, c.payload, x.model, x.version, x.bundle_sha256, x.input_names "
+                "FROM chunks AS c LEFT JOIN contexts AS x ON x.id = c.context WHERE c.id >= ? ORDER BY c.id",
+                (start,),
+            )
+            names: dict[bytes | None, tuple[str, ...] | None] = {}
+            for cid, count, gone, ids, ts, payload, model, version, sha, blob in cursor:
+                first = max(gone, after + 1 - cid)
+                if first >= count:
+                    continue
+                if blob not in names:
                     try:
-                        names[r[6]] = unpack_names(r[6])
+                        names[blob] = None if blob is None else unpack_names(blob)
                     except PayloadError:
-                        names[r[6]] = ()  # unreadable: its records fail to unpack and are dead-lettered
-                out.append(StoredRecord(r[0], r[1], r[2], r[3] or "", r[4] or "", r[5] or "", names[r[6]], r[7]))
+                        names[blob] = None  # unreadable: its records are dead-lettered
+                keys = names[blob]
+                decoded = self._decode(cid, count, ids, ts, payload)
+                take = min(count, first + limit - len(out))
+                if decoded is None or keys is None:
+                    uuids = chunks.split_ids(ids)
+                    for i in range(first, take):
+                        out.append(StoredRecord(cid + i, uuids[i] if i < len(uuids) else f"unreadable-{cid + i}", 0.0,
+                                                model or "", version or "", sha or "", (), None))
+                else:
+                    uuids, stamps, records = decoded
+                    model, version, sha = model or "", version or "", sha or ""
+                    for i in range(first, take):
+                        record = records[i]
+                        out.append(StoredRecord(cid + i, uuids[i], stamps[i], model, version, sha, keys,
+                                                record if len(record[0]) == len(keys) else None))
+                if len(out) >= limit:
+                    break
+            cursor.close()
             return out
         except sqlite3.Error as exc:
             raise storage_error(exc, self.path, "reading") from exc
 
+    def _decode(self, cid: int, count: int, ids: Any, ts: Any, payload: Any) -> tuple[list[str], tuple[float, ...], list[Any]] | None:
+        cache = self._decoded
+        key = (cid, self.generation)
+        if key in cache:
+            return cache[key]
+        try:
+            decoded = chunks.decode(count, ids, ts, payload)
+        except PayloadError:
+            decoded = None
+        if len(cache) >= _DECODED_KEPT:
+            cache.pop(next(iter(cache)))
+        cache[key] = decoded
+        return decoded
+
+    def _advance(self, conn: sqlite3.Connection, rowids: Sequence[int], *, content: bool) -> tuple[list[tuple[Any, ...]], int, int]:
+        """Mark the records ``rowids`` gone from their chunks (deleting chunks left empty).
+
+        Only records next in line in their chunk move (a record acknowledged out of
+        order is sent again later); returns the ranges moved ``(chunk id, start, end,
+        context, ids, ts, payload)`` (the last four only with ``content``), how many
+        records moved, and the bytes freed."""
+        wanted = sorted({int(rowid) for rowid in rowids})
+        if not wanted:
+            return [], 0, 0
+        columns = "id, count, gone, size" + (", context, ids, ts, payload" if content else "")
+        rows = conn.execute(
+            f"SELECT {columns} FROM chunks WHERE id >= (SELECT coalesce(max(id), 0) FROM chunks WHERE id <= ?) "
+            "AND id <= ? ORDER BY id", (wanted[0], wanted[-1]),
+        ).fetchall()
+        moved: list[tuple[Any, ...]] = []
+        total = freed = 0
+        deletes = []
+        updates = []
+        for row in rows:
+            cid, count, gone, size = row[:4]
+            at = bisect.bisect_left(wanted, cid + gone)
+            end = gone
+            while at < len(wanted) and wanted[at] == cid + end and end < count:
+                end += 1
+                at += 1
+            if end == gone:
+                continue
+            total += end - gone
+            if end == count:
+                deletes.append((cid,))
+                freed += size
+            else:
+                part = size * (end - gone) // (count - gone)
+                updates.append((end, size - part, cid))
+                freed += part
+            moved.append((cid, gone, end, *row[4:]))
+        conn.executemany("DELETE FROM chunks WHERE id = ?", deletes)
+        conn.executemany("UPDATE chunks SET gone = ?, size = ? WHERE id = ?", updates)
+        return moved, total, freed
+
     @recovering
     def delete(self, rowids: Sequence[int], *, keep_hold: bool = False) -> int:
-        """Delete delivered rows in one transaction; returns how many were still there.
+        """Mark delivered records gone in one transaction; returns how many were still there.
 
-        Rows already gone (dropped by ``max_bytes`` while their batch was in flight, or
-        acknowledged by a concurrent sync) are not counted again: every row is counted
+        Records already gone (dropped by ``max_bytes`` while their batch was in flight, or
+        acknowledged by a concurrent sync) are not counted again: every record is counted
         exactly once, by the way it left the table.
         """
-        ids = json.dumps([int(rowid) for rowid in rowids])
         with self._transaction(durable=False) as conn:
-            count, size = conn.execute(
-                "SELECT count(*), coalesce(sum(size), 0) FROM records WHERE id IN (SELECT value FROM json_each(?))", (ids,)
-            ).fetchone()
-            conn.execute("DELETE FROM records WHERE id IN (SELECT value FROM json_each(?))", (ids,))
-            self._add(conn, {"delivered": count, "stored_bytes": -size})
+            _, count, freed = self._advance(conn, rowids, content=False)
+            self._add(conn, {"delivered": count, "stored_bytes": -freed})
             self._settle(conn, count, keep_hold=keep_hold)
             crashpoint.reach("during_delete")
         return int(count)
 
     @recovering
     def dead_letter(self, rowids: Sequence[int], *, batch_id: str, status: int, reason: str, keep_bytes: int | None) -> int:
-        """Move rows to ``dead_letters`` (kept for inspection, never resent); returns how many moved.
+        """Move records to ``dead_letters``, one row each (kept for inspection, never
+        resent); returns how many moved.
 
-        With ``keep_bytes``, the oldest dead letters beyond it are discarded (they stay
-        counted in ``dead_lettered``): a collector refusing everything cannot fill the disk.
+        A record of an unreadable chunk keeps its id when it can be read; the chunk's raw
+        payload goes with the first of its records. With ``keep_bytes``, the oldest dead
+        letters beyond it are discarded (they stay counted in ``dead_lettered``): a
+        collector refusing everything cannot fill the disk.
         """
-        ids = json.dumps([int(rowid) for rowid in rowids])
         with self._transaction(durable=False) as conn:
-            count, size = conn.execute(
-                "SELECT count(*), coalesce(sum(size), 0) FROM records WHERE id IN (SELECT value FROM json_each(?))", (ids,)
-            ).fetchone()
-            conn.execute(
+            moved, count, freed = self._advance(conn, rowids, content=True)
+            letters = []
+            for cid, start, end, context, ids, ts, payload in moved:
+                count_in_chunk = len(ids) // chunks.ID_LENGTH if isinstance(ids, str) else 0
+                try:
+                    uuids, stamps, records = chunks.decode(count_in_chunk, ids, ts, payload)
+                    blobs = [chunks.repack(records[i]) for i in range(start, end)]
+                except (PayloadError, IndexError):
+                    uuids = chunks.split_ids(ids)
+                    stamps = ()
+                    raw = payload if isinstance(payload, bytes) else b""
+                    blobs = [raw if i == start else b"" for i in range(start, end)]
+                for i, blob in zip(range(start, end), blobs):
+                    letters.append((
+                        uuids[i] if i < len(uuids) else f"unreadable-{cid + i}", stamps[i] if i < len(stamps) else 0.0,
+                        context, blob, len(blob) + ROW_OVERHEAD, batch_id, status, reason,
+                    ))
+            conn.executemany(
                 "INSERT INTO dead_letters (uuid, ts, context, payload, size, batch_id, status, reason) "
-                "SELECT uuid, ts, context, payload, size, ?, ?, ? FROM records "
-                "WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
-                (batch_id, status, reason, ids),
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", letters,
             )
-            conn.execute("DELETE FROM records WHERE id IN (SELECT value FROM json_each(?))", (ids,))
-            self._add(conn, {"dead_lettered": count, "stored_bytes": -size})
+            self._add(conn, {"dead_lettered": count, "stored_bytes": -freed})
             self._settle(conn, count)
             if keep_bytes is not None:
                 conn.execute(
@@ -241,12 +346,12 @@ class Store(Connection):
 
     @recovering
     def counters(self, *, pending: bool = True) -> dict[str, int]:
-        """Every persistent counter, plus ``pending`` (rows waiting to be sent) unless
-        ``pending=False`` (counting rows scans the table: milliseconds for a big backlog)."""
+        """Every persistent counter, plus ``pending`` (records waiting to be sent) unless
+        ``pending=False`` (summing the chunks reads the table: cheap, one row per chunk)."""
         try:
             values = dict(self.db.execute("SELECT name, value FROM counters").fetchall())
             if pending:
-                values["pending"] = self.db.execute("SELECT count(*) FROM records").fetchone()[0]
+                values["pending"] = self.db.execute("SELECT coalesce(sum(count - gone), 0) FROM chunks").fetchone()[0]
         except sqlite3.Error as exc:
             raise storage_error(exc, self.path, "reading") from exc
         return {name: int(values.get(name, 0)) for name in (*COUNTERS, *(("pending",) if pending else ()))}

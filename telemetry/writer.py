@@ -1,8 +1,8 @@
 """The buffer's writer thread: drains the in-memory queue into the store, in groups.
 
 One thread per buffer owns the buffer's only SQLite connection (a ``Store``). It waits
-for records (or ``group_delay``), turns the queued records into rows (contexts; the
-UUID and the sampling decision were made by ``record()``), commits them in one transaction, and runs the jobs queued behind them
+for records (or ``group_delay``), splits the queued records into runs of one context
+(each stored as one chunk row), commits them in one transaction, and runs the jobs queued behind them
 (``flush``, ``pending``, the sync service's reads and deletes), so a job always sees
 every record recorded before it. When the disk refuses a commit, the records go back to
 the front of the queue, in order, and are retried every ``retry_delay``.
@@ -20,7 +20,7 @@ from .encoding import names_of
 from .errors import StorageError
 from .ids import IdClock
 from .options import SYNCHRONOUS, BufferOptions
-from .rows import ROW_OVERHEAD, Context, Row
+from .rows import ROW_OVERHEAD, Context, Run
 from .store import Store
 
 _MAX_CONTEXTS = 1024
@@ -48,6 +48,7 @@ class Writer:
     options: BufferOptions
     _queue: deque[Any]
     _lost: deque[None]
+    _sampled: deque[None]
     _wake: threading.Event
     _hurry: threading.Event
     _closed: bool
@@ -99,24 +100,27 @@ class Writer:
                 job = None
             else:
                 job = item
-            if group and not self._commit(store, group, job):
+            if (group or self._lost or self._sampled) and not self._commit(store, group, job):
                 return False
             group = []
             if job is _CLOSE:
                 return True
             if job is not None:
                 self._run_job(store, job)
-        if group and not self._commit(store, group, None):
+        # Counters alone (sampled out, lost) are committed too: sample_rate=0 stores no
+        # record but must count every one.
+        if (group or self._lost or self._sampled) and not self._commit(store, group, None):
             return False
         return False
 
     def _commit(self, store: Store, group: list[tuple], job: _Job | None) -> bool:
         lost = len(self._lost)
-        rows, sampled_out = self._rows(group)
+        sampled_out = len(self._sampled)
+        runs = self._runs(group)
         try:
             store.insert(
-                rows,
-                accepted=len(group) + lost,
+                runs,
+                accepted=len(group) + lost + sampled_out,
                 sampled_out=sampled_out,
                 lost=lost,
                 max_bytes=self.options.max_bytes,
@@ -136,31 +140,55 @@ class Writer:
             return False
         for _ in range(lost):
             self._lost.popleft()
+        for _ in range(sampled_out):
+            self._sampled.popleft()
         self._last_error = None
         return True
 
-    def _rows(self, group: list[tuple]) -> tuple[list[Row], int]:
-        contexts = self._contexts
-        rows = []
-        sampled_out = 0
+    def _runs(self, group: list[tuple]) -> list[Run]:
+        """The group as runs of consecutive records of one context (one chunk each)."""
+        if not group:
+            return []
+        # Columns by transposing in C; a group of one context (nearly always: one model
+        # recording) then becomes one run without a Python step per record.
+        ids, ts, models, versions, shas, names, payloads = zip(*group)
+        first = group[0]
+        if (
+            models.count(first[2]) == len(models)
+            and versions.count(first[3]) == len(versions)
+            and shas.count(first[4]) == len(shas)
+            and names.count(first[5]) == len(names)
+        ):
+            run = Run(self._context(first))
+            run.ids, run.ts, run.payloads = list(ids), list(ts), list(payloads)
+            run.size = sum(map(len, payloads)) + ROW_OVERHEAD * len(payloads)
+            return [run]
+        runs: list[Run] = []
         key: tuple[Any, ...] = ()
-        context: Context | None = None
+        current: Run | None = None
         for item in group:
-            payload = item[5]
-            if payload is None:  # sampled out when recorded (the id decided it)
-                sampled_out += 1
-                continue
             # Consecutive records nearly always share their context: compare (the names
             # are the same str objects, so this is a pointer walk) before hashing.
-            if context is None or key != item[1:5]:
-                key = item[1:5]
-                context = contexts.get(key)
-                if context is None:
-                    if len(contexts) >= _MAX_CONTEXTS:
-                        contexts.clear()  # an app with ever-changing input names: stay bounded
-                    context = contexts[key] = Context(item[1], item[2], item[3], names_of(item[4]))
-            rows.append((item[6], item[0], context, payload, len(payload) + ROW_OVERHEAD))
-        return rows, sampled_out
+            if current is None or key != item[2:6]:
+                key = item[2:6]
+                current = Run(self._context(item))
+                runs.append(current)
+            current.ids.append(item[0])
+            current.ts.append(item[1])
+            current.payloads.append(item[6])
+        for run in runs:
+            run.size = sum(map(len, run.payloads)) + ROW_OVERHEAD * len(run.payloads)
+        return runs
+
+    def _context(self, item: tuple) -> Context:
+        contexts = self._contexts
+        key = item[2:6]
+        context = contexts.get(key)
+        if context is None:
+            if len(contexts) >= _MAX_CONTEXTS:
+                contexts.clear()  # an app with ever-changing input names: stay bounded
+            context = contexts[key] = Context(item[2], item[3], item[4], names_of(item[5]))
+        return context
 
     def _fail_waiters(self, exc: StorageError) -> None:
         # Jobs waiting behind records that could not be committed learn why now instead

@@ -178,6 +178,7 @@ def test_quick_run_marks_every_target_and_prints_the_table(quick_run: tuple[dict
     names = {t["name"] for t in results["targets"]}
     assert names == {
         *(f"single_row_vs_floor[{m}]" for m in MODELS),
+        *(f"one_row_batch_vs_floor[{m}]" for m in MODELS),
         "single_row_vs_handmade[forest]",
         "single_row_vs_pyfunc[forest]",
         "cold_start_vs_pyfunc[forest]",

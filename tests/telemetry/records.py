@@ -6,7 +6,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from telemetry.encoding import unpack, unpack_names
+from telemetry.chunks import decode
+from telemetry.encoding import unpack_names
 
 SHA = "ab" * 32
 
@@ -24,20 +25,23 @@ def record(buffer: Any, seq: int, **extra: Any) -> None:
 
 
 def stored(path: Path) -> list[dict[str, Any]]:
-    """Every pending row of a buffer file, read with a separate plain connection."""
+    """Every pending record of a buffer file, read from its chunks with a separate plain connection."""
     connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         rows = connection.execute(
-            "SELECT r.id, r.uuid, r.ts, c.model, c.version, c.bundle_sha256, c.input_names, r.payload "
-            "FROM records AS r JOIN contexts AS c ON c.id = r.context ORDER BY r.id"
+            "SELECT r.id, r.count, r.gone, r.ids, r.ts, c.model, c.version, c.bundle_sha256, c.input_names, r.payload "
+            "FROM chunks AS r JOIN contexts AS c ON c.id = r.context ORDER BY r.id"
         ).fetchall()
     finally:
         connection.close()
     out = []
-    for rowid, uid, ts, model, version, sha, names, payload in rows:
-        inputs, outputs, flags = unpack(unpack_names(names), payload)
-        out.append({"rowid": rowid, "id": uid, "ts": ts, "model": model, "version": version, "bundle_sha256": sha,
-                    "inputs": inputs, "outputs": outputs, "flags": list(flags)})
+    for rowid, count, gone, ids, ts, model, version, sha, names, payload in rows:
+        uids, stamps, records = decode(count, ids, ts, payload)
+        keys = unpack_names(names)
+        for i in range(gone, count):
+            values, outputs, flags = records[i]
+            out.append({"rowid": rowid + i, "id": uids[i], "ts": stamps[i], "model": model, "version": version,
+                        "bundle_sha256": sha, "inputs": dict(zip(keys, values)), "outputs": outputs, "flags": list(flags)})
     return out
 
 

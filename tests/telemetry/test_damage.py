@@ -25,12 +25,14 @@ URL = "http://collector.test"
 
 
 def _damage_record_pages(path: Path, count: int = 2) -> int:
-    """Overwrite ``count`` leaf pages of the records table, from the middle of the file,
-    with garbage; returns how many records they held."""
+    """Overwrite ``count`` leaf pages of the chunks table, from the middle of the file,
+    with garbage; returns how many pending records the chunks on them held (each chunk
+    read alone afterwards: those on a damaged page fail, the others do not)."""
     conn = sqlite3.connect(str(path))
     try:
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-        leaves = conn.execute("SELECT pageno, ncell FROM dbstat WHERE name = 'records' AND pagetype = 'leaf' ORDER BY pageno").fetchall()
+        leaves = conn.execute("SELECT pageno, ncell FROM dbstat WHERE name = 'chunks' AND pagetype = 'leaf' ORDER BY pageno").fetchall()
+        pending = conn.execute("SELECT id, count - gone FROM chunks ORDER BY id").fetchall()
     finally:
         conn.close()
     assert len(leaves) > 10
@@ -43,11 +45,24 @@ def _damage_record_pages(path: Path, count: int = 2) -> int:
         os.fsync(fd)
     finally:
         os.close(fd)
-    return sum(ncell for _, ncell in chosen)
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    lost = 0
+    try:
+        for cid, records in pending:
+            try:
+                conn.execute("SELECT ids, ts, payload FROM chunks WHERE id = ?", (cid,)).fetchall()
+            except sqlite3.DatabaseError:
+                lost += records
+    finally:
+        conn.close()
+    assert 0 < lost < sum(records for _, records in pending)
+    return lost
 
 
 def _filled(path: Path, count: int) -> None:
-    with telemetry.Buffer(path, group_size=1000) as buffer:
+    # Chunks of 10 records: a few per page, so one damaged page costs a few chunks, not
+    # most of the file (a chunk of 1,000 records spans overflow pages of its own).
+    with telemetry.Buffer(path, group_size=10) as buffer:
         for seq in range(count):
             record(buffer, seq)
     # Closing checkpointed the WAL: every page is in the main file now.
@@ -98,7 +113,7 @@ def test_a_collector_that_refuses_the_lost_counter_gets_it_inside_dropped(tmp_pa
 
 def test_damage_found_by_a_later_read_is_salvaged_and_recording_goes_on(tmp_path: Path) -> None:
     path = tmp_path / "p.db"
-    with telemetry.Buffer(path, group_size=1000) as buffer:
+    with telemetry.Buffer(path, group_size=10) as buffer:
         for seq in range(5000):
             record(buffer, seq)
         buffer.flush()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import marshal
 import os
 import sqlite3
+import struct
 import subprocess
 import sys
 import tracemalloc
@@ -18,6 +19,7 @@ import telemetry
 from telemetry import SyncOptions, SyncService
 from telemetry.encoding import PayloadError, unpack, unpack_names
 from telemetry.legacy import LegacyFormatError, read_marshal
+from telemetry.schema import SCHEMA_VERSION
 from tests.support.collector import RunningCollector
 
 from . import schema1
@@ -50,15 +52,20 @@ def test_a_hostile_payload_is_refused_without_allocating_what_it_declares(blob: 
 
 
 def _inject(path: Path, payloads: list[bytes]) -> None:
-    """Rows with these raw payloads, appended the way a damaged write would leave them."""
+    """Chunks of one record with these raw payloads, appended the way a damaged write
+    would leave them (a valid array header in front of the bad record)."""
     conn = sqlite3.connect(str(path))
     with conn:
         context = conn.execute("SELECT min(id) FROM contexts").fetchone()[0]
         for n, payload in enumerate(payloads):
+            (sequence,) = conn.execute("SELECT value FROM counters WHERE name = 'sequence'").fetchone()
             conn.execute(
-                "INSERT INTO records (uuid, ts, context, payload, size) VALUES (?, ?, ?, ?, ?)",
-                (f"00000000-0000-7000-8000-{n:012d}", 1.0, context, payload, len(payload) + 96),
+                "INSERT INTO chunks (id, context, count, ids, ts, payload, size) VALUES (?, ?, 1, ?, ?, ?, ?)",
+                (sequence, context, f"00000000-0000-7000-8000-{n:012d}", struct.pack("<d", 1.0), b"\x91" + payload,
+                 len(payload) + 96),
             )
+            conn.execute("UPDATE counters SET value = value + 1 WHERE name IN ('sequence', 'recorded')")
+            conn.execute("UPDATE counters SET value = value + ? WHERE name = 'stored_bytes'", (len(payload) + 96,))
     conn.close()
 
 
@@ -103,7 +110,7 @@ def test_a_schema_1_buffer_is_upgraded_keeping_every_pending_record(tmp_path: Pa
     for row, (_, want) in zip(after, expected):
         assert row["inputs"] == want["inputs"] and row["outputs"] == want["outputs"] and row["flags"] == want["flags"]
     with sqlite3.connect(str(db)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_the_upgraded_records_reach_the_collector_with_their_ids(tmp_path: Path, collector: RunningCollector) -> None:

@@ -277,8 +277,10 @@ def test_run_keeps_syncing_new_records_between_intervals(buffer: telemetry.Buffe
 
 
 def test_an_unreadable_stored_record_is_dead_lettered_not_retried_forever(buffer: telemetry.Buffer, tmp_path: Path) -> None:
-    fill(buffer, 3)
-    buffer._call(lambda store: store.db.execute("UPDATE records SET payload = x'00ff00' WHERE id = 2"))
+    for seq in range(3):  # one chunk each: a damaged chunk makes all its records unreadable
+        record(buffer, seq)
+        buffer.flush()
+    buffer._call(lambda store: store.db.execute("UPDATE chunks SET payload = x'00ff00' WHERE id = 2"))
     fake = FakeCollector()
     result = service(buffer, fake).sync_once()
     assert result.sent == 2 and result.dead_lettered == 1 and fake.seqs() == [0, 2]
