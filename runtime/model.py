@@ -242,8 +242,9 @@ class EdgeModel:
             feeds, values, row_flags = self._schema.pack_rows(rows, strict)
             result = self._outputs.arrays(self._run(self._output_names, feeds), {i: f for i, f in enumerate(row_flags) if f})
             if record and self._telemetry is not None:
-                for row_values, row_result in zip(values, self._rows_from_arrays(result)):
-                    self._record(row_values, row_result)
+                record_ids = [self._record(v, r) for v, r in zip(values, self._rows_from_arrays(result))]
+                if self._ids:
+                    result["record_ids"] = record_ids
             return result
         feeds, arrays, flags = self._schema.pack_columns(columns, strict)
         result = self._outputs.arrays(self._run(self._output_names, feeds), flags)
