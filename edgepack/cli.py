@@ -75,12 +75,13 @@ def _register() -> None:
         collector_commands,
         device_commands,
         quickstart_commands,
+        release_commands,
         serve_commands,
         ship_commands,
         telemetry_commands,
     )
 
-    modules = (build_commands, device_commands, telemetry_commands, collector_commands, ship_commands, serve_commands, quickstart_commands)
+    modules = (build_commands, device_commands, telemetry_commands, collector_commands, ship_commands, serve_commands, quickstart_commands, release_commands)
     for module in modules:
         for command in module.COMMANDS:
             _fit_short_help(command)

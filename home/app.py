@@ -35,6 +35,7 @@ from .schema import Batch, parse_batch
 from .settings import CollectorSettings
 from .store import IngestResult, RecordStore, StatsSource, Store, StoreReader
 from .tokens import ADMIN, DEVICE, Identity, TokenStore
+from .releases.routes import release_routes
 
 logger = logging.getLogger("edgepack.collector")
 T = TypeVar("T")
@@ -221,6 +222,7 @@ def create_app(settings: CollectorSettings) -> Starlette:
         Route("/v1/stats", collector.get_stats, methods=["GET"]),
         Route("/healthz", collector.get_health, methods=["GET"]),
         Route("/openapi.json", collector.get_openapi, methods=["GET"]),
+        *release_routes(collector),
     ]
     app = Starlette(routes=routes, lifespan=collector.lifespan, exception_handlers={HTTPException: _http_error})
     app.state.collector = collector

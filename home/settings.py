@@ -69,6 +69,10 @@ class CollectorSettings:
     retry_after_seconds: int = 5
     """``Retry-After`` sent with a 503 when the collector cannot take a batch right now."""
 
+    releases_path: Path | None = None
+    """The release repository (``edgepack release init``) whose TUF metadata and bundles the
+    collector serves to devices. Default: ``releases/`` next to ``db_path``."""
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "db_path", Path(self.db_path))
         object.__setattr__(self, "tokens_path", Path(self.tokens_path))

@@ -115,7 +115,7 @@ def serve(
             if store is not None:
                 from runtime.follower import StoreFollower
 
-                follower = StoreFollower(store, allow_schema_change=allow_schema_change, **load_options).start()
+                follower = StoreFollower(store, allow_schema_change=allow_schema_change, health=True, **load_options).start()
                 source: Any = follower
                 if follower.model is None and follower.last_error:
                     click.echo(f"warning: {follower.last_error}", err=True)
