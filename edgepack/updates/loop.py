@@ -402,14 +402,18 @@ class UpdateLoop:
 
     def run(self, *, stop: Any = None) -> None:
         """Poll until ``stop`` (a ``threading.Event``) is set; an open gate is checked every second."""
+        last: tuple[str, int | None] | None = None
         while stop is None or not stop.is_set():
             try:
                 result = self.poll_once()
             except Exception:  # noqa: BLE001 - the loop must outlive any one bad poll
                 log.exception("update poll failed; retrying")
                 result = PollResult(outcome="offline")
-            if result.outcome not in ("unchanged", "not_selected", "current"):
-                log.info("update poll: %s%s", result.outcome, f" ({result.detail})" if result.detail else "")
+            said = (result.outcome, result.release)
+            if result.outcome != "unchanged" and said != last:
+                log.info("update poll: %s, release %s%s", result.outcome, result.release,
+                         f" ({result.detail})" if result.detail else "")
+            last = said if result.outcome != "unchanged" else last
             wait = 1.0 if self.state.gate is not None or result.outcome == "installed" else self.options.interval
             if stop is not None:
                 stop.wait(wait)
