@@ -106,7 +106,8 @@ class HttpxFetcher(FetcherInterface):
                 written = have if mode == "ab" else 0
                 fd = os.open(part, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if mode == "ab" else os.O_TRUNC), 0o600)
                 with os.fdopen(fd, mode) as out:
-                    for chunk in response.iter_bytes(CHUNK):
+                    # Several chunks even for a small bundle: each is a point a crash can interrupt.
+                    for chunk in response.iter_bytes(min(CHUNK, max(1024, length // 8))):
                         written += len(chunk)
                         if written > length:
                             out.close()
@@ -117,6 +118,7 @@ class HttpxFetcher(FetcherInterface):
                             )
                         out.write(chunk)
                         if callable(pause):
+                            out.flush()
                             pause(written)
                     out.flush()
                     os.fsync(out.fileno())

@@ -225,6 +225,7 @@ class UpdateLoop:
             )
         current = self.store.state().current
         if current is not None and current.sha256 == release.bundle_sha256:
+            self._discard_download(release.bundle_sha256)
             self._raise_floor(release.release)
             self._report("active", release=release.release, channel=channel, sha=release.bundle_sha256)
             return PollResult(outcome="current", release=release.release)
@@ -237,6 +238,9 @@ class UpdateLoop:
             return PollResult(outcome="not_selected", release=release.release,
                               detail=f"bucket {where:.2f} is not under the rollout of {release.rollout:g}%")
         return self._apply(release, info)
+
+    def _discard_download(self, sha: str) -> None:
+        (self.store.root / ".staging" / f"{sha}.download").unlink(missing_ok=True)
 
     def _raise_floor(self, number: int) -> None:
         channel = self.options.channel
@@ -337,6 +341,8 @@ class UpdateLoop:
             self._settled = False
             return None
         if gate.get("started_at") is None:
+            # A crash after the pointer moved, before the loop noted it: the switch stands.
+            self._discard_download(gate["sha256"])
             self._open_gate()
             self._raise_floor(gate["release"])
             self._report("active", release=gate["release"], reason="switched; health gate open", sha=gate["sha256"])
