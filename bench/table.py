@@ -13,6 +13,7 @@ SECTIONS = {
     "footprint": "Footprint (vs ref = size / build venv size)",
     "serve": "edgepack serve, one row per request (round trip vs in-process; throughput of concurrent clients)",
     "build": "edgepack build of a small model, fresh processes (lower is better)",
+    "rollout": "Rollout: 1,000 devices polling the home service every 10 s; publish until every polling device is active",
 }
 
 

@@ -100,7 +100,7 @@ class ReleaseRoutes:
             self._reader(request)
         except RequestError as exc:
             return _error(exc.status, str(exc))
-        match = TARGET_NAME.fullmatch(request.path_params["path"])
+        match = TARGET_NAME.fullmatch("channels/" + request.path_params["name"])
         if match is None:
             return _error(404, "no such target; expected channels/<sha256>.<channel>.edgepkg")
         path = self.root / "bundles" / f"{match.group(1)}.edgepkg"
@@ -171,9 +171,57 @@ def release_routes(collector: Any) -> list[Any]:
     settings = collector.settings
     releases_dir = getattr(settings, "releases_path", None) or settings.db_path.parent / "releases"
     routes = ReleaseRoutes(collector, Path(releases_dir), settings.db_path)
+    # The collector's OpenAPI document describes these routes too (a test keeps the two in step).
+    collector.spec["paths"].update(_spec())
     return [
         Route("/v1/tuf/metadata/{name}", routes.metadata, methods=["GET"]),
-        Route("/v1/tuf/targets/{path:path}", routes.target, methods=["GET"]),
+        Route("/v1/tuf/targets/channels/{name}", routes.target, methods=["GET"]),
         Route("/v1/releases/status", routes.report, methods=["POST"]),
         Route("/v1/fleet", routes.fleet, methods=["GET"]),
     ]
+
+
+def _spec() -> dict[str, Any]:
+    def error(description: str) -> dict[str, Any]:
+        return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+    unauthorized = error("No bearer token, or a token nobody holds.")
+    either = [{"deviceToken": []}, {"adminToken": []}]
+    return {
+        "/v1/tuf/metadata/{name}": {"get": {
+            "operationId": "getTufMetadata", "security": either,
+            "summary": "TUF metadata of the release repository: N.root.json, N.targets.json, N.snapshot.json or timestamp.json.",
+            "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+                           {"name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "The metadata file, with its ETag.", "content": {"application/json": {}}},
+                          "304": {"description": "Not modified: the ETag matches."},
+                          "401": unauthorized, "404": error("No such metadata file.")},
+        }},
+        "/v1/tuf/targets/channels/{name}": {"get": {
+            "operationId": "getTufTarget", "security": either,
+            "summary": "A bundle by its hash-prefixed target name, <sha256>.<channel>.edgepkg; HTTP Range supported.",
+            "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "The bundle.", "content": {"application/octet-stream": {}}},
+                          "206": {"description": "The requested range of the bundle."},
+                          "401": unauthorized, "404": error("No such bundle."),
+                          "416": {"description": "The range is outside the bundle."}},
+        }},
+        "/v1/releases/status": {"post": {
+            "operationId": "postReleaseStatus", "security": [{"deviceToken": []}],
+            "summary": "A device reports what it did with a release.",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["release", "state"],
+                "properties": {"release": {"type": "integer", "minimum": 0}, "state": {"enum": list(STATES)},
+                               "reason": {"type": ["string", "null"]}, "channel": {"type": ["string", "null"]},
+                               "bundle_sha256": {"type": ["string", "null"]}}}}}},
+            "responses": {"200": {"description": "Stored.", "content": {"application/json": {}}},
+                          "400": error("Not JSON."), "401": unauthorized, "403": error("An admin token."),
+                          "413": error("Over 8 KiB."), "422": error("A field is wrong.")},
+        }},
+        "/v1/fleet": {"get": {
+            "operationId": "getFleet", "security": [{"adminToken": []}],
+            "summary": "Per release: devices offered, downloaded, active, failed and rolled back, with reasons.",
+            "responses": {"200": {"description": "The fleet's release status.", "content": {"application/json": {}}},
+                          "401": unauthorized, "403": error("A device token.")},
+        }},
+    }
