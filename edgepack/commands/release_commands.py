@@ -134,14 +134,18 @@ def release_halt(releases_dir: Path, channel: str, as_json: bool) -> None:
 @_RELEASES
 @_CHANNEL
 @click.option("--to", "to_release", type=int, help="The release whose bundle to go back to [the previous bundle].")
+@click.option("--bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Or go back to this bundle file (e.g. the one devices were provisioned with).")
+@click.option("--public-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Verify --bundle's signature.")
 @_JSON
-def release_rollback(releases_dir: Path, channel: str, to_release: int | None, as_json: bool) -> None:
+def release_rollback(releases_dir: Path, channel: str, to_release: int | None, bundle: Path | None, public_key: Path | None,
+                     as_json: bool) -> None:
     """Roll the channel back: a new release (new number, kind 'rollback') of an older bundle.
     Devices install it although its model version is older, because the signed release says so."""
     releases = _home()
     repo = _open(releases_dir)
     try:
-        release = repo.rollback(channel=channel, to_release=to_release)
+        release = repo.rollback(channel=channel, to_release=to_release, bundle=bundle, public_key=public_key)
     except releases.ReleaseError as exc:
         raise _fail(exc) from exc
     _print_release(release, as_json, "rolled back with")

@@ -357,18 +357,8 @@ class ReleaseRepository:
         """Verify ``bundle`` (hashes, signature with ``public_key``, self-test), store it and
         make it the channel's release. An older registry version than the channel's current
         one is refused (that is ``rollback``'s job) unless ``allow_older``."""
-        from runtime import EdgeError, load
-
         check_channel(channel)
-        path = Path(bundle)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise PublishError(f"cannot read bundle {str(path)!r}: {exc.strerror or exc}") from exc
-        try:
-            model = load(data, public_key=public_key, require_signature=public_key is not None)
-        except EdgeError as exc:
-            raise PublishError(f"bundle {path} is not publishable: {exc}") from exc
+        data, model = self._verified(bundle, public_key)
         with self._locked():
             current = self.channels().get(channel)
             if current is not None and current.model == model.name and not allow_older:
@@ -384,6 +374,22 @@ class ReleaseRepository:
                 published_at=_now().isoformat(),
             )
             return self._set_channel(release, record=True)
+
+    @staticmethod
+    def _verified(bundle: str | os.PathLike[str], public_key: Any) -> tuple[bytes, Any]:
+        """The bundle's bytes and model, after the runtime's full verification and self-test."""
+        from runtime import EdgeError, load
+
+        path = Path(bundle)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise PublishError(f"cannot read bundle {str(path)!r}: {exc.strerror or exc}") from exc
+        try:
+            model = load(data, public_key=public_key, require_signature=public_key is not None)
+        except EdgeError as exc:
+            raise PublishError(f"bundle {path} is not publishable: {exc}") from exc
+        return data, model
 
     def _channel_release(self, channel: str) -> Release:
         check_channel(channel)
@@ -405,13 +411,24 @@ class ReleaseRepository:
         with self._locked():
             return self._set_channel(replace(self._channel_release(channel), halted=True), record=False)
 
-    def rollback(self, *, channel: str = "stable", to_release: int | None = None, rollout: float = 100.0) -> Release:
-        """A new release on ``channel`` pointing at an older bundle: by default the bundle of
-        the last release before the current one that named a different bundle."""
+    def rollback(self, *, channel: str = "stable", to_release: int | None = None, bundle: str | os.PathLike[str] | None = None,
+                 public_key: Any = None, rollout: float = 100.0) -> Release:
+        """A new release on ``channel`` pointing at an older bundle: the bundle of release
+        ``to_release``, or the file ``bundle`` (e.g. what devices were provisioned with by
+        hand, verified like a publish), or by default the bundle of the last release before
+        the current one that named a different bundle."""
+        if bundle is not None and to_release is not None:
+            raise PublishError("give the release to go back to or a bundle file, not both")
+        verified = self._verified(bundle, public_key) if bundle is not None else None
         with self._locked():
             current = self._channel_release(channel)
             earlier = [r for r in self.history() if r.channel == channel and r.release < current.release]
-            if to_release is not None:
+            if verified is not None:
+                data, model = verified
+                sha = self.store_bundle(data)
+                target = Release(release=0, channel=channel, model=model.name, version=str(model.version), bundle_sha256=sha,
+                                 length=len(data), rollout=rollout)
+            elif to_release is not None:
                 matches = [r for r in self.history() if r.release == to_release]
                 if not matches:
                     raise PublishError(f"there is no release {to_release}; see: edgepack fleet status")
@@ -419,7 +436,10 @@ class ReleaseRepository:
             else:
                 older = [r for r in earlier if r.bundle_sha256 != current.bundle_sha256]
                 if not older:
-                    raise PublishError(f"channel {channel!r} has no earlier bundle to roll back to")
+                    raise PublishError(
+                        f"channel {channel!r} has no earlier release with another bundle; name the bundle to go back to: "
+                        f"edgepack release rollback --channel {channel} --bundle FILE"
+                    )
                 target = older[-1]
             release = Release(
                 release=self._next_release(), channel=channel, model=target.model, version=target.version,
