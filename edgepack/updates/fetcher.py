@@ -41,35 +41,44 @@ class HttpxFetcher(FetcherInterface):
     def _fetch(self, url: str) -> Iterator[bytes]:
         if url in self._prefetched:
             return iter([self._prefetched.pop(url)])
+        return self._stream(url)
+
+    def _stream(self, url: str) -> Iterator[bytes]:
+        # Streamed, so that ngclient's length limit stops an endless answer after the limit,
+        # not after the device's memory is full.
         self.requests += 1
         try:
-            response = self.client.get(url)
+            with self.client.stream("GET", url) as response:
+                if response.status_code >= 400:
+                    raise exceptions.DownloadHTTPError(f"GET {url}: {response.status_code}", response.status_code)
+                yield from response.iter_bytes(CHUNK)
         except httpx.HTTPError as exc:
             raise exceptions.DownloadError(f"GET {url} failed: {exc}") from exc
-        if response.status_code >= 400:
-            raise exceptions.DownloadHTTPError(f"GET {url}: {response.status_code} {response.text[:200]}", response.status_code)
-        return iter([response.content])
 
     def poll_timestamp(self, url: str, max_length: int) -> bool:
         """True if ``url`` changed since the last call (its body is then kept for ``_fetch``).
 
-        One conditional GET; a 304 answer has no body."""
+        One conditional GET; a 304 answer has no body. At most ``max_length`` bytes are read."""
         headers = {}
         if url in self.etags:
             headers["if-none-match"] = self.etags[url]
         self.requests += 1
         try:
-            response = self.client.get(url, headers=headers)
+            with self.client.stream("GET", url, headers=headers) as response:
+                if response.status_code == 304:
+                    return False
+                if response.status_code >= 400:
+                    raise exceptions.DownloadHTTPError(f"GET {url}: {response.status_code}", response.status_code)
+                body = bytearray()
+                for chunk in response.iter_bytes(CHUNK):
+                    body += chunk
+                    if len(body) > max_length:
+                        raise exceptions.DownloadLengthMismatchError(
+                            f"timestamp.json is over {max_length} bytes (endless data); refused")
+                etag = response.headers.get("etag")
         except httpx.HTTPError as exc:
             raise exceptions.DownloadError(f"GET {url} failed: {exc}") from exc
-        if response.status_code == 304:
-            return False
-        if response.status_code >= 400:
-            raise exceptions.DownloadHTTPError(f"GET {url}: {response.status_code} {response.text[:200]}", response.status_code)
-        if len(response.content) > max_length:
-            raise exceptions.DownloadLengthMismatchError(f"timestamp is {len(response.content)} bytes, over {max_length}")
-        self._prefetched[url] = response.content
-        etag = response.headers.get("etag")
+        self._prefetched[url] = bytes(body)
         if etag:
             self.etags[url] = etag
         else:

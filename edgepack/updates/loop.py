@@ -164,8 +164,13 @@ class UpdateLoop:
         full = not self._settled or now - self._last_full > self.options.full_refresh_seconds or now > self._trusted_until
         if full:
             self.fetcher.forget(timestamp_url)
+        from tuf.api.exceptions import DownloadLengthMismatchError
+
         try:
             changed = self.fetcher.poll_timestamp(timestamp_url, TIMESTAMP_MAX)
+        except DownloadLengthMismatchError as exc:
+            self.fetcher.forget(timestamp_url)
+            return self._refused(UpdateRefused(_reason(exc)))
         except Exception as exc:  # noqa: BLE001 - any network failure: try again next poll
             self._settled = False
             return PollResult(outcome="offline", detail=f"home not reachable: {exc}")

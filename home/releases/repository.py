@@ -34,15 +34,13 @@ import json
 import os
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from tuf.api.metadata import (
-    Key,
     MetaFile,
     Metadata,
-    Role,
     Root,
     Snapshot,
     TargetFile,

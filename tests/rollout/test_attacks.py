@@ -123,3 +123,10 @@ def test_mix_and_match_metadata_is_refused(
     shutil.copyfile(older, home.repo.metadata_dir / f"{versions['targets']}.targets.json")
     refused(device, "mix-and-match")
     assert device.current_sha() == bundles["v1"].bundle.sha256
+
+
+def test_an_endless_timestamp_is_cut_off(home: Home, make_device: Callable[..., Device], bundles: dict[str, builder.Built]) -> None:
+    device = make_device("victim")
+    (home.repo.metadata_dir / "timestamp.json").write_bytes(b" " * (1 << 20))
+    refused(device, "over 16384 bytes", "endless data")
+    assert device.current_sha() == bundles["v1"].bundle.sha256
