@@ -72,7 +72,10 @@ class StatusStore:
                 conn.execute(
                     "INSERT INTO release_status (device, release, channel, bundle_sha256, state, reason, updated_at) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device, release) DO UPDATE SET "
-                    "state = excluded.state, reason = excluded.reason, updated_at = excluded.updated_at, "
+                    # A repeated state without a reason (a device confirming it still runs a release)
+                    # keeps the reason it had ("health gate passed: ...").
+                    "reason = CASE WHEN excluded.state = state AND excluded.reason IS NULL THEN reason ELSE excluded.reason END, "
+                    "state = excluded.state, updated_at = excluded.updated_at, "
                     "channel = COALESCE(excluded.channel, channel), bundle_sha256 = COALESCE(excluded.bundle_sha256, bundle_sha256)",
                     (device, release, channel, bundle_sha256, state, reason, now),
                 )
@@ -91,17 +94,23 @@ class StatusStore:
 
 
 def fleet_status(db_path: str | Path, releases: Sequence[Any] = ()) -> dict[str, Any]:
-    """Per release: counts by state and each device's state and reason.
+    """Per release: ``counts`` of devices by their latest state, ``ever``: devices that
+    reported each state at least once (the funnel offered -> downloaded -> active), and
+    each device's latest state and reason.
 
     ``releases`` (``Release`` objects from the repository's history) adds the releases no
     device reported on yet, and their channel, model and version."""
     path = Path(db_path)
     rows: list[tuple[Any, ...]] = []
+    ever: list[tuple[Any, ...]] = []
     if path.exists():
         conn = _connect(path)
         try:
             rows = conn.execute(
                 "SELECT release, device, state, reason, channel, bundle_sha256, updated_at FROM release_status ORDER BY release, device"
+            ).fetchall()
+            ever = conn.execute(
+                "SELECT release, state, COUNT(DISTINCT device) FROM release_events GROUP BY release, state"
             ).fetchall()
         finally:
             conn.close()
@@ -116,4 +125,9 @@ def fleet_status(db_path: str | Path, releases: Sequence[Any] = ()) -> dict[str,
                                          "counts": dict.fromkeys(STATES, 0), "devices": {}})
         entry["counts"][state] = entry["counts"].get(state, 0) + 1
         entry["devices"][device] = {"state": state, "reason": reason, "updated_at": updated_at}
+    for release, state, count in ever:
+        if release in out:
+            out[release].setdefault("ever", dict.fromkeys(STATES, 0))[state] = count
+    for entry in out.values():
+        entry.setdefault("ever", dict.fromkeys(STATES, 0))
     return {"releases": [out[k] for k in sorted(out)]}
