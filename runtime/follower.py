@@ -151,3 +151,5 @@ class StoreFollower:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        if self.health is not None:
+            self.health.flush(force=True)

@@ -73,3 +73,14 @@ def test_a_halted_release_reaches_no_new_device_and_a_rollback_release_goes_back
     assert b.current_sha() == v1
     states = wait_for(lambda: (s := home.device_states(3)) and len(s) == 2 and s, 60, what="reports of release 3")
     assert {v["state"] for v in states.values()} == {"active"}
+
+
+def test_a_release_for_named_devices_reaches_only_them(
+    home: Home, make_device: Callable[..., Device], bundles: dict[str, builder.Built], keys: tuple
+) -> None:
+    devices = [make_device(name) for name in ("canary-a", "canary-b", "plain-c")]
+    release = home.repo.publish(bundles["v2"].path, rollout=0.0, devices=("canary-a", "canary-b"), public_key=keys[1])
+    outcomes = {d.device_id: d.once("--once", "--gate-seconds", "0")[1]["outcome"] for d in devices}
+    assert outcomes == {"canary-a": "gate_passed", "canary-b": "gate_passed", "plain-c": "not_selected"}
+    assert [d.current_sha() == bundles["v2"].bundle.sha256 for d in devices] == [True, True, False]
+    assert set(home.device_states(release.release)) == {"canary-a", "canary-b"}
