@@ -4,7 +4,8 @@ rollout, health gate and automatic rollback. Needs the ``tuf`` package (a device
 from __future__ import annotations
 
 from .errors import ConfigError, DownloadInterrupted, UpdateError, UpdateRefused
-from .loop import PollResult, UpdateLoop
+from .loop import UpdateLoop
+from .result import PollResult
 from .options import GateOptions, UpdateOptions
 from .rollout import bucket, takes
 

@@ -26,7 +26,6 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,8 @@ from runtime.store import PAUSE_ENV, ModelStore
 
 from .errors import ConfigError, DownloadInterrupted, UpdateRefused
 from .fetcher import HttpxFetcher
+from .gate import HealthGateSteps
+from .result import PollResult
 from .options import UpdateOptions
 from .release import DeviceRelease, parse_release
 from .rollout import bucket, takes
@@ -56,19 +57,6 @@ def _pause(step: str) -> None:
             time.sleep(60)
 
 
-@dataclass(frozen=True, kw_only=True)
-class PollResult:
-    """What one poll did."""
-
-    outcome: str
-    """unchanged | offline | refused | no_release | not_selected | halted | rejected | current | installed | gate_open |
-    gate_passed | rolled_back"""
-    detail: str = ""
-    """A sentence for the log."""
-    release: int | None = None
-    """The release concerned, if any."""
-
-
 def _reason(exc: Exception) -> str:
     """A TUF error as a sentence naming the attack it stopped."""
     from tuf.api import exceptions as tuf_errors
@@ -87,7 +75,7 @@ def _reason(exc: Exception) -> str:
     return f"metadata refused: {type(exc).__name__}: {text}"
 
 
-class UpdateLoop:
+class UpdateLoop(HealthGateSteps):
     """The device's update loop over one store and one channel (see the module docstring)."""
 
     def __init__(self, options: UpdateOptions, *, client: httpx.Client | None = None) -> None:
@@ -317,97 +305,6 @@ class UpdateLoop:
                  release.version, sha[:12])
         self._report("active", release=release.release, reason="switched; health gate open", channel=channel, sha=sha)
         return PollResult(outcome="installed", release=release.release, detail=f"{release.model} v{release.version}")
-
-    # -- the health gate ----------------------------------------------------------------
-
-    def _open_gate(self) -> None:
-        from runtime.health import read_health
-
-        gate = self.state.gate
-        assert gate is not None
-        health = read_health(self.store.root, gate["sha256"])
-        gate["started_at"] = time.time()
-        gate["baseline"] = {k: health[k] for k in ("predictions", "errors", "flagged")}
-        save_state(self.state_path, self.state)
-
-    def _advance_gate(self) -> PollResult | None:
-        """None while nothing is decided (the poll goes on), else what the gate did."""
-        from runtime import EdgeError, load
-        from runtime.health import read_health
-
-        gate = self.state.gate
-        assert gate is not None
-        current = self.store.state().current
-        if current is None or current.sha256 != gate["sha256"]:
-            # The switch never happened (a crash before the pointer moved) or was undone by
-            # hand: nothing to watch; the release is looked at again by this poll.
-            self.state.gate = None
-            save_state(self.state_path, self.state)
-            self._settled = False
-            return None
-        if gate.get("started_at") is None:
-            # A crash after the pointer moved, before the loop noted it: the switch stands.
-            self._discard_download(gate["sha256"])
-            self._open_gate()
-            self._raise_floor(gate["release"])
-            self._report("active", release=gate["release"], reason="switched; health gate open", sha=gate["sha256"])
-        if not gate.get("selftest"):
-            try:
-                key = self.options.public_key
-                load(self.store.path_of(current), public_key=key, require_signature=key is not None)
-            except EdgeError as exc:
-                return self._gate_failed(f"golden self-test failed after the switch: {exc}")
-            gate["selftest"] = True
-            save_state(self.state_path, self.state)
-        health = read_health(self.store.root, gate["sha256"])
-        if health["load_errors"]:
-            return self._gate_failed(f"the serving app could not switch to it: {health['load_errors'][0]}")
-        base = gate.get("baseline") or {}
-        rows = health["predictions"] - base.get("predictions", 0)
-        errors = health["errors"] - base.get("errors", 0)
-        flagged = health["flagged"] - base.get("flagged", 0)
-        elapsed = time.time() - gate["started_at"]
-        limits = self.options.gate
-        if rows < limits.predictions and elapsed < limits.seconds:
-            return PollResult(outcome="gate_open", release=gate["release"],
-                              detail=f"{rows} of {limits.predictions} predictions, {elapsed:.0f} of {limits.seconds:g} s")
-        if rows and errors / rows > limits.max_error_rate:
-            return self._gate_failed(
-                f"health gate: {errors} of the first {rows} predictions failed ({errors / rows:.0%}, limit "
-                f"{limits.max_error_rate:.0%}) within {elapsed:.0f} s of the switch"
-            )
-        if rows and limits.max_flag_rate is not None and flagged / rows > limits.max_flag_rate:
-            return self._gate_failed(
-                f"health gate: {flagged} of the first {rows} predictions carried guardrail flags "
-                f"({flagged / rows:.0%}, limit {limits.max_flag_rate:.0%})"
-            )
-        self.state.gate = None
-        save_state(self.state_path, self.state)
-        detail = f"health gate passed: {rows} predictions, {errors} errors in {elapsed:.0f} s"
-        self._report("active", release=gate["release"], reason=detail, sha=gate["sha256"])
-        return PollResult(outcome="gate_passed", release=gate["release"], detail=detail)
-
-    def _gate_failed(self, reason: str) -> PollResult:
-        from runtime.errors import StoreError
-
-        gate = self.state.gate
-        assert gate is not None
-        release = gate["release"]
-        try:
-            restored = self.store.rollback()
-        except StoreError as exc:
-            reason = f"{reason}; and no rollback possible ({exc})"
-            self.state.rejected[str(release)] = reason
-            self.state.gate = None
-            save_state(self.state_path, self.state)
-            self._report("failed", release=release, reason=reason, sha=gate["sha256"])
-            return PollResult(outcome="refused", release=release, detail=reason)
-        self.state.rejected[str(release)] = reason
-        self.state.gate = None
-        save_state(self.state_path, self.state)
-        log.error("release %s rolled back to %s v%s: %s", release, restored.current.name, restored.current.version, reason)  # type: ignore[union-attr]
-        self._report("rolled_back", release=release, reason=reason, sha=gate["sha256"])
-        return PollResult(outcome="rolled_back", release=release, detail=reason)
 
     # -- running ------------------------------------------------------------------------
 

@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 from .errors import KeyFileError, PublishError, ReleaseError
-from .repository import ExpiryPolicy, Release, ReleaseRepository, parse_rollout
+from .release import ExpiryPolicy, Release, parse_rollout
+from .repository import ReleaseRepository
 from .status import fleet_status
 
 __all__ = [

@@ -32,9 +32,8 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,127 +49,7 @@ from tuf.api.metadata import (
 
 from . import keys
 from .errors import PublishError, ReleaseError
-
-CHANNEL = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-CUSTOM_KEY = "edgepack"
-RELEASE_FORMAT = 1
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-@dataclass(frozen=True, kw_only=True)
-class ExpiryPolicy:
-    """How long each role's metadata stays valid after it is signed."""
-
-    root_days: float = 365.0
-    """Root: re-signed only on a key rotation (or ``release refresh --root``)."""
-    targets_days: float = 90.0
-    """Targets: re-signed with every publish, promote, halt and rollback."""
-    snapshot_days: float = 30.0
-    """Snapshot: re-signed with every change, and by ``release refresh``."""
-    timestamp_days: float = 7.0
-    """Timestamp: the freshness guarantee. A device refuses an older timestamp than this
-    allows, so a frozen repository (or an attacker replaying it) is noticed within it.
-    Run ``edgepack release refresh`` more often than half of it (cron, a systemd timer)."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class Release:
-    """What a channel offers: one signed target's ``custom.edgepack``."""
-
-    release: int
-    """Release number, unique and growing across the repository (a rollback gets a new one)."""
-    channel: str
-    """The channel, e.g. ``stable`` or ``canary``."""
-    model: str
-    """The bundle's registry model name."""
-    version: str
-    """The bundle's registry version."""
-    bundle_sha256: str
-    """sha256 of the ``.edgepkg`` file (also the TUF target's hash)."""
-    length: int
-    """Size of the bundle in bytes (also the TUF target's length)."""
-    rollout: float
-    """Percent of devices (0-100) that take it: those whose bucket (hash of device id and
-    release number) falls under it."""
-    devices: tuple[str, ...] = ()
-    """Devices that take it whatever their bucket (canaries)."""
-    halted: bool = False
-    """Devices not yet on it stop taking it; devices on it stay."""
-    kind: str = "publish"
-    """``publish`` or ``rollback`` (a deliberate step back to an older bundle)."""
-    published_at: str = ""
-    """UTC time of the first publish of this release number (informational)."""
-
-    def custom(self) -> dict[str, Any]:
-        body = asdict(self)
-        body["devices"] = list(self.devices)
-        body["format"] = RELEASE_FORMAT
-        # Canonical JSON (what TUF signs) has no floats: the percentage travels in basis points.
-        body["rollout_bp"] = round(body.pop("rollout") * 100)
-        return {CUSTOM_KEY: body}
-
-    @classmethod
-    def from_custom(cls, custom: Any) -> Release:
-        body = dict(custom[CUSTOM_KEY])
-        body.pop("format", None)
-        if "rollout_bp" in body:
-            body["rollout"] = body.pop("rollout_bp") / 100
-        body["devices"] = tuple(body.get("devices") or ())
-        return cls(**body)
-
-
-def target_path(channel: str) -> str:
-    return f"channels/{channel}.edgepkg"
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-
-
-def _expiry(days: float) -> dt.datetime:
-    return _now() + dt.timedelta(days=days)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write, fsync, rename into place, fsync the directory: readers see old or new bytes."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def check_channel(channel: str) -> str:
-    if not CHANNEL.fullmatch(channel):
-        raise PublishError(f"channel {channel!r} is not allowed: expected 1-64 lowercase letters, digits, '-' or '_'")
-    return channel
-
-
-def parse_rollout(text: str | float | int) -> float:
-    """``"10%"``, ``"10"`` or ``10`` -> 10.0; ``PublishError`` outside 0-100."""
-    raw = str(text).strip().removesuffix("%")
-    try:
-        value = float(raw)
-    except ValueError:
-        raise PublishError(f"rollout {text!r} is not a percentage; expected e.g. 10% or 100") from None
-    if not 0.0 <= value <= 100.0:
-        raise PublishError(f"rollout {text!r} is outside 0-100%")
-    return value
-
+from .release import CUSTOM_KEY, RELEASE_FORMAT, ExpiryPolicy, Release, check_channel, expiry_in, now_utc, target_path, write_atomically
 
 class ReleaseRepository:
     """The TUF repository of model releases in one directory (see the module docstring)."""
@@ -207,14 +86,14 @@ class ReleaseRepository:
         for sub in ("metadata", "bundles"):
             (path / sub).mkdir(parents=True, exist_ok=True)
         signers = {role: keys.generate(path / "keys", role) for role in keys.ROLES}
-        root_md = Metadata(Root(expires=_expiry(expiry.root_days), consistent_snapshot=True))
+        root_md = Metadata(Root(expires=expiry_in(expiry.root_days), consistent_snapshot=True))
         for role, signer in signers.items():
             root_md.signed.add_key(signer.public_key, role)
         root_md.sign(signers["root"])
         write_atomically(path / "metadata" / "1.root.json", root_md.to_bytes())
         repo = cls(path, expiry=expiry)
         with repo._locked():
-            targets = Metadata(Targets(expires=_expiry(expiry.targets_days)))
+            targets = Metadata(Targets(expires=expiry_in(expiry.targets_days)))
             repo._commit(targets, signers)
         return repo
 
@@ -290,11 +169,11 @@ class ReleaseRepository:
             snap_version = ts_version = 1
         if bump_targets and (meta_dir / f"{targets.signed.version}.targets.json").exists():
             targets.signed.version += 1
-        targets.signed.expires = _expiry(self.expiry.targets_days)
+        targets.signed.expires = expiry_in(self.expiry.targets_days)
         targets.sign(signers["targets"])
         targets_bytes = targets.to_bytes()
         write_atomically(meta_dir / f"{targets.signed.version}.targets.json", targets_bytes)
-        snapshot = Metadata(Snapshot(version=snap_version, expires=_expiry(self.expiry.snapshot_days)))
+        snapshot = Metadata(Snapshot(version=snap_version, expires=expiry_in(self.expiry.snapshot_days)))
         snapshot.signed.meta["targets.json"] = MetaFile(
             version=targets.signed.version, length=len(targets_bytes), hashes={"sha256": hashlib.sha256(targets_bytes).hexdigest()}
         )
@@ -304,7 +183,7 @@ class ReleaseRepository:
         self._write_timestamp(ts_version, snap_version, snapshot_bytes, signers["timestamp"])
 
     def _write_timestamp(self, version: int, snap_version: int, snapshot_bytes: bytes, signer: Any) -> None:
-        timestamp = Metadata(Timestamp(version=version, expires=_expiry(self.expiry.timestamp_days)))
+        timestamp = Metadata(Timestamp(version=version, expires=expiry_in(self.expiry.timestamp_days)))
         timestamp.signed.snapshot_meta = MetaFile(
             version=snap_version, length=len(snapshot_bytes), hashes={"sha256": hashlib.sha256(snapshot_bytes).hexdigest()}
         )
@@ -369,7 +248,7 @@ class ReleaseRepository:
             release = Release(
                 release=self._next_release(), channel=channel, model=model.name, version=str(model.version),
                 bundle_sha256=sha, length=len(data), rollout=rollout, devices=tuple(devices), kind="publish",
-                published_at=_now().isoformat(),
+                published_at=now_utc().isoformat(),
             )
             return self._set_channel(release, record=True)
 
@@ -442,7 +321,7 @@ class ReleaseRepository:
             release = Release(
                 release=self._next_release(), channel=channel, model=target.model, version=target.version,
                 bundle_sha256=target.bundle_sha256, length=target.length, rollout=rollout, kind="rollback",
-                published_at=_now().isoformat(),
+                published_at=now_utc().isoformat(),
             )
             return self._set_channel(release, record=True)
 
@@ -452,7 +331,7 @@ class ReleaseRepository:
         Returns whether anything was written."""
         with self._locked():
             timestamp, snapshot, targets = self._current()
-            now = _now()
+            now = now_utc()
             half_ts = dt.timedelta(days=self.expiry.timestamp_days / 2)
             half_snap = dt.timedelta(days=self.expiry.snapshot_days / 2)
             half_targets = dt.timedelta(days=self.expiry.targets_days / 2)
@@ -487,7 +366,7 @@ class ReleaseRepository:
             signer = keys.generate(self.keys_dir, role)
             new_root.signed.add_key(signer.public_key, role)
             new_root.signed.version += 1
-            new_root.signed.expires = _expiry(self.expiry.root_days)
+            new_root.signed.expires = expiry_in(self.expiry.root_days)
             new_root.sign(old_root_signer)
             if role == "root":
                 new_root.sign(signer, append=True)
