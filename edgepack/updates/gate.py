@@ -37,6 +37,15 @@ class HealthGateSteps:
         health = read_health(self.store.root, gate["sha256"])
         gate["started_at"] = time.time()
         gate["baseline"] = {k: health[k] for k in ("predictions", "errors", "flagged")}
+        # What the same apps saw on the bundle before: an app that always sends some rows the
+        # model refuses must not roll back every release for it. The gate judges the change.
+        before = read_health(self.store.root, gate["previous"]) if gate.get("previous") else None
+        seen = before["predictions"] if before else 0
+        gate["previous_rates"] = {
+            "errors": before["errors"] / seen if seen else 0.0,
+            "flagged": before["flagged"] / seen if seen else 0.0,
+            "predictions": seen,
+        }
         save_state(self.state_path, self.state)
 
     def _advance_gate(self) -> PollResult | None:
@@ -80,16 +89,20 @@ class HealthGateSteps:
         if rows < limits.predictions and elapsed < limits.seconds:
             return PollResult(outcome="gate_open", release=gate["release"],
                               detail=f"{rows} of {limits.predictions} predictions, {elapsed:.0f} of {limits.seconds:g} s")
-        if rows and errors / rows > limits.max_error_rate:
+        previous = gate.get("previous_rates") or {}
+        error_limit = limits.max_error_rate + previous.get("errors", 0.0)
+        if rows and errors / rows > error_limit:
             return self._gate_failed(
                 f"health gate: {errors} of the first {rows} predictions failed ({errors / rows:.0%}, limit "
-                f"{limits.max_error_rate:.0%}) within {elapsed:.0f} s of the switch"
+                f"{error_limit:.0%}{_over(previous, 'errors')}) within {elapsed:.0f} s of the switch"
             )
-        if rows and limits.max_flag_rate is not None and flagged / rows > limits.max_flag_rate:
-            return self._gate_failed(
-                f"health gate: {flagged} of the first {rows} predictions carried guardrail flags "
-                f"({flagged / rows:.0%}, limit {limits.max_flag_rate:.0%})"
-            )
+        if rows and limits.max_flag_rate is not None:
+            flag_limit = limits.max_flag_rate + previous.get("flagged", 0.0)
+            if flagged / rows > flag_limit:
+                return self._gate_failed(
+                    f"health gate: {flagged} of the first {rows} predictions carried guardrail flags "
+                    f"({flagged / rows:.0%}, limit {flag_limit:.0%}{_over(previous, 'flagged')})"
+                )
         self.state.gate = None
         save_state(self.state_path, self.state)
         detail = f"health gate passed: {rows} predictions, {errors} errors in {elapsed:.0f} s"
@@ -118,3 +131,8 @@ class HealthGateSteps:
         self._report("rolled_back", release=release, reason=reason, sha=gate["sha256"])
         return PollResult(outcome="rolled_back", release=release, detail=reason)
 
+
+
+def _over(previous: dict[str, Any], key: str) -> str:
+    rate = previous.get(key, 0.0)
+    return f": the allowance over the previous bundle's {rate:.0%}" if rate else ""

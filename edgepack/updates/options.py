@@ -17,9 +17,11 @@ class GateOptions:
     """M: decide at the latest this long after the switch (on what was observed; with no
     prediction at all, the golden self-test alone decides)."""
     max_error_rate: float = 0.05
-    """Fail when more than this fraction of rows raised (InputError, PredictionError...)."""
+    """Fail when the fraction of rows that raised (InputError, PredictionError...) exceeds
+    the previous bundle's fraction (as the same apps saw it) by more than this."""
     max_flag_rate: float | None = None
-    """Fail when more than this fraction of rows carried guardrail flags (None: not checked)."""
+    """Fail when the fraction of rows with guardrail flags exceeds the previous bundle's by
+    more than this (None: not checked)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -86,3 +86,20 @@ def test_a_healthy_release_passes_its_gate_on_predictions(
         passed = int(state["reason"].split(":")[1].split()[0])
         assert passed >= 15 and ", 0 errors" in state["reason"]
         assert counts["failed"] == 0
+
+
+def test_the_gate_judges_the_change_not_the_errors_an_app_always_had(
+    home: Home, make_device: Callable[..., Device], bundles: dict[str, builder.Built], keys: tuple
+) -> None:
+    good = json_rows(bundles["v1"].frame, 10)
+    # Every other row misses a feature: refused by v1 and by v2 alike (50% errors on both).
+    rows = [row if i % 2 else {k: v for k, v in row.items() if k != "region"} for i, row in enumerate(good)]
+    device = make_device("sloppy-app")
+    with app(device, rows, allow_schema_change=False, public_key=keys[1]) as counts:
+        wait_for(lambda: counts["failed"] >= 20, 30, what="the app's errors on v1")
+        device.start("--gate-predictions", "20", "--gate-seconds", "60")
+        release = home.repo.publish(bundles["v2"].path, public_key=keys[1])
+        state = wait_for(lambda: (s := home.device_states(release.release).get("sloppy-app")) and
+                         (s["reason"] or "").startswith("health gate passed") and s, 90, what="the gate to pass")
+        assert device.current_sha() == bundles["v2"].bundle.sha256
+        assert state["state"] == "active"
