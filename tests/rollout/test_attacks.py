@@ -88,13 +88,18 @@ def test_a_bundle_whose_hash_does_not_match_is_refused(
     device = make_device("victim")
     release = home.repo.publish(bundles["v2"].path, public_key=keys[1])
     served = home.repo.bundles_dir / f"{release.bundle_sha256}.edgepkg"
-    data = bytearray(served.read_bytes())
+    original = served.read_bytes()
+    data = bytearray(original)
     data[len(data) // 2] ^= 0xFF  # same length, other bytes
     served.write_bytes(bytes(data))
     refused(device, "does not match the signed release")
     assert device.current_sha() == bundles["v1"].bundle.sha256
     assert not list((device.store_root / ".staging").glob("*.download"))  # the bad bytes are not kept
     reported(home, device, release.release, "does not match")
+    # A transport fault, not a bad release: once the right bytes are served again, the device takes it.
+    served.write_bytes(original)
+    code, result, _ = device.once("--once", "--gate-seconds", "0")
+    assert result["outcome"] == "gate_passed" and device.current_sha() == release.bundle_sha256
 
 
 def test_a_bundle_larger_than_announced_is_cut_off(

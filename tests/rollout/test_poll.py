@@ -88,3 +88,15 @@ def test_release_routes_check_roles(home: Home, make_device: Callable[..., Devic
     assert answer.status_code == 422 and "offered" in answer.json()["error"]
     assert post({"release": 1, "state": "failed", "reason": "test"}, token).status_code == 200
     assert home.device_states(1)["roles"]["reason"] == "test"
+
+
+def test_bundles_are_served_with_http_range(home: Home, make_device: Callable[..., Device], bundles: dict[str, builder.Built],
+                                            keys: tuple) -> None:
+    device = make_device("ranger")
+    release = home.repo.publish(bundles["v2"].path, public_key=keys[1])
+    url = f"{home.url}/v1/tuf/targets/channels/{release.bundle_sha256}.stable.edgepkg"
+    headers = {"authorization": f"Bearer {device.token_file.read_text()}"}
+    whole = httpx.get(url, headers=headers, timeout=10)
+    assert whole.status_code == 200 and whole.content == bundles["v2"].path.read_bytes()
+    part = httpx.get(url, headers={**headers, "range": "bytes=1000-"}, timeout=10)
+    assert part.status_code == 206 and part.content == whole.content[1000:]
