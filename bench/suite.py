@@ -20,7 +20,7 @@ from .options import BenchOptions
 from .targets import check_targets
 from .zoo import BUILDERS, ModelCase, Registry, build, train
 
-SECTIONS = ("latency", "throughput", "cold_start", "memory", "telemetry", "footprint", "serve", "build", "fleet")
+SECTIONS = ("latency", "throughput", "cold_start", "memory", "telemetry", "footprint", "serve", "build", "fleet", "rollout")
 TELEMETRY_MODEL = "forest"
 REPO = Path(__file__).resolve().parents[1]
 VERSIONED = ("edgepack", "onnxruntime", "numpy", "scikit-learn", "skl2onnx", "onnx", "mlflow", "pandas", "sqlite-utils", "httpx", "protobuf")
@@ -137,6 +137,12 @@ def run_suite(
             log("[bench] serve: round trip over the unix socket and loopback, concurrent clients")
             with _phase(report, "serve"):
                 _guard(report, "serve", serving.UNIX, lambda: serving.measure_serve(by_name[TELEMETRY_MODEL], options, root), TELEMETRY_MODEL)
+        if "rollout" in sections and TELEMETRY_MODEL in by_name and by_name[TELEMETRY_MODEL].bundle:
+            from . import rollout
+
+            log("[bench] rollout: 1,000 devices polling the home service, then publish until all are active")
+            with _phase(report, "rollout"):
+                _guard(report, "rollout", rollout.POLL, lambda: rollout.measure_rollout(by_name[TELEMETRY_MODEL], options, root))
         if "footprint" in sections:
             if options.footprint == "skip":
                 report.notes.append(
@@ -160,6 +166,10 @@ def run_suite(
         from . import serving
 
         report.targets += serving.targets(report)
+    if "rollout" in sections:
+        from . import rollout
+
+        report.targets += rollout.targets(report)
     report.environment["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     report.duration_s = time.perf_counter() - began
     return report

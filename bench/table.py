@@ -14,6 +14,7 @@ SECTIONS = {
     "serve": "edgepack serve, one row per request (round trip vs in-process; throughput of concurrent clients)",
     "build": "edgepack build of a small model, fresh processes (lower is better)",
     "fleet": "A fleet syncing at once into the collector (SQLite, PostgreSQL, two collectors), then the Parquet export",
+    "rollout": "Rollout: 1,000 devices polling the home service every 10 s; publish until every polling device is active",
 }
 
 

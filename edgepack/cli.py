@@ -78,13 +78,14 @@ def _register() -> None:
         feedback_commands,
         promote_commands,
         quickstart_commands,
+        release_commands,
         serve_commands,
         ship_commands,
         telemetry_commands,
     )
 
     modules = (build_commands, device_commands, telemetry_commands, collector_commands, ship_commands, serve_commands, quickstart_commands)
-    modules += (feedback_commands, promote_commands, export_commands)
+    modules += (feedback_commands, promote_commands, export_commands, release_commands)
     for module in modules:
         for command in module.COMMANDS:
             _fit_short_help(command)

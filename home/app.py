@@ -37,6 +37,7 @@ from .settings import CollectorSettings
 from .backends import backend_for
 from .store import IngestResult, RecordStore, StatsSource
 from .tokens import ADMIN, DEVICE, Identity, TokenStore
+from .releases.routes import release_routes
 
 logger = logging.getLogger("edgepack.collector")
 T = TypeVar("T")
@@ -224,6 +225,7 @@ def create_app(settings: CollectorSettings) -> Starlette:
         Route("/openapi.json", collector.get_openapi, methods=["GET"]),
         Route("/v1/feedback", feedback_api.post_feedback(collector), methods=["POST"]),
         Route("/v1/labeled", feedback_api.get_labeled(collector), methods=["GET"]),
+        *release_routes(collector),
     ]
     app = Starlette(routes=routes, lifespan=collector.lifespan, exception_handlers={HTTPException: _http_error})
     app.state.collector = collector

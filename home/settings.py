@@ -78,6 +78,10 @@ class CollectorSettings:
     retry_after_seconds: int = 5
     """``Retry-After`` sent with a 503 when the collector cannot take a batch right now."""
 
+    releases_path: Path | None = None
+    """The release repository (``edgepack release init``) whose TUF metadata and bundles the
+    collector serves to devices. Default: ``releases/`` next to ``db_path``."""
+
     @property
     def database(self) -> str:
         """Where records go, as given: the SQLite path or the PostgreSQL URI."""

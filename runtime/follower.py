@@ -16,6 +16,7 @@ import threading
 from typing import Any
 
 from .errors import EdgeError
+from .health import HealthProbe, WatchedModel
 from .model import EdgeModel
 from .slot import ModelSlot
 from .store import ModelStore, StoreError
@@ -32,9 +33,14 @@ class StoreFollower:
         *,
         interval: float = 0.5,
         allow_schema_change: bool = False,
+        health: bool = False,
         **load_options: Any,
     ) -> None:
         self.store = store if isinstance(store, ModelStore) else ModelStore(store)
+        # With health=True, predictions through ``model`` are counted per bundle for the
+        # update loop's health gate (runtime.health); the files live in the store.
+        self.health = HealthProbe(self.store.root, interval=interval) if health else None
+        self._watched: Any = None
         self.interval = interval
         self.allow_schema_change = allow_schema_change
         self._load_options = load_options
@@ -53,7 +59,14 @@ class StoreFollower:
     def model(self) -> EdgeModel | None:
         """The model serving now; None while the store holds no loadable bundle."""
         slot = self._slot
-        return None if slot is None else slot.model
+        if slot is None:
+            return None
+        if self.health is None:
+            return slot.model
+        watched = self._watched
+        if watched is None or watched._model is not slot.model:
+            watched = self._watched = WatchedModel(slot.model, self.health)
+        return watched
 
     def check(self) -> bool:
         """Follow the store once; True when the serving model changed."""
@@ -81,6 +94,8 @@ class StoreFollower:
                 else:
                     slot.swap(path, **self._swap_options(slot))
             except EdgeError as exc:
+                if self.health is not None:
+                    self.health.load_failed(state.current.sha256, str(exc))
                 return self._failed(
                     f"store {self.store.root} names {state.current.name} v{state.current.version} "
                     f"({state.current.sha256[:12]}) but it cannot serve: {exc}"
@@ -126,6 +141,8 @@ class StoreFollower:
         while not self._stop.wait(self.interval):
             try:
                 self.check()
+                if self.health is not None:
+                    self.health.flush()
             except Exception:  # noqa: BLE001 - the follower must outlive any one bad poll
                 log.exception("following the model store %s failed; retrying", self.store.root)
 
@@ -134,3 +151,5 @@ class StoreFollower:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        if self.health is not None:
+            self.health.flush(force=True)

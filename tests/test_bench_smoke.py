@@ -189,6 +189,7 @@ def test_quick_run_marks_every_target_and_prints_the_table(quick_run: tuple[dict
         "serve_added_latency[forest]",
         "serve_16_clients_no_error[forest]",
         "build_small_model[logreg]",
+        "rollout_1000_devices_cpu_to_spare",
     }
     for target in results["targets"]:
         assert set(target) == TARGET_KEYS

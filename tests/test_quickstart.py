@@ -33,6 +33,8 @@ def test_quickstart_runs_the_whole_path_and_reruns_in_the_same_folder(tmp_path: 
         assert "label agreement 100%" in report
         assert re.search(r"unseen_category ×\d+", report), report
         assert "production: fire-risk version 2" in report
+        # The rollout step (progress output): v2 published as a release, the running device switches to it.
+        assert "the running device switched from version 1 to version 2" in out.stderr and "without a restart" in out.stderr
         # The hand-over: where everything went, and the commands that continue from there.
         assert f"Files in {folder.resolve()}" in report
         for name in ("mlflow.db", "keys/edge.pem", "keys/edge.pub", "dist/fire-risk.edgepkg", "tokens.json",

@@ -119,6 +119,12 @@ def _require_collector() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Append the log to this file (created owner-only: it names devices) instead of stderr.",
 )
+@click.option(
+    "--releases",
+    "releases_path",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Release repository to serve to devices (edgepack release init) [releases/ next to --db].",
+)
 def collector_command(
     db: str,
     tokens_path: Path,
@@ -138,6 +144,7 @@ def collector_command(
     workers: int,
     db_pool_size: int | None,
     log_file: Path | None,
+    releases_path: Path | None = None,
 ) -> None:
     """Receive and store the records devices send (stops cleanly on SIGTERM/SIGINT)."""
     _require_collector()
@@ -165,6 +172,7 @@ def collector_command(
         "max_header_connections": max_header_connections,
         "lock_timeout_seconds": lock_timeout_seconds,
         "db_pool_size": db_pool_size,
+        "releases_path": releases_path,
     }
     # Options left out keep CollectorSettings' defaults: one place defines them.
     try:

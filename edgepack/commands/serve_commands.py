@@ -115,7 +115,7 @@ def serve(
             if store is not None:
                 from runtime.follower import StoreFollower
 
-                follower = StoreFollower(store, allow_schema_change=allow_schema_change, **load_options).start()
+                follower = StoreFollower(store, allow_schema_change=allow_schema_change, health=True, **load_options).start()
                 source: Any = follower
                 if follower.model is None and follower.last_error:
                     click.echo(f"warning: {follower.last_error}", err=True)
@@ -237,6 +237,10 @@ def store_rollback(root: Path) -> None:
 @click.option("--endpoint", help="Collector URL; without it, no sync runs.")
 @click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path), help="The device token (with --endpoint).")
 @click.option("--sync-args", default="", help="Extra `edgepack sync` options, split on spaces (e.g. '--interval 120').")
+@click.option("--updates", "updates_root", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Also run the update loop (edgepack updates), trusting this 1.root.json; needs --endpoint, --device-id.")
+@click.option("--device-id", help="This device's id, for the update loop's staged rollout.")
+@click.option("--updates-args", default="", help="Extra `edgepack updates` options, split on spaces (e.g. '--channel canary').")
 def agent(
     root: Path,
     socket_path: Path | None,
@@ -249,6 +253,9 @@ def agent(
     endpoint: str | None,
     token_file: Path | None,
     sync_args: str,
+    updates_root: Path | None = None,
+    device_id: str | None = None,
+    updates_args: str = "",
 ) -> None:
     """Run the device agent: `edgepack serve --store` and `edgepack sync`, supervised together.
 
@@ -273,6 +280,12 @@ def agent(
     children = {"serve": serve_argv}
     if endpoint is not None:
         children["sync"] = ["sync", "--db", str(db_path), "--endpoint", endpoint, "--token-file", str(token_file), *sync_args.split()]
+    if updates_root is not None:
+        if endpoint is None or device_id is None:
+            raise click.UsageError("--updates needs --endpoint, --token-file and --device-id")
+        keys = ["--public-key", str(public_key)] if public_key else ["--allow-unsigned"]
+        children["updates"] = ["updates", "--store", str(root), "--endpoint", endpoint, "--token-file", str(token_file),
+                               "--device-id", device_id, "--trusted-root", str(updates_root), *keys, *updates_args.split()]
     sys.exit(Agent(children).run())
 
 

@@ -179,6 +179,15 @@ def run_quickstart(directory: str | os.PathLike[str] = "edgepack-quickstart", *,
             report.delivered = result.sent
             stats = httpx.get(f"{url}/v1/stats", headers={"Authorization": f"Bearer {token}"}, timeout=10).json()
             report.collector_records = int(stats["records"])
+            # Rollout: the production bundle reaches a running device as a signed release.
+            from . import rollout
+
+            say("then: publishing the production bundle as a release to a device running version 1")
+            outcome = rollout.demo(root, url=url, built_path=Path(built.path), public_key=keys / PUBLIC_KEY_NAME,
+                                   tracking_uri=tracking_uri, reference_csv=reference_csv, signing_key=keys / PRIVATE_KEY_NAME,
+                                   rows=stream[:50])
+            for line in outcome.lines():
+                say(line)
     say("6/6 done")
     return report
 
