@@ -74,13 +74,14 @@ def _register() -> None:
         build_commands,
         collector_commands,
         device_commands,
+        monitor_commands,
         quickstart_commands,
         serve_commands,
         ship_commands,
         telemetry_commands,
     )
 
-    modules = (build_commands, device_commands, telemetry_commands, collector_commands, ship_commands, serve_commands, quickstart_commands)
+    modules = (build_commands, device_commands, telemetry_commands, collector_commands, ship_commands, serve_commands, quickstart_commands, monitor_commands)
     for module in modules:
         for command in module.COMMANDS:
             _fit_short_help(command)
