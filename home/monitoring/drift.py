@@ -158,6 +158,7 @@ def _common(baseline: Mapping[str, Any], live: Mapping[tuple[str, str], int], pr
     live_rate = missing / total if total else 0.0
     base_rate = int(baseline.get("missing") or 0) / rows if rows else 0.0
     status = "no_data" if total == 0 else "low_data" if total < MIN_LIVE else "ok"
+    missing_status = _missing_status(live_rate, base_rate) if total >= MIN_LIVE else status
     return {
         "kind": baseline.get("kind"),
         "count": total,
@@ -165,12 +166,12 @@ def _common(baseline: Mapping[str, Any], live: Mapping[tuple[str, str], int], pr
         "wrong_type": wrong_type,
         "missing_rate": live_rate,
         "baseline_missing_rate": base_rate,
-        "missing_status": _missing_status(live_rate, base_rate) if total >= MIN_LIVE else status,
+        "missing_status": missing_status,
         "psi": None,
         "test": None,
         "drifted": None,
         "drift_status": status,
-        "status": status,
+        "status": worst(status, missing_status),
     }
 
 
