@@ -106,14 +106,10 @@ async function renderModel(container, model, since) {
     section.append(el("h3", {}, "Version " + version.version + " (" + version.task + "), " + version.records + " records — ", status(version.status)));
     for (const [sha, bundle] of Object.entries(version.bundles)) {
       section.append(el("p", {}, "bundle " + sha.slice(0, 12) + ": " + bundle.records + " records, baseline of " + bundle.reference_rows + " rows"));
-      const rows = Object.entries(bundle.features).map(([name, f]) => [
-        name, f.kind, f.count, f.psi, f.test ? f.test + (f.p_value !== undefined && f.p_value !== null ? " p=" + f.p_value.toExponential(2) : " d=" + fmt(f.distance)) : "-",
-        f.missing_rate, status(f.status),
-      ]);
-      if (bundle.prediction) {
-        const p = bundle.prediction;
-        rows.push(["(prediction)", p.kind, p.count, p.psi, p.test || "-", p.missing_rate, status(p.status)]);
-      }
+      const test = (f) => !f.test ? "-" : f.test + (f.p_value !== undefined && f.p_value !== null ? " p=" + f.p_value.toExponential(2) : " d=" + fmt(f.distance));
+      const entries0 = Object.entries(bundle.features);
+      if (bundle.prediction) entries0.push(["(prediction)", bundle.prediction]);
+      const rows = entries0.map(([name, f]) => [name, f.kind, f.count, f.psi, test(f), fmt(f.missing_rate), status(f.status)]);
       section.append(el("h4", {}, "Drift"), table(["feature", "kind", "n", "PSI", "test", "missing", "status"], rows));
       const flagRows = Object.entries(bundle.flags).map(([flag, f]) => [flag, f.count, f.rate, status(f.status)]);
       section.append(el("h4", {}, "Guardrail flags"),
