@@ -51,8 +51,6 @@ def _bundle_report(manifest: dict[str, Any], rows: list[tuple[Any, ...]]) -> dic
         live_counts = by_value.get(("feature", name), {})
         measure = drift.numeric if entry["kind"] == "numeric" else drift.categorical
         features[name] = measure(entry, live_counts, rows=reference_rows)
-        if aggregate._path(name) is None:
-            features[name]["status"] = "unmonitored"
     prediction_base = base.get("prediction") or {}
     prediction: dict[str, Any] | None = None
     if prediction_base.get("kind") == "regression":
