@@ -13,6 +13,7 @@ SECTIONS = {
     "footprint": "Footprint (vs ref = size / build venv size)",
     "serve": "edgepack serve, one row per request (round trip vs in-process; throughput of concurrent clients)",
     "build": "edgepack build of a small model, fresh processes (lower is better)",
+    "monitoring": "Home's drift report over stored records (folding into counts once per record; the report from counts)",
 }
 
 

@@ -89,7 +89,8 @@ def bundles_group() -> None:
 @click.option("--endpoint", required=True, help="Collector URL, e.g. http://collector:8787.")
 @click.option("--token-file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), help="File holding an admin token.")
 @click.option("--sha256", help="With a bare manifest.json: the sha256 of the .edgepkg it belongs to.")
-def bundles_upload_command(bundle: Path, endpoint: str, token_file: Path, sha256: str | None) -> None:
+@click.option("--wait", default=0.0, show_default=True, type=click.FloatRange(min=0), help="Seconds to keep trying while the collector starts.")
+def bundles_upload_command(bundle: Path, endpoint: str, token_file: Path, sha256: str | None, wait: float) -> None:
     """Upload BUNDLE (an .edgepkg, verified by the collector; or its manifest.json with --sha256) as a baseline.
 
     Exit status: 0 stored (or already stored), 1 refused or unreachable, 3 token refused.
@@ -98,7 +99,7 @@ def bundles_upload_command(bundle: Path, endpoint: str, token_file: Path, sha256
     from home.monitoring.client import MonitoringHttpError, upload_bundle
 
     try:
-        answer = upload_bundle(endpoint, _token(token_file), bundle, sha256=sha256)
+        answer = upload_bundle(endpoint, _token(token_file), bundle, sha256=sha256, wait=wait)
     except MonitoringHttpError as exc:
         error = click.ClickException(str(exc))
         if exc.status in (401, 403):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,23 @@ _HINTS = {
 }
 
 
-def _call(method: str, url: str, token: str, *, timeout: float, transport: httpx.BaseTransport | None, **kwargs: Any) -> Any:
-    try:
-        with httpx.Client(timeout=timeout, transport=transport) as client:
-            response = client.request(method, url, headers={"Authorization": f"Bearer {token}", **kwargs.pop("headers", {})}, **kwargs)
-    except httpx.HTTPError as exc:
-        raise MonitoringHttpError(f"cannot reach the collector at {url}: {exc}; check --endpoint and that the collector runs") from exc
+def _call(
+    method: str, url: str, token: str, *, timeout: float, transport: httpx.BaseTransport | None, wait: float = 0.0, **kwargs: Any
+) -> Any:
+    headers = {"Authorization": f"Bearer {token}", **kwargs.pop("headers", {})}
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            with httpx.Client(timeout=timeout, transport=transport) as client:
+                response = client.request(method, url, headers=headers, **kwargs)
+            break
+        except httpx.ConnectError as exc:
+            # A collector that is just starting refuses connections: try again until ``wait`` is up.
+            if time.monotonic() >= deadline:
+                raise MonitoringHttpError(f"cannot reach the collector at {url}: {exc}; check --endpoint and that the collector runs") from exc
+            time.sleep(0.2)
+        except httpx.HTTPError as exc:
+            raise MonitoringHttpError(f"cannot reach the collector at {url}: {exc}; check --endpoint and that the collector runs") from exc
     try:
         body = response.json()
     except ValueError:
@@ -55,7 +67,7 @@ def fetch_report(
 
 
 def upload_bundle(
-    endpoint: str, token: str, path: Path, *, sha256: str | None = None, timeout: float = 60.0,
+    endpoint: str, token: str, path: Path, *, sha256: str | None = None, timeout: float = 60.0, wait: float = 0.0,
     transport: httpx.BaseTransport | None = None,
 ) -> dict[str, Any]:
     """``POST /v1/bundles`` with the file at ``path`` (an .edgepkg, or a manifest.json with ``sha256``)."""
@@ -65,6 +77,6 @@ def upload_bundle(
         raise MonitoringError(f"cannot read {path}: {exc.strerror or exc}") from exc
     params = {"sha256": sha256} if sha256 else None
     return _call(
-        "POST", endpoint.rstrip("/") + "/v1/bundles", token, timeout=timeout, transport=transport, content=data, params=params,
+        "POST", endpoint.rstrip("/") + "/v1/bundles", token, timeout=timeout, transport=transport, wait=wait, content=data, params=params,
         headers={"Content-Type": "application/octet-stream"},
     )

@@ -37,7 +37,7 @@ def render(report: dict[str, Any]) -> str:
         out.append("")
         out.append(f"version {version['version']} ({version['task']}): {version['status']}, {version['records']} records")
         if version["unmonitored_records"]:
-            out.append(f"  {version['unmonitored_records']} records of bundles with no stored manifest are not in this report")
+            out.append(f"  {version['unmonitored_records']} records (all time) of bundles with no stored manifest are not in this report")
         for sha, bundle in version["bundles"].items():
             out.append(f"  bundle {sha[:12]}: {bundle['records']} records, baseline of {bundle['reference_rows']} rows")
             rows = []
