@@ -76,7 +76,7 @@ QUICK = BenchOptions(
     sync_records=5_000,
     sync_rounds=1,
     footprint="skip",
-    monitor_records=100_000,
+    monitor_records=50_000,
     monitor_rounds=3,
 )
 
