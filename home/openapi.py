@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .monitoring.openapi import monitoring_paths
+
 from .schema import COUNTER_KEYS, COUNTER_NAME, INT64_MAX, MAX_COUNTERS
 from .settings import CollectorSettings
 
@@ -147,6 +149,7 @@ def build_spec(settings: CollectorSettings) -> dict[str, Any]:
                     "responses": {"200": {"description": "The OpenAPI document.", "content": {"application/json": {}}}},
                 }
             },
+            **monitoring_paths(),
         },
         "components": {
             "securitySchemes": {

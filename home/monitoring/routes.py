@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -85,6 +86,12 @@ class Monitoring:
             return _error(422, str(exc))
         except MonitoringError as exc:
             return _error(400, str(exc))
+        except sqlite3.Error as exc:
+            logger.error("monitoring could not read the store: %s", exc)
+            return JSONResponse(
+                {"error": f"the collector could not read its store ({exc}); try again later"},
+                status_code=503, headers={"Retry-After": str(self.collector.settings.retry_after_seconds)},
+            )
 
     async def post_bundle(self, request: Request) -> Response:
         async def work() -> Response:
