@@ -83,8 +83,18 @@ def families(fleet: dict[str, Any], reports: list[dict[str, Any]], stats: dict[s
                             labels=["model", "version", "bundle", "feature"])
     flags = GaugeMetricFamily("edgepack_flag_rate", "Share of records carrying a guardrail flag, last 24 h",
                               labels=["model", "version", "bundle", "flag"])
+    quality = GaugeMetricFamily(
+        "edgepack_live_metric", "Live model quality from labeled records over the last 24 h (accuracy, roc_auc, mae, rmse)",
+        labels=["model", "version", "metric"],
+    )
+    labeled = GaugeMetricFamily("edgepack_labeled_records", "Records with a label over the last 24 h", labels=["model", "version"])
     for report in reports:
         for version in report["versions"]:
+            overall = version["live"].get("overall") or {}
+            labeled.add_metric([report["model"], version["version"]], version["live"].get("labeled", 0))
+            for metric in ("accuracy", "roc_auc", "mae", "rmse"):
+                if overall.get(metric) is not None:
+                    quality.add_metric([report["model"], version["version"], metric], overall[metric])
             status.add_metric([report["model"], version["version"]], STATUS_VALUE.get(version["status"], -1))
             for sha, bundle in version["bundles"].items():
                 for name, entry in bundle["features"].items():
@@ -94,7 +104,7 @@ def families(fleet: dict[str, Any], reports: list[dict[str, Any]], stats: dict[s
                     psi.add_metric([report["model"], version["version"], sha[:12], "(prediction)"], bundle["prediction"]["psi"])
                 for flag, entry in bundle["flags"].items():
                     flags.add_metric([report["model"], version["version"], sha[:12], flag], entry["rate"])
-    return [records, total, devices, active, status, psi, flags]
+    return [records, total, devices, active, status, psi, flags, quality, labeled]
 
 
 def exposition(latency: CollectorRegistry | None, gauges: list[Any]) -> bytes:

@@ -38,6 +38,9 @@ def test_metrics_show_records_devices_drift_flags_and_batch_latency(fleet: Fleet
     assert families["edgepack_drift_status"][0].value == 2  # alert
     flags = {s.labels["flag"]: s.value for s in families["edgepack_flag_rate"]}
     assert 0.01 < flags["unseen_category:region"] < 0.06  # 10% of one device's records in three
+    live = {s.labels["metric"]: s.value for s in families["edgepack_live_metric"]}
+    assert set(live) == {"accuracy", "roc_auc"} and 0.5 < live["accuracy"] <= 1.0
+    assert families["edgepack_labeled_records"][0].value == 1600
     latency = {s.name: s for s in families["edgepack_batch_seconds"] if s.labels.get("status") == "200"}
     assert latency["edgepack_batch_seconds_count"].value >= 3  # every device synced at least one batch
     assert latency["edgepack_batch_seconds_sum"].value > 0
