@@ -76,12 +76,26 @@ def _bundle_report(manifest: dict[str, Any], rows: list[tuple[Any, ...]]) -> dic
     return {
         "records": records,
         "reference_rows": reference_rows,
+        "baseline_source": _baseline_source(manifest),
         "features": features,
         "prediction": prediction,
         "flags": flag_rates,
         "records_series": [{"bucket": b, "records": totals[b]} for b in buckets],
         "status": drift.worst(*statuses) if records else "no_data",
     }
+
+
+def _baseline_source(manifest: dict[str, Any]) -> str:
+    """``reference`` when the bundle was built with reference data, ``synthesized`` when not.
+
+    A build without ``--reference-data`` takes its baseline from the logged input example
+    plus synthesized rows and leaves every numeric input's training ``range`` unset; drift
+    against such a baseline says little about the real data.
+    """
+    numeric = [e for e in manifest.get("inputs") or [] if isinstance(e, dict) and e.get("kind") == "numeric"]
+    if numeric and all(e.get("range") is None for e in numeric):
+        return "synthesized"
+    return "reference"
 
 
 def build_report(

@@ -40,6 +40,9 @@ def render(report: dict[str, Any]) -> str:
             out.append(f"  {version['unmonitored_records']} records (all time) of bundles with no stored manifest are not in this report")
         for sha, bundle in version["bundles"].items():
             out.append(f"  bundle {sha[:12]}: {bundle['records']} records, baseline of {bundle['reference_rows']} rows")
+            if bundle.get("baseline_source") == "synthesized":
+                out.append("  (this bundle was built without --reference-data: its baseline comes from synthesized rows, "
+                           "so drift against it says little)")
             rows = []
             for name, f in bundle["features"].items():
                 rows.append([name, f["kind"] or "-", str(f["count"]), _num(f["psi"]), _test(f), _num(f["missing_rate"]), f["status"]])

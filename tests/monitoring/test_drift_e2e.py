@@ -37,7 +37,7 @@ def edgepack(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_the_shifted_feature_alerts_and_no_other_feature_does(fleet: Fleet) -> None:
     hot = bundle_of(report(fleet, device="hot"))
-    assert hot["records"] == 800
+    assert hot["records"] == 800 and hot["baseline_source"] == "reference"
     assert hot["features"]["temp c"]["status"] == "alert"
     assert hot["features"]["temp c"]["psi"] > 0.25
     assert {name: f["status"] for name, f in hot["features"].items() if name != "temp c"} == {

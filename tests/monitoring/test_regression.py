@@ -43,6 +43,7 @@ def test_regression_prediction_drift_and_live_errors(make_bundle, tmp_path: Path
     (version,) = report["versions"]
     assert version["task"] == "regression"
     (bundle,) = version["bundles"].values()
+    assert bundle["baseline_source"] == "synthesized"  # make_bundle builds without reference data
     # The live predictions land on the baseline's prediction bins exactly as numpy bins them.
     edges = np.asarray(bundle["prediction"]["bins"]["edges"])
     p = np.asarray(predictions)
