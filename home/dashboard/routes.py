@@ -5,7 +5,8 @@ admin-only JSON endpoints (``/v1/fleet``, ``/v1/models``, ``/v1/report``), calle
 the admin token as a bearer header. The token reaches the page through its sign-in form,
 or once through the URL fragment (``/dashboard#token=...``, which browsers never send to
 a server); either way it is kept in ``sessionStorage`` (gone when the tab closes) and the
-fragment is wiped from the address bar. Charts are Vega-Lite through vega-embed, vendored
+fragment is wiped from the address bar (``#device=ID`` in the fragment opens one device's
+view). Charts are Vega-Lite through vega-embed, vendored
 under ``vendor/`` (nothing from a CDN).
 """
 

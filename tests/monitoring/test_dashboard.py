@@ -95,6 +95,15 @@ def test_the_dashboard_renders_fleet_drift_flags_and_live_accuracy(fleet: Fleet,
         shutil.copy(shot, Path(keep) / "dashboard.png")
 
 
+def test_one_devices_view_shows_only_its_shift(fleet: Fleet, tmp_path: Path) -> None:
+    page = render(f"{fleet.collector.url}/dashboard#token={fleet.admin_token}&device=hot", tmp_path)
+    assert page.body.get("data-state") == "rendered"
+    rows = {row[0]: row for row in page.rows if row}
+    assert rows["temp c"][-1] == "alert"
+    assert {rows[name][-1] for name in FEATURES if name != "temp c"} == {"ok"}  # region is the odd device's
+    assert "800 labeled records: accuracy" in " ".join(page.texts)
+
+
 def test_the_dashboard_asks_for_a_token_and_refuses_a_device_token(fleet: Fleet, tmp_path: Path) -> None:
     page = render(f"{fleet.collector.url}/dashboard", tmp_path)
     assert page.body.get("data-state") == "signed-out"

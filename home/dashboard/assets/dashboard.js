@@ -5,10 +5,15 @@
 
 const KEY = "edgepack-admin-token";
 
-function takeFragmentToken() {
-  const match = /(?:^#|&)token=([^&]+)/.exec(window.location.hash);
-  if (match) {
-    sessionStorage.setItem(KEY, decodeURIComponent(match[1]));
+let initialDevice = "";
+
+function takeFragment() {
+  // #token=...: signs in once (never sent to the server); #device=...: opens one device's view.
+  const token = /(?:^#|&)token=([^&]+)/.exec(window.location.hash);
+  const device = /(?:^#|&)device=([^&]+)/.exec(window.location.hash);
+  if (device) initialDevice = decodeURIComponent(device[1]);
+  if (token) {
+    sessionStorage.setItem(KEY, decodeURIComponent(token[1]));
     history.replaceState(null, "", window.location.pathname + window.location.search);
   }
 }
@@ -97,8 +102,9 @@ function histogramValues(name, entry) {
   return values;
 }
 
-async function renderModel(container, model, since) {
-  const report = await api("/v1/report?model=" + encodeURIComponent(model) + "&since=" + encodeURIComponent(since));
+async function renderModel(container, model, since, device) {
+  const scope = device ? "&device=" + encodeURIComponent(device) : "";
+  const report = await api("/v1/report?model=" + encodeURIComponent(model) + "&since=" + encodeURIComponent(since) + scope);
   const section = el("section", { class: "model", "data-model": model });
   container.append(section);
   section.append(el("h2", {}, "Model " + model + " — ", status(report.status)));
@@ -177,12 +183,18 @@ async function load() {
   document.body.dataset.state = "loading";
   try {
     const since = document.getElementById("since").value;
-    renderFleet(await api("/v1/fleet"));
+    const picker = document.getElementById("device");
+    const device = initialDevice || picker.value;
+    initialDevice = "";
+    const fleet = await api("/v1/fleet");
+    renderFleet(fleet);
+    picker.replaceChildren(el("option", { value: "" }, "whole fleet"), ...fleet.devices.map((d) => el("option", { value: d.device }, d.device)));
+    picker.value = device;
     const { models } = await api("/v1/models");
     const container = document.getElementById("models");
     container.replaceChildren();
     for (const model of Object.keys(models)) {
-      if (models[model].length) await renderModel(container, model, since);
+      if (models[model].length) await renderModel(container, model, since, device);
       else container.append(el("p", {}, "model " + model + ": records but no stored manifest (upload it with POST /v1/bundles)"));
     }
     document.body.dataset.state = "rendered";
@@ -200,7 +212,7 @@ function showSignin() {
 }
 
 function main() {
-  takeFragmentToken();
+  takeFragment();
   document.getElementById("signin").addEventListener("submit", (event) => {
     event.preventDefault();
     sessionStorage.setItem(KEY, document.getElementById("token").value.trim());
@@ -214,6 +226,7 @@ function main() {
     document.getElementById("fleet-table").replaceChildren();
   });
   document.getElementById("since").addEventListener("change", load);
+  document.getElementById("device").addEventListener("change", load);
   showSignin();
   if (sessionStorage.getItem(KEY)) load();
   else document.body.dataset.state = "signed-out";
