@@ -59,6 +59,10 @@ def connect(db: str | Path, *, timeout_seconds: float = 5.0) -> sqlite3.Connecti
     return conn
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and abs(value) != float("inf")
+
+
 def check_manifest(manifest: Any) -> tuple[str, str]:
     """(model, version) of a manifest whose baseline can be used; else ``ManifestError``."""
     if not isinstance(manifest, dict):
@@ -75,13 +79,19 @@ def check_manifest(manifest: Any) -> tuple[str, str]:
             edges, counts = entry.get("edges"), entry.get("counts")
             if not isinstance(edges, list) or not isinstance(counts, list) or (edges and len(edges) != len(counts) + 1):
                 raise ManifestError(f"baseline.features[{name!r}]: expected edges (n+1 numbers) and counts (n integers)")
-            if any(not isinstance(e, (int, float)) for e in edges) or edges != sorted(edges):
+            if any(not _number(e) for e in edges) or edges != sorted(edges):
                 raise ManifestError(f"baseline.features[{name!r}].edges must be increasing numbers")
+            if any(not _number(c) or c < 0 for c in counts):
+                raise ManifestError(f"baseline.features[{name!r}].counts must be non-negative numbers")
         elif kind == "categorical":
-            if not isinstance(entry.get("frequencies"), dict):
-                raise ManifestError(f"baseline.features[{name!r}]: expected \"frequencies\" (category -> share)")
+            shares = entry.get("frequencies")
+            if not isinstance(shares, dict) or any(not _number(v) or v < 0 for v in shares.values()):
+                raise ManifestError(f"baseline.features[{name!r}]: expected \"frequencies\" (category -> share, a number >= 0)")
         else:
             raise ManifestError(f"baseline.features[{name!r}].kind is {kind!r}; expected 'numeric' or 'categorical'")
+    rows = baseline.get("rows")
+    if rows is not None and (not isinstance(rows, int) or isinstance(rows, bool) or rows < 0):
+        raise ManifestError(f"baseline.rows must be a non-negative integer, got {rows!r}")
     outputs = manifest.get("outputs")
     if not isinstance(outputs, dict) or outputs.get("task") not in ("classification", "regression"):
         raise ManifestError('manifest "outputs.task" must be "classification" or "regression"')

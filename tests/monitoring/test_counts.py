@@ -75,3 +75,22 @@ def test_psi_follows_its_definition() -> None:
     e, a = expected / 100, actual / 100
     assert psi(expected, actual) == pytest.approx(float(np.sum((a - e) * np.log(a / e))))
     assert psi(expected, expected) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (lambda m: m["baseline"]["features"]["temp c"].update(counts=["a"] * 10), "counts must be non-negative numbers"),
+        (lambda m: m["baseline"]["features"]["temp c"].update(edges=list(reversed(m["baseline"]["features"]["temp c"]["edges"]))), "increasing"),
+        (lambda m: m["baseline"]["features"]["region"].update(frequencies={"north": "lots"}), "a number >= 0"),
+        (lambda m: m["baseline"].update(rows=-1), "baseline.rows"),
+        (lambda m: m["outputs"].update(task="ranking"), "outputs.task"),
+    ],
+)
+def test_manifests_with_unusable_baselines_are_refused_by_name(tmp_path: Path, fire_bundle: Path, change, named: str) -> None:
+    from home.monitoring import ManifestError
+
+    manifest = json.loads(manifest_of(fire_bundle))
+    change(manifest)
+    with pytest.raises(ManifestError, match=named):
+        register_manifest(tmp_path / "home.db", "ab" * 32, json.dumps(manifest).encode())
