@@ -47,6 +47,10 @@ class BenchOptions:
     """Rounds of the end-to-end sync measurement."""
     footprint: str
     """``"all"``: device and build venvs; ``"device"``: device venv only; ``"skip"``: neither."""
+    monitor_records: int = 1_000_000
+    """Records stored at home for the drift report (the issue's target is over 1,000,000)."""
+    monitor_rounds: int = 3
+    """Timed drift reports over those records."""
 
     def with_footprint(self, footprint: str) -> BenchOptions:
         return replace(self, footprint=footprint)
@@ -72,6 +76,8 @@ QUICK = BenchOptions(
     sync_records=5_000,
     sync_rounds=1,
     footprint="skip",
+    monitor_records=50_000,
+    monitor_rounds=3,
 )
 
 FULL = BenchOptions(
@@ -117,6 +123,8 @@ SMOKE = BenchOptions(
     sync_records=2_000,
     sync_rounds=1,
     footprint="skip",
+    monitor_records=3_000,
+    monitor_rounds=1,
 )
 
 PRESETS = {preset.mode: preset for preset in (QUICK, FULL, SMOKE)}

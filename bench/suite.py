@@ -20,7 +20,7 @@ from .options import BenchOptions
 from .targets import check_targets
 from .zoo import BUILDERS, ModelCase, Registry, build, train
 
-SECTIONS = ("latency", "throughput", "cold_start", "memory", "telemetry", "footprint", "serve", "build", "fleet", "rollout")
+SECTIONS = ("latency", "throughput", "cold_start", "memory", "telemetry", "footprint", "serve", "build", "fleet", "rollout", "monitoring")
 TELEMETRY_MODEL = "forest"
 REPO = Path(__file__).resolve().parents[1]
 VERSIONED = ("edgepack", "onnxruntime", "numpy", "scikit-learn", "skl2onnx", "onnx", "mlflow", "pandas", "sqlite-utils", "httpx", "protobuf")
@@ -143,6 +143,12 @@ def run_suite(
             log("[bench] rollout: 1,000 devices polling the home service, then publish until all are active")
             with _phase(report, "rollout"):
                 _guard(report, "rollout", rollout.POLL, lambda: rollout.measure_rollout(by_name[TELEMETRY_MODEL], options, root))
+        if "monitoring" in sections and TELEMETRY_MODEL in by_name:
+            from . import monitoring
+
+            log(f"[bench] monitoring: drift report over {options.monitor_records:,} stored records")
+            with _phase(report, "monitoring"):
+                _guard(report, "monitoring", monitoring.REPORT, lambda: monitoring.measure_monitoring(by_name[TELEMETRY_MODEL], options, root), TELEMETRY_MODEL)
         if "footprint" in sections:
             if options.footprint == "skip":
                 report.notes.append(
@@ -170,6 +176,10 @@ def run_suite(
         from . import rollout
 
         report.targets += rollout.targets(report)
+    if "monitoring" in sections:
+        from . import monitoring
+
+        report.targets += monitoring.targets(report)
     report.environment["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     report.duration_s = time.perf_counter() - began
     return report

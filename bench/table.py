@@ -15,6 +15,7 @@ SECTIONS = {
     "build": "edgepack build of a small model, fresh processes (lower is better)",
     "fleet": "A fleet syncing at once into the collector (SQLite, PostgreSQL, two collectors), then the Parquet export",
     "rollout": "Rollout: 1,000 devices polling the home service every 10 s; publish until every polling device is active",
+    "monitoring": "Home's drift report over stored records (folding into counts once per record; the report from counts)",
 }
 
 

@@ -76,6 +76,7 @@ def _register() -> None:
         device_commands,
         export_commands,
         feedback_commands,
+        monitor_commands,
         promote_commands,
         quickstart_commands,
         release_commands,
@@ -85,7 +86,7 @@ def _register() -> None:
     )
 
     modules = (build_commands, device_commands, telemetry_commands, collector_commands, ship_commands, serve_commands, quickstart_commands)
-    modules += (feedback_commands, promote_commands, export_commands, release_commands)
+    modules += (feedback_commands, promote_commands, export_commands, release_commands, monitor_commands)
     for module in modules:
         for command in module.COMMANDS:
             _fit_short_help(command)

@@ -8,7 +8,7 @@ from runtime.errors import EdgeError
 
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "packager": ("mlflow", "sklearn", "skl2onnx", "onnx", "pandas"),
-    "collector": ("starlette", "uvicorn"),
+    "collector": ("starlette", "uvicorn", "prometheus_client", "scipy"),
     "postgres": ("psycopg", "psycopg_pool"),
     "export": ("pyarrow",),
 }

@@ -29,6 +29,9 @@ from starlette.routing import Route
 
 from . import feedback_api
 from .admission import Admission, Ticket
+from .dashboard.routes import dashboard_routes
+from .monitoring.metrics import BatchTiming
+from .monitoring.routes import monitoring_for
 from .body import check_content_type, check_declared_length, content_encoding, decode_json, read_body
 from .errors import Forbidden, RequestError, RequestTimeout, StoreError, Unauthorized
 from .openapi import build_spec
@@ -226,7 +229,14 @@ def create_app(settings: CollectorSettings) -> Starlette:
         Route("/v1/feedback", feedback_api.post_feedback(collector), methods=["POST"]),
         Route("/v1/labeled", feedback_api.get_labeled(collector), methods=["GET"]),
         *release_routes(collector),
+        Route("/v1/bundles", monitoring_for(collector).post_bundle, methods=["POST"]),
+        Route("/v1/report", monitoring_for(collector).get_report, methods=["GET"]),
+        Route("/v1/models", monitoring_for(collector).get_models, methods=["GET"]),
+        Route("/v1/fleet", monitoring_for(collector).get_fleet, methods=["GET"]),
+        Route("/metrics", monitoring_for(collector).get_metrics, methods=["GET"]),
+        *dashboard_routes(),
     ]
     app = Starlette(routes=routes, lifespan=collector.lifespan, exception_handlers={HTTPException: _http_error})
+    app.add_middleware(BatchTiming, registry=monitoring_for(collector).latency_registry)
     app.state.collector = collector
     return app

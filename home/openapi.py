@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import feedback_spec
+from .monitoring.openapi import monitoring_paths
 from .schema import COUNTER_KEYS, COUNTER_NAME, INT64_MAX, MAX_COUNTERS
 from .settings import CollectorSettings
 
@@ -149,6 +150,7 @@ def build_spec(settings: CollectorSettings) -> dict[str, Any]:
                 }
             },
             **feedback_spec.paths(),
+            **monitoring_paths(),
         },
         "components": {
             "securitySchemes": {

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from bench.figures import Figure, Report, Target, set_ratios, timing_figure
+from bench.monitoring import FOLD as MONITOR_FOLD, RAW as MONITOR_RAW, REPORT as MONITOR_REPORT
 from bench.inference import FLOOR, HANDMADE, PATHS, PREDICT_BATCH, PREDICT_DICT, PYFUNC, SKLEARN, numpy_columns, pack
 from bench.table import render
 from bench.timing import interleave
@@ -170,6 +171,7 @@ def test_quick_run_writes_every_figure_with_its_fields(quick_run: tuple[dict[str
     assert {f["model"] for f in bundles} == set(MODELS) and all(f["median"] > 0 for f in bundles)
     assert any("skipped in quick mode" in note for note in results["notes"])
     assert {PREDICT_BATCH, HANDMADE, SKLEARN, PYFUNC} <= {f["path"] for f in latency}
+    assert {f["path"] for f in _figures(results, "monitoring")} == {MONITOR_FOLD, MONITOR_REPORT, MONITOR_RAW}
 
 
 @pytest.mark.slow

@@ -218,7 +218,7 @@ def fleet_status(db_path: Path | None, releases_dir: Path | None, endpoint: str 
             raise click.UsageError("--endpoint needs --token-file (an admin token)")
         token = token_file.read_text().strip()
         try:
-            response = httpx.get(endpoint.rstrip("/") + "/v1/fleet", headers={"authorization": f"Bearer {token}"}, timeout=30)
+            response = httpx.get(endpoint.rstrip("/") + "/v1/releases/fleet", headers={"authorization": f"Bearer {token}"}, timeout=30)
         except httpx.HTTPError as exc:
             raise click.ClickException(f"cannot reach {endpoint}: {exc}") from exc
         if response.status_code != 200:

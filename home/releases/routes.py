@@ -10,7 +10,7 @@
 - ``POST /v1/releases/status``: device token; ``{"release": int, "state": one of
   offered|downloaded|active|failed|rolled_back, "reason": str|null, "channel": str|null,
   "bundle_sha256": str|null}``, stored for that token's device only.
-- ``GET /v1/fleet``: admin token; what ``edgepack fleet status`` prints.
+- ``GET /v1/releases/fleet``: admin token; what ``edgepack fleet status`` prints.
 
 Files are read fresh from the release directory (cached by inode, mtime and size), so
 ``edgepack release publish`` on the same machine takes effect on the next poll, without
@@ -177,7 +177,7 @@ def release_routes(collector: Any) -> list[Any]:
         Route("/v1/tuf/metadata/{name}", routes.metadata, methods=["GET"]),
         Route("/v1/tuf/targets/channels/{name}", routes.target, methods=["GET"]),
         Route("/v1/releases/status", routes.report, methods=["POST"]),
-        Route("/v1/fleet", routes.fleet, methods=["GET"]),
+        Route("/v1/releases/fleet", routes.fleet, methods=["GET"]),
     ]
 
 
@@ -218,7 +218,7 @@ def _spec() -> dict[str, Any]:
                           "400": error("Not JSON."), "401": unauthorized, "403": error("An admin token."),
                           "413": error("Over 8 KiB."), "422": error("A field is wrong.")},
         }},
-        "/v1/fleet": {"get": {
+        "/v1/releases/fleet": {"get": {
             "operationId": "getFleet", "security": [{"adminToken": []}],
             "summary": "Per release: devices offered, downloaded, active, failed and rolled back, with reasons.",
             "responses": {"200": {"description": "The fleet's release status.", "content": {"application/json": {}}},

@@ -77,7 +77,7 @@ class Home:
         return add_token(self.tokens_path, device_id)
 
     def fleet(self) -> dict[str, Any]:
-        response = httpx.get(f"{self.url}/v1/fleet", headers={"authorization": f"Bearer {self.admin_token}"}, timeout=30)
+        response = httpx.get(f"{self.url}/v1/releases/fleet", headers={"authorization": f"Bearer {self.admin_token}"}, timeout=30)
         assert response.status_code == 200, response.text
         return response.json()
 

@@ -80,8 +80,8 @@ def test_release_routes_check_roles(home: Home, make_device: Callable[..., Devic
     assert get("/v1/tuf/metadata/timestamp.json", token).status_code == 200
     assert get("/v1/tuf/metadata/../tokens.json", token).status_code == 404
     assert get("/v1/tuf/targets/channels/" + "0" * 64 + ".stable.edgepkg", token).status_code == 404
-    assert get("/v1/fleet", token).status_code == 403
-    assert get("/v1/fleet", home.admin_token).status_code == 200
+    assert get("/v1/releases/fleet", token).status_code == 403
+    assert get("/v1/releases/fleet", home.admin_token).status_code == 200
     answer = post({"release": 1, "state": "active"}, home.admin_token)
     assert answer.status_code == 403 and "device" in answer.json()["error"]
     answer = post({"release": 1, "state": "exploded"}, token)
