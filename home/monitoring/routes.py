@@ -75,6 +75,12 @@ class Monitoring:
     async def _guarded(self, request: Request, work: Any) -> Response:
         try:
             self._admin(request)
+            if self.collector.settings.db_path is None:
+                return _error(
+                    501,
+                    "monitoring (manifests, drift, reports, /metrics, the dashboard) runs on the SQLite store only; "
+                    "this collector stores on PostgreSQL: export the records to Parquet ('edgepack export') to analyse them",
+                )
             return await work()
         except RequestError as exc:
             return JSONResponse({"error": str(exc)}, status_code=exc.status, headers=exc.headers)

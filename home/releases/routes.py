@@ -164,13 +164,30 @@ def _check_report(raw: Any) -> str | None:
     return None
 
 
+async def _no_releases(request: Request) -> Response:
+    return _error(
+        404,
+        "this collector serves no releases: a collector on PostgreSQL has no directory to default to; "
+        "start it with --releases DIR (the repository of 'edgepack release init')",
+    )
+
+
 def release_routes(collector: Any) -> list[Any]:
     """The routes to append to the collector's list."""
     from starlette.routing import Route
 
     settings = collector.settings
-    releases_dir = getattr(settings, "releases_path", None) or settings.db_path.parent / "releases"
-    routes = ReleaseRoutes(collector, Path(releases_dir), settings.db_path)
+    paths = ("/v1/tuf/metadata/{name}", "/v1/tuf/targets/channels/{name}", "/v1/releases/status", "/v1/releases/fleet")
+    if settings.db_path is not None:
+        releases_dir = settings.releases_path or settings.db_path.parent / "releases"
+        status_db = settings.db_path
+    elif settings.releases_path is not None:
+        # A PostgreSQL collector: device reports go to a file beside the releases, which
+        # collectors sharing one release directory then share too.
+        releases_dir, status_db = settings.releases_path, settings.releases_path / "status.db"
+    else:
+        return [Route(path, _no_releases, methods=["GET", "POST"]) for path in paths]
+    routes = ReleaseRoutes(collector, Path(releases_dir), status_db)
     # The collector's OpenAPI document describes these routes too (a test keeps the two in step).
     collector.spec["paths"].update(_spec())
     return [
