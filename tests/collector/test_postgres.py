@@ -235,3 +235,18 @@ def test_workers_on_sqlite_are_refused(tmp_path: Path) -> None:
         cli, ["collector", "--db", str(tmp_path / "c.db"), "--tokens", str(tmp_path / "tokens.json"), "--workers", "2"]
     )
     assert result.exit_code == 1 and "--workers 2 needs a postgresql:// --db" in result.stderr
+
+
+def test_what_a_postgres_collector_does_not_serve_is_named(collector_factory: Callable[..., RunningCollector], postgres_url: str) -> None:
+    import httpx
+
+    collector = collector_factory(db_url=postgres_url)
+    admin = {"authorization": f"Bearer {collector.add_admin()}"}
+    report = httpx.get(f"{collector.url}/v1/report?model=m", headers=admin, timeout=10)
+    assert report.status_code == 501
+    assert "SQLite store only" in report.json()["error"] and "edgepack export" in report.json()["error"]
+    metadata = httpx.get(f"{collector.url}/v1/tuf/metadata/timestamp.json", headers={"authorization": f"Bearer {collector.token}"}, timeout=10)
+    assert metadata.status_code == 404
+    assert "--releases DIR" in metadata.json()["error"]
+    # Neither gap touches ingest.
+    assert post(collector.url, collector.token, batch(2)).json() == {"accepted": 2, "duplicates": 0}
