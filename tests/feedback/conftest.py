@@ -17,9 +17,15 @@ from home.store import Store
 from tests.support.collector import STORES, database_for
 
 
+POSTGRES_ONLY = {"test_postgres_feedback"}
+"""Modules of what only PostgreSQL has: several collectors on one database, its server's faults."""
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "collector_store" in metafunc.fixturenames:
-        metafunc.parametrize("collector_store", STORES, scope="module")
+        module = metafunc.module.__name__.rsplit(".", 1)[-1]
+        stores = ("postgres",) if module in POSTGRES_ONLY else STORES
+        metafunc.parametrize("collector_store", stores, scope="module")
 
 
 @pytest.fixture

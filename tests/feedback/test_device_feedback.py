@@ -6,18 +6,23 @@ SQLite buffer, the sync service, and a collector subprocess on a loopback port.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 
+import httpx
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from click.testing import CliRunner
 from sklearn.metrics import roc_auc_score
 
 import runtime
 import telemetry
+from edgepack.cli import cli
 from home.labeled import export_labeled
 from home.scores import live_scores
 from telemetry import FeedbackError, SyncService
@@ -104,6 +109,23 @@ def test_labels_sync_and_home_scores_them(binary, tmp_path: Path, collector: Run
         assert got["version"] == model.version and got["bundle_sha256"] == model.sha256
         assert got["region"] == rows[i]["region"]
     assert str(table.schema.field("label").type) == "int64"
+
+    # The same rows through 'edgepack export --labeled --db' and GET /v1/labeled (admin token).
+    cli_out = tmp_path / "cli.parquet"
+    done = CliRunner().invoke(cli, ["export", "--labeled", "--db", database(collector), "--model", "fire-risk",
+                                    "-o", str(cli_out), "--json"], catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["rows"] == len(labeled)
+    assert pq.read_table(cli_out).equals(table)
+    admin = collector.add_admin("ops")
+    served = httpx.get(f"{collector.url}/v1/labeled", params={"model": "fire-risk", "format": "jsonl"},
+                       headers={"Authorization": f"Bearer {admin}"}, timeout=30)
+    assert served.status_code == 200, served.text
+    lines = [json.loads(line) for line in served.text.splitlines()]
+    assert [(r["record_id"], r["label"]) for r in lines] == list(zip(table["record_id"].to_pylist(), table["label"].to_pylist()))
+    parquet = httpx.get(f"{collector.url}/v1/labeled", params={"model": "fire-risk"},
+                        headers={"Authorization": f"Bearer {admin}"}, timeout=30)
+    assert pq.read_table(pa.BufferReader(parquet.content)).equals(table)
 
 
 _CRASHING_SYNC = """
