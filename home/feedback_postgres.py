@@ -34,7 +34,7 @@ from typing import Any
 import orjson
 
 from .feedback import FeedbackOutcome, Key, LabelIn, check_source, judge
-from .postgres import PostgresStore, redacted, translated
+from .postgres import PostgresStore, translated
 
 _INSERT = """
     INSERT INTO feedback (device, record_id, label, ts, received_at, source)
@@ -95,7 +95,7 @@ class PostgresFeedbackStore:
         ]).decode()
         key_columns = orjson.dumps([[d for d, _ in keys], [r for _, r in keys]]).decode()
         outcome = FeedbackOutcome()
-        with translated(f"storing feedback on {redacted(self.url)}", self.url):
+        with translated("storing feedback", self.url):
             with self.pool.connection() as conn:
                 try:
                     with conn.transaction():
