@@ -43,7 +43,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--alias", default="champion", help="The alias that names production.")
     parser.add_argument("--tracking-uri", required=True, help="MLflow registry URI, e.g. sqlite:///mlflow.db.")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--collector-db", type=Path, help="The collector's SQLite file.")
+    source.add_argument("--collector-db", help="The collector's database: its SQLite file or a postgresql:// URI.")
     source.add_argument("--collector-url", help="The collector's URL (with --token-file, an admin token).")
     parser.add_argument("--token-file", type=Path, help="Admin token for --collector-url.")
     parser.add_argument("--since", default="30d", help="Window of labeled records (e.g. 30d, all).")
@@ -64,7 +64,7 @@ def _labeled(args: argparse.Namespace, work: Path):  # -> (DataFrame, feature ma
 
     if args.collector_db is not None:
         path = work / "labeled.parquet"
-        export_labeled(str(args.collector_db), model=args.model, since_seconds=parse_since(args.since), out=path)
+        export_labeled(args.collector_db, model=args.model, since_seconds=parse_since(args.since), out=path)
         return read_table(path)
     if args.token_file is None:
         sys.exit("error: --collector-url needs --token-file (an admin token)")

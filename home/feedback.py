@@ -23,21 +23,23 @@ Rules (the same for every source):
   separately (a device sends records first, but an import or another system may be
   ahead of a device that is offline), and the join picks it up once the record arrives.
   Such a label is checked against nothing but its own shape.
+
+This module holds what every store shares: the shape of labels, their fit with the model,
+and ``judge``, which applies the rules above to a batch given what the database holds.
+The table is created by the versioned migrations (``home.migrations``); storing is done
+by ``home.feedback_sqlite`` (a SQLite file) or ``home.feedback_postgres`` (a PostgreSQL
+database shared by several collectors), behind the one protocol of ``home.feedback_store``.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, NamedTuple
 
-from .errors import SchemaError, StoreError
-from .store import _owner_only, _translated
+from .errors import SchemaError
 from .tokens import DEVICE_ID
 
 MAX_LABELS = 10_000
@@ -49,17 +51,8 @@ MAX_LABEL_TEXT = 1000
 SOURCES = ("device", "api", "import")
 """Where a label came from, as stored in ``feedback.source``."""
 
-FEEDBACK_TABLE = """
-CREATE TABLE IF NOT EXISTS feedback (
-    device TEXT NOT NULL,
-    record_id TEXT NOT NULL,
-    label TEXT NOT NULL,
-    ts REAL,
-    received_at REAL NOT NULL,
-    source TEXT NOT NULL,
-    PRIMARY KEY (device, record_id)
-)
-"""
+Key = tuple[str, str]
+"""(device, record id): what a label is for."""
 
 
 class LabelIn(NamedTuple):
@@ -298,102 +291,55 @@ def fit_problem(label: Any, outputs: Any, model: str) -> str | None:
     return None
 
 
-# -- storage ----------------------------------------------------------------------------------
+# -- the rules, over what the database holds ---------------------------------------------------
 
 
-class FeedbackStore:
-    """The ``feedback`` table of a collector database, on one write connection (use it
-    from one thread; the collector runs it on its store's writer thread)."""
+def judge(
+    labels: list[LabelIn],
+    *,
+    stored: Callable[[Key], str | None],
+    record: Callable[[Key], tuple[str, str | None] | None],
+) -> tuple[list[LabelIn], FeedbackOutcome]:
+    """The labels to store and the outcome of storing ``labels``, by the module's rules.
 
-    def __init__(self, path: str | Path, *, lock_timeout_seconds: float = 5.0, create: bool = True) -> None:
-        self.path = Path(path)
-        if not create and not self.path.exists():
-            raise StoreError(f"no collector database at {self.path} (expected the --db of 'edgepack collector')")
-        with _translated(f"opening the store {self.path}", self.path):
-            _owner_only(self.path)
-            self.conn = sqlite3.connect(self.path, isolation_level=None)
-            try:
-                self.conn.execute(f"PRAGMA busy_timeout={int(lock_timeout_seconds * 1000)}")
-                self.conn.execute("PRAGMA journal_mode=WAL")
-                self.conn.execute("PRAGMA synchronous=FULL")
-                ensure_table(self.conn)
-            except BaseException:
-                self.conn.close()
-                raise
-
-    @contextmanager
-    def _write_transaction(self) -> Iterator[None]:
-        # BEGIN IMMEDIATE: take the write lock first (see home.store for why).
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self.conn.rollback()
-            raise
-        self.conn.execute("COMMIT")
-
-    def ingest(self, labels: list[LabelIn], *, received_at: float, source: str) -> FeedbackOutcome:
-        """Store ``labels`` in one transaction, or nothing if any conflicts or does not fit."""
-        if source not in SOURCES:
-            raise ValueError(f"source {source!r}: expected one of {', '.join(SOURCES)}")
-        with _translated("storing feedback", self.path):
-            with self._write_transaction():
-                records = self._has_records()
-                seen: dict[tuple[str, str], str] = {}
-                conflicts: list[Conflict] = []
-                invalid: list[Invalid] = []
-                new: list[LabelIn] = []
-                duplicates = 0
-                for item in labels:
-                    key = (item.device, item.record_id)
-                    stored = seen.get(key)
-                    if stored is None:
-                        row = self.conn.execute(
-                            "SELECT label FROM feedback WHERE device = ? AND record_id = ?", key
-                        ).fetchone()
-                        stored = None if row is None else row[0]
-                    if stored is not None:
-                        if stored == item.label:
-                            duplicates += 1
-                        else:
-                            conflicts.append(Conflict(device=item.device, record_id=item.record_id,
-                                                      stored=json.loads(stored), sent=json.loads(item.label)))
-                        continue
-                    seen[key] = item.label
-                    if records:
-                        row = self.conn.execute("SELECT model, outputs FROM records WHERE device = ? AND id = ?", key).fetchone()
-                        if row is not None:
-                            problem = fit_problem(json.loads(item.label), _loads(row[1]), row[0])
-                            if problem is not None:
-                                invalid.append(Invalid(device=item.device, record_id=item.record_id, error=problem))
-                                continue
-                    new.append(item)
-                if conflicts or invalid:
-                    # Only reads so far: the (empty) transaction ends with nothing written.
-                    return FeedbackOutcome(conflicts=tuple(conflicts), invalid=tuple(invalid))
-                self.conn.executemany(
-                    "INSERT INTO feedback (device, record_id, label, ts, received_at, source) VALUES (?, ?, ?, ?, ?, ?)",
-                    [(i.device, i.record_id, i.label, i.ts, received_at, source) for i in new],
-                )
-        return FeedbackOutcome(accepted=len(new), duplicates=duplicates)
-
-    def _has_records(self) -> bool:
-        return self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'records'").fetchone() is not None
-
-    def close(self) -> None:
-        with _translated(f"closing the store {self.path}", self.path):
-            self.conn.close()
-
-    def __enter__(self) -> FeedbackStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    ``stored(key)`` is the label text the database already holds for a key (None: none),
+    ``record(key)`` the record's ``(model, outputs JSON text)`` (None: home does not have
+    it). Only when the outcome is ``stored`` may the labels returned be written; each key
+    appears once among them (the first occurrence in the batch).
+    """
+    seen: dict[Key, str] = {}
+    conflicts: list[Conflict] = []
+    invalid: list[Invalid] = []
+    new: list[LabelIn] = []
+    duplicates = 0
+    for item in labels:
+        key = (item.device, item.record_id)
+        held = seen.get(key)
+        if held is None:
+            held = stored(key)
+        if held is not None:
+            if held == item.label:
+                duplicates += 1
+            else:
+                conflicts.append(Conflict(device=item.device, record_id=item.record_id,
+                                          stored=json.loads(held), sent=json.loads(item.label)))
+            continue
+        seen[key] = item.label
+        row = record(key)
+        if row is not None:
+            problem = fit_problem(json.loads(item.label), _loads(row[1]), row[0])
+            if problem is not None:
+                invalid.append(Invalid(device=item.device, record_id=item.record_id, error=problem))
+                continue
+        new.append(item)
+    if conflicts or invalid:
+        return [], FeedbackOutcome(conflicts=tuple(conflicts), invalid=tuple(invalid))
+    return new, FeedbackOutcome(accepted=len(new), duplicates=duplicates)
 
 
-def ensure_table(conn: sqlite3.Connection) -> None:
-    """Create the ``feedback`` table (and its index for joins by time) if missing."""
-    conn.execute(FEEDBACK_TABLE)
+def check_source(source: str) -> None:
+    if source not in SOURCES:
+        raise ValueError(f"source {source!r}: expected one of {', '.join(SOURCES)}")
 
 
 def _loads(text: Any) -> Any:
@@ -401,3 +347,12 @@ def _loads(text: Any) -> Any:
         return json.loads(text) if isinstance(text, str) else None
     except ValueError:
         return None
+
+
+def __getattr__(name: str) -> Any:
+    # The SQLite storage used to live here; its name still works for callers of before.
+    if name == "FeedbackStore":
+        from .feedback_sqlite import FeedbackStore
+
+        return FeedbackStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -29,7 +29,8 @@ from starlette.responses import JSONResponse, Response
 
 from .body import decode_json
 from .errors import Forbidden, RequestError, SchemaError, StoreError
-from .feedback import FeedbackOutcome, FeedbackStore, LabelIn, parse_feedback
+from .feedback import FeedbackOutcome, LabelIn, parse_feedback
+from .feedback_store import collector_feedback
 from .tokens import ADMIN
 
 if TYPE_CHECKING:
@@ -44,9 +45,10 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 
 def _ingest(collector: Collector, labels: list[LabelIn], source: str) -> FeedbackOutcome:
-    # On the collector's writer thread, after the batches queued before it. A connection
-    # per request: labels are few next to records, and nothing stays open past shutdown.
-    with FeedbackStore(collector.settings.db_path, lock_timeout_seconds=collector.settings.lock_timeout_seconds) as store:
+    # On a writer thread of the collector. SQLite: after the batches queued before it, on
+    # a connection per request (labels are few next to records, and nothing stays open past
+    # shutdown). PostgreSQL: on a connection of the store's pool, beside other writers.
+    with collector_feedback(collector) as store:
         return store.ingest(labels, received_at=time.time(), source=source)
 
 
@@ -107,7 +109,7 @@ def get_labeled(collector: Collector) -> Handler:
             form = params.get("format", "parquet")
             if form not in ("parquet", "jsonl"):
                 raise SchemaError(f"is {form!r}; expected parquet or jsonl", field="format")
-            db = collector.settings.db_path
+            db = collector.settings.database  # the SQLite path or the PostgreSQL URI
             if form == "parquet":
                 data = await run_in_threadpool(labeled_parquet, db, model=model, since_seconds=since)
                 return Response(data, media_type="application/vnd.apache.parquet")

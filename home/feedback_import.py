@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import HomeError, SchemaError
-from .feedback import Conflict, FeedbackStore, Invalid, LabelIn, check_device, check_label, check_record_id, check_ts
+from .feedback import Conflict, Invalid, LabelIn, check_device, check_label, check_record_id, check_ts
+from .feedback_store import open_feedback
 
 REQUIRED = ("device", "record_id", "label")
 
@@ -102,7 +103,8 @@ def import_labels(
     path: str | Path, *, db: str | Path | None = None, endpoint: str | None = None, token: str | None = None,
     batch_size: int = 1000,
 ) -> ImportReport:
-    """Import the labels of ``path`` into the database ``db`` or through ``endpoint``
+    """Import the labels of ``path`` into the database ``db`` (a SQLite file, or a
+    ``postgresql://`` URI) or through ``endpoint``
     (``POST /v1/feedback`` with an admin ``token``)."""
     if (db is None) == (endpoint is None):
         raise FeedbackImportError("give either the collector's database (--db) or its URL (--endpoint), not both")
@@ -137,7 +139,7 @@ def import_labels(
 
 class _DbSender:
     def __init__(self, db: str | Path) -> None:
-        self.store = FeedbackStore(db, create=False)
+        self.store = open_feedback(db, create=False)
 
     def __call__(self, batch: list[LabelIn]) -> dict[str, Any]:
         outcome = self.store.ingest(batch, received_at=time.time(), source="import")

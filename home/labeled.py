@@ -14,6 +14,8 @@ One row per labeled record of the model, oldest first, with these columns:
 The Parquet schema's metadata holds ``edgepack.features``: a JSON object mapping each
 feature name to its column, so a reader gets the model's inputs back exactly.
 ``since_seconds`` keeps records predicted within that many seconds of now (None: all).
+``db`` is the collector's SQLite file or its PostgreSQL database (a ``postgresql://`` URI);
+the rows and their order are the same on both (``home.joined``).
 """
 
 from __future__ import annotations
@@ -21,13 +23,13 @@ from __future__ import annotations
 import io
 import json
 import re
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from .errors import HomeError
+from .joined import joined_rows
 
 META_COLUMNS = ("label", "prediction", "model", "version", "bundle_sha256", "ts", "device", "record_id", "label_ts")
 """The columns besides the features, in this order after them."""
@@ -38,7 +40,7 @@ _JOIN = """
 SELECT r.device, r.id, r.ts, r.model, r.version, r.bundle_sha256, r.inputs, r.outputs, f.label, f.ts
 FROM feedback AS f JOIN records AS r ON r.device = f.device AND r.id = f.record_id
 WHERE r.model = ? AND r.ts >= ?
-ORDER BY r.ts, r.device, r.id
+ORDER BY r.ts, r.device COLLATE BINARY, r.id COLLATE BINARY
 """
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -57,43 +59,20 @@ def parse_since(text: str | None) -> float | None:
     return float(match.group(1)) * _UNITS[match.group(2) or "s"]
 
 
-def _connect(db: str | Path) -> sqlite3.Connection:
-    path = Path(db)
-    if not path.exists():
-        raise LabeledError(f"no collector database at {path} (expected the --db of 'edgepack collector')")
-    try:
-        return sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
-    except sqlite3.Error as exc:
-        raise LabeledError(f"cannot open {path}: {exc}") from exc
-
-
-def _tables(conn: sqlite3.Connection) -> set[str]:
-    return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-
-
 def labeled_rows(db: str | Path, *, model: str, since_seconds: float | None, now: float | None = None) -> Iterator[dict[str, Any]]:
     """Each labeled record of ``model``: ``{"inputs": {...}, "label", "prediction", "model",
     "version", "bundle_sha256", "ts", "device", "record_id", "label_ts"}``, oldest first."""
-    conn = _connect(db)
-    try:
-        if not {"records", "feedback"} <= _tables(conn):
-            return
-        start = -1e308 if since_seconds is None else (time.time() if now is None else now) - since_seconds
-        try:
-            cursor = conn.execute(_JOIN, (model, start))
-            for device, rid, ts, name, version, sha, inputs, outputs, label, label_ts in cursor:
-                out = json.loads(outputs) if outputs else {}
-                yield {
-                    "inputs": json.loads(inputs) if inputs else {},
-                    "label": json.loads(label),
-                    "prediction": out.get("prediction") if isinstance(out, dict) else None,
-                    "model": name, "version": version, "bundle_sha256": sha, "ts": ts,
-                    "device": device, "record_id": rid, "label_ts": label_ts,
-                }
-        except sqlite3.Error as exc:
-            raise LabeledError(f"reading labeled records from {db}: {exc}") from exc
-    finally:
-        conn.close()
+    start = -1e308 if since_seconds is None else (time.time() if now is None else now) - since_seconds
+    rows = joined_rows(db, _JOIN, (model, start), error=LabeledError, action="reading labeled records")
+    for device, rid, ts, name, version, sha, inputs, outputs, label, label_ts in rows:
+        out = json.loads(outputs) if outputs else {}
+        yield {
+            "inputs": json.loads(inputs) if inputs else {},
+            "label": json.loads(label),
+            "prediction": out.get("prediction") if isinstance(out, dict) else None,
+            "model": name, "version": version, "bundle_sha256": sha, "ts": ts,
+            "device": device, "record_id": rid, "label_ts": label_ts,
+        }
 
 
 def _column(values: list[Any]) -> Any:

@@ -13,9 +13,11 @@ them applied. On SQLite, ``BEGIN IMMEDIATE`` serialises openers the same way.
 
 Version 1 is the layout the collector always had (created with ``IF NOT EXISTS``, so a
 database made before versioning is adopted as it is); version 2 adds what the Parquet
-export needs (``records.export_run`` and ``export_runs``). Tables owned by other modules
-(``feedback``, ``bundles``) may join this list as further versions, or keep creating
-themselves with ``IF NOT EXISTS``; either way they never change a version below them.
+export needs (``records.export_run`` and ``export_runs``); version 3 the ground-truth
+labels (``feedback``, see ``home.feedback``), with ``IF NOT EXISTS`` because SQLite files
+made before it was a migration created that table on first use. Tables owned by other
+modules (``bundles``) may join this list as further versions, or keep creating themselves
+with ``IF NOT EXISTS``; either way they never change a version below them.
 """
 
 from __future__ import annotations
@@ -128,9 +130,29 @@ _POSTGRES_V2 = (
         finished_at DOUBLE PRECISION, records BIGINT NOT NULL)""",
 )
 
+# Ground truth (home.feedback). IF NOT EXISTS: SQLite files made before this was a
+# migration created the same table on first use, and keep it, labels and all.
+_FEEDBACK = """CREATE TABLE IF NOT EXISTS feedback (
+    device TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    label TEXT NOT NULL,
+    ts {real},
+    received_at {real} NOT NULL,
+    source TEXT NOT NULL,
+    PRIMARY KEY (device, record_id)
+)"""
+
+
+def _sqlite_v3(db: Any) -> None:
+    db.execute(_FEEDBACK.format(real="REAL"))
+
+
+_POSTGRES_V3 = (_FEEDBACK.format(real="DOUBLE PRECISION"),)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(version=1, name="records, devices and device counters", sqlite=_sqlite_v1, postgres=_POSTGRES_V1),
     Migration(version=2, name="export runs (records.export_run, export_runs)", sqlite=_sqlite_v2, postgres=_POSTGRES_V2),
+    Migration(version=3, name="ground-truth labels (feedback)", sqlite=_sqlite_v3, postgres=_POSTGRES_V3),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -13,7 +13,6 @@ statistic over average ranks (ties count one half), which equals the trapezoidal
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ from scipy.stats import rankdata
 
 from .errors import HomeError
 from .feedback import canonical
+from .joined import describe, joined_rows
 
 _JOIN = """
 SELECT r.version, r.ts, r.outputs, f.label
@@ -124,11 +124,9 @@ def live_scores(
 
     Each: ``{"model", "version", "task", "count", "accuracy", "roc_auc"}`` (classifier) or
     ``{..., "mae", "rmse"}`` (regressor), plus ``"bucket_start"`` (Unix seconds) with
-    ``bucket_seconds``. Windows are on prediction time (the record's ``ts``).
+    ``bucket_seconds``. Windows are on prediction time (the record's ``ts``). ``db`` is
+    the collector's SQLite file (a path) or its PostgreSQL database (a ``postgresql://`` URI).
     """
-    path = Path(db)
-    if not path.exists():
-        raise ScoresError(f"no collector database at {path} (expected the --db of 'edgepack collector')")
     end = time.time() if now is None else now
     start = -1e308 if since_seconds is None else end - since_seconds
     extra, params = "", [model, start, end + 1e-3 if now is None else end]
@@ -138,23 +136,15 @@ def live_scores(
     if device is not None:
         extra += " AND r.device = ?"
         params.append(device)
+    action = f"reading labeled records of {model!r}"
+    groups: dict[tuple[str, float | None], list[tuple[dict[str, Any], Any]]] = {}
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise ScoresError(f"cannot open {path}: {exc}") from exc
-    try:
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if not {"records", "feedback"} <= tables:
-            return []
-        groups: dict[tuple[str, float | None], list[tuple[dict[str, Any], Any]]] = {}
-        for ver, ts, outputs, label in conn.execute(_JOIN.format(extra=extra), params):
+        for ver, ts, outputs, label in joined_rows(db, _JOIN.format(extra=extra), params, error=ScoresError, action=action):
             bucket = None if bucket_seconds is None else float(np.floor(ts / bucket_seconds) * bucket_seconds)
             out = json.loads(outputs) if outputs else {}
             groups.setdefault((ver, bucket), []).append((out if isinstance(out, dict) else {}, json.loads(label)))
-    except (sqlite3.Error, ValueError) as exc:
-        raise ScoresError(f"reading labeled records of {model!r} from {path}: {exc}") from exc
-    finally:
-        conn.close()
+    except ValueError as exc:
+        raise ScoresError(f"{action} from {describe(db)}: {exc}") from exc
     result = []
     for (ver, bucket), rows in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0.0)):
         entry: dict[str, Any] = {"model": model, "version": ver, **_score_group(rows)}

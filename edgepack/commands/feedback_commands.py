@@ -24,14 +24,14 @@ def feedback_group() -> None:
 
 @feedback_group.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="The collector's SQLite file (write directly).")
+@click.option("--db", "db_path",
+              help="The collector's database, written directly: its SQLite file, or postgresql://USER@HOST:PORT/DB.")
 @click.option("--endpoint", help="The collector's URL, e.g. http://home:8787 (needs --token-file).")
 @click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="File holding an admin token (with --endpoint).")
 @click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1, 10_000),
               help="Labels per batch.")
-def import_command(file: Path, db_path: Path | None, endpoint: str | None, token_file: Path | None, batch_size: int) -> None:
+def import_command(file: Path, db_path: str | None, endpoint: str | None, token_file: Path | None, batch_size: int) -> None:
     """Import labels from a CSV file with columns device, record_id, label[, ts].
 
     A label cell is read as JSON when it is a number, true/false or a quoted string
@@ -41,6 +41,8 @@ def import_command(file: Path, db_path: Path | None, endpoint: str | None, token
     """
     try:
         require("collector")
+        if db_path is not None and db_path.startswith(("postgresql://", "postgres://")):
+            require("postgres")
     except MissingExtraError as exc:
         raise click.ClickException(str(exc)) from exc
     from home.errors import HomeError

@@ -6,24 +6,29 @@ SQLite buffer, the sync service, and a collector subprocess on a loopback port.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 
+import httpx
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from click.testing import CliRunner
 from sklearn.metrics import roc_auc_score
 
 import runtime
 import telemetry
+from edgepack.cli import cli
 from home.labeled import export_labeled
 from home.scores import live_scores
 from telemetry import FeedbackError, SyncService
 from tests.support.collector import RunningCollector
 
-from .helpers import feedback_rows, post_labels, truth_for
+from .helpers import database, feedback_rows, post_labels, truth_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,7 +83,7 @@ def test_labels_sync_and_home_scores_them(binary, tmp_path: Path, collector: Run
             assert service.last_feedback is not None and service.last_feedback.accepted == len(labeled)
             assert buffer.pending_feedback() == 0
 
-    stored = feedback_rows(collector.db_path)
+    stored = feedback_rows(collector)
     assert len(stored) == len(labeled)
     assert {r["record_id"]: r["label"] for r in stored} == {results[i]["record_id"]: str(truth_for(i)) for i in labeled}
     assert {r["device"] for r in stored} == {collector.device_id} and {r["source"] for r in stored} == {"device"}
@@ -87,14 +92,14 @@ def test_labels_sync_and_home_scores_them(binary, tmp_path: Path, collector: Run
     truth = [truth_for(i) for i in labeled]
     predicted = [results[i]["prediction"] for i in labeled]
     positive = [results[i]["probabilities"][1] for i in labeled]
-    scores = live_scores(collector.db_path, model="fire-risk")
+    scores = live_scores(database(collector), model="fire-risk")
     assert len(scores) == 1
     assert scores[0]["count"] == len(labeled) and scores[0]["version"] == model.version
     assert scores[0]["accuracy"] == pytest.approx(sum(p == t for p, t in zip(predicted, truth)) / len(truth))
     assert scores[0]["roc_auc"] == pytest.approx(roc_auc_score(truth, positive))
 
     out = tmp_path / "recent.parquet"
-    assert export_labeled(str(collector.db_path), model="fire-risk", since_seconds=None, out=out) == len(labeled)
+    assert export_labeled(database(collector), model="fire-risk", since_seconds=None, out=out) == len(labeled)
     table = pq.read_table(out)
     assert set(binary.frame.columns) <= set(table.column_names)
     frame = table.to_pandas().set_index("record_id")
@@ -104,6 +109,23 @@ def test_labels_sync_and_home_scores_them(binary, tmp_path: Path, collector: Run
         assert got["version"] == model.version and got["bundle_sha256"] == model.sha256
         assert got["region"] == rows[i]["region"]
     assert str(table.schema.field("label").type) == "int64"
+
+    # The same rows through 'edgepack export --labeled --db' and GET /v1/labeled (admin token).
+    cli_out = tmp_path / "cli.parquet"
+    done = CliRunner().invoke(cli, ["export", "--labeled", "--db", database(collector), "--model", "fire-risk",
+                                    "-o", str(cli_out), "--json"], catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["rows"] == len(labeled)
+    assert pq.read_table(cli_out).equals(table)
+    admin = collector.add_admin("ops")
+    served = httpx.get(f"{collector.url}/v1/labeled", params={"model": "fire-risk", "format": "jsonl"},
+                       headers={"Authorization": f"Bearer {admin}"}, timeout=30)
+    assert served.status_code == 200, served.text
+    lines = [json.loads(line) for line in served.text.splitlines()]
+    assert [(r["record_id"], r["label"]) for r in lines] == list(zip(table["record_id"].to_pylist(), table["label"].to_pylist()))
+    parquet = httpx.get(f"{collector.url}/v1/labeled", params={"model": "fire-risk"},
+                        headers={"Authorization": f"Bearer {admin}"}, timeout=30)
+    assert pq.read_table(pa.BufferReader(parquet.content)).equals(table)
 
 
 _CRASHING_SYNC = """
@@ -131,14 +153,14 @@ def test_labels_reach_home_exactly_once_across_a_crash_after_the_collector_store
         env={**os.environ, "EDGEPACK_CRASH_AT": "after_feedback_response", "PYTHONPATH": str(ROOT)},
     )
     assert child.returncode == -9, child.stderr
-    assert len(feedback_rows(collector.db_path)) == 20  # home has them
+    assert len(feedback_rows(collector)) == 20  # home has them
     with telemetry.Buffer(db, create=False) as buffer:
         assert buffer.pending_feedback() == 20  # the device does not know yet
         with SyncService(buffer, collector.url, token=collector.token) as service:
             assert service.sync_once().stopped == "drained"
             assert service.last_feedback.accepted == 0 and service.last_feedback.duplicates == 20
         assert buffer.pending_feedback() == 0
-    assert len(feedback_rows(collector.db_path)) == 20  # nothing twice
+    assert len(feedback_rows(collector)) == 20  # nothing twice
 
 
 def test_a_different_second_label_is_refused_with_409_naming_it(binary, tmp_path: Path, collector: RunningCollector) -> None:  # noqa: ANN001
@@ -156,7 +178,7 @@ def test_a_different_second_label_is_refused_with_409_naming_it(binary, tmp_path
             assert service.sync_once().stopped == "drained"
             assert service.last_feedback.refused == 1 and service.last_feedback.accepted == 1
             assert buffer.pending_feedback() == 0
-    labels = {r["record_id"]: r["label"] for r in feedback_rows(collector.db_path)}
+    labels = {r["record_id"]: r["label"] for r in feedback_rows(collector)}
     assert labels == {first["record_id"]: "1", second["record_id"]: "1"}  # the stored label was kept
 
     answer = post_labels(collector.url, collector.token, [{"record_id": first["record_id"], "label": 0}])
@@ -183,7 +205,7 @@ def test_labels_that_do_not_fit_the_model_are_refused_and_nothing_of_the_batch_i
     assert "[0, 1]" in wrong_type.json()["error"] and wrong_type.json()["invalid"][0]["record_id"] == b
     not_a_class = post_labels(collector.url, collector.token, [{"record_id": b, "label": 7}])
     assert not_a_class.status_code == 422 and "not a class" in not_a_class.json()["error"]
-    assert feedback_rows(collector.db_path) == []  # the good label of the refused batch was not stored either
+    assert feedback_rows(collector) == []  # the good label of the refused batch was not stored either
 
     # A record home does not have (yet): stored, joined when the record arrives (documented).
     unknown = post_labels(collector.url, collector.token, [{"record_id": str(uuid.uuid4()), "label": "anything"}])
@@ -205,7 +227,7 @@ def test_labels_that_do_not_fit_the_model_are_refused_and_nothing_of_the_batch_i
     assert missing_device.status_code == 422 and "labels[0].device" in missing_device.json()["error"]
     by_admin = post_labels(collector.url, admin, [{"record_id": a, "label": 1, "device": collector.device_id}])
     assert by_admin.status_code == 200 and by_admin.json()["accepted"] == 1
-    assert {r["source"] for r in feedback_rows(collector.db_path) if r["record_id"] == a} == {"api"}
+    assert {r["source"] for r in feedback_rows(collector) if r["record_id"] == a} == {"api"}
     assert post_labels(collector.url, "not-a-token", [{"record_id": a, "label": 1}]).status_code == 401
 
 

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-import sqlite3
-from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, mean_absolute_error, mean_squared_error, roc_auc_score
 
-from home.feedback import FeedbackStore, LabelIn
+from home.feedback import LabelIn
+from home.feedback_store import open_feedback
 from home.scores import classification_scores, live_scores, regression_scores, roc_auc
-from home.store import Store
+
+from .helpers import insert_records
 
 
 def test_roc_auc_matches_scikit_learn_with_ties() -> None:
@@ -38,9 +38,8 @@ def test_multiclass_and_regression_scores_match_scikit_learn() -> None:
     assert reg["rmse"] == pytest.approx(np.sqrt(mean_squared_error(truth, guess)))
 
 
-def test_live_scores_per_version_and_bucket_from_the_database(tmp_path: Path) -> None:
-    db = tmp_path / "collector.db"
-    Store(db).close()
+def test_live_scores_per_version_and_bucket_from_the_database(home_db: str) -> None:
+    db = home_db
     rng = np.random.default_rng(2)
     rows, labels = [], []
     for i in range(200):
@@ -50,14 +49,8 @@ def test_live_scores_per_version_and_bucket_from_the_database(tmp_path: Path) ->
         rows.append(("dev", f"r{i}", "b", 0.0, 1000.0 + i * 10, "yield", version, "a" * 64, "{}",
                      json.dumps({"prediction": value}), "[]"))
         labels.append((version, 1000.0 + i * 10, value, truth))
-    with sqlite3.connect(db) as conn:
-        conn.executemany(
-            "INSERT INTO records (device, id, batch_id, received_at, ts, model, version, bundle_sha256, inputs, outputs, flags)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            rows,
-        )
-    conn.close()
-    with FeedbackStore(db) as store:
+    insert_records(db, rows)
+    with open_feedback(db) as store:
         out = store.ingest([LabelIn("dev", f"r{i}", json.dumps(t), None) for i, (_, _, _, t) in enumerate(labels) if i % 4],
                            received_at=0.0, source="import")
         assert out.accepted == 150
@@ -69,5 +62,6 @@ def test_live_scores_per_version_and_bucket_from_the_database(tmp_path: Path) ->
     buckets = live_scores(db, model="yield", version="1", bucket_seconds=600, now=10_000.0)
     assert sum(b["count"] for b in buckets) == 90 and all(b["bucket_start"] % 600 == 0 for b in buckets)
     # A label for a regressor must be a number when the record is known.
-    refused = FeedbackStore(db).ingest([LabelIn("dev", "r0", '"high"', None)], received_at=0.0, source="api")
+    with open_feedback(db) as store:
+        refused = store.ingest([LabelIn("dev", "r0", '"high"', None)], received_at=0.0, source="api")
     assert refused.status == 422 and "expected a number" in refused.invalid[0].error
