@@ -277,7 +277,7 @@ def _figures(name: str, outcome: Outcome) -> list[Figure]:
 def _export_figures(db: str, root: Path, label: str) -> list[Figure]:
     import duckdb
 
-    from home.export import export_parquet
+    from home.export.runs import export_parquet
 
     to = root / f"lake-{label}"
     report = export_parquet(db, to)

@@ -55,7 +55,7 @@ def fill(case: ModelCase, db: Path, count: int, *, now: float) -> tuple[str, str
     import zipfile
 
     from home.monitoring.bundles import register_manifest
-    from home.store import _INSERT_RECORD, Store
+    from home.stores.sqlite import _INSERT_RECORD, Store
 
     sha, inputs, outputs, flags = _records(case)
     store = Store(db)

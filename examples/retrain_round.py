@@ -3,7 +3,7 @@
     export labeled data -> retrain -> log -> promote if better -> build
 
 1. Export the records home holds for the model, joined with their ground truth
-   (``home.labeled``: from the collector's database, or ``GET /v1/labeled`` with an admin
+   (``home.feedback.labeled``: from the collector's database, or ``GET /v1/labeled`` with an admin
    token), predicted within ``--since``.
 2. Split them by time: the older rows train, the newest ``--holdout`` fraction scores.
 3. Retrain: a fresh copy of the champion's own estimator (``sklearn.base.clone``: same
@@ -59,7 +59,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _labeled(args: argparse.Namespace, work: Path):  # -> (DataFrame, feature map)
-    from home.labeled import export_labeled, parse_since
+    from home.feedback.labeled import export_labeled, parse_since
     from packager.promotion import fetch_labeled, read_table
 
     if args.collector_db is not None:

@@ -27,7 +27,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import feedback_api
+from .feedback import routes as feedback_routes
 from .admission import Admission, Ticket
 from .dashboard.routes import dashboard_routes
 from .monitoring.metrics import BatchTiming
@@ -37,8 +37,8 @@ from .errors import Forbidden, RequestError, RequestTimeout, StoreError, Unautho
 from .openapi import build_spec
 from .schema import Batch, parse_batch
 from .settings import CollectorSettings
-from .backends import backend_for
-from .store import IngestResult, RecordStore, StatsSource
+from .stores.backends import backend_for
+from .stores.sqlite import IngestResult, RecordStore, StatsSource
 from .tokens import ADMIN, DEVICE, Identity, TokenStore
 from .releases.routes import release_routes
 
@@ -226,8 +226,8 @@ def create_app(settings: CollectorSettings) -> Starlette:
         Route("/v1/stats", collector.get_stats, methods=["GET"]),
         Route("/healthz", collector.get_health, methods=["GET"]),
         Route("/openapi.json", collector.get_openapi, methods=["GET"]),
-        Route("/v1/feedback", feedback_api.post_feedback(collector), methods=["POST"]),
-        Route("/v1/labeled", feedback_api.get_labeled(collector), methods=["GET"]),
+        Route("/v1/feedback", feedback_routes.post_feedback(collector), methods=["POST"]),
+        Route("/v1/labeled", feedback_routes.get_labeled(collector), methods=["GET"]),
         *release_routes(collector),
         Route("/v1/bundles", monitoring_for(collector).post_bundle, methods=["POST"]),
         Route("/v1/report", monitoring_for(collector).get_report, methods=["GET"]),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import feedback_spec
+from .feedback import openapi as feedback_spec
 from .monitoring.openapi import monitoring_paths
 from .schema import COUNTER_KEYS, COUNTER_NAME, INT64_MAX, MAX_COUNTERS
 from .settings import CollectorSettings

@@ -16,7 +16,7 @@ from .app import create_app
 from .connections import guarded_protocol
 from .errors import CollectorError
 from .settings import CollectorSettings
-from .backends import backend_for
+from .stores.backends import backend_for
 
 logger = logging.getLogger("edgepack.collector")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)

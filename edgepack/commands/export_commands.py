@@ -82,7 +82,7 @@ def export_command(
     age = parse_age(retention, "--delete-exported-older-than") if retention is not None else None
 
     from home.errors import HomeError
-    from home.export import ExportOptions, delete_exported, export_parquet
+    from home.export.runs import ExportOptions, delete_exported, export_parquet
 
     try:
         report = export_parquet(db, to, options=ExportOptions(run_records=run_records))
@@ -110,7 +110,7 @@ def _export_labeled(
         raise click.UsageError("--labeled writes one file (-o); --to and --delete-exported-older-than are for the partitioned export")
     since_seconds = parse_age(since, "--since") if since is not None else None
     try:
-        from home.labeled import export_labeled
+        from home.feedback.labeled import export_labeled
     except ImportError as exc:
         raise click.ClickException(f"the labeled export is not available in this edgepack ({exc})") from exc
     from home.errors import HomeError

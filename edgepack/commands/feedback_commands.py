@@ -46,7 +46,7 @@ def import_command(file: Path, db_path: str | None, endpoint: str | None, token_
     except MissingExtraError as exc:
         raise click.ClickException(str(exc)) from exc
     from home.errors import HomeError
-    from home.feedback_import import import_labels
+    from home.feedback.csv_import import import_labels
 
     if (db_path is None) == (endpoint is None):
         raise click.UsageError("give either --db FILE or --endpoint URL (with --token-file)")

@@ -13,7 +13,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from . import aggregate, drift, live
+from . import aggregate
+from . import drift
+from . import live
 from .bundles import connect, manifests
 from .errors import UnknownModel
 

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..errors import Forbidden, RequestError
-from ..store import read_stats
+from ..stores.sqlite import read_stats
 from ..tokens import ADMIN
 from . import metrics
 from .bundles import connect, parse_upload, register_manifest

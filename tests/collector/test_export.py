@@ -19,7 +19,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from home.export import CRASH_ENV, delete_exported
+from home.export.runs import CRASH_ENV, delete_exported
 from tests.support.collector import ROOT, RunningCollector
 
 from .batches import batch, post

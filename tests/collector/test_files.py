@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from home import add_token
-from home.store import Store
+from home.stores.sqlite import Store
 from tests.support.collector import ROOT, RunningCollector
 
 from .batches import batch, post
@@ -79,11 +79,11 @@ def test_a_healthy_store_on_a_full_disk_is_reported_as_full_and_left_intact(tmp_
     # The store exists and holds records; the disk fills while the collector is down.
     script = (
         'rm "$DISK/fill"; '
-        '"$PY" -c "import sys; from home.store import Store; Store(sys.argv[1]).close()" "$DISK/records.db"; '
+        '"$PY" -c "import sys; from home.stores.sqlite import Store; Store(sys.argv[1]).close()" "$DISK/records.db"; '
         'dd if=/dev/zero of="$DISK/fill" bs=1k 2>/dev/null || true; '
-        '"$PY" -c "import sys; from home.store import Store; Store(sys.argv[1])" "$DISK/records.db" || true; '
+        '"$PY" -c "import sys; from home.stores.sqlite import Store; Store(sys.argv[1])" "$DISK/records.db" || true; '
         'rm "$DISK/fill"; '
-        '"$PY" -c "import sys; from home.store import Store; s = Store(sys.argv[1]); print(s.stats()); s.close()" "$DISK/records.db"'
+        '"$PY" -c "import sys; from home.stores.sqlite import Store; s = Store(sys.argv[1]); print(s.stats()); s.close()" "$DISK/records.db"'
     )
 
     done = _full_disk_run(tmp_path, script)

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 import telemetry
 from edgepack.cli import cli
 from home import add_token
-from home.migrations import LATEST
+from home.stores.migrations import LATEST
 from telemetry import SyncOptions, SyncService
 from tests.support.collector import RunningCollector
 from tests.support.postgres import PostgresServer

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from home.store import Store
+from home.stores.sqlite import Store
 from tests.support.collector import STORES, database_for
 
 
@@ -33,7 +33,7 @@ def home_db(collector_store: str, request: pytest.FixtureRequest, tmp_path: Path
     """A fresh, migrated home database: a SQLite file's path or a PostgreSQL URI."""
     url = database_for(request, collector_store)
     if url is not None:
-        from home.postgres import PostgresStore
+        from home.stores.postgres import PostgresStore
 
         PostgresStore(url, pool_size=1).close()
         return url

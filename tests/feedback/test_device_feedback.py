@@ -23,8 +23,8 @@ from sklearn.metrics import roc_auc_score
 import runtime
 import telemetry
 from edgepack.cli import cli
-from home.labeled import export_labeled
-from home.scores import live_scores
+from home.feedback.labeled import export_labeled
+from home.feedback.scores import live_scores
 from telemetry import FeedbackError, SyncService
 from tests.support.collector import RunningCollector
 

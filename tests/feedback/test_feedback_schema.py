@@ -9,13 +9,13 @@ from pathlib import Path
 import psycopg
 import sqlite_utils
 
-from home.feedback import LabelIn
-from home.feedback_store import open_feedback
-from home.migrations import LATEST, MIGRATIONS
-from home.postgres import PostgresStore
-from home.store import Store
+from home.feedback.labels import LabelIn
+from home.feedback.storage import open_feedback
+from home.stores.migrations import LATEST, MIGRATIONS
+from home.stores.postgres import PostgresStore
+from home.stores.sqlite import Store
 
-# What home/feedback.py created before the table was a migration, verbatim.
+# What home/feedback/labels.py created before the table was a migration, verbatim.
 _OLD_TABLE = """
 CREATE TABLE IF NOT EXISTS feedback (
     device TEXT NOT NULL,

@@ -20,9 +20,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from home.feedback import LabelIn
-from home.feedback_postgres import PostgresFeedbackStore
-from home.postgres import PostgresStore
+from home.feedback.labels import LabelIn
+from home.feedback.postgres import PostgresFeedbackStore
+from home.stores.postgres import PostgresStore
 from tests.support.collector import RunningCollector
 
 from .helpers import feedback_rows, post_labels

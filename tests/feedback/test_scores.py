@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, mean_absolute_error, mean_squared_error, roc_auc_score
 
-from home.feedback import LabelIn
-from home.feedback_store import open_feedback
-from home.scores import classification_scores, live_scores, regression_scores, roc_auc
+from home.feedback.labels import LabelIn
+from home.feedback.storage import open_feedback
+from home.feedback.scores import classification_scores, live_scores, regression_scores, roc_auc
 
 from .helpers import insert_records
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import psycopg
 
-from home.feedback import LabelIn
-from home.feedback_store import open_feedback
+from home.feedback.labels import LabelIn
+from home.feedback.storage import open_feedback
 
 from .helpers import insert_records
 

@@ -1,4 +1,4 @@
-"""Records written into a real collector store (home.store.Store, through the batch
+"""Records written into a real collector store (home.stores.sqlite.Store, through the batch
 schema), for tests that need many records without devices."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from home.schema import parse_batch
-from home.store import Store
+from home.stores.sqlite import Store
 
 
 def manifest_of(bundle: Path) -> bytes:

@@ -16,7 +16,7 @@ from home.monitoring import build_report, register_manifest
 from home.monitoring.aggregate import catch_up
 from home.monitoring.bundles import connect
 from home.monitoring.drift import psi
-from home.store import Store
+from home.stores.sqlite import Store
 
 from .records import manifest_of, store_records
 

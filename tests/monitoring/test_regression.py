@@ -13,7 +13,7 @@ import pytest
 import runtime
 from home.monitoring import build_report, register_manifest
 from home.monitoring.drift import psi
-from home.store import Store
+from home.stores.sqlite import Store
 
 from .fleet import add_labels
 from .records import manifest_of, store_records

@@ -15,7 +15,7 @@ The Parquet schema's metadata holds ``edgepack.features``: a JSON object mapping
 feature name to its column, so a reader gets the model's inputs back exactly.
 ``since_seconds`` keeps records predicted within that many seconds of now (None: all).
 ``db`` is the collector's SQLite file or its PostgreSQL database (a ``postgresql://`` URI);
-the rows and their order are the same on both (``home.joined``).
+the rows and their order are the same on both (``home.feedback.joined``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import HomeError
+from ..errors import HomeError
 from .joined import joined_rows
 
 META_COLUMNS = ("label", "prediction", "model", "version", "bundle_sha256", "ts", "device", "record_id", "label_ts")

@@ -1,11 +1,11 @@
-"""The OpenAPI description of the feedback routes (``home.feedback_api``), merged into
+"""The OpenAPI description of the feedback routes (``home.feedback.routes``), merged into
 ``home.openapi``'s document."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from .feedback import MAX_LABELS
+from .labels import MAX_LABELS
 
 
 def _error(description: str) -> dict[str, Any]:

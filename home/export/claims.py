@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ExportError, StoreError
+from ..errors import ExportError, StoreError
 
 COLUMNS = ("device", "id", "batch_id", "received_at", "ts", "model", "version", "bundle_sha256", "inputs", "outputs", "flags")
 
@@ -47,7 +47,7 @@ class ExportDatabase:
     """A connection to the home database for exporting and retention (not the collector's)."""
 
     def __init__(self, db: str) -> None:
-        from .postgres import is_postgres_url
+        from ..stores.postgres import is_postgres_url
 
         self.db = db
         self.postgres = is_postgres_url(db)
@@ -57,7 +57,7 @@ class ExportDatabase:
             if self.postgres:
                 import psycopg
 
-                from .postgres import PostgresStore, translated
+                from ..stores.postgres import PostgresStore, translated
 
                 PostgresStore(db, pool_size=1).close()
                 with translated("opening the database for export", db):
@@ -69,7 +69,7 @@ class ExportDatabase:
                         raise ExportError(f"another export is running on {self.where}; wait for it to finish")
                     self.conn.commit()
             else:
-                from .store import Store
+                from ..stores.sqlite import Store
 
                 path = Path(db)
                 if not path.exists():
@@ -88,7 +88,7 @@ class ExportDatabase:
 
     @property
     def where(self) -> str:
-        from .postgres import redacted
+        from ..stores.postgres import redacted
 
         return redacted(self.db) if self.postgres else self.db
 

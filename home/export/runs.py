@@ -23,8 +23,8 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any
 
-from .errors import ExportError
-from .exportdb import ExportDatabase, Run
+from ..errors import ExportError
+from .claims import ExportDatabase, Run
 from .parquet import Typing, days_of, partition_dir, table, write_atomically
 
 CRASH_ENV = "EDGEPACK_EXPORT_CRASH_AT"

@@ -1,4 +1,4 @@
-"""Labels in the collector's SQLite file (the rules are ``home.feedback``'s).
+"""Labels in the collector's SQLite file (the rules are ``home.feedback.labels``'s).
 
 A batch is judged and written inside one ``BEGIN IMMEDIATE`` transaction: the write lock
 is held from the first read of ``feedback`` to the commit, so no other writer (another
@@ -16,10 +16,10 @@ from typing import Any
 
 import sqlite_utils
 
-from .errors import StoreError
-from .feedback import FeedbackOutcome, Key, LabelIn, check_source, judge
-from .migrations import migrate_sqlite
-from .store import _owner_only, _translated
+from ..errors import StoreError
+from .labels import FeedbackOutcome, Key, LabelIn, check_source, judge
+from ..stores.migrations import migrate_sqlite
+from ..stores.sqlite import _owner_only, _translated
 
 
 class FeedbackStore:
@@ -47,7 +47,7 @@ class FeedbackStore:
 
     @contextmanager
     def _write_transaction(self) -> Iterator[None]:
-        # BEGIN IMMEDIATE: take the write lock first (see home.store for why).
+        # BEGIN IMMEDIATE: take the write lock first (see home.stores.sqlite for why).
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield

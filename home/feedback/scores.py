@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 from scipy.stats import rankdata
 
-from .errors import HomeError
-from .feedback import canonical
+from ..errors import HomeError
+from .labels import canonical
 from .joined import describe, joined_rows
 
 _JOIN = """

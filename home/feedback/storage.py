@@ -13,16 +13,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from .errors import StoreError
-from .feedback import FeedbackOutcome, LabelIn
+from ..errors import StoreError
+from .labels import FeedbackOutcome, LabelIn
 
 if TYPE_CHECKING:
-    from .app import Collector
+    from ..app import Collector
 
 
 class FeedbackStorage(Protocol):
     """What storing labels needs of a database: one batch judged and stored atomically by
-    the rules of ``home.feedback``."""
+    the rules of ``home.feedback.labels``."""
 
     def ingest(self, labels: list[LabelIn], *, received_at: float, source: str) -> FeedbackOutcome: ...
 
@@ -36,13 +36,13 @@ class FeedbackStorage(Protocol):
 def open_feedback(db: str | Path, *, create: bool = True, lock_timeout_seconds: float = 5.0) -> FeedbackStorage:
     """The label storage of ``db`` (a SQLite path or a ``postgresql://`` URI); pending
     migrations are applied. ``create=False`` refuses a SQLite file that does not exist."""
-    from .postgres import is_postgres_url
+    from ..stores.postgres import is_postgres_url
 
     if isinstance(db, str) and is_postgres_url(db):
-        from .feedback_postgres import PostgresFeedbackStore
+        from .postgres import PostgresFeedbackStore
 
         return PostgresFeedbackStore(db)
-    from .feedback_sqlite import FeedbackStore
+    from .sqlite import FeedbackStore
 
     return FeedbackStore(db, create=create, lock_timeout_seconds=lock_timeout_seconds)
 
@@ -51,14 +51,14 @@ def collector_feedback(collector: Collector) -> FeedbackStorage:
     """The label storage of a running ``collector`` (call it on one of its writer threads)."""
     settings = collector.settings
     if settings.db_url is not None:
-        from .feedback_postgres import PostgresFeedbackStore
-        from .postgres import PostgresStore
+        from .postgres import PostgresFeedbackStore
+        from ..stores.postgres import PostgresStore
 
         store = collector._store
         if not isinstance(store, PostgresStore):
             raise StoreError("the store is not open")
         return PostgresFeedbackStore(settings.db_url, pool=store.pool)
-    from .feedback_sqlite import FeedbackStore
+    from .sqlite import FeedbackStore
 
     assert settings.db_path is not None
     return FeedbackStore(settings.db_path, lock_timeout_seconds=settings.lock_timeout_seconds)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .settings import CollectorSettings
-from .store import RecordStore, StatsSource
+from ..settings import CollectorSettings
+from .sqlite import RecordStore, StatsSource
 
 STATS_POOL_SIZE = 2
 
@@ -46,7 +46,7 @@ def backend_for(settings: CollectorSettings) -> Backend:
             open_store=lambda: PostgresStore(url, pool_size=settings.db_pool_size),
             open_reader=lambda: PostgresStore(url, pool_size=STATS_POOL_SIZE, migrate=False, name="collector-stats", check=True),
         )
-    from .store import Store, StoreReader
+    from .sqlite import Store, StoreReader
 
     path = settings.db_path
     assert path is not None

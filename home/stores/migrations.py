@@ -14,7 +14,7 @@ them applied. On SQLite, ``BEGIN IMMEDIATE`` serialises openers the same way.
 Version 1 is the layout the collector always had (created with ``IF NOT EXISTS``, so a
 database made before versioning is adopted as it is); version 2 adds what the Parquet
 export needs (``records.export_run`` and ``export_runs``); version 3 the ground-truth
-labels (``feedback``, see ``home.feedback``), with ``IF NOT EXISTS`` because SQLite files
+labels (``feedback``, see ``home.feedback.labels``), with ``IF NOT EXISTS`` because SQLite files
 made before it was a migration created that table on first use. Tables owned by other
 modules (``bundles``) may join this list as further versions, or keep creating themselves
 with ``IF NOT EXISTS``; either way they never change a version below them.
@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import StoreError
+from ..errors import StoreError
 
 ADVISORY_LOCK = 0x65646765_7061636B & 0x7FFFFFFFFFFFFFFF
 """Key of the PostgreSQL advisory lock held while migrating ("edgepack" in ASCII)."""
@@ -53,7 +53,7 @@ class Migration:
 def _sqlite_v1(db: Any) -> None:
     # Exactly what the store created before versioning (sqlite-utils' DDL), so files
     # made then and now are the same.
-    from .schema import COUNTER_KEYS
+    from ..schema import COUNTER_KEYS
 
     db["records"].create(
         {
@@ -130,7 +130,7 @@ _POSTGRES_V2 = (
         finished_at DOUBLE PRECISION, records BIGINT NOT NULL)""",
 )
 
-# Ground truth (home.feedback). IF NOT EXISTS: SQLite files made before this was a
+# Ground truth (home.feedback.labels). IF NOT EXISTS: SQLite files made before this was a
 # migration created the same table on first use, and keep it, labels and all.
 _FEEDBACK = """CREATE TABLE IF NOT EXISTS feedback (
     device TEXT NOT NULL,

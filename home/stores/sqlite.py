@@ -32,9 +32,9 @@ from typing import Any, Protocol
 
 import sqlite_utils
 
-from .errors import StoreError
+from ..errors import StoreError
 from .migrations import migrate_sqlite
-from .schema import COUNTER_KEYS, Batch
+from ..schema import COUNTER_KEYS, Batch
 
 _RECORD_COLUMNS = (
     "device", "id", "batch_id", "received_at", "ts", "model", "version", "bundle_sha256", "inputs", "outputs", "flags",
@@ -166,7 +166,7 @@ class Store:
                 raise
 
     def _create(self) -> None:
-        # The versioned schema (home/migrations.py), the same steps as PostgreSQL's.
+        # The versioned schema (home/stores/migrations.py), the same steps as PostgreSQL's.
         with self._write_transaction():
             migrate_sqlite(self.db, str(self.path))
 

@@ -1,4 +1,4 @@
-"""Labels in a PostgreSQL database shared by several collectors (the rules are ``home.feedback``'s).
+"""Labels in a PostgreSQL database shared by several collectors (the rules are ``home.feedback.labels``'s).
 
 Several collectors, each with several pool threads, may receive labels for the same
 (device, record id) at the same moment, and exactly one label may win. Reading first and
@@ -14,7 +14,7 @@ first and judged after, in one READ COMMITTED transaction:
    (model, outputs). It must be a second statement: under READ COMMITTED each statement
    sees what was committed before IT began, so it sees the label that made step 1 skip a
    key, which step 1's own snapshot (taken before that commit) does not.
-3. ``home.feedback.judge`` applies the rules to what step 2 read (our own inserts count as
+3. ``home.feedback.labels.judge`` applies the rules to what step 2 read (our own inserts count as
    free keys). A conflict or a label that does not fit rolls the transaction back, so
    nothing of the batch stays; otherwise it commits.
 
@@ -24,7 +24,7 @@ the second waits in step 1, skips the key, reads the first's label in step 2 and
 keys wait for one another in the same order and never deadlock. The isolation level is
 set explicitly: under REPEATABLE READ a skip caused by a label committed after the
 snapshot would be a serialization failure instead. Every psycopg and pool error becomes
-``StoreError`` (503 and ``Retry-After`` for a request) through ``home.postgres.translated``.
+``StoreError`` (503 and ``Retry-After`` for a request) through ``home.stores.postgres.translated``.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from typing import Any
 
 import orjson
 
-from .feedback import FeedbackOutcome, Key, LabelIn, check_source, judge
-from .postgres import PostgresStore, translated
+from .labels import FeedbackOutcome, Key, LabelIn, check_source, judge
+from ..stores.postgres import PostgresStore, translated
 
 _INSERT = """
     INSERT INTO feedback (device, record_id, label, ts, received_at, source)
@@ -48,7 +48,7 @@ _INSERT = """
     RETURNING device, record_id
 """
 """The batch's first label per key, in key order, as one JSON array of columns (one round
-trip, no per-element adaptation; see ``home.postgres``)."""
+trip, no per-element adaptation; see ``home.stores.postgres``)."""
 
 _LOOKUP = """
     SELECT k.device, k.record_id, f.label, r.model, r.outputs

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import HomeError
+from ..errors import HomeError
 
 TABLES = ("records", "feedback")
 FETCH_ROWS = 2000
@@ -26,7 +26,7 @@ CONNECT_TIMEOUT_SECONDS = 10
 
 def is_postgres(db: str | Path) -> bool:
     """Whether ``db`` is a PostgreSQL URI (a ``Path`` is always a SQLite file)."""
-    from .postgres import is_postgres_url
+    from ..stores.postgres import is_postgres_url
 
     return isinstance(db, str) and is_postgres_url(db)
 
@@ -34,7 +34,7 @@ def is_postgres(db: str | Path) -> bool:
 def describe(db: str | Path) -> str:
     """``db`` for messages: the path, or the URI without its password."""
     if is_postgres(db):
-        from .postgres import redacted
+        from ..stores.postgres import redacted
 
         return redacted(str(db))
     return str(db)
@@ -69,7 +69,7 @@ def _sqlite_rows(path: Path, sql: str, params: Sequence[Any], *, error: type[Hom
 
 
 def _postgres_rows(url: str, sql: str, params: Sequence[Any], *, error: type[HomeError], action: str) -> Iterator[tuple[Any, ...]]:
-    from .postgres import redacted
+    from ..stores.postgres import redacted
 
     try:
         import psycopg

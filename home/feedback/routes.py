@@ -6,13 +6,13 @@
 
 A device token sends labels for its own device's records; an admin token for any
 device, with ``"device"`` in each label (and may say ``"source": "import"`` for labels
-read from a file; the default is ``"api"``). Answers (see ``home.feedback`` for the rules):
+read from a file; the default is ``"api"``). Answers (see ``home.feedback.labels`` for the rules):
 200 ``{"accepted": n, "duplicates": m, "conflicts": [], "invalid": []}``; 409 when a label
 conflicts with a stored one and 422 when one does not fit its record's model, both with
 nothing stored and the labels named in ``conflicts`` / ``invalid`` (and ``error``).
 
 ``GET /v1/labeled?model=NAME[&since=30d][&format=parquet|jsonl]`` (admin token): the
-model's records joined with their labels (``home.labeled``), the training and scoring data
+model's records joined with their labels (``home.feedback.labeled``), the training and scoring data
 for the next round (``edgepack promote --from-collector``).
 """
 
@@ -27,14 +27,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from .body import decode_json
-from .errors import Forbidden, RequestError, SchemaError, StoreError
-from .feedback import FeedbackOutcome, LabelIn, parse_feedback
-from .feedback_store import collector_feedback
-from .tokens import ADMIN
+from ..body import decode_json
+from ..errors import Forbidden, RequestError, SchemaError, StoreError
+from .labels import FeedbackOutcome, LabelIn, parse_feedback
+from .storage import collector_feedback
+from ..tokens import ADMIN
 
 if TYPE_CHECKING:
-    from .app import Collector
+    from ..app import Collector
 
 logger = logging.getLogger("edgepack.collector")
 Handler = Callable[[Request], Awaitable[Response]]

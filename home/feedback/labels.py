@@ -26,9 +26,9 @@ Rules (the same for every source):
 
 This module holds what every store shares: the shape of labels, their fit with the model,
 and ``judge``, which applies the rules above to a batch given what the database holds.
-The table is created by the versioned migrations (``home.migrations``); storing is done
-by ``home.feedback_sqlite`` (a SQLite file) or ``home.feedback_postgres`` (a PostgreSQL
-database shared by several collectors), behind the one protocol of ``home.feedback_store``.
+The table is created by the versioned migrations (``home.stores.migrations``); storing is done
+by ``home.feedback.sqlite`` (a SQLite file) or ``home.feedback.postgres`` (a PostgreSQL
+database shared by several collectors), behind the one protocol of ``home.feedback.storage``.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from .errors import SchemaError
-from .tokens import DEVICE_ID
+from ..errors import SchemaError
+from ..tokens import DEVICE_ID
 
 MAX_LABELS = 10_000
 """Most labels accepted in one batch."""
@@ -352,7 +352,7 @@ def _loads(text: Any) -> Any:
 def __getattr__(name: str) -> Any:
     # The SQLite storage used to live here; its name still works for callers of before.
     if name == "FeedbackStore":
-        from .feedback_sqlite import FeedbackStore
+        from .sqlite import FeedbackStore
 
         return FeedbackStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,7 +6,7 @@ cell is read as JSON when it is a JSON number, ``true``/``false`` or a quoted st
 (``1`` is the int 1, ``"1"`` the string "1") and as text otherwise (``yes`` is "yes").
 
 ``import_labels`` sends the labels in batches; home stores a batch entirely or not at
-all (``home.feedback``), so labels it refuses (a conflict with a stored label, a label
+all (``home.feedback.labels``), so labels it refuses (a conflict with a stored label, a label
 that does not fit its record's model) are taken out of the batch, reported, and the rest
 is sent again. Nothing already stored is changed.
 """
@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import HomeError, SchemaError
-from .feedback import Conflict, Invalid, LabelIn, check_device, check_label, check_record_id, check_ts
-from .feedback_store import open_feedback
+from ..errors import HomeError, SchemaError
+from .labels import Conflict, Invalid, LabelIn, check_device, check_label, check_record_id, check_ts
+from .storage import open_feedback
 
 REQUIRED = ("device", "record_id", "label")
 

@@ -30,10 +30,10 @@ from typing import Any
 
 import orjson
 
-from .errors import SchemaError, StoreError
+from ..errors import SchemaError, StoreError
 from .migrations import migrate_postgres
-from .schema import COUNTER_KEYS, Batch
-from .store import IngestResult
+from ..schema import COUNTER_KEYS, Batch
+from .sqlite import IngestResult
 
 CONNECT_TIMEOUT_SECONDS = 10.0
 _INGEST = """

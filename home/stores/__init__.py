@@ -1,0 +1,2 @@
+"""Where records are kept: the SQLite file (the default, ``sqlite``) or a PostgreSQL database
+(``postgres``), chosen by ``backends``; ``migrations`` versions the schema both share."""
