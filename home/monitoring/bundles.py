@@ -15,6 +15,7 @@ and the manifest's shape is checked, nothing more (``verified`` is False in the 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import time
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ManifestConflict, ManifestError
+from .errors import ManifestConflict, ManifestError, MonitoringError
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
 CREATE = """
@@ -179,3 +180,49 @@ def manifests(conn: sqlite3.Connection, *, model: str | None = None, version: st
     if clauses:
         sql += " WHERE " + " AND ".join(clauses)
     return {sha: json.loads(text) for sha, text in conn.execute(sql + " ORDER BY received_at, sha256", params)}
+
+
+def adopt_released(conn: sqlite3.Connection, bundles_dir: Path, seen: set[str]) -> int:
+    """Register the manifest of every bundle published in a release repository that home
+    does not know yet (``bundles_dir`` is its ``bundles/``, named ``<sha256>.edgepkg``).
+
+    Each file is read and verified by ``runtime.read_bundle`` once; ``seen`` remembers the
+    names already handled, so a call with nothing new costs one directory listing. A
+    file that does not verify is logged and skipped, never registered.
+    """
+    import logging
+
+    from runtime.bundle import read_bundle
+    from runtime.errors import BundleError
+
+    try:
+        names = [entry.name for entry in os.scandir(bundles_dir) if entry.name.endswith(".edgepkg")]
+    except FileNotFoundError:
+        return 0
+    added = 0
+    for name in names:
+        if name in seen:
+            continue
+        seen.add(name)
+        sha = name[: -len(".edgepkg")]
+        if not SHA256.fullmatch(sha):
+            continue
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'bundles'").fetchone() is not None and conn.execute(
+            "SELECT 1 FROM bundles WHERE sha256 = ?", (sha,)
+        ).fetchone() is not None:
+            continue
+        try:
+            bundle = read_bundle(bundles_dir / name)
+        except (BundleError, OSError) as exc:
+            logging.getLogger("edgepack.collector").warning("released bundle %s not adopted for monitoring: %s", name, exc)
+            continue
+        if bundle.sha256 != sha:
+            logging.getLogger("edgepack.collector").warning("released bundle %s is named for another sha256 (%s); not adopted", name, bundle.sha256)
+            continue
+        try:
+            register_manifest(conn, sha, bundle.manifest_bytes, verified=True)
+        except MonitoringError as exc:
+            logging.getLogger("edgepack.collector").warning("released bundle %s not adopted for monitoring: %s", name, exc)
+            continue
+        added += 1
+    return added

@@ -19,6 +19,7 @@ import asyncio
 import logging
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -28,7 +29,7 @@ from ..errors import Forbidden, RequestError
 from ..stores.sqlite import read_stats
 from ..tokens import ADMIN
 from . import metrics
-from .bundles import connect, parse_upload, register_manifest
+from .bundles import adopt_released, connect, parse_upload, register_manifest
 from .errors import ManifestConflict, ManifestError, MonitoringError, UnknownModel
 from .fleet import fleet
 from .report import build_report, known_models
@@ -53,6 +54,12 @@ class Monitoring:
         self.collector = collector
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="collector-monitoring")
         self._conn: Any = None
+        # Manifests also come from releases: bundles published in the repository this
+        # collector serves are adopted before each monitoring call (names seen, once each).
+        settings = collector.settings
+        releases = settings.releases_path or (settings.db_path.parent / "releases" if settings.db_path else None)
+        self._released = None if releases is None else Path(releases) / "bundles"
+        self._adopted: set[str] = set()
         self.latency_registry = metrics.CollectorRegistry()
         """Where ``BatchTiming`` (installed by ``create_app``) observes batch latency."""
 
@@ -60,6 +67,8 @@ class Monitoring:
         def call() -> Any:
             if self._conn is None:
                 self._conn = connect(self.collector.settings.db_path)
+            if self._released is not None:
+                adopt_released(self._conn, self._released, self._adopted)
             return fn(self._conn, *args, **kwargs)
 
         return asyncio.get_running_loop().run_in_executor(self._pool, call)
