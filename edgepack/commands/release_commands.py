@@ -83,9 +83,10 @@ def release_init(releases_dir: Path) -> None:
 @click.option("--rollout", default=None, help="Percent of devices, e.g. 10% [100%, or 0% with --devices].")
 @click.option("--devices", default="", help="Comma-separated device ids that take it whatever the rollout.")
 @click.option("--public-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Verify the bundle's signature first.")
+@click.option("--tracking-uri", help="Also tag the registry version the bundle came from (edgepack.release.CHANNEL), for 'edgepack history'.")
 @_JSON
 def release_publish(bundle: Path, releases_dir: Path, channel: str, rollout: str | None, devices: str, public_key: Path | None,
-                    as_json: bool) -> None:
+                    tracking_uri: str | None, as_json: bool) -> None:
     """Verify BUNDLE (hashes, signature, self-test) and make it the channel's release for
     the devices the rollout selects."""
     releases = _home()
@@ -96,7 +97,30 @@ def release_publish(bundle: Path, releases_dir: Path, channel: str, rollout: str
         release = repo.publish(bundle, channel=channel, rollout=percent, devices=names, public_key=public_key)
     except releases.ReleaseError as exc:
         raise _fail(exc) from exc
+    if tracking_uri is not None:
+        _tag_registry(tracking_uri, release)
     _print_release(release, as_json, "published")
+
+
+def _tag_registry(tracking_uri: str, release: Any) -> None:
+    # The release is published whatever happens here: a registry that cannot be tagged
+    # costs 'edgepack history' its release column, not the fleet its update.
+    from ..extras import require
+
+    require("packager")
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    value = f"release {release.release}: bundle {release.bundle_sha256[:16]}, rollout {release.rollout:g}%"
+    try:
+        MlflowClient(tracking_uri, tracking_uri).set_model_version_tag(
+            release.model, release.version, f"edgepack.release.{release.channel}", value
+        )
+    except MlflowException as exc:
+        raise click.ClickException(
+            f"release {release.release} is published, but {release.model} v{release.version} in {tracking_uri} "
+            f"could not be tagged ({exc}); tag it by hand: edgepack.release.{release.channel} = {value!r}"
+        ) from exc
 
 
 @release_group.command("promote", short_help="Widen the channel's release (and lift a halt)")

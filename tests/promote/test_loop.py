@@ -54,3 +54,30 @@ def test_promote_from_the_collector_on_labeled_device_data(tracking_uri: str, tm
     entries = json.loads(CliRunner().invoke(cli, ["history", NAME, "--json"]).output)
     assert entries[0]["champion_version"]["bundles"] == [report.sha256]
     assert entries[0]["challenger_version"]["bundles"] == []
+
+
+
+def test_history_names_the_release_that_carried_a_version(tracking_uri: str, tmp_path: Path, collector: RunningCollector) -> None:
+    field = labeled_field(tracking_uri, tmp_path, collector)
+    releases = tmp_path / "releases"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["release", "init", "--releases", str(releases)], catch_exceptions=False).exit_code == 0
+    published = runner.invoke(cli, [
+        "release", "publish", str(field.bundle.path), "--releases", str(releases), "--channel", "stable",
+        "--rollout", "10%", "--tracking-uri", tracking_uri,
+    ], catch_exceptions=False)
+    assert published.exit_code == 0, published.output
+    tag = MlflowClient(tracking_uri, tracking_uri).get_model_version(NAME, field.v1).tags["edgepack.release.stable"]
+    assert tag == f"release 1: bundle {field.bundle.sha256[:16]}, rollout 10%"
+
+    token_file = tmp_path / "admin.token"
+    token_file.write_text(collector.add_admin("ops"))
+    decided = runner.invoke(cli, [
+        "promote", f"models:/{NAME}/{field.v2}", "--over", "champion", "--from-collector", collector.url,
+        "--token-file", str(token_file), "--metric", "accuracy",
+    ], catch_exceptions=False)
+    assert decided.exit_code == 0, decided.output
+    entries = json.loads(runner.invoke(cli, ["history", NAME, "--json"], catch_exceptions=False).output)
+    assert entries[0]["champion_version"]["releases"] == {"edgepack.release.stable": tag}
+    assert entries[0]["challenger_version"]["releases"] == {}
+    assert "release 1: bundle" in runner.invoke(cli, ["history", NAME], catch_exceptions=False).output
