@@ -97,7 +97,8 @@ def is_older(name: str, candidate: str, than: str) -> bool:
     return version_number(name, candidate) < version_number(name, than)
 
 
-def _pause(step: str) -> None:
+def pause_at(step: str) -> None:
+    """Stop here for good when ``PAUSE_ENV`` names ``step`` (crash tests SIGKILL the process)."""
     if os.environ.get(PAUSE_ENV) == step:
         sys.stderr.write(f"edgepack-store: paused at {step}\n")
         sys.stderr.flush()
@@ -105,7 +106,8 @@ def _pause(step: str) -> None:
             time.sleep(60)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """fsync a directory, so that a rename or a new entry in it survives a power cut."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -221,10 +223,10 @@ class ModelStore:
         with contextlib.suppress(FileNotFoundError):
             part.unlink()
         _write_durably(part, json.dumps(body, indent=2, sort_keys=True).encode() + b"\n")
-        _pause("pointer_staged")
+        pause_at("pointer_staged")
         os.replace(part, self.pointer)
-        _pause("switched")
-        _fsync_dir(self.root)
+        pause_at("switched")
+        fsync_dir(self.root)
 
     def install(
         self,
@@ -255,7 +257,7 @@ class ModelStore:
             except OSError as exc:
                 raise BundleError(f"cannot read bundle {str(source)!r}: {exc.strerror or exc}") from exc
         model = load(payload, public_key=public_key, require_signature=require_signature, limits=limits)
-        _pause("verified")
+        pause_at("verified")
         with self._locked():
             state = self.state()
             current = state.current
@@ -276,10 +278,10 @@ class ModelStore:
                     with contextlib.suppress(FileNotFoundError):
                         part.unlink()
                     _write_durably(part, payload)
-                    _pause("staged")
+                    pause_at("staged")
                     os.replace(part, target)
-                    _fsync_dir(target.parent)
-                _pause("stored")
+                    fsync_dir(target.parent)
+                pause_at("stored")
                 entry = StoreEntry(
                     sha256=model.sha256,
                     name=model.name,

@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 from . import feedback as _feedback
 from .encoding import pack
 from .errors import BufferClosedError, FlushTimeout, OptionsError, RecordError, StorageError, TelemetryError
-from .ids import IdClock, sample_key
+from .ids import IdClock
 from .options import BufferOptions
 from .outcomes import BufferStats
 from .rows import Context, StoredRecord

@@ -23,15 +23,13 @@ Crash points (``EDGEPACK_STORE_PAUSE_AT``, as in ``runtime.store``): ``downloadi
 from __future__ import annotations
 
 import logging
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from runtime.store import PAUSE_ENV, ModelStore
+from runtime.store import ModelStore, pause_at
 
 from .errors import ConfigError, DownloadInterrupted, UpdateRefused
 from .fetcher import HttpxFetcher
@@ -47,14 +45,6 @@ log = logging.getLogger("edgepack.updates")
 UPDATES_DIR = ".updates"
 TIMESTAMP_MAX = 16384
 PAUSE_POINTS = ("downloading", "downloaded")
-
-
-def _pause(step: str) -> None:
-    if os.environ.get(PAUSE_ENV) == step:
-        sys.stderr.write(f"edgepack-store: paused at {step}\n")
-        sys.stderr.flush()
-        while True:  # until the test's SIGKILL
-            time.sleep(60)
 
 
 def _reason(exc: Exception) -> str:
@@ -259,7 +249,7 @@ class UpdateLoop(HealthGateSteps):
         def pause(written: int) -> None:
             if not paused[0] and written >= release.length // 2:
                 paused[0] = True
-                _pause("downloading")
+                pause_at("downloading")
 
         try:
             self.fetcher.download_resumable(url, part, release.length, pause=pause)
@@ -268,7 +258,7 @@ class UpdateLoop(HealthGateSteps):
             return PollResult(outcome="offline", detail=str(exc), release=release.release)
         except UpdateRefused as exc:
             raise UpdateRefused(exc.reason, release=release.release, channel=channel, bundle_sha256=sha) from None
-        _pause("downloaded")
+        pause_at("downloaded")
         try:
             with open(part, "rb") as handle:
                 info.verify_length_and_hashes(handle)

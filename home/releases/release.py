@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from runtime.store import fsync_dir
+
 from .errors import PublishError
 
 CHANNEL = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -90,14 +92,6 @@ def expiry_in(days: float) -> dt.datetime:
     return now_utc() + dt.timedelta(days=days)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_atomically(path: Path, data: bytes) -> None:
     """Write, fsync, rename into place, fsync the directory: readers see old or new bytes."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -110,7 +104,7 @@ def write_atomically(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def check_channel(channel: str) -> str:
