@@ -33,12 +33,15 @@ def test_quickstart_runs_the_whole_path_and_reruns_in_the_same_folder(tmp_path: 
         assert "label agreement 100%" in report
         assert re.search(r"unseen_category ×\d+", report), report
         assert "production: fire-risk version 2" in report
-        # The rollout step (progress output): v2 published as a release, the running device switches to it.
+        # The rollout step: v2 published as a release, the running device switches to it, in the report too.
         assert "the running device switched from version 1 to version 2" in out.stderr and "without a restart" in out.stderr
+        rollout = report.split("\nRollout\n", 1)[1].split("\nFiles in ", 1)[0]
+        assert "as release 1 on channel stable" in rollout and "health gate passed" in rollout
+        assert re.search(r"switched from version 1 to version 2 in [\d.]+ s without a restart", rollout), rollout
         # The hand-over: where everything went, and the commands that continue from there.
         assert f"Files in {folder.resolve()}" in report
         for name in ("mlflow.db", "keys/edge.pem", "keys/edge.pub", "dist/fire-risk.edgepkg", "tokens.json",
-                     handover.REFERENCE_CSV, handover.ROWS_CSV, "predictions.db", "collector.db"):
+                     handover.REFERENCE_CSV, handover.ROWS_CSV, "predictions.db", "collector.db", "releases/", "device-store/"):
             assert name in report and (folder / name).exists(), name
         next_lines = report.split('Next: continue from this folder (README.md, "From registry to device"):\n', 1)[1]
         printed = [line.strip() for line in next_lines.splitlines()]

@@ -28,6 +28,7 @@ FILES: tuple[tuple[str, str], ...] = (
     ("device tokens", "tokens.json (sha256 of each device token, for the collector)"),
     ("collector", "collector.db (the records it stored), collector.log"),
     ("promotions", "history.db and the registry's edgepack-promotions runs (edgepack history fire-risk)"),
+    ("releases", "releases/ (the TUF release repository the collector served, with its keys), device-store/ (the device's model store)"),
 )
 """(what, where) of everything the quickstart writes into its folder."""
 

@@ -45,6 +45,8 @@ class QuickstartReport:
     flags: Counter = field(default_factory=Counter)
     delivered: int = 0
     collector_records: int = 0
+    rollout: list[str] = field(default_factory=list)
+    """What the release step did: published, switched without a restart, the health gate."""
 
     def render(self) -> str:
         lines = [f"edgepack quickstart in {self.directory}", ""]
@@ -65,6 +67,9 @@ class QuickstartReport:
         lines.append(f"  guardrail flags: {flags}")
         lines.append("Collector")
         lines.append(f"  delivered {self.delivered} records; collector holds {self.collector_records}")
+        if self.rollout:
+            lines.append("Rollout")
+            lines += self.rollout
         lines += handover.render(self.directory)
         return "\n".join(lines)
 
@@ -107,7 +112,7 @@ def run_quickstart(directory: str | os.PathLike[str] = "edgepack-quickstart", *,
     this = data.make_season(3000, season="this", seed=2)
     this_train, holdout = this.iloc[:2000], this.iloc[2000:]
 
-    say("1/6 training version 1 on last season's data")
+    say("1/7 training version 1 on last season's data")
     v1_model = retrain.train(last, seed=1)
     v1 = retrain.register(client, MODEL_NAME, v1_model, last, experiment_id=experiment_id, season="last")
     v1_auc, _ = retrain.evaluate(v1_model, holdout)
@@ -116,7 +121,7 @@ def run_quickstart(directory: str | os.PathLike[str] = "edgepack-quickstart", *,
     retrain.record_decision(root / "history.db", first)
     report.decisions.append(first)
 
-    say("2/6 retraining on this season's data; promoting only if better on held-out rows")
+    say("2/7 retraining on this season's data; promoting only if better on held-out rows")
     v2_model = retrain.train(this_train, seed=2)
     v2 = retrain.register(client, MODEL_NAME, v2_model, this_train, experiment_id=experiment_id, season="this")
     v2_auc, _ = retrain.evaluate(v2_model, holdout)
@@ -140,7 +145,7 @@ def run_quickstart(directory: str | os.PathLike[str] = "edgepack-quickstart", *,
     pd.DataFrame(data.device_stream(25, seed=4)[:5]).to_csv(root / handover.ROWS_CSV, index=False)
 
     # 4. Signed bundle from the alias.
-    say(f"3/6 building a signed bundle from {MODEL_URI}")
+    say(f"3/7 building a signed bundle from {MODEL_URI}")
     keys = root / "keys"
     if not (keys / PRIVATE_KEY_NAME).exists():
         generate_keypair(keys)
@@ -156,7 +161,7 @@ def run_quickstart(directory: str | os.PathLike[str] = "edgepack-quickstart", *,
     report.parity = dict(built.parity)
 
     # 5. The device: verified load, a stream of predictions, every one buffered.
-    say("4/6 loading the bundle as a device would and predicting a stream of rows")
+    say("4/7 loading the bundle as a device would and predicting a stream of rows")
     stream = data.device_stream(500, seed=3)
     with telemetry.Buffer(root / "predictions.db") as buffer:
         model = runtime.load(built.path, public_key=keys / PUBLIC_KEY_NAME, require_signature=True, telemetry=buffer)
@@ -171,7 +176,7 @@ def run_quickstart(directory: str | os.PathLike[str] = "edgepack-quickstart", *,
         buffer.flush()
 
         # 6. Home: a collector on a free loopback port, one sync, then stop it.
-        say("5/6 starting a collector on loopback and syncing the buffered predictions")
+        say("5/7 starting a collector on loopback and syncing the buffered predictions")
         with _collector(root) as (url, token):
             result = telemetry.SyncService(buffer, url, token=token).sync_once()
             if not result.ok:
@@ -182,13 +187,14 @@ def run_quickstart(directory: str | os.PathLike[str] = "edgepack-quickstart", *,
             # Rollout: the production bundle reaches a running device as a signed release.
             from . import rollout
 
-            say("then: publishing the production bundle as a release to a device running version 1")
+            say("6/7 publishing the production bundle as a release to a running device on version 1")
             outcome = rollout.demo(root, url=url, built_path=Path(built.path), public_key=keys / PUBLIC_KEY_NAME,
                                    tracking_uri=tracking_uri, reference_csv=reference_csv, signing_key=keys / PRIVATE_KEY_NAME,
                                    rows=stream[:50])
-            for line in outcome.lines():
+            report.rollout = outcome.lines()
+            for line in report.rollout:
                 say(line)
-    say("6/6 done")
+    say("7/7 done")
     return report
 
 
