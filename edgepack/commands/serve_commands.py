@@ -126,7 +126,7 @@ def serve(
         except EdgeError as exc:
             raise _failure(exc, EXIT_BUNDLE) from exc
         try:
-            run(source, options, version=__version__, log_level=log_level)
+            run(source, options, version=__version__, log_level=log_level, feedback=buffer)
         except ServeError as exc:
             raise _failure(exc, 2) from exc
     finally:

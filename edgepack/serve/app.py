@@ -37,6 +37,12 @@ class ModelSource(Protocol):
     def model(self) -> EdgeModel | None: ...
 
 
+class FeedbackSink(Protocol):
+    """Where ``POST /v1/feedback`` queues labels: a ``telemetry.Buffer`` (``serve --buffer``)."""
+
+    def feedback(self, record_id: str, label: Any, *, ts: float | None = None) -> bool: ...
+
+
 class _Disconnected(Exception):
     """The client went away before its body arrived."""
 
@@ -48,8 +54,11 @@ def _dumps(body: Any) -> bytes:
 class ServeApp:
     """``app = ServeApp(ModelSlot("model.edgepkg"))``; run it with uvicorn."""
 
-    def __init__(self, source: ModelSource, options: ServeOptions | None = None, *, server_version: str = "") -> None:
+    def __init__(
+        self, source: ModelSource, options: ServeOptions | None = None, *, server_version: str = "", feedback: FeedbackSink | None = None
+    ) -> None:
         self.source = source
+        self.feedback = feedback
         self.max_body = options.max_body_bytes if options else DEFAULT_MAX_BODY
         self.inline_rows = options.inline_rows if options else DEFAULT_INLINE_ROWS
         self.server_version = server_version
@@ -91,9 +100,12 @@ class ServeApp:
         if path == "/v1/predict":
             _allow(method, "POST")
             return await self._predict_v1(await self._body(scope, receive))
+        if path == "/v1/feedback":
+            _allow(method, "POST")
+            return await self._feedback(await self._body(scope, receive))
         parts = path.split("/")
         if len(parts) < 2 or parts[1] != "v2":
-            raise RequestError(404, f"no endpoint {path}; see /v2 (Open Inference Protocol) and /v1/predict")
+            raise RequestError(404, f"no endpoint {path}; see /v2 (Open Inference Protocol), /v1/predict and /v1/feedback")
         parts = parts[2:]
         if parts == [] or parts == [""]:
             _allow(method, "GET")
@@ -202,6 +214,39 @@ class ServeApp:
         except EdgeError as exc:
             raise RequestError(500, f"prediction failed: {exc}") from None
         return 200, _dumps(result)
+
+    async def _feedback(self, data: Any) -> tuple[int, bytes]:
+        # The ground truth for predictions this process recorded: an app in any language
+        # hands the label for a ``record_id`` it was answered, and it goes home with sync.
+        if self.feedback is None:
+            raise RequestError(
+                404, "this serve records no telemetry, so it takes no feedback: start it with --buffer FILE "
+                "(edgepack agent does), and predictions then carry the record_id to label"
+            )
+        items = data if isinstance(data, list) else [data]
+        if not items or not all(isinstance(item, dict) for item in items):
+            raise RequestError(422, 'feedback is {"record_id": str, "label": value, "ts": seconds or null} or a non-empty list of them')
+        for i, item in enumerate(items):
+            where = "" if isinstance(data, dict) else f"item {i}: "
+            unknown = set(item) - {"record_id", "label", "ts"}
+            if unknown or "record_id" not in item or "label" not in item:
+                raise RequestError(
+                    422, f"{where}expected the keys record_id, label and optionally ts, got {sorted(item)}"
+                )
+        queued = already = 0
+        sink = self.feedback
+        for i, item in enumerate(items):
+            try:
+                if sink.feedback(item["record_id"], item["label"], ts=item.get("ts")):
+                    queued += 1
+                else:
+                    already += 1
+            except ValueError as exc:  # telemetry.FeedbackError: names the id, label or time
+                where = "" if isinstance(data, dict) else f"item {i}: "
+                raise RequestError(422, f"{where}{exc} (items before it are queued: {queued + already})") from None
+            except Exception as exc:  # the buffer's storage failed: nothing of this item is queued
+                raise RequestError(503, f"could not queue the label ({exc}); items before it are queued: {queued + already}") from None
+        return 200, _dumps({"queued": queued, "already_queued": already})
 
     async def _infer(self, model: EdgeModel, request: Any) -> tuple[int, bytes]:
         protocol = self._protocol(model)

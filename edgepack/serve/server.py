@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .app import ModelSource, ServeApp
+from .app import FeedbackSink, ModelSource, ServeApp
 from .errors import ServeError
 from .listener import listener
 from .options import ServeOptions
@@ -44,13 +44,15 @@ def _http_implementation() -> str:
     return "httptools"
 
 
-def serve(source: ModelSource, options: ServeOptions, *, version: str = "", log_level: str = "warning") -> None:
+def serve(
+    source: ModelSource, options: ServeOptions, *, version: str = "", log_level: str = "warning", feedback: FeedbackSink | None = None
+) -> None:
     """Listen as ``options`` says and answer until SIGTERM/SIGINT. Prints where it listens on stderr."""
     uvicorn = _uvicorn()
     sock, where = listener(options)
     try:
         config = uvicorn.Config(
-            ServeApp(source, options, server_version=version),
+            ServeApp(source, options, server_version=version, feedback=feedback),
             http=_http_implementation(),
             loop=_loop_implementation(),
             lifespan="off",
