@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ExportError, StoreError
+from ..stores.sqlite import write_transaction
 
 COLUMNS = ("device", "id", "batch_id", "received_at", "ts", "model", "version", "bundle_sha256", "inputs", "outputs", "flags")
 
@@ -106,13 +107,8 @@ class ExportDatabase:
                 with self.conn.transaction():
                     yield
             else:
-                self.conn.execute("BEGIN IMMEDIATE")
-                try:
+                with write_transaction(self.conn):
                     yield
-                except BaseException:
-                    self.conn.rollback()
-                    raise
-                self.conn.execute("COMMIT")
         except ExportError:
             raise
         except Exception as exc:

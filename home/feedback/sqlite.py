@@ -9,8 +9,6 @@ read is the label that stays.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,7 @@ import sqlite_utils
 from ..errors import StoreError
 from .labels import FeedbackOutcome, Key, LabelIn, check_source, judge
 from ..stores.migrations import migrate_sqlite
-from ..stores.sqlite import _owner_only, _translated
+from ..stores.sqlite import _owner_only, _translated, write_transaction
 
 
 class FeedbackStore:
@@ -45,16 +43,8 @@ class FeedbackStore:
                 self.conn.close()
                 raise
 
-    @contextmanager
-    def _write_transaction(self) -> Iterator[None]:
-        # BEGIN IMMEDIATE: take the write lock first (see home.stores.sqlite for why).
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self.conn.rollback()
-            raise
-        self.conn.execute("COMMIT")
+    def _write_transaction(self) -> Any:
+        return write_transaction(self.conn)
 
     def ingest(self, labels: list[LabelIn], *, received_at: float, source: str) -> FeedbackOutcome:
         """Store ``labels`` in one transaction, or nothing if any conflicts or does not fit."""

@@ -127,6 +127,30 @@ def _translated(action: str, path: Path) -> Iterator[None]:
         raise StoreError(f"{action} failed: {exc.strerror or exc}") from exc
 
 
+
+@contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction on an autocommit connection of a home database (records,
+    feedback, export claims alike), rolled back on any error, COMMIT's own included.
+
+    BEGIN IMMEDIATE takes the write lock first, waiting up to busy_timeout for another
+    process to let go. A deferred BEGIN would read first and upgrade to a write later,
+    and in WAL mode SQLite refuses such an upgrade at once ("database is locked")
+    without ever calling the busy handler.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.rollback()
+        raise
+    try:
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.rollback()
+        raise
+
+
 def _owner_only(path: Path) -> None:
     """Create ``path`` 0600 if missing; take group and other access away from an existing one."""
     try:
@@ -170,23 +194,8 @@ class Store:
         with self._write_transaction():
             migrate_sqlite(self.db, str(self.path))
 
-    @contextmanager
-    def _write_transaction(self) -> Iterator[None]:
-        # BEGIN IMMEDIATE takes the write lock first, waiting up to busy_timeout for another
-        # process to let go. A deferred BEGIN would read first and upgrade to a write later,
-        # and in WAL mode SQLite refuses such an upgrade at once ("database is locked")
-        # without ever calling the busy handler.
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self.conn.rollback()
-            raise
-        try:
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.rollback()
-            raise
+    def _write_transaction(self) -> Any:
+        return write_transaction(self.conn)
 
     def ingest(self, device: str, batch: Batch, *, received_at: float) -> IngestResult:
         """Store ``batch`` for ``device`` in one transaction; already-known record ids are skipped."""
