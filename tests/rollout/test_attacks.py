@@ -24,8 +24,10 @@ def refused(device: Device, *fragments: str) -> str:
 
 
 def reported(home: Home, device: Device, release: int, fragment: str) -> None:
-    state = wait_for(lambda: home.device_states(release).get(device.device_id), 30, what="the report home")
-    assert state["state"] == "failed" and fragment in state["reason"], state
+    # Earlier reports of the same release (downloading, say) may come first: wait for the refusal itself.
+    state = wait_for(lambda: (s := home.device_states(release).get(device.device_id)) and s["state"] == "failed" and s,
+                     30, what="the refusal reported home")
+    assert fragment in state["reason"], state
 
 
 def test_expired_metadata_is_refused(home: Home, make_device: Callable[..., Device], bundles: dict[str, builder.Built], keys: tuple) -> None:

@@ -71,8 +71,10 @@ def test_a_halted_release_reaches_no_new_device_and_a_rollback_release_goes_back
     wait_for(lambda: a.current_sha() == v1, 60, what="the rollback release")
     wait_for(lambda: "current, release 3" in b.log, 60, what="the other device to see it holds it already")
     assert b.current_sha() == v1
-    states = wait_for(lambda: (s := home.device_states(3)) and len(s) == 2 and s, 60, what="reports of release 3")
-    assert {v["state"] for v in states.values()} == {"active"}
+    # The canary reports "downloaded" before its health gate and "active" after it: wait for the last word.
+    states = wait_for(lambda: (s := home.device_states(3)) and len(s) == 2 and
+                      all(v["state"] == "active" for v in s.values()) and s, 60, what="both devices active on release 3")
+    assert set(states) == {"edge-12", "edge-3"}
 
 
 def test_a_release_for_named_devices_reaches_only_them(
