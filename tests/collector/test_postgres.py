@@ -4,7 +4,9 @@ across crashes. (Everything the two stores share runs against both in the other 
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -228,6 +230,38 @@ def test_workers_share_one_socket_and_one_database(collector_factory: Callable[.
     opened = {line.split()[0] for line in collector.log().splitlines() if " store " in line and " open;" in line}
     assert len(opened) == 2, collector.log()[-3000:]  # two worker processes opened their pools
     collector.stop()  # SIGTERM stops the workers and exits 0
+
+
+def _alive(pid: int) -> bool:
+    # A worker reparented to a PID 1 that does not reap stays a zombie: that counts as gone.
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def test_workers_stop_when_their_collector_process_is_killed(collector_factory: Callable[..., RunningCollector], postgres_url: str) -> None:
+    collector = collector_factory(db_url=postgres_url, workers=2)
+    assert post(collector.url, collector.token, batch(10)).json() == {"accepted": 10, "duplicates": 0}
+    deadline = time.monotonic() + 30
+    while len(workers := {int(line.split()[0]) for line in collector.log().splitlines() if " store " in line and " open;" in line}) < 2:
+        assert time.monotonic() < deadline, collector.log()[-3000:]
+        time.sleep(0.2)
+    assert collector.process is not None and all(_alive(pid) for pid in workers)
+    collector.process.kill()  # SIGKILL: the supervisor gets no chance to stop its workers
+    collector.process.wait(10)
+    deadline = time.monotonic() + 20
+    try:
+        while any(_alive(pid) for pid in workers):
+            assert time.monotonic() < deadline, f"workers {sorted(p for p in workers if _alive(p))} outlived their collector"
+            time.sleep(0.2)
+    finally:
+        for pid in filter(_alive, workers):  # leave no worker behind when this fails
+            os.kill(pid, signal.SIGKILL)
+    assert "that started this worker is gone: stopping" in collector.log()
+    # The port is free again: a new collector can take it.
+    collector.start()
+    assert post(collector.url, collector.token, batch(10)).json() == {"accepted": 10, "duplicates": 0}
 
 
 def test_workers_on_sqlite_are_refused(tmp_path: Path) -> None:
