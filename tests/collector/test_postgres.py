@@ -23,25 +23,9 @@ from home import add_token
 from home.stores.migrations import LATEST
 from telemetry import SyncOptions, SyncService
 from tests.support.collector import RunningCollector
-from tests.support.postgres import PostgresServer
+from tests.support.postgres import PostgresServer, execute
 
 from .batches import batch, post
-
-
-@pytest.fixture
-def pair(
-    collector_factory: Callable[..., RunningCollector], postgres_url: str, tmp_path: Path
-) -> tuple[RunningCollector, RunningCollector]:
-    """Two collectors on one database and one tokens file, as behind a load balancer."""
-    tokens = tmp_path / "shared-tokens.json"
-    first = collector_factory(db_url=postgres_url, tokens_path=tokens)
-    second = collector_factory(db_url=postgres_url, tokens_path=tokens, device_id="device-1-again")
-    return first, second
-
-
-def _execute(url: str, sql: str) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql)
 
 
 def test_a_failing_server_answers_503_and_keeps_nothing_of_the_batch(collector_factory: Callable[..., RunningCollector], postgres_url: str) -> None:
@@ -49,7 +33,7 @@ def test_a_failing_server_answers_503_and_keeps_nothing_of_the_batch(collector_f
     document = batch(5, counters={"dropped": 3, "sampled_out": 0, "dead_lettered": 0})
     poison = document["records"][3]["id"]
     # A real server-side failure in the middle of the batch: the 4th row aborts the statement.
-    _execute(
+    execute(
         postgres_url,
         f"""CREATE FUNCTION poison() RETURNS trigger AS $$ BEGIN
               IF NEW.id = '{poison}' THEN RAISE EXCEPTION 'simulated disk failure'; END IF; RETURN NEW;
@@ -66,7 +50,7 @@ def test_a_failing_server_answers_503_and_keeps_nothing_of_the_batch(collector_f
     assert collector.records() == []
     assert collector.devices() == {}
 
-    _execute(postgres_url, "DROP TRIGGER poison ON records")
+    execute(postgres_url, "DROP TRIGGER poison ON records")
     assert post(collector.url, collector.token, document).json() == {"accepted": 5, "duplicates": 0}
     assert collector.devices()["device-1"]["dropped"] == 3
 
@@ -76,7 +60,7 @@ def test_connections_cut_by_the_server_answer_503_then_recover(collector_factory
     assert post(collector.url, collector.token, batch(2)).status_code == 200
     name = postgres_url.rsplit("/", 1)[-1]
     # What a server restart or a failover does to every open connection of the pool.
-    _execute(postgres_url, f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()")
+    execute(postgres_url, f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()")
     document = batch(3)
     answers = []
     for _ in range(20):
@@ -110,7 +94,7 @@ def test_schema_is_versioned_and_a_newer_schema_is_refused(collector_factory: Ca
         assert conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()[0] == LATEST
     collector.stop()
 
-    _execute(postgres_url, "INSERT INTO schema_migrations VALUES (99, 'from the future', 0)")
+    execute(postgres_url, "INSERT INTO schema_migrations VALUES (99, 'from the future', 0)")
     result = CliRunner().invoke(cli, ["collector", "--db", postgres_url, "--tokens", str(collector.tokens_path), "--port", "0"])
     assert result.exit_code == 1
     assert "schema version 99" in result.stderr and "upgrade edgepack" in result.stderr
@@ -126,8 +110,8 @@ def test_a_nul_character_postgresql_cannot_store_is_refused_with_422(collector_f
     assert collector.records() == []
 
 
-def test_a_batch_retried_against_the_other_collector_stores_nothing_twice(pair: tuple[RunningCollector, RunningCollector]) -> None:
-    first, second = pair
+def test_a_batch_retried_against_the_other_collector_stores_nothing_twice(collector_pair: tuple[RunningCollector, RunningCollector]) -> None:
+    first, second = collector_pair
     document = batch(50, counters={"dropped": 4, "sampled_out": 1, "dead_lettered": 0})
     assert post(first.url, first.token, document).json() == {"accepted": 50, "duplicates": 0}
     assert post(second.url, first.token, document).json() == {"accepted": 0, "duplicates": 50}
@@ -137,8 +121,8 @@ def test_a_batch_retried_against_the_other_collector_stores_nothing_twice(pair: 
     assert first.devices()["device-1"]["batches"] == 2
 
 
-def test_the_same_batch_sent_to_both_collectors_at_once_is_stored_once(pair: tuple[RunningCollector, RunningCollector]) -> None:
-    first, second = pair
+def test_the_same_batch_sent_to_both_collectors_at_once_is_stored_once(collector_pair: tuple[RunningCollector, RunningCollector]) -> None:
+    first, second = collector_pair
     for _ in range(5):
         document = batch(500)
         with ThreadPoolExecutor(2) as pool:
@@ -149,9 +133,9 @@ def test_the_same_batch_sent_to_both_collectors_at_once_is_stored_once(pair: tup
 
 
 def test_a_device_alternating_between_two_collectors_across_crashes_stores_everything_once(
-    pair: tuple[RunningCollector, RunningCollector], tmp_path: Path
+    collector_pair: tuple[RunningCollector, RunningCollector], tmp_path: Path
 ) -> None:
-    collectors = list(pair)
+    collectors = list(collector_pair)
     token = collectors[0].token
     count = 6000
     with telemetry.Buffer(tmp_path / "device.db") as buffer:

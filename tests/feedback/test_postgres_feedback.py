@@ -24,28 +24,13 @@ from home.feedback.labels import LabelIn
 from home.feedback.postgres import PostgresFeedbackStore
 from home.stores.postgres import PostgresStore
 from tests.support.collector import RunningCollector
+from tests.support.postgres import execute
 
 from .helpers import feedback_rows, post_labels
 
 
-@pytest.fixture
-def pair(
-    collector_factory: Callable[..., RunningCollector], postgres_url: str, tmp_path: Path
-) -> tuple[RunningCollector, RunningCollector]:
-    """Two collectors on one database and one tokens file, as behind a load balancer."""
-    tokens = tmp_path / "shared-tokens.json"
-    first = collector_factory(db_url=postgres_url, tokens_path=tokens)
-    second = collector_factory(db_url=postgres_url, tokens_path=tokens, device_id="device-2")
-    return first, second
-
-
-def _execute(url: str, sql: str) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql)
-
-
 def _slow_inserts(url: str, seconds: float) -> None:
-    _execute(url, f"""
+    execute(url, f"""
         CREATE FUNCTION slow_label() RETURNS trigger AS $$ BEGIN PERFORM pg_sleep({seconds}); RETURN NEW; END $$
         LANGUAGE plpgsql;
         CREATE TRIGGER slow_label BEFORE INSERT ON feedback FOR EACH ROW EXECUTE FUNCTION slow_label();""")
@@ -71,9 +56,9 @@ def _at_once(calls: list[Callable[[], Any]]) -> list[tuple[Any, float, float]]:
 
 
 def test_conflicting_labels_at_two_collectors_at_once_store_exactly_one(
-    pair: tuple[RunningCollector, RunningCollector], postgres_url: str
+    collector_pair: tuple[RunningCollector, RunningCollector], postgres_url: str
 ) -> None:
-    first, second = pair
+    first, second = collector_pair
     _slow_inserts(postgres_url, 0.05)
     overlapped = 0
     winners = set()
@@ -98,9 +83,9 @@ def test_conflicting_labels_at_two_collectors_at_once_store_exactly_one(
 
 
 def test_batches_sharing_keys_in_opposite_orders_never_deadlock(
-    pair: tuple[RunningCollector, RunningCollector], postgres_url: str
+    collector_pair: tuple[RunningCollector, RunningCollector], postgres_url: str
 ) -> None:
-    first, second = pair
+    first, second = collector_pair
     _slow_inserts(postgres_url, 0.005)
     for _ in range(3):
         ids = [str(uuid.uuid4()) for _ in range(40)]
@@ -163,7 +148,7 @@ def test_a_failing_server_answers_503_and_keeps_nothing_of_the_labels(
 ) -> None:
     collector = collector_factory(db_url=postgres_url)
     ids = [str(uuid.uuid4()) for _ in range(3)]
-    _execute(postgres_url, f"""
+    execute(postgres_url, f"""
         CREATE FUNCTION poison() RETURNS trigger AS $$ BEGIN
           IF NEW.record_id = '{ids[1]}' THEN RAISE EXCEPTION 'simulated disk failure'; END IF; RETURN NEW;
         END $$ LANGUAGE plpgsql;
@@ -173,7 +158,7 @@ def test_a_failing_server_answers_503_and_keeps_nothing_of_the_labels(
     assert refused.status_code == 503 and refused.headers["Retry-After"] == "5"
     assert "simulated disk failure" in refused.json()["error"] and "nothing was stored" in refused.json()["error"]
     assert feedback_rows(collector) == []
-    _execute(postgres_url, "DROP TRIGGER poison ON feedback")
+    execute(postgres_url, "DROP TRIGGER poison ON feedback")
     again = post_labels(collector.url, collector.token, labels)
     assert again.status_code == 200 and again.json()["accepted"] == 3
     assert len(feedback_rows(collector)) == 3

@@ -12,17 +12,24 @@ programs are run through ``runuser``.
 ``postgresql://postgres@127.0.0.1:PORT/NAME``; tests get one each, so they never see
 each other's rows. ``postgres_url`` is a fresh database for one test.
 
+``collector_pair`` is two real collectors on one fresh database and one tokens file, as
+behind a load balancer (the second registers ``device-2``); ``execute(url, sql)`` runs SQL
+on a database outside any collector (triggers that fail, migrations from the future).
+
 The server runs with ``fsync=off``: tests kill collectors, never the server, and a
 collector's 200 still waits for the commit (``synchronous_commit`` stays on).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import psycopg
 import pytest
 
 from bench.pgcluster import PostgresServer
+from tests.support.collector import RunningCollector
 
 
 @pytest.fixture(scope="session")
@@ -40,4 +47,19 @@ def postgres_url(postgres_server: PostgresServer) -> str:
     return postgres_server.create_database()
 
 
-__all__ = ["PostgresServer", "postgres_server", "postgres_url"]
+@pytest.fixture
+def collector_pair(
+    collector_factory: Callable[..., RunningCollector], postgres_url: str, tmp_path: Path
+) -> tuple[RunningCollector, RunningCollector]:
+    tokens = tmp_path / "shared-tokens.json"
+    first = collector_factory(db_url=postgres_url, tokens_path=tokens)
+    second = collector_factory(db_url=postgres_url, tokens_path=tokens, device_id="device-2")
+    return first, second
+
+
+def execute(url: str, sql: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql)
+
+
+__all__ = ["PostgresServer", "collector_pair", "execute", "postgres_server", "postgres_url"]
