@@ -36,7 +36,9 @@ from .fetcher import HttpxFetcher
 from .gate import HealthGateSteps
 from .result import PollResult
 from .options import UpdateOptions
-from .release import DeviceRelease, parse_release
+from runtime.release import Release
+
+from .release import parse_release
 from .rollout import bucket, takes
 from .state import UpdateState, load_state, save_state
 
@@ -197,7 +199,7 @@ class UpdateLoop(HealthGateSteps):
         self._report("failed", release=exc.release, reason=exc.reason, channel=exc.channel, sha=exc.bundle_sha256)
         return PollResult(outcome="refused", detail=exc.reason, release=exc.release or None)
 
-    def _consider(self, release: DeviceRelease, info: Any) -> PollResult:
+    def _consider(self, release: Release, info: Any) -> PollResult:
         channel = self.options.channel
         floor = self.state.floors.get(channel, 0)
         if release.release < floor:
@@ -231,7 +233,7 @@ class UpdateLoop(HealthGateSteps):
             self.state.floors[channel] = number
             save_state(self.state_path, self.state)
 
-    def _apply(self, release: DeviceRelease, info: Any) -> PollResult:
+    def _apply(self, release: Release, info: Any) -> PollResult:
         from tuf.api import exceptions as tuf_errors
 
         from runtime.errors import DowngradeError, EdgeError

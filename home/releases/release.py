@@ -1,21 +1,20 @@
-"""What a release is: one channel's signed offer (``Release``), and the rules for its fields."""
+"""The rules for a release's fields at home (``Release`` itself is ``runtime.release``, shared with devices)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from runtime.release import CUSTOM_KEY, RELEASE_FORMAT, Release
 from runtime.store import fsync_dir
 
 from .errors import PublishError
 
 CHANNEL = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-CUSTOM_KEY = "edgepack"
-RELEASE_FORMAT = 1
+__all__ = ["CUSTOM_KEY", "RELEASE_FORMAT", "ExpiryPolicy", "Release", "check_channel", "expiry_in", "now_utc", "parse_rollout", "target_path", "write_atomically"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,52 +31,6 @@ class ExpiryPolicy:
     """Timestamp: the freshness guarantee. A device refuses an older timestamp than this
     allows, so a frozen repository (or an attacker replaying it) is noticed within it.
     Run ``edgepack release refresh`` more often than half of it (cron, a systemd timer)."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class Release:
-    """What a channel offers: one signed target's ``custom.edgepack``."""
-
-    release: int
-    """Release number, unique and growing across the repository (a rollback gets a new one)."""
-    channel: str
-    """The channel, e.g. ``stable`` or ``canary``."""
-    model: str
-    """The bundle's registry model name."""
-    version: str
-    """The bundle's registry version."""
-    bundle_sha256: str
-    """sha256 of the ``.edgepkg`` file (also the TUF target's hash)."""
-    length: int
-    """Size of the bundle in bytes (also the TUF target's length)."""
-    rollout: float
-    """Percent of devices (0-100) that take it: those whose bucket (hash of device id and
-    release number) falls under it."""
-    devices: tuple[str, ...] = ()
-    """Devices that take it whatever their bucket (canaries)."""
-    halted: bool = False
-    """Devices not yet on it stop taking it; devices on it stay."""
-    kind: str = "publish"
-    """``publish`` or ``rollback`` (a deliberate step back to an older bundle)."""
-    published_at: str = ""
-    """UTC time of the first publish of this release number (informational)."""
-
-    def custom(self) -> dict[str, Any]:
-        body = asdict(self)
-        body["devices"] = list(self.devices)
-        body["format"] = RELEASE_FORMAT
-        # Canonical JSON (what TUF signs) has no floats: the percentage travels in basis points.
-        body["rollout_bp"] = round(body.pop("rollout") * 100)
-        return {CUSTOM_KEY: body}
-
-    @classmethod
-    def from_custom(cls, custom: Any) -> Release:
-        body = dict(custom[CUSTOM_KEY])
-        body.pop("format", None)
-        if "rollout_bp" in body:
-            body["rollout"] = body.pop("rollout_bp") / 100
-        body["devices"] = tuple(body.get("devices") or ())
-        return cls(**body)
 
 
 def target_path(channel: str) -> str:

@@ -33,7 +33,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -194,8 +194,7 @@ class ReleaseRepository:
         return max((r.release for r in self.history()), default=0) + 1
 
     def _record(self, release: Release) -> None:
-        items = [asdict(r) | {"devices": list(r.devices)} for r in self.history()]
-        items.append(asdict(release) | {"devices": list(release.devices)})
+        items = [r.custom()[CUSTOM_KEY] for r in [*self.history(), release]]
         write_atomically(self.root / "releases.json", json.dumps({"format": RELEASE_FORMAT, "releases": items}, indent=1).encode())
 
     def _set_channel(self, release: Release, *, record: bool) -> Release:
