@@ -27,7 +27,15 @@ def _frequencies(values: Sequence[Any]) -> dict[str, float]:
     return {key: counts[key] / total for key in sorted(counts)} if total else {}
 
 
-def baseline(frame: Any, columns: Sequence[Column], predictions: Any, *, classification: bool, bins: int) -> dict[str, Any]:
+def baseline(
+    frame: Any, columns: Sequence[Column], predictions: Any, *, classification: bool, bins: int, synthesized: bool
+) -> dict[str, Any]:
+    """The manifest's ``baseline``: what the reference rows and the model's answers on them looked like.
+
+    ``source`` says where the rows came from: ``reference`` (``--reference-data``) or
+    ``synthesized`` (the logged input example plus made-up rows), so monitoring at home can
+    say how little drift against the latter means.
+    """
     import numpy as np
 
     features: dict[str, Any] = {}
@@ -47,4 +55,4 @@ def baseline(frame: Any, columns: Sequence[Column], predictions: Any, *, classif
         prediction: dict[str, Any] = {"kind": "classification", "frequencies": _frequencies(list(predictions))}
     else:
         prediction = {"kind": "regression", **_histogram(np.asarray(predictions, dtype=np.float64), bins)}
-    return {"rows": len(frame), "features": features, "prediction": prediction}
+    return {"rows": len(frame), "source": "synthesized" if synthesized else "reference", "features": features, "prediction": prediction}

@@ -188,7 +188,8 @@ def from_onnx(loaded: LoadedModel, reference_data: Any, options: BuildOptions) -
         inputs=input_entries(columns, converted, outcome.nullable, categories={}, ranges={}, real=real, observed=reference_data is not None),
         parity=parity_record(outcome, tol, classification),
         golden=golden_record(original, golden, columns, classification, tol),
-        baseline=baseline(base, columns, predictions, classification=classification, bins=options.histogram_bins),
+        baseline=baseline(base, columns, predictions, classification=classification, bins=options.histogram_bins,
+                          synthesized=reference_data is None),
         producers={"original": producer},
         target_range=target_range_of(reference_data, options.target_column) if options.target_column and not classification else None,
     )

@@ -92,8 +92,12 @@ def _baseline_source(manifest: dict[str, Any]) -> str:
 
     A build without ``--reference-data`` takes its baseline from the logged input example
     plus synthesized rows and leaves every numeric input's training ``range`` unset; drift
-    against such a baseline says little about the real data.
+    against such a baseline says little about the real data. Bundles say so in
+    ``baseline.source``; older bundles are told apart by their unset ranges.
     """
+    source = (manifest.get("baseline") or {}).get("source")
+    if source in ("reference", "synthesized"):
+        return source
     numeric = [e for e in manifest.get("inputs") or [] if isinstance(e, dict) and e.get("kind") == "numeric"]
     if numeric and all(e.get("range") is None for e in numeric):
         return "synthesized"

@@ -58,3 +58,19 @@ def test_regression_prediction_drift_and_live_errors(make_bundle, tmp_path: Path
     assert live["labeled"] == len(rows)
     assert live["overall"]["mae"] == pytest.approx(np.abs(errors).mean())
     assert live["overall"]["rmse"] == pytest.approx(np.sqrt((errors**2).mean()))
+
+
+@pytest.mark.parametrize(
+    ("baseline", "ranges", "expected"),
+    [
+        ({"source": "reference"}, None, "reference"),  # the manifest says so: believed, even without ranges
+        ({"source": "synthesized"}, [0.0, 1.0], "synthesized"),
+        ({}, None, "synthesized"),  # a bundle from before the field: told by its unset ranges
+        ({}, [0.0, 1.0], "reference"),
+    ],
+)
+def test_the_baseline_source_is_the_manifests_word_else_guessed(baseline: dict, ranges: list | None, expected: str) -> None:
+    from home.monitoring.report import _baseline_source
+
+    manifest = {"baseline": baseline, "inputs": [{"name": "x", "kind": "numeric", "range": ranges}]}
+    assert _baseline_source(manifest) == expected

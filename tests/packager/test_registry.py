@@ -180,6 +180,7 @@ def test_bundle_contents_follow_the_format(registry: Registry, tmp_path: Path) -
     assert m["parity"]["onnxruntime"] == ort.__version__ and m["parity"]["max_abs_diff"] <= 1e-4
     assert m["onnx"]["precision"] == "float32" and set(m["onnx"]["producers"]) == {"skl2onnx", "onnx", "sklearn"}
     assert m["baseline"]["rows"] == 5 + BuildOptions().synth_rows  # the input example plus synthesised rows
+    assert m["baseline"]["source"] == "synthesized"  # so monitoring can say how little drift against it means
     requirements = bundle.files["requirements.txt"].decode().splitlines()
     assert requirements[0] == f"onnxruntime=={ort.__version__}" and requirements[1].startswith("numpy>=")
     assert {r.split(">")[0] for r in requirements[2:]} >= {"httpx", "sqlite-utils", "cryptography"}
@@ -214,6 +215,7 @@ def test_reference_data_files_csv_and_parquet(registry: Registry, tmp_path: Path
     temp = read_bundle(tmp_path / "a.edgepkg").manifest["inputs"][0]
     assert temp["range"] == pytest.approx([X["temp c"].min(), X["temp c"].max()])
     assert read_bundle(tmp_path / "a.edgepkg").manifest["baseline"]["features"]["humidity %"]["missing"] == int(X["humidity %"].isna().sum())
+    assert read_bundle(tmp_path / "a.edgepkg").manifest["baseline"]["source"] == "reference"
 
     X.drop(columns=["region"]).to_csv(tmp_path / "short.csv", index=False)
     with pytest.raises(ReferenceDataError, match=r"lacks the model's columns \['region'\]"):
