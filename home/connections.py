@@ -14,7 +14,8 @@ missing guards to uvicorn's own h11 protocol:
 - once a request is answered before its body was read in full (401, 413, 429, ...), the
   rest of the body is discarded for at most ``LINGER_SECONDS`` more, then the connection
   is closed. Closing at once would reset the connection under a client still sending,
-  which could then lose the answer that says why.
+  which could then lose the answer that says why. Once that body has arrived, the
+  connection is an ordinary kept-alive one again (a retry on it is served in full).
 
 The body deadline itself is the app's (``body_timeout_seconds``, answered 408).
 """
@@ -53,6 +54,7 @@ def guarded_protocol(settings: CollectorSettings) -> type[H11Protocol]:
             super().__init__(*args, **kwargs)
             self._header_timer: asyncio.TimerHandle | None = None
             self._linger_timer: asyncio.TimerHandle | None = None
+            self._linger_cycle: object = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -73,7 +75,10 @@ def guarded_protocol(settings: CollectorSettings) -> type[H11Protocol]:
             if self._linger_timer is None and self.conn.their_state is h11.IDLE:
                 # The first bytes of a later request on a kept-alive connection.
                 self._await_headers()
+            lingering = self._linger_cycle if self._linger_timer is not None else None
             super().data_received(data)
+            if lingering is not None and (self.cycle is not lingering or self.conn.their_state is h11.IDLE):
+                self._linger_done()
             if self.conn.their_state is not h11.IDLE:
                 self._headers_done()
 
@@ -85,6 +90,7 @@ def guarded_protocol(settings: CollectorSettings) -> type[H11Protocol]:
             # bounded time, whatever the client does, then close.
             self._unset_keepalive_if_required()
             if self._linger_timer is None:
+                self._linger_cycle = self.cycle
                 self._linger_timer = self.loop.call_later(LINGER_SECONDS, self._close_lingering)
 
         def connection_lost(self, exc: Exception | None) -> None:
@@ -112,6 +118,22 @@ def guarded_protocol(settings: CollectorSettings) -> type[H11Protocol]:
                 "closed a connection from %s: no complete request headers within %g s", _peer(self.client), waiting.timeout
             )
             self.transport.close()
+
+        def _linger_done(self) -> None:
+            # The rest of the answered request's body has arrived: the connection is an
+            # ordinary kept-alive one again. The deadline must not outlive that request: a
+            # client that reuses the connection (a retry after a 503, say) would have its
+            # next request cut off mid-way, possibly after it was stored and before its answer.
+            assert self._linger_timer is not None
+            self._linger_timer.cancel()
+            self._linger_timer = None
+            self._linger_cycle = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                if self.conn.trailing_data[0]:
+                    self._await_headers()  # part of the next request's headers is here already
+                else:
+                    self._unset_keepalive_if_required()
+                    self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
 
         def _close_lingering(self) -> None:
             self._linger_timer = None

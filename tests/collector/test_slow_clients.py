@@ -7,6 +7,7 @@ is bounded in time: each slow client sends one byte a second.
 
 from __future__ import annotations
 
+import json
 import select
 import socket
 import threading
@@ -215,3 +216,32 @@ def test_a_slow_second_request_on_a_kept_alive_connection_is_cut_off(collector_f
     assert client.status == 200 and client.received.count(b"HTTP/1.1 ") == 1
     assert last_closed < HEADER_TIMEOUT + 3
     assert httpx.get(f"{collector.url}/healthz").status_code == 200
+
+
+def test_a_connection_reused_after_an_early_answer_serves_the_next_request_in_full(
+    collector_factory: Callable[..., RunningCollector],
+) -> None:
+    collector = collector_factory()  # default deadlines: the body may take its time
+    sock = socket.create_connection(("127.0.0.1", collector.port), timeout=30)
+    try:
+        # Answered 401 before its body was read; the client then sends that body after all...
+        junk = b" " * 100
+        sock.sendall(_upload_head(collector.port, "ept_unknown", len(junk)))
+        assert sock.recv(65536).startswith(b"HTTP/1.1 401 ")
+        answered = time.monotonic()
+        sock.sendall(junk)
+        # ...and reuses the connection, as a retry does, for a request still going when the
+        # deadline for discarding the first body would have passed.
+        body = json.dumps(batch(3)).encode()
+        sock.sendall(_upload_head(collector.port, collector.token, len(body)) + body[:10])
+        time.sleep(LINGER_SECONDS + 1.5 - (time.monotonic() - answered))
+        sock.sendall(body[10:])
+        received = b""
+        while b'"duplicates"' not in received:
+            chunk = sock.recv(65536)
+            assert chunk, f"the collector closed the connection instead of answering (got {received!r})"
+            received += chunk
+    finally:
+        sock.close()
+    assert received.startswith(b"HTTP/1.1 200 ") and received.endswith(b'{"accepted":3,"duplicates":0}')
+    assert len(collector.records()) == 3
