@@ -14,15 +14,19 @@ import numpy as np
 from . import signing
 from .bundle import GOLDEN, MODEL, Bundle, BundleLimits, read_bundle
 from .errors import BundleError, EdgeError, InputError, SelfTestError
+from .features import Flags
 from .golden import parse_golden, self_test
 from .options import SessionOptions
 from .outputs import OutputSpec
+from .binding import PACK_ERRORS, RowBinding
 from .schema import Feature, InputSchema
 from .session import Session
 from .telemetry_hook import TelemetrySink
 
 SMALL_BATCH = 8
 """``predict_batch`` of at most this many rows of numpy columns takes the row path."""
+BINDING_CHECK_ROWS = 64
+"""Golden rows replayed at load through both one-row paths, which must agree exactly."""
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +80,9 @@ class EdgeModel:
         self._outputs = OutputSpec(self.manifest, self._session.outputs)
         self._output_names = list(self._outputs.names)
         self._run = self._session.run
-        self._raw_run = self._session.raw_run
         self._row_values = self._schema.row_values
         self._first = self._outputs.first
+        self._binding: RowBinding | None = None
         self.inputs: tuple[Feature, ...] = self._schema.features
         self._column_kinds = tuple((f.name, f.dtype != "string") for f in self._schema.features)
         self.classes: tuple[Any, ...] | None = self._outputs.classes
@@ -96,13 +100,16 @@ class EdgeModel:
         self.golden_rows: int = golden.rows
         """How many golden rows the self-test replayed."""
         self_test(golden, lambda cols: self._predict_columns(cols, strict=False), self.classes)
-        # One single-row run so that the first real prediction does not pay for lazy setup.
+        # One single-row run so that the first real prediction does not pay for lazy setup;
+        # its outputs shape the IOBinding of the one-row path, which must then answer the same.
         first = {name: col[0] for name, col in golden.inputs.items()}
         try:
             feeds, _, _ = self._schema.pack_row(first, False)
-            self._first(self._run(self._output_names, feeds), [])
+            probe = self._run(self._output_names, feeds)
+            self._first(probe, [])
         except EdgeError as exc:
             raise SelfTestError(f"golden row 0 alone cannot be predicted: {exc}", entry=GOLDEN) from exc
+        self._binding = self._checked_binding(probe, golden.inputs)
 
         self._telemetry = telemetry
         # A sink may take the inputs as (names, values) tuples: no dict per prediction.
@@ -146,13 +153,8 @@ class EdgeModel:
         """Predict one mapping (-> one result) or many rows (-> a list of results)."""
         if type(data) is dict or isinstance(data, Mapping):
             # The hot path: one validation pass, one onnxruntime call, one result dict.
-            feeds: dict[str, Any] = {}
-            values, flags = self._row_values(data, self.strict, feeds)
-            try:
-                raw = self._raw_run(self._output_names, feeds, None)
-            except Session.errors as exc:
-                raise Session.failure(exc) from exc
-            result = self._first(raw, flags)
+            values, flags = self._row_values(data, self.strict)
+            result = self._predict_one(values, self._first, flags)
             if self._telemetry is not None:
                 record_id = self._record(values, result)
                 if self._ids:
@@ -207,6 +209,59 @@ class EdgeModel:
             for i, (p, row) in enumerate(zip(predictions, arrays["probabilities"].tolist()))
         ]
 
+    def _predict_one(self, values: list[Sequence[Any]], finish: Any, flags: Flags) -> Any:
+        """Run one validated row; ``finish(outputs, flags)`` turns the outputs into the result."""
+        binding = self._binding
+        if binding is not None:
+            try:
+                return binding.run(values, finish, flags)
+            except PACK_ERRORS + Session.errors:
+                pass  # the plain path below names what did not fit, or translates the failure
+        feeds = self._schema.feeds_of(values)
+        return finish(self._run(self._output_names, feeds), flags)
+
+    def _checked_binding(self, probe: list[Any], golden: dict[str, list[Any]]) -> RowBinding | None:
+        """The IOBinding path, if the graph can be bound and answers every golden row (up
+        to ``BINDING_CHECK_ROWS``) exactly as ``InferenceSession.run`` does; else None, and
+        every row takes ``InferenceSession.run``."""
+        binding = RowBinding.for_outputs(self._session, self._schema.packed, self._output_names, probe)
+        if binding is None:
+            return None
+        count = min(BINDING_CHECK_ROWS, *(len(col) for col in golden.values()))
+        for i in range(count):
+            try:
+                values, _ = self._row_values({name: col[i] for name, col in golden.items()}, False)
+                expected = self._first(self._run(self._output_names, self._schema.feeds_of(values)), [])
+            except EdgeError:
+                continue  # not a row the one-row path would run either
+            try:
+                bound = binding.run(values, self._first, [])
+            except PACK_ERRORS + Session.errors as exc:
+                log.info("%s v%s: the one-row IOBinding path fails (%s); using InferenceSession.run", self.name, self.version, exc)
+                return None
+            if bound != expected and repr(bound) != repr(expected):  # repr: NaN == NaN
+                log.info("%s v%s: the one-row IOBinding path disagrees with InferenceSession.run; not used", self.name, self.version)
+                return None
+        return binding
+
+    def _one_row(self, columns: Mapping[str, Any], strict: bool) -> dict[str, Any] | None:
+        """A batch of one row of plain numpy columns as a row dict; None for anything else."""
+        if type(columns) is not dict or (strict and len(columns) != len(self._column_kinds)):
+            return None
+        row = {}
+        for name, numeric in self._column_kinds:
+            col = columns.get(name)
+            if type(col) is not np.ndarray or col.ndim != 1 or len(col) != 1:
+                return None
+            value = col.item()
+            if numeric:
+                if col.dtype.kind not in "fiu":
+                    return None
+            elif type(value) is not str:  # a str from a 'U' array, or a str in an object array
+                return None
+            row[name] = value
+        return row
+
     def _small_rows(self, columns: Mapping[str, Any], strict: bool) -> list[dict[str, Any]] | None:
         """A batch of at most ``SMALL_BATCH`` rows of plain numpy columns, as row dicts; None
         for anything else (which the column path validates and explains)."""
@@ -235,6 +290,19 @@ class EdgeModel:
         return [dict(zip(names, values)) for values in zip(*lists)]
 
     def _predict_columns(self, columns: Mapping[str, Any], *, strict: bool, record: bool = False) -> dict[str, Any]:
+        row = self._one_row(columns, strict)
+        if row is not None:
+            # One row (a caller predicting per row with predict_batch): the one-row path.
+            try:
+                values, flags = self._row_values(row, strict)
+                result = self._predict_one(values, self._outputs.single_arrays, flags)
+            except InputError as exc:
+                raise exc.at_row(0) from None
+            if record and self._telemetry is not None:
+                record_ids = [self._record(values, self._rows_from_arrays(result)[0])]
+                if self._ids:
+                    result["record_ids"] = record_ids
+            return result
         rows = self._small_rows(columns, strict)
         if rows is not None:
             # A few rows: the row path's validation costs a few µs per row, where the
