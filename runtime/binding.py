@@ -19,7 +19,7 @@ no string tensors. A graph with a string input or output keeps ``Session.run``.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -104,3 +104,16 @@ class RowBinding:
         # Only a slot whose call went through goes back: one that raised is dropped.
         pool.append(slot)
         return result
+
+    def disagreement(self, rows: Iterable[Sequence[Sequence[Any]]], plain: Callable[[Sequence[Sequence[Any]]], Any], finish: Callable[[list[np.ndarray], list[Any]], Any]) -> str | None:
+        """Why this binding must not be used, or None: it must answer every row of
+        validated ``rows`` exactly as ``plain(values)`` (``InferenceSession.run``) does."""
+        for values in rows:
+            expected = plain(values)
+            try:
+                bound = self.run(values, finish, [])
+            except PACK_ERRORS + Session.errors as exc:
+                return f"it fails: {exc}"
+            if bound != expected and repr(bound) != repr(expected):  # repr: NaN == NaN
+                return f"it answers {bound!r} where InferenceSession.run answers {expected!r}"
+        return None

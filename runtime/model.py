@@ -9,22 +9,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
-
 from . import signing
+from .binding import PACK_ERRORS, RowBinding
 from .bundle import GOLDEN, MODEL, Bundle, BundleLimits, read_bundle
 from .errors import BundleError, EdgeError, InputError, SelfTestError
 from .features import Flags
 from .golden import parse_golden, self_test
 from .options import SessionOptions
 from .outputs import OutputSpec
-from .binding import PACK_ERRORS, RowBinding
+from .rows import SMALL_BATCH, few_rows, one_row  # noqa: F401 - SMALL_BATCH: callers import it from here
 from .schema import Feature, InputSchema
 from .session import Session
 from .telemetry_hook import TelemetrySink
 
-SMALL_BATCH = 8
-"""``predict_batch`` of at most this many rows of numpy columns takes the row path."""
 BINDING_CHECK_ROWS = 64
 """Golden rows replayed at load through both one-row paths, which must agree exactly."""
 
@@ -221,76 +218,26 @@ class EdgeModel:
         return finish(self._run(self._output_names, feeds), flags)
 
     def _checked_binding(self, probe: list[Any], golden: dict[str, list[Any]]) -> RowBinding | None:
-        """The IOBinding path, if the graph can be bound and answers every golden row (up
-        to ``BINDING_CHECK_ROWS``) exactly as ``InferenceSession.run`` does; else None, and
+        """The IOBinding path, if the graph can be bound and answers the golden rows (up to
+        ``BINDING_CHECK_ROWS``) exactly as ``InferenceSession.run`` does; else None, and
         every row takes ``InferenceSession.run``."""
         binding = RowBinding.for_outputs(self._session, self._schema.packed, self._output_names, probe)
         if binding is None:
             return None
-        count = min(BINDING_CHECK_ROWS, *(len(col) for col in golden.values()))
-        for i in range(count):
+        rows = []
+        for i in range(min(BINDING_CHECK_ROWS, *(len(col) for col in golden.values()))):
             try:
-                values, _ = self._row_values({name: col[i] for name, col in golden.items()}, False)
-                expected = self._first(self._run(self._output_names, self._schema.feeds_of(values)), [])
-            except EdgeError:
-                continue  # not a row the one-row path would run either
-            try:
-                bound = binding.run(values, self._first, [])
-            except PACK_ERRORS + Session.errors as exc:
-                log.info("%s v%s: the one-row IOBinding path fails (%s); using InferenceSession.run", self.name, self.version, exc)
-                return None
-            if bound != expected and repr(bound) != repr(expected):  # repr: NaN == NaN
-                log.info("%s v%s: the one-row IOBinding path disagrees with InferenceSession.run; not used", self.name, self.version)
-                return None
+                rows.append(self._row_values({name: col[i] for name, col in golden.items()}, False)[0])
+            except InputError:
+                continue  # not a row either path would run
+        problem = binding.disagreement(rows, lambda v: self._first(self._run(self._output_names, self._schema.feeds_of(v)), []), self._first)
+        if problem is not None:
+            log.info("%s v%s: one-row IOBinding path not used (%s)", self.name, self.version, problem)
+            return None
         return binding
 
-    def _one_row(self, columns: Mapping[str, Any], strict: bool) -> dict[str, Any] | None:
-        """A batch of one row of plain numpy columns as a row dict; None for anything else."""
-        if type(columns) is not dict or (strict and len(columns) != len(self._column_kinds)):
-            return None
-        row = {}
-        for name, numeric in self._column_kinds:
-            col = columns.get(name)
-            if type(col) is not np.ndarray or col.ndim != 1 or len(col) != 1:
-                return None
-            value = col.item()
-            if numeric:
-                if col.dtype.kind not in "fiu":
-                    return None
-            elif type(value) is not str:  # a str from a 'U' array, or a str in an object array
-                return None
-            row[name] = value
-        return row
-
-    def _small_rows(self, columns: Mapping[str, Any], strict: bool) -> list[dict[str, Any]] | None:
-        """A batch of at most ``SMALL_BATCH`` rows of plain numpy columns, as row dicts; None
-        for anything else (which the column path validates and explains)."""
-        if type(columns) is not dict or (strict and len(columns) != len(self._schema.names)):
-            return None
-        lists = []
-        n = -1
-        for name, numeric in self._column_kinds:
-            col = columns.get(name)
-            if type(col) is not np.ndarray or col.ndim != 1:
-                return None
-            kind = col.dtype.kind
-            if numeric:
-                if kind not in "fiu":
-                    return None
-            elif kind != "U" and not (kind == "O" and len(col) <= SMALL_BATCH and all(type(v) is str for v in col)):
-                return None
-            if n < 0:
-                n = len(col)
-                if not 0 < n <= SMALL_BATCH:
-                    return None
-            elif len(col) != n:
-                return None
-            lists.append(col.tolist())
-        names = self._schema.names
-        return [dict(zip(names, values)) for values in zip(*lists)]
-
     def _predict_columns(self, columns: Mapping[str, Any], *, strict: bool, record: bool = False) -> dict[str, Any]:
-        row = self._one_row(columns, strict)
+        row = one_row(columns, self._column_kinds, strict)
         if row is not None:
             # One row (a caller predicting per row with predict_batch): the one-row path.
             try:
@@ -303,7 +250,7 @@ class EdgeModel:
                 if self._ids:
                     result["record_ids"] = record_ids
             return result
-        rows = self._small_rows(columns, strict)
+        rows = few_rows(columns, self._column_kinds, strict)
         if rows is not None:
             # A few rows: the row path's validation costs a few µs per row, where the
             # column path's numpy calls cost ~50 µs of setup whatever the row count.
