@@ -77,6 +77,8 @@ class EdgeModel:
         self._outputs = OutputSpec(self.manifest, self._session.outputs)
         self._output_names = list(self._outputs.names)
         self._run = self._session.run
+        self._raw_run = self._session.raw_run
+        self._run_options = self._session.run_options
         self._row_values = self._schema.row_values
         self._first = self._outputs.first
         self._binding: RowBinding | None = None
@@ -189,22 +191,11 @@ class EdgeModel:
         names = [str(c) for c in frame.columns]
         columns = {name: frame[col] for name, col in zip(names, frame.columns)}
         arrays = self._predict_columns(columns, strict=self.strict, record=True)
-        rows = self._rows_from_arrays(arrays)
+        rows = self._outputs.rows_of_arrays(arrays)
         if "record_ids" in arrays:
             for row, record_id in zip(rows, arrays["record_ids"]):
                 row["record_id"] = record_id
         return rows
-
-    def _rows_from_arrays(self, arrays: dict[str, Any]) -> list[Result]:
-        predictions = arrays["prediction"].tolist()
-        flagged = arrays["flags"]
-        if self.classes is None or "probabilities" not in arrays:  # regression, or a label-only classifier
-            return [{"prediction": p, "flags": list(flagged.get(i, ()))} for i, p in enumerate(predictions)]
-        classes = self.classes
-        return [
-            {"prediction": p, "probabilities": dict(zip(classes, row)), "flags": list(flagged.get(i, ()))}
-            for i, (p, row) in enumerate(zip(predictions, arrays["probabilities"].tolist()))
-        ]
 
     def _predict_one(self, values: list[Sequence[Any]], finish: Any, flags: Flags) -> Any:
         """Run one validated row; ``finish(outputs, flags)`` turns the outputs into the result."""
@@ -215,7 +206,11 @@ class EdgeModel:
             except PACK_ERRORS + Session.errors:
                 pass  # the plain path below names what did not fit, or translates the failure
         feeds = self._schema.feeds_of(values)
-        return finish(self._run(self._output_names, feeds), flags)
+        try:
+            raw = self._raw_run(self._output_names, feeds, self._run_options)
+        except Session.errors as exc:
+            raise Session.failure(exc) from exc
+        return finish(raw, flags)
 
     def _checked_binding(self, probe: list[Any], golden: dict[str, list[Any]]) -> RowBinding | None:
         """The IOBinding path, if the graph can be bound and answers the golden rows (up to
@@ -225,7 +220,7 @@ class EdgeModel:
         if binding is None:
             return None
         rows = []
-        for i in range(min(BINDING_CHECK_ROWS, *(len(col) for col in golden.values()))):
+        for i in range(min([BINDING_CHECK_ROWS, *(len(col) for col in golden.values())])):
             try:
                 rows.append(self._row_values({name: col[i] for name, col in golden.items()}, False)[0])
             except InputError:
@@ -246,7 +241,7 @@ class EdgeModel:
             except InputError as exc:
                 raise exc.at_row(0) from None
             if record and self._telemetry is not None:
-                record_ids = [self._record(values, self._rows_from_arrays(result)[0])]
+                record_ids = [self._record(values, self._outputs.rows_of_arrays(result)[0])]
                 if self._ids:
                     result["record_ids"] = record_ids
             return result
@@ -257,7 +252,7 @@ class EdgeModel:
             feeds, values, row_flags = self._schema.pack_rows(rows, strict)
             result = self._outputs.arrays(self._run(self._output_names, feeds), {i: f for i, f in enumerate(row_flags) if f})
             if record and self._telemetry is not None:
-                record_ids = [self._record(v, r) for v, r in zip(values, self._rows_from_arrays(result))]
+                record_ids = [self._record(v, r) for v, r in zip(values, self._outputs.rows_of_arrays(result))]
                 if self._ids:
                     result["record_ids"] = record_ids
             return result
@@ -266,7 +261,7 @@ class EdgeModel:
         if record and self._telemetry is not None:
             names = list(arrays)
             columns_as_lists = [arrays[n].tolist() for n in names]
-            rows = self._rows_from_arrays(result)
+            rows = self._outputs.rows_of_arrays(result)
             record_ids = []
             for i, row_result in enumerate(rows):
                 inputs = {n: (None if (v := col[i]) is None or v != v else v) for n, col in zip(names, columns_as_lists)}

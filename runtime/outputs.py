@@ -159,6 +159,18 @@ class OutputSpec:
                 flags.setdefault(i, []).append(PREDICTION_OUT_OF_RANGE)
         return {"prediction": values, "flags": flags}
 
+    def rows_of_arrays(self, arrays: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """``arrays``' result as one result dict per row (what ``predict`` gives)."""
+        predictions = arrays["prediction"].tolist()
+        flagged = arrays["flags"]
+        if self.classes is None or "probabilities" not in arrays:  # regression, or a label-only classifier
+            return [{"prediction": p, "flags": list(flagged.get(i, ()))} for i, p in enumerate(predictions)]
+        classes = self.classes
+        return [
+            {"prediction": p, "probabilities": dict(zip(classes, row)), "flags": list(flagged.get(i, ()))}
+            for i, (p, row) in enumerate(zip(predictions, arrays["probabilities"].tolist()))
+        ]
+
     def single_arrays(self, raw: list[np.ndarray], flags: Flags) -> dict[str, Any]:
         """What ``arrays`` gives for a one-row run, copied out of ``raw`` (whose buffers the
         next call may reuse), without ``arrays``' per-batch numpy calls."""
