@@ -22,7 +22,7 @@ from .schema import Feature, InputSchema
 from .session import Session
 from .telemetry_hook import TelemetrySink
 
-BINDING_CHECK_ROWS = 64
+BINDING_CHECK_ROWS = 16
 """Golden rows replayed at load through both one-row paths, which must agree exactly."""
 
 log = logging.getLogger(__name__)
