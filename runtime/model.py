@@ -9,20 +9,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
-
 from . import signing
+from .binding import PACK_ERRORS, RowBinding
 from .bundle import GOLDEN, MODEL, Bundle, BundleLimits, read_bundle
 from .errors import BundleError, EdgeError, InputError, SelfTestError
+from .features import Flags
 from .golden import parse_golden, self_test
 from .options import SessionOptions
 from .outputs import OutputSpec
+from .rows import SMALL_BATCH, few_rows, one_row  # noqa: F401 - SMALL_BATCH: callers import it from here
 from .schema import Feature, InputSchema
 from .session import Session
 from .telemetry_hook import TelemetrySink
 
-SMALL_BATCH = 8
-"""``predict_batch`` of at most this many rows of numpy columns takes the row path."""
+BINDING_CHECK_ROWS = 16
+"""Golden rows replayed at load through both one-row paths, which must agree exactly."""
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +78,10 @@ class EdgeModel:
         self._output_names = list(self._outputs.names)
         self._run = self._session.run
         self._raw_run = self._session.raw_run
+        self._run_options = self._session.run_options
         self._row_values = self._schema.row_values
         self._first = self._outputs.first
+        self._binding: RowBinding | None = None
         self.inputs: tuple[Feature, ...] = self._schema.features
         self._column_kinds = tuple((f.name, f.dtype != "string") for f in self._schema.features)
         self.classes: tuple[Any, ...] | None = self._outputs.classes
@@ -96,13 +99,16 @@ class EdgeModel:
         self.golden_rows: int = golden.rows
         """How many golden rows the self-test replayed."""
         self_test(golden, lambda cols: self._predict_columns(cols, strict=False), self.classes)
-        # One single-row run so that the first real prediction does not pay for lazy setup.
+        # One single-row run so that the first real prediction does not pay for lazy setup;
+        # its outputs shape the IOBinding of the one-row path, which must then answer the same.
         first = {name: col[0] for name, col in golden.inputs.items()}
         try:
             feeds, _, _ = self._schema.pack_row(first, False)
-            self._first(self._run(self._output_names, feeds), [])
+            probe = self._run(self._output_names, feeds)
+            self._first(probe, [])
         except EdgeError as exc:
             raise SelfTestError(f"golden row 0 alone cannot be predicted: {exc}", entry=GOLDEN) from exc
+        self._binding = self._checked_binding(probe, golden.inputs)
 
         self._telemetry = telemetry
         # A sink may take the inputs as (names, values) tuples: no dict per prediction.
@@ -146,13 +152,8 @@ class EdgeModel:
         """Predict one mapping (-> one result) or many rows (-> a list of results)."""
         if type(data) is dict or isinstance(data, Mapping):
             # The hot path: one validation pass, one onnxruntime call, one result dict.
-            feeds: dict[str, Any] = {}
-            values, flags = self._row_values(data, self.strict, feeds)
-            try:
-                raw = self._raw_run(self._output_names, feeds, None)
-            except Session.errors as exc:
-                raise Session.failure(exc) from exc
-            result = self._first(raw, flags)
+            values, flags = self._row_values(data, self.strict)
+            result = self._predict_one(values, self._first, flags)
             if self._telemetry is not None:
                 record_id = self._record(values, result)
                 if self._ids:
@@ -190,59 +191,68 @@ class EdgeModel:
         names = [str(c) for c in frame.columns]
         columns = {name: frame[col] for name, col in zip(names, frame.columns)}
         arrays = self._predict_columns(columns, strict=self.strict, record=True)
-        rows = self._rows_from_arrays(arrays)
+        rows = self._outputs.rows_of_arrays(arrays)
         if "record_ids" in arrays:
             for row, record_id in zip(rows, arrays["record_ids"]):
                 row["record_id"] = record_id
         return rows
 
-    def _rows_from_arrays(self, arrays: dict[str, Any]) -> list[Result]:
-        predictions = arrays["prediction"].tolist()
-        flagged = arrays["flags"]
-        if self.classes is None or "probabilities" not in arrays:  # regression, or a label-only classifier
-            return [{"prediction": p, "flags": list(flagged.get(i, ()))} for i, p in enumerate(predictions)]
-        classes = self.classes
-        return [
-            {"prediction": p, "probabilities": dict(zip(classes, row)), "flags": list(flagged.get(i, ()))}
-            for i, (p, row) in enumerate(zip(predictions, arrays["probabilities"].tolist()))
-        ]
+    def _predict_one(self, values: list[Sequence[Any]], finish: Any, flags: Flags) -> Any:
+        """Run one validated row; ``finish(outputs, flags)`` turns the outputs into the result."""
+        binding = self._binding
+        if binding is not None:
+            try:
+                return binding.run(values, finish, flags)
+            except PACK_ERRORS + Session.errors:
+                pass  # the plain path below names what did not fit, or translates the failure
+        feeds = self._schema.feeds_of(values)
+        try:
+            raw = self._raw_run(self._output_names, feeds, self._run_options)
+        except Session.errors as exc:
+            raise Session.failure(exc) from exc
+        return finish(raw, flags)
 
-    def _small_rows(self, columns: Mapping[str, Any], strict: bool) -> list[dict[str, Any]] | None:
-        """A batch of at most ``SMALL_BATCH`` rows of plain numpy columns, as row dicts; None
-        for anything else (which the column path validates and explains)."""
-        if type(columns) is not dict or (strict and len(columns) != len(self._schema.names)):
+    def _checked_binding(self, probe: list[Any], golden: dict[str, list[Any]]) -> RowBinding | None:
+        """The IOBinding path, if the graph can be bound and answers the golden rows (up to
+        ``BINDING_CHECK_ROWS``) exactly as ``InferenceSession.run`` does; else None, and
+        every row takes ``InferenceSession.run``."""
+        binding = RowBinding.for_outputs(self._session, self._schema.packed, self._output_names, probe)
+        if binding is None:
             return None
-        lists = []
-        n = -1
-        for name, numeric in self._column_kinds:
-            col = columns.get(name)
-            if type(col) is not np.ndarray or col.ndim != 1:
-                return None
-            kind = col.dtype.kind
-            if numeric:
-                if kind not in "fiu":
-                    return None
-            elif kind != "U" and not (kind == "O" and len(col) <= SMALL_BATCH and all(type(v) is str for v in col)):
-                return None
-            if n < 0:
-                n = len(col)
-                if not 0 < n <= SMALL_BATCH:
-                    return None
-            elif len(col) != n:
-                return None
-            lists.append(col.tolist())
-        names = self._schema.names
-        return [dict(zip(names, values)) for values in zip(*lists)]
+        rows = []
+        for i in range(min([BINDING_CHECK_ROWS, *(len(col) for col in golden.values())])):
+            try:
+                rows.append(self._row_values({name: col[i] for name, col in golden.items()}, False)[0])
+            except InputError:
+                continue  # not a row either path would run
+        problem = binding.disagreement(rows, lambda v: self._first(self._run(self._output_names, self._schema.feeds_of(v)), []), self._first)
+        if problem is not None:
+            log.info("%s v%s: one-row IOBinding path not used (%s)", self.name, self.version, problem)
+            return None
+        return binding
 
     def _predict_columns(self, columns: Mapping[str, Any], *, strict: bool, record: bool = False) -> dict[str, Any]:
-        rows = self._small_rows(columns, strict)
+        row = one_row(columns, self._column_kinds, strict)
+        if row is not None:
+            # One row (a caller predicting per row with predict_batch): the one-row path.
+            try:
+                values, flags = self._row_values(row, strict)
+                result = self._predict_one(values, self._outputs.single_arrays, flags)
+            except InputError as exc:
+                raise exc.at_row(0) from None
+            if record and self._telemetry is not None:
+                record_ids = [self._record(values, self._outputs.rows_of_arrays(result)[0])]
+                if self._ids:
+                    result["record_ids"] = record_ids
+            return result
+        rows = few_rows(columns, self._column_kinds, strict)
         if rows is not None:
             # A few rows: the row path's validation costs a few µs per row, where the
             # column path's numpy calls cost ~50 µs of setup whatever the row count.
             feeds, values, row_flags = self._schema.pack_rows(rows, strict)
             result = self._outputs.arrays(self._run(self._output_names, feeds), {i: f for i, f in enumerate(row_flags) if f})
             if record and self._telemetry is not None:
-                record_ids = [self._record(v, r) for v, r in zip(values, self._rows_from_arrays(result))]
+                record_ids = [self._record(v, r) for v, r in zip(values, self._outputs.rows_of_arrays(result))]
                 if self._ids:
                     result["record_ids"] = record_ids
             return result
@@ -251,7 +261,7 @@ class EdgeModel:
         if record and self._telemetry is not None:
             names = list(arrays)
             columns_as_lists = [arrays[n].tolist() for n in names]
-            rows = self._rows_from_arrays(result)
+            rows = self._outputs.rows_of_arrays(result)
             record_ids = []
             for i, row_result in enumerate(rows):
                 inputs = {n: (None if (v := col[i]) is None or v != v else v) for n, col in zip(names, columns_as_lists)}

@@ -159,6 +159,38 @@ class OutputSpec:
                 flags.setdefault(i, []).append(PREDICTION_OUT_OF_RANGE)
         return {"prediction": values, "flags": flags}
 
+    def rows_of_arrays(self, arrays: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """``arrays``' result as one result dict per row (what ``predict`` gives)."""
+        predictions = arrays["prediction"].tolist()
+        flagged = arrays["flags"]
+        if self.classes is None or "probabilities" not in arrays:  # regression, or a label-only classifier
+            return [{"prediction": p, "flags": list(flagged.get(i, ()))} for i, p in enumerate(predictions)]
+        classes = self.classes
+        return [
+            {"prediction": p, "probabilities": dict(zip(classes, row)), "flags": list(flagged.get(i, ()))}
+            for i, (p, row) in enumerate(zip(predictions, arrays["probabilities"].tolist()))
+        ]
+
+    def single_arrays(self, raw: list[np.ndarray], flags: Flags) -> dict[str, Any]:
+        """What ``arrays`` gives for a one-row run, copied out of ``raw`` (whose buffers the
+        next call may reuse), without ``arrays``' per-batch numpy calls."""
+        flagged: RowFlags = {0: flags} if flags else {}
+        if self.classes is not None:
+            label = raw[0].item(0)
+            try:
+                prediction = self._class_array[[self._index_of[label]]]  # a list index copies
+            except KeyError:
+                raise self._unknown_label(label) from None
+            if self.label_only:
+                return {"prediction": prediction, "flags": flagged}
+            return {"prediction": prediction, "probabilities": raw[1].copy(), "flags": flagged}
+        values = self._regression_values(raw[0]).copy()
+        if self.target_range is not None:
+            value = values[0]
+            if value < self.target_range[0] or value > self.target_range[1]:  # as arrays(): NaN is not flagged
+                flagged.setdefault(0, []).append(PREDICTION_OUT_OF_RANGE)
+        return {"prediction": values, "flags": flagged}
+
     def _indices(self, labels: np.ndarray) -> np.ndarray:
         """Class index of every label tensor value, vectorised when the values sort (and
         there are enough of them for numpy's per-call cost to pay)."""

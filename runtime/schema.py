@@ -52,6 +52,8 @@ class InputSchema(ColumnPacking):
         self._plans = tuple(tuple(self._plan(f) for f in p.features) for p in self.packed)
         self._fast = tuple(self._fast_plan(p, plan) for p, plan in zip(self.packed, self._plans))
         self._dtypes = tuple(p.dtype for p in self.packed)
+        # A dtype instance spares numpy the type -> dtype lookup on every call.
+        self._np_dtypes = tuple(np.dtype(p.dtype) for p in self.packed)
         self._input_names = tuple(p.name for p in self.packed)
         # Where each feature's value sits in the per-input value lists, in feature order.
         self._positions = tuple(
@@ -141,8 +143,7 @@ class InputSchema(ColumnPacking):
         los = tuple(step[2] for step in plan)
         his = tuple(step[3] for step in plan)
         cats = tuple(step[4] if step[4] is not None else ANY_VALUE for step in plan)
-        # A dtype instance spares numpy the type -> dtype lookup on every call.
-        return (p.name, np.dtype(p.dtype), get, code, types, los, his, cats, plan)
+        return (get, code, types, los, his, cats, plan)
 
     def signature(self) -> tuple[tuple[str, str, str], ...]:
         """What must stay the same for a model to replace another without a schema change."""
@@ -153,18 +154,17 @@ class InputSchema(ColumnPacking):
 
     # -- one row --------------------------------------------------------------------------
 
-    def row_values(self, row: Mapping[str, Any], strict: bool, feeds: dict[str, np.ndarray] | None = None) -> tuple[list[Sequence[Any]], Flags]:
+    def row_values(self, row: Mapping[str, Any], strict: bool) -> tuple[list[Sequence[Any]], Flags]:
         """Validate one mapping; return the values of every packed input and the flags.
 
-        With ``feeds``, also put each packed input there as a ``(1, width)`` array. The
-        common case (every value present, of a plain type, in range and known) is checked
-        per packed input with a few C-level passes; anything else takes the per-feature
-        path, which finds the flags or the error.
+        The common case (every value present, of a plain type, in range and known) is
+        checked per packed input with a few C-level passes; anything else takes the
+        per-feature path, which finds the flags or the error.
         """
         flags: Flags = []
         out: list[Sequence[Any]] = []
         missing = False
-        for name, dtype, get, code, types, los, his, cats, plan in self._fast:
+        for get, code, types, los, his, cats, plan in self._fast:
             try:
                 vals = get(row)
             except KeyError:
@@ -181,16 +181,21 @@ class InputSchema(ColumnPacking):
                 vals, absent = self._slow_values(plan, row, strict, flags)
                 missing = missing or absent
             out.append(vals)
-            if feeds is not None and not missing:
-                try:
-                    feeds[name] = np.array((vals,), dtype=dtype)
-                except (OverflowError, TypeError, ValueError) as exc:
-                    raise self._pack_error(name, vals, exc) from exc
         if missing:
             raise self._missing_error(row)
         if strict and len(row) != len(self.names):
             self._check_extra(row)
         return out, flags
+
+    def feeds_of(self, values: Sequence[Sequence[Any]]) -> dict[str, np.ndarray]:
+        """The ``(1, width)`` array of every packed input for one row's validated values."""
+        feeds: dict[str, np.ndarray] = {}
+        for name, dtype, vals in zip(self._input_names, self._np_dtypes, values):
+            try:
+                feeds[name] = np.array((vals,), dtype=dtype)
+            except (OverflowError, TypeError, ValueError) as exc:
+                raise self._pack_error(name, vals, exc) from exc
+        return feeds
 
     def _slow_values(self, plan: tuple[tuple[Any, ...], ...], row: Mapping[str, Any], strict: bool, flags: Flags) -> tuple[list[Any], bool]:
         values: list[Any] = []
@@ -224,9 +229,8 @@ class InputSchema(ColumnPacking):
         return values, missing
 
     def pack_row(self, row: Mapping[str, Any], strict: bool) -> tuple[dict[str, np.ndarray], list[Sequence[Any]], Flags]:
-        feeds: dict[str, np.ndarray] = {}
-        values, flags = self.row_values(row, strict, feeds)
-        return feeds, values, flags
+        values, flags = self.row_values(row, strict)
+        return self.feeds_of(values), values, flags
 
     def pack_rows(self, rows: Sequence[Any], strict: bool) -> tuple[dict[str, np.ndarray], list[list[Sequence[Any]]], list[Flags]]:
         per_input: list[list[Sequence[Any]]] = [[] for _ in self.packed]
