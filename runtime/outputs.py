@@ -186,8 +186,7 @@ class OutputSpec:
             return {"prediction": prediction, "probabilities": raw[1].copy(), "flags": flagged}
         values = self._regression_values(raw[0]).copy()
         if self.target_range is not None:
-            value = values[0]
-            if value < self.target_range[0] or value > self.target_range[1]:  # as arrays(): NaN is not flagged
+            if not self.target_range[0] <= values[0] <= self.target_range[1]:  # NaN included, as everywhere
                 flagged.setdefault(0, []).append(PREDICTION_OUT_OF_RANGE)
         return {"prediction": values, "flags": flagged}
 
@@ -222,7 +221,8 @@ class OutputSpec:
 
     def _outside_target(self, values: np.ndarray) -> list[int]:
         lo, hi = self.target_range  # type: ignore[misc]
-        return np.flatnonzero((values < lo) | (values > hi)).tolist()
+        # Written as "not inside" so that a NaN prediction is flagged too, as predict(dict) flags it.
+        return np.flatnonzero(~((values >= lo) & (values <= hi))).tolist()
 
     def _unknown_label(self, value: Any) -> PredictionError:
         return PredictionError(
