@@ -1,0 +1,222 @@
+"""The MessagePack batch (``application/vnd.edgepack.batch.v1+msgpack``): what edgepack
+devices send, checked and turned into the same ``Batch`` a JSON body becomes.
+
+The layout follows the device's buffer (``telemetry.chunks``): records travel in groups
+that share a context, with the ids and timestamps of a group packed together and each
+record as the ``[values, outputs, flags]`` array the device stored::
+
+    {"batch_id": str,
+     "groups": [{"model": str, "version": str, "bundle_sha256": str,
+                 "inputs": [name, ...],            # once per group
+                 "ids": str,                       # 36-character UUIDs, concatenated
+                 "ts": bin,                        # little-endian float64, 8 bytes each
+                 "records": [[[value, ...], {output: value}, [flag, ...]], ...]}],
+     "counters": {name: int} | absent}
+
+Decoding is msgspec's, in C, against typed structs: every declared length is checked
+against the bytes present before anything is allocated, unknown keys and wrong types are
+refused with the exact path (``$.groups[0].records[3][1]``). It runs in two steps: the
+envelope first, with each group's records left as raw bytes, so that the record count
+(ids and timestamps say how many) is checked against ``max_records`` before a single
+record is decoded.
+
+What is stored is today's canonical form (``home.schema``): inputs as the JSON object of
+names to values, outputs and flags as JSON, sorted keys, compact. The conversion is the
+one a JSON body of the same records goes through (a device that falls back to JSON sends
+exactly what orjson makes of its stored values, which the collector re-encodes with
+sorted keys), so the same record sent in either format is stored byte for byte the same,
+and a replay in the other format is a duplicate. Like the device's JSON, non-finite floats
+become ``null``, binary values their hex text, and map keys their JSON text.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from typing import Any
+
+import msgspec
+import orjson
+
+from .errors import MalformedBody, SchemaError
+from .schema import (
+    CANONICAL_UUID,
+    SHA256_HEX,
+    Batch,
+    Records,
+    _counters,
+    _text,
+)
+
+ID_LENGTH = 36
+_SORT = orjson.OPT_SORT_KEYS
+_NON_STR = orjson.OPT_NON_STR_KEYS
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+class _Group(msgspec.Struct, forbid_unknown_fields=True):
+    model: Any
+    version: Any
+    bundle_sha256: Any
+    inputs: list[str]
+    ids: str
+    ts: bytes
+    records: msgspec.Raw
+
+
+class _Envelope(msgspec.Struct, forbid_unknown_fields=True):
+    batch_id: Any
+    groups: list[_Group]
+    counters: Any = None
+
+
+_envelope = msgspec.msgpack.Decoder(_Envelope)
+_records = msgspec.msgpack.Decoder(list[tuple[list[Any], dict[Any, Any], list[str]]])
+# Anything a value may hold decodes to plain Python; MessagePack extension types other
+# than the timestamp (a datetime) stay ``Ext`` and are refused when encoding them.
+
+
+def _decode(decoder: msgspec.msgpack.Decoder, data: Any, where: str) -> Any:
+    try:
+        return decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise SchemaError(f"{exc}; expected the layout of a {where} in a MessagePack batch (docs/telemetry.md)") from exc
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise MalformedBody(f"body is not valid MessagePack ({exc}) in the {where}; expected a MessagePack batch") from exc
+
+
+def parse_packed(body: bytes, *, max_records: int) -> Batch:
+    """Check a MessagePack batch body; raise ``MalformedBody`` (400) or ``SchemaError``
+    (422) naming the place at fault."""
+    if not body:
+        raise MalformedBody("body is empty; expected a MessagePack batch object")
+    envelope: _Envelope = _decode(_envelope, body, "batch")
+    batch_id = _text(envelope.batch_id, "batch_id")
+    total = 0
+    counts = []
+    for g, group in enumerate(envelope.groups):
+        if len(group.ids) % ID_LENGTH:
+            raise SchemaError(
+                f"holds {len(group.ids)} characters, expected {ID_LENGTH} per record (UUIDs concatenated)",
+                field=f"groups[{g}].ids",
+            )
+        count = len(group.ids) // ID_LENGTH
+        if len(group.ts) != 8 * count:
+            raise SchemaError(
+                f"holds {len(group.ts)} bytes for {count} ids, expected 8 per record (little-endian float64)",
+                field=f"groups[{g}].ts",
+            )
+        counts.append(count)
+        total += count
+    if total > max_records:
+        raise SchemaError(
+            f"batch has {total} records; at most {max_records} are accepted per batch, send smaller batches", field="groups"
+        )
+    ids: list[str] = []
+    ts: list[float] = []
+    models: list[str] = []
+    versions: list[str] = []
+    shas: list[str] = []
+    inputs: list[str] = []
+    outputs: list[str] = []
+    flags: list[str] = []
+    for g, (group, count) in enumerate(zip(envelope.groups, counts)):
+        where = f"groups[{g}]"
+        model = _text(group.model, f"{where}.model")
+        version = _text(group.version, f"{where}.version")
+        sha = group.bundle_sha256
+        if not isinstance(sha, str) or not SHA256_HEX.fullmatch(sha):
+            raise SchemaError(f"expected the bundle's sha256 as 64 hex digits, got {sha!r:.80}", field=f"{where}.bundle_sha256")
+        records = _decode(_records, group.records, f"records of {where}")
+        if len(records) != count:
+            raise SchemaError(f"holds {len(records)} records, but ids and ts hold {count}", field=f"{where}.records")
+        group_ids = [group.ids[i : i + ID_LENGTH] for i in range(0, len(group.ids), ID_LENGTH)]
+        for i, record_id in enumerate(group_ids):
+            if not CANONICAL_UUID.fullmatch(record_id):
+                raise SchemaError(
+                    f"expected a UUID like '1b4e28ba-2fa1-41d2-883f-0016d3cca427', got {record_id!r}", field=f"{where}.ids[{i}]"
+                )
+        stamps = struct.unpack(f"<{count}d", group.ts)
+        if not all(map(math.isfinite, stamps)):
+            i = next(i for i, stamp in enumerate(stamps) if not math.isfinite(stamp))
+            raise SchemaError(f"expected unix seconds UTC as a finite number, got {stamps[i]!r}", field=f"{where}.ts[{i}]")
+        names = group.inputs
+        width = len(names)
+        for i, record in enumerate(records):
+            if len(record[0]) != width:
+                raise SchemaError(
+                    f"holds {len(record[0])} input values for the group's {width} input names",
+                    field=f"{where}.records[{i}][0]",
+                )
+        inputs.extend(_canonical_inputs(names, records, where))
+        outputs.extend(_canonical_outputs(records, where))
+        flags.extend(orjson.dumps(record[2]).decode() if record[2] else "[]" for record in records)
+        ids.extend(map(str.lower, group_ids))
+        ts.extend(stamps)
+        models.extend([model] * count)
+        versions.extend([version] * count)
+        shas.extend([sha.lower()] * count)
+    counters = _counters(envelope.counters) if envelope.counters is not None else None
+    columns = Records(
+        id=ids, ts=ts, model=models, version=versions, bundle_sha256=shas, inputs=inputs, outputs=outputs, flags=flags
+    )
+    return Batch(batch_id=batch_id, records=columns, counters=counters)
+
+
+def _canonical_inputs(names: list[str], records: list[Any], where: str) -> list[str]:
+    out = []
+    for i, record in enumerate(records):
+        values = record[0]
+        mapping = dict(zip(names, values))
+        if _SCALARS.issuperset(map(type, values)):
+            # The common case: scalars under str names, one orjson call.
+            out.append(orjson.dumps(mapping, option=_SORT).decode())
+        else:
+            out.append(_as_json_body_would(mapping, f"{where}.records[{i}][0]"))
+    return out
+
+
+def _canonical_outputs(records: list[Any], where: str) -> list[str]:
+    # Outputs are small, and their keys are often not strings (probabilities by class
+    # label): always the JSON body's way, so keys that collide as text end the same.
+    return [_as_json_body_would(record[1], f"{where}.records[{i}][1]") for i, record in enumerate(records)]
+
+
+def _as_json_body_would(value: Any, where: str) -> str:
+    """``value`` stored the way it would be had the device sent it as JSON: the device's
+    orjson encoding (non-str keys as text, NaN as null), read back, sorted keys."""
+    try:
+        sent = orjson.dumps(value, option=_NON_STR)
+    except TypeError:
+        try:
+            sent = orjson.dumps(_plain(value, where), option=_NON_STR)
+        except (TypeError, RecursionError) as exc:
+            raise SchemaError(
+                f"cannot be stored as canonical JSON ({exc}); expected plain values nested at most 254 deep", field=where
+            ) from exc
+    return orjson.dumps(orjson.loads(sent), option=_SORT).decode()
+
+
+def _plain(value: Any, where: str) -> Any:
+    """What the device's JSON encoder makes of values orjson refuses: bytes as hex text."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    if isinstance(value, dict):
+        return {_plain_key(k, where): _plain(v, where) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, where) for v in value]
+    if isinstance(value, msgspec.msgpack.Ext):
+        raise SchemaError(
+            f"holds a MessagePack extension value (type {value.code}); expected JSON-like values "
+            "(nil, bool, int, float, str, bin, array, map, timestamp)",
+            field=where,
+        )
+    return value
+
+
+def _plain_key(key: Any, where: str) -> Any:
+    if isinstance(key, (bytes, bytearray, memoryview)):
+        return bytes(key).hex()
+    if isinstance(key, tuple):
+        raise SchemaError("holds a map key that is an array; expected str, int, float, bool or nil keys", field=where)
+    return key
