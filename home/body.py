@@ -5,10 +5,9 @@ while streaming (a client may lie or send chunked). A gzip body is decompressed 
 streams in, never asking zlib for more than the remaining allowance, so a gzip bomb costs
 at most ``max_decompressed_bytes`` of memory before it is refused. A zstd body
 (``Content-Encoding: zstd``, what edgepack devices send when the ``zstandard`` package is
-installed) is collected as sent (at most ``max_body_bytes``) and then decompressed a
-slice at a time under the same cap, by a decompressor whose window is bounded
-(``ZSTD_MAX_WINDOW``): a frame asking for a larger window is refused before it can make
-zstd allocate one.
+installed) is decompressed the same way, under the same cap, by a decoder whose window is
+bounded (``ZSTD_MAX_WINDOW``): a frame asking for a larger window, or declaring more
+content than the cap, is refused before zstd allocates anything for it.
 
 Two body types are read (``media_type``): JSON (``application/json``, any client) and the
 MessagePack batch edgepack devices send (``home.packed``, ``PACKED_MEDIA_TYPE``).
@@ -20,7 +19,6 @@ same messages as ever and for the few things ``json`` alone reads (see ``decode_
 
 from __future__ import annotations
 
-import io
 import zlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
@@ -33,6 +31,7 @@ from .settings import CollectorSettings
 
 ENCODINGS = ("identity", "gzip", "zstd")
 SLICE = 1 << 20
+ZSTD_FEED = 256
 ZSTD_MAX_WINDOW = 8 << 20
 """Largest zstd window a body may ask for (zstd's levels up to 19 use at most 8 MiB; a
 hostile frame may declare up to 2 GiB, which the decompressor would allocate)."""
@@ -134,58 +133,65 @@ class _Gunzip:
 
 
 class _Unzstd:
-    """zstd decoder with a hard cap on its output and on the window a frame may ask for.
+    """Incremental zstd decoder with a hard cap on its output and on the window a frame
+    may ask for; ``reserve`` accounts each piece.
 
-    The body is kept as sent (``read_body`` bounds it by ``max_body_bytes``) and
-    decompressed at the end, one slice at a time, each accounted with ``reserve``."""
+    python-zstandard's incremental decoder has no output limit per call, so input is fed
+    ``ZSTD_FEED`` bytes at a time: zstd's densest block (RLE, 4 bytes) makes at most
+    128 KiB, so one feed makes at most ``ZSTD_FEED / 4 * 128 KiB`` (8 MiB) before the cap
+    is checked again. One frame per body, like one gzip member."""
 
     def __init__(self, cap: int, reserve: Callable[[int], None]) -> None:
-        self.cap = cap
-        self.reserve = reserve
-        self.sent: list[bytes] = []
-
-    def feed(self, data: bytes) -> None:
-        self.sent.append(data)
-
-    def finish(self) -> bytes:
         import zstandard
 
-        data = b"".join(self.sent)
-        self.sent = []
-        try:
-            # The first frame's declared size, when it has one: refused before any work.
-            declared = zstandard.frame_content_size(data)
-        except zstandard.ZstdError:
-            declared = -1  # not a frame header: the reader below says what is wrong
-        if declared > self.cap:
-            raise PayloadTooLarge(
-                f"zstd body declares {declared} bytes of content; at most {self.cap} are accepted, send smaller batches"
-            )
-        decompressor = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW)
-        parts: list[bytes] = []
-        size = 0
-        try:
-            with decompressor.stream_reader(io.BytesIO(data), read_across_frames=True) as reader:
-                while True:
-                    piece = reader.read(min(self.cap - size + 1, SLICE))
-                    if not piece:
-                        break
-                    size += len(piece)
-                    if size > self.cap:
-                        raise PayloadTooLarge(
-                            f"body decompresses to more than {self.cap} bytes; at most {self.cap} are accepted, "
-                            "send smaller batches"
-                        )
-                    self.reserve(len(piece))
-                    parts.append(piece)
-        except zstandard.ZstdError as exc:
-            raise MalformedBody(
-                f"body is not valid zstd ({exc}); expected Content-Encoding: zstd data (one or more frames, "
-                f"window at most {ZSTD_MAX_WINDOW} bytes)"
-            ) from exc
-        if not parts and data:
-            raise MalformedBody("zstd body holds no complete frame; expected Content-Encoding: zstd data")
-        return b"".join(parts)
+        self.cap = cap
+        self.reserve = reserve
+        self.size = 0
+        self.parts: list[bytes] = []
+        self.started = False
+        self._error = zstandard.ZstdError
+        self._decoder = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW).decompressobj(write_size=SLICE)
+        self._frame_size = zstandard.frame_content_size
+
+    def feed(self, data: bytes) -> None:
+        if not data:
+            return
+        if not self.started:
+            self.started = True
+            try:
+                declared = self._frame_size(data)  # the frame's declared content size, -1 if absent
+            except self._error:
+                declared = -1  # not a full frame header here: the decoder says what is wrong
+            if declared > self.cap:
+                raise PayloadTooLarge(
+                    f"zstd body declares {declared} bytes of content; at most {self.cap} are accepted, send smaller batches"
+                )
+        view = memoryview(data)
+        for start in range(0, len(view), ZSTD_FEED):
+            if self._decoder.eof:
+                raise MalformedBody("body has data after the end of the zstd frame; expected a single zstd frame")
+            try:
+                piece = self._decoder.decompress(view[start : start + ZSTD_FEED])
+            except self._error as exc:
+                raise MalformedBody(
+                    f"body is not valid zstd ({exc}); expected Content-Encoding: zstd data, one frame with a window "
+                    f"of at most {ZSTD_MAX_WINDOW} bytes"
+                ) from exc
+            self.size += len(piece)
+            if self.size > self.cap:
+                raise PayloadTooLarge(
+                    f"body decompresses to more than {self.cap} bytes; at most {self.cap} are accepted, send smaller batches"
+                )
+            if piece:
+                self.reserve(len(piece))
+                self.parts.append(piece)
+        if self._decoder.eof and self._decoder.unused_data:
+            raise MalformedBody("body has data after the end of the zstd frame; expected a single zstd frame")
+
+    def finish(self) -> bytes:
+        if not self._decoder.eof:
+            raise MalformedBody("zstd body is not valid zstd: truncated, the stream ended before the end of its frame")
+        return b"".join(self.parts)
 
 
 def _unlimited(size: int) -> None:

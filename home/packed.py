@@ -90,6 +90,11 @@ def parse_packed(body: bytes, *, max_records: int) -> Batch:
     (422) naming the place at fault."""
     if not body:
         raise MalformedBody("body is empty; expected a MessagePack batch object")
+    if body[:1] in (b"{", b"["):
+        raise MalformedBody(
+            "body is not valid MessagePack: it looks like JSON; send JSON with Content-Type: application/json, "
+            "or a MessagePack batch with this Content-Type"
+        )
     envelope: _Envelope = _decode(_envelope, body, "batch")
     batch_id = _text(envelope.batch_id, "batch_id")
     total = 0
