@@ -80,7 +80,7 @@ def _decode(decoder: msgspec.msgpack.Decoder, data: Any, where: str) -> Any:
     try:
         return decoder.decode(data)
     except msgspec.ValidationError as exc:
-        raise SchemaError(f"{exc}; expected the layout of a {where} in a MessagePack batch (docs/telemetry.md)") from exc
+        raise SchemaError(f"{exc}; expected the layout of a {where} in a MessagePack batch (docs/wire.md)") from exc
     except (msgspec.DecodeError, RecursionError) as exc:
         raise MalformedBody(f"body is not valid MessagePack ({exc}) in the {where}; expected a MessagePack batch") from exc
 
