@@ -163,3 +163,20 @@ def test_a_same_id_record_with_other_content_is_a_duplicate_and_the_first_conten
     second = _sync(changed, collector, collector.token)  # packed
     assert (first.accepted, second.accepted, second.duplicates) == (8, 0, 8)
     assert _raw_rows(collector, collector.device_id) == before
+
+
+def test_cli_sync_takes_the_wire_format(collector: RunningCollector, tmp_path: Path) -> None:
+    from .test_sync_e2e import edgepack, sync_args
+
+    packed_db, json_db = tmp_path / "a.db", tmp_path / "b.db"
+    _fill(packed_db, 10)
+    _copy(packed_db, json_db)
+    token_file = tmp_path / "token"
+    token_file.write_text(collector.token)
+    done = edgepack(*sync_args(packed_db, collector, token_file, "--once"))
+    assert done.returncode == 0, done.stderr
+    again = edgepack(*sync_args(json_db, collector, token_file, "--once", "--wire", "json"))
+    assert again.returncode == 0 and "drained: sent 10 records" in again.stdout, again.stdout + again.stderr
+    assert "10 duplicates" in again.stderr and len(collector.records(collector.device_id)) == 10
+    refused = edgepack(*sync_args(json_db, collector, token_file, "--once", "--wire", "xml"))
+    assert refused.returncode != 0 and "'packed'" in refused.stderr
