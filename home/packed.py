@@ -70,6 +70,13 @@ class _Envelope(msgspec.Struct, forbid_unknown_fields=True):
     counters: Any = None
 
 
+# Each byte of the body that may open a map or an array (an upper bound on how many it
+# holds: a float's bytes may look like one too). A container costs Python 56-64 bytes
+# whatever its size on the wire (one byte for an empty map), so a group may hold at most
+# one per CONTAINER_BYTES bytes: that keeps what decoding allocates within a small multiple
+# of the body (about 20x at worst, as for JSON), where a body of empty maps would cost 64x.
+_CONTAINERS = bytes(1 if 0x80 <= b <= 0x9F or 0xDC <= b <= 0xDF else 0 for b in range(256))
+CONTAINER_BYTES = 4
 _envelope = msgspec.msgpack.Decoder(_Envelope)
 _records = msgspec.msgpack.Decoder(list[tuple[list[Any], dict[Any, Any], list[str]]])
 # Anything a value may hold decodes to plain Python; MessagePack extension types other
@@ -132,7 +139,17 @@ def parse_packed(body: bytes, *, max_records: int) -> Batch:
         sha = group.bundle_sha256
         if not isinstance(sha, str) or not SHA256_HEX.fullmatch(sha):
             raise SchemaError(f"expected the bundle's sha256 as 64 hex digits, got {sha!r:.80}", field=f"{where}.bundle_sha256")
-        records = _decode(_records, group.records, f"records of {where}")
+        raw = bytes(group.records)
+        budget = (len(raw) + 4096) // CONTAINER_BYTES
+        # The byte count is exact enough for records of numbers; text beyond ASCII (whose
+        # UTF-8 bytes look like container headers) is counted exactly, token by token.
+        if raw.translate(_CONTAINERS).count(1) > budget and containers(raw, budget) > budget:
+            raise SchemaError(
+                f"holds too many maps and arrays for its {len(raw)} bytes (at most one per {CONTAINER_BYTES} bytes is "
+                "decoded); expected records of scalar values, or send such records as JSON",
+                field=f"{where}.records",
+            )
+        records = _decode(_records, raw, f"records of {where}")
         if len(records) != count:
             raise SchemaError(f"holds {len(records)} records, but ids and ts hold {count}", field=f"{where}.records")
         group_ids = [group.ids[i : i + ID_LENGTH] for i in range(0, len(group.ids), ID_LENGTH)]
@@ -166,6 +183,42 @@ def parse_packed(body: bytes, *, max_records: int) -> Batch:
         id=ids, ts=ts, model=models, version=versions, bundle_sha256=shas, inputs=inputs, outputs=outputs, flags=flags
     )
     return Batch(batch_id=batch_id, records=columns, counters=counters)
+
+
+_FIXED = {0xC0: 1, 0xC2: 1, 0xC3: 1, 0xCA: 5, 0xCB: 9, 0xCC: 2, 0xCD: 3, 0xCE: 5, 0xCF: 9, 0xD0: 2, 0xD1: 3,
+          0xD2: 5, 0xD3: 9, 0xD4: 3, 0xD5: 4, 0xD6: 6, 0xD7: 10, 0xD8: 18}
+_SIZED = {0xC4: (1, 0), 0xC5: (2, 0), 0xC6: (4, 0), 0xC7: (1, 1), 0xC8: (2, 1), 0xC9: (4, 1), 0xD9: (1, 0),
+          0xDA: (2, 0), 0xDB: (4, 0)}
+"""Formats with a length field: (bytes of the length, bytes of an extension type after it)."""
+_HEADERS = {0xDC: 3, 0xDD: 5, 0xDE: 3, 0xDF: 5}
+
+
+def containers(data: bytes, limit: int) -> int:
+    """How many maps and arrays ``data`` (MessagePack) opens, counted token by token (the
+    tokens of any nesting follow one another), stopping once over ``limit``. Malformed
+    data stops the count; the decoder then says what is wrong with it."""
+    count = at = 0
+    end = len(data)
+    while at < end and count <= limit:
+        byte = data[at]
+        if byte < 0x80 or byte >= 0xE0:
+            at += 1
+        elif byte < 0xA0:
+            count += 1
+            at += 1
+        elif byte < 0xC0:
+            at += 1 + (byte & 0x1F)
+        elif byte in _FIXED:
+            at += _FIXED[byte]
+        elif byte in _SIZED:
+            width, extra = _SIZED[byte]
+            at += 1 + width + extra + int.from_bytes(data[at + 1 : at + 1 + width], "big")
+        elif byte in _HEADERS:
+            count += 1
+            at += _HEADERS[byte]
+        else:
+            break
+    return count
 
 
 def _canonical_inputs(names: list[str], records: list[Any], where: str) -> list[str]:

@@ -443,6 +443,8 @@ CASES += [
     Case("packed: empty model", 422, "groups[0].model", _packed_broken(_set("groups.0.model", ""))),
     Case("packed: negative counter", 422, "counters.dropped", _packed_broken(_set("counters.dropped", -1))),
     Case("packed: empty batch id", 422, "batch_id", _packed_broken(_set("batch_id", ""))),
+    Case("packed: a body of empty maps (64 bytes each once decoded)", 422, "holds too many maps and arrays for its",
+         _packed_broken(lambda d: d["groups"][0]["records"][0].__setitem__(0, [{}] * 50_000))),
     Case("zstd bomb", 413, "decompresses to more than 262144 bytes", _zstd_bomb),
     Case("zstd frame declaring 4 GiB", 413, "declares 4294967296 bytes of content", _zstd_declared_bomb),
     Case("zstd frame asking for a 1 GiB window", 400, "window of at most 8388608 bytes", _zstd_huge_window),

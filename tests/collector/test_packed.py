@@ -75,3 +75,14 @@ def test_nan_and_infinity_in_a_packed_batch_are_stored_as_null_like_the_devices_
     document["records"][0]["inputs"] = {"temp_c": math.nan, "wind": -math.inf}
     assert post_packed(shared.url, token, packed(document)).json() == {"accepted": 1, "duplicates": 0}
     assert shared.records(device_id)[0]["inputs"] == {"temp_c": None, "wind": None}
+
+
+def test_text_beyond_ascii_is_not_mistaken_for_nested_maps(shared: RunningCollector, device: tuple[str, str]) -> None:
+    # UTF-8 continuation bytes look like MessagePack container headers to the quick count;
+    # the exact count clears such records.
+    device_id, token = device
+    document = batch(20)
+    for item in document["records"]:
+        item["inputs"] = {"note": "火灾风险很高" * 200, "города": "Санкт-Петербург" * 50}
+    assert post_packed(shared.url, token, packed(document)).json() == {"accepted": 20, "duplicates": 0}
+    assert shared.records(device_id)[0]["inputs"]["note"].startswith("火灾风险很高")
