@@ -331,6 +331,12 @@ def measure_sync(case: ModelCase, options: BenchOptions, workdir: Path) -> list[
                         errors[name] = f"{type(exc).__name__}: {exc}"
     except Exception as exc:  # noqa: BLE001
         return [error_figure(section="telemetry", path=name, unit="records/s", error=exc) for name in SYNC_VARIANTS]
+    try:
+        import zstandard  # noqa: F401
+
+        default = "the MessagePack batch + zstd 1 (zstandard installed)"
+    except ImportError:
+        default = "the MessagePack batch + gzip 1 (zstandard not installed)"
     figures = []
     for name, variant in SYNC_VARIANTS.items():
         if name in errors or not seconds[name]:
@@ -344,7 +350,8 @@ def measure_sync(case: ModelCase, options: BenchOptions, workdir: Path) -> list[
                 unit="records/s",
                 per_call_units=count,
                 note=(
-                    f"{count:,} buffered records per round to `edgepack collector` on 127.0.0.1 with SyncOptions({', '.join(f'{k}={v!r}' for k, v in variant.items())}), "
+                    f"{count:,} buffered records per round to `edgepack collector` on 127.0.0.1 with SyncOptions({', '.join(f'{k}={v!r}' for k, v in variant.items())})"
+                    f"{': ' + default if not variant else ''}, "
                     f"until pending() == 0, stored count checked; variants alternate round by round; "
                     f"{100 * sum(waiting[name]) / sum(seconds[name]):.0f}% of the time was spent waiting for the collector's answers"
                 ),
