@@ -236,6 +236,12 @@ class Collector:
             raise BenchError(f"edgepack {' '.join(args[:2])} failed: {completed.stderr.strip()[-300:]}")
         return completed.stdout
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the collector process has used so far."""
+        assert self.child.process is not None
+        fields = Path(f"/proc/{self.child.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stored(self) -> int:
         response = httpx.get(f"{self.url}/v1/stats", headers={"Authorization": f"Bearer {self.token}"}, timeout=10.0)
         response.raise_for_status()
@@ -280,6 +286,7 @@ def measure_sync(case: ModelCase, options: BenchOptions, workdir: Path) -> list[
     rows, outputs = _record_rows(case, count)
     seconds: dict[str, list[float]] = {name: [] for name in SYNC_VARIANTS}
     waiting: dict[str, list[float]] = {name: [] for name in SYNC_VARIANTS}
+    cpu: dict[str, list[tuple[float, float]]] = {name: [] for name in SYNC_VARIANTS}  # (device, collector) seconds
     errors: dict[str, str] = {}
     counter = iter(range(1_000_000))
 
@@ -297,13 +304,14 @@ def measure_sync(case: ModelCase, options: BenchOptions, workdir: Path) -> list[
             sync_options = telemetry.SyncOptions(**SYNC_VARIANTS[name])  # type: ignore[arg-type]
             service = telemetry.SyncService(buffer, collector.url, token=collector.token, options=sync_options,
                                             on_batch=reports.append)
-            start = time.perf_counter()
+            start, device_cpu, collector_cpu = time.perf_counter(), time.process_time(), collector.cpu_seconds()
             # Generous bound: a service that sends nothing must not hang the benchmark.
             for _ in range(count + 10):
                 service.sync_once()
                 if buffer.pending() == 0:
                     break
             elapsed = time.perf_counter() - start
+            cpu[name].append((time.process_time() - device_cpu, collector.cpu_seconds() - collector_cpu))
             left = buffer.pending()
             close = getattr(service, "close", None)
             if close is not None:
@@ -353,7 +361,10 @@ def measure_sync(case: ModelCase, options: BenchOptions, workdir: Path) -> list[
                     f"{count:,} buffered records per round to `edgepack collector` on 127.0.0.1 with SyncOptions({', '.join(f'{k}={v!r}' for k, v in variant.items())})"
                     f"{': ' + default if not variant else ''}, "
                     f"until pending() == 0, stored count checked; variants alternate round by round; "
-                    f"{100 * sum(waiting[name]) / sum(seconds[name]):.0f}% of the time was spent waiting for the collector's answers"
+                    f"{100 * sum(waiting[name]) / sum(seconds[name]):.0f}% of the time was spent waiting for the collector's answers; "
+                    f"CPU per record: device {1e6 * sum(c[0] for c in cpu[name]) / (count * len(cpu[name])):.1f} µs "
+                    f"(this process, every thread: buffer reads, encoding, compression, HTTP), collector "
+                    f"{1e6 * sum(c[1] for c in cpu[name]) / (count * len(cpu[name])):.1f} µs (its whole process)"
                 ),
             )
         )

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import struct
+from operator import itemgetter
 from typing import Any
 
 import msgspec
@@ -51,7 +52,10 @@ from .schema import (
 ID_LENGTH = 36
 _SORT = orjson.OPT_SORT_KEYS
 _NON_STR = orjson.OPT_NON_STR_KEYS
+_SORT_NON_STR = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 _SCALARS = frozenset({str, int, float, bool, type(None)})
+_STR_KEYS = frozenset({str})
+_INT_KEYS = frozenset({int})
 
 
 class _Group(msgspec.Struct, forbid_unknown_fields=True):
@@ -223,21 +227,56 @@ def containers(data: bytes, limit: int) -> int:
 
 def _canonical_inputs(names: list[str], records: list[Any], where: str) -> list[str]:
     out = []
+    if len(set(names)) == len(names) and len(names) > 1:
+        # Unique names: put the values in sorted-name order once per group, so orjson
+        # writes each record without sorting its keys (the same text as OPT_SORT_KEYS).
+        order = sorted(range(len(names)), key=names.__getitem__)
+        ordered_names = [names[i] for i in order]
+        pick = itemgetter(*order)
+    else:
+        ordered_names, pick = names, None
     for i, record in enumerate(records):
         values = record[0]
-        mapping = dict(zip(names, values))
         if _SCALARS.issuperset(map(type, values)):
             # The common case: scalars under str names, one orjson call.
-            out.append(orjson.dumps(mapping, option=_SORT).decode())
+            if pick is not None:
+                out.append(orjson.dumps(dict(zip(ordered_names, pick(values)))).decode())
+            else:
+                out.append(orjson.dumps(dict(zip(names, values)), option=_SORT).decode())
         else:
-            out.append(_as_json_body_would(mapping, f"{where}.records[{i}][0]"))
+            out.append(_as_json_body_would(dict(zip(names, values)), f"{where}.records[{i}][0]"))
     return out
 
 
 def _canonical_outputs(records: list[Any], where: str) -> list[str]:
-    # Outputs are small, and their keys are often not strings (probabilities by class
-    # label): always the JSON body's way, so keys that collide as text end the same.
-    return [_as_json_body_would(record[1], f"{where}.records[{i}][1]") for i, record in enumerate(records)]
+    out = []
+    for i, record in enumerate(records):
+        outputs = record[1]
+        if _plain_outputs(outputs):
+            out.append(orjson.dumps(outputs, option=_SORT_NON_STR).decode())
+        else:
+            # Keys that are not all text (or all integers) may collide once written as text:
+            # the JSON body's way, exactly.
+            out.append(_as_json_body_would(outputs, f"{where}.records[{i}][1]"))
+    return out
+
+
+def _plain_outputs(outputs: dict[Any, Any]) -> bool:
+    """Outputs whose keys, at both levels, are all str or all int (so no two collide as
+    text, and orjson's sorted text keys are the JSON body's), with scalar values: what the
+    runtime hands over (a prediction, probabilities keyed by class label)."""
+    if not _STR_KEYS.issuperset(map(type, outputs)):
+        return False
+    for value in outputs.values():
+        kind = type(value)
+        if kind in _SCALARS:
+            continue
+        if kind is not dict or not _SCALARS.issuperset(map(type, value.values())):
+            return False
+        keys = set(map(type, value))
+        if not (keys <= _STR_KEYS or keys <= _INT_KEYS):
+            return False
+    return True
 
 
 def _as_json_body_would(value: Any, where: str) -> str:
