@@ -110,7 +110,15 @@ def parse_packed(body: bytes, *, max_records: int) -> Batch:
     batch_id = _text(envelope.batch_id, "batch_id")
     total = 0
     counts = []
+    if len(envelope.groups) > max_records:
+        raise SchemaError(
+            f"batch has {len(envelope.groups)} groups; a group holds at least one record and at most {max_records} "
+            "records are accepted per batch, send smaller batches",
+            field="groups",
+        )
     for g, group in enumerate(envelope.groups):
+        if not group.ids:
+            raise SchemaError("holds no records; expected at least one (leave an empty group out)", field=f"groups[{g}].ids")
         if len(group.ids) % ID_LENGTH:
             raise SchemaError(
                 f"holds {len(group.ids)} characters, expected {ID_LENGTH} per record (UUIDs concatenated)",
@@ -128,6 +136,8 @@ def parse_packed(body: bytes, *, max_records: int) -> Batch:
         raise SchemaError(
             f"batch has {total} records; at most {max_records} are accepted per batch, send smaller batches", field="groups"
         )
+    raws = [bytes(group.records) for group in envelope.groups]
+    _check_containers(raws, total)
     ids: list[str] = []
     ts: list[float] = []
     models: list[str] = []
@@ -143,17 +153,7 @@ def parse_packed(body: bytes, *, max_records: int) -> Batch:
         sha = group.bundle_sha256
         if not isinstance(sha, str) or not SHA256_HEX.fullmatch(sha):
             raise SchemaError(f"expected the bundle's sha256 as 64 hex digits, got {sha!r:.80}", field=f"{where}.bundle_sha256")
-        raw = bytes(group.records)
-        budget = (len(raw) + 4096) // CONTAINER_BYTES
-        # The byte count is exact enough for records of numbers; text beyond ASCII (whose
-        # UTF-8 bytes look like container headers) is counted exactly, token by token.
-        if raw.translate(_CONTAINERS).count(1) > budget and containers(raw, budget) > budget:
-            raise SchemaError(
-                f"holds too many maps and arrays for its {len(raw)} bytes (at most one per {CONTAINER_BYTES} bytes is "
-                "decoded); expected records of scalar values, or send such records as JSON",
-                field=f"{where}.records",
-            )
-        records = _decode(_records, raw, f"records of {where}")
+        records = _decode(_records, raws[g], f"records of {where}")
         if len(records) != count:
             raise SchemaError(f"holds {len(records)} records, but ids and ts hold {count}", field=f"{where}.records")
         group_ids = [group.ids[i : i + ID_LENGTH] for i in range(0, len(group.ids), ID_LENGTH)]
@@ -187,6 +187,27 @@ def parse_packed(body: bytes, *, max_records: int) -> Batch:
         id=ids, ts=ts, model=models, version=versions, bundle_sha256=shas, inputs=inputs, outputs=outputs, flags=flags
     )
     return Batch(batch_id=batch_id, records=columns, counters=counters)
+
+
+def _check_containers(raws: list[bytes], records: int) -> None:
+    # The layout itself opens 4 per record (the record, its values, outputs and flags);
+    # beyond those, one per CONTAINER_BYTES bytes, over the whole batch.
+    size = sum(map(len, raws))
+    budget = size // CONTAINER_BYTES + 4 * records + 1024
+    # The byte count is exact enough for records of numbers; text beyond ASCII (whose UTF-8
+    # bytes look like container headers) is counted exactly, token by token.
+    if sum(raw.translate(_CONTAINERS).count(1) for raw in raws) <= budget:
+        return
+    found = 0
+    for raw in raws:
+        found += containers(raw, budget - found)
+        if found > budget:
+            raise SchemaError(
+                f"records hold over {budget} maps and arrays in {size} bytes (at most 4 per record and one per "
+                f"{CONTAINER_BYTES} bytes beyond are decoded); expected records of scalar values, or send such "
+                "records as JSON",
+                field="groups",
+            )
 
 
 _FIXED = {0xC0: 1, 0xC2: 1, 0xC3: 1, 0xCA: 5, 0xCB: 9, 0xCC: 2, 0xCD: 3, 0xCE: 5, 0xCF: 9, 0xD0: 2, 0xD1: 3,

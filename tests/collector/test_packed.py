@@ -86,3 +86,10 @@ def test_text_beyond_ascii_is_not_mistaken_for_nested_maps(shared: RunningCollec
         item["inputs"] = {"note": "火灾风险很高" * 200, "города": "Санкт-Петербург" * 50}
     assert post_packed(shared.url, token, packed(document)).json() == {"accepted": 20, "duplicates": 0}
     assert shared.records(device_id)[0]["inputs"]["note"].startswith("火灾风险很高")
+
+
+def test_tiny_records_in_many_groups_are_not_mistaken_for_nested_maps(shared: RunningCollector, device: tuple[str, str]) -> None:
+    device_id, token = device
+    document = {"batch_id": "tiny", "records": [record(inputs={"x": i}, outputs={"p": 0}, model=f"m{i % 7}") for i in range(200)]}
+    assert post_packed(shared.url, token, packed(document)).json() == {"accepted": 200, "duplicates": 0}
+    assert len(shared.records(device_id)) == 200
