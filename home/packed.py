@@ -91,9 +91,9 @@ def _decode(decoder: msgspec.msgpack.Decoder, data: Any, where: str) -> Any:
     try:
         return decoder.decode(data)
     except msgspec.ValidationError as exc:
-        raise SchemaError(f"{exc}; expected the layout of a {where} in a MessagePack batch (docs/wire.md)") from exc
+        raise SchemaError(f"{exc} (in {where}); expected the layout of the MessagePack batch (docs/wire.md)") from exc
     except (msgspec.DecodeError, RecursionError) as exc:
-        raise MalformedBody(f"body is not valid MessagePack ({exc}) in the {where}; expected a MessagePack batch") from exc
+        raise MalformedBody(f"body is not valid MessagePack ({exc}) in {where}; expected a MessagePack batch") from exc
 
 
 def parse_packed(body: bytes, *, max_records: int) -> Batch:
@@ -106,7 +106,7 @@ def parse_packed(body: bytes, *, max_records: int) -> Batch:
             "body is not valid MessagePack: it looks like JSON; send JSON with Content-Type: application/json, "
             "or a MessagePack batch with this Content-Type"
         )
-    envelope: _Envelope = _decode(_envelope, body, "batch")
+    envelope: _Envelope = _decode(_envelope, body, "the batch")
     batch_id = _text(envelope.batch_id, "batch_id")
     total = 0
     counts = []
@@ -153,7 +153,7 @@ def parse_packed(body: bytes, *, max_records: int) -> Batch:
         sha = group.bundle_sha256
         if not isinstance(sha, str) or not SHA256_HEX.fullmatch(sha):
             raise SchemaError(f"expected the bundle's sha256 as 64 hex digits, got {sha!r:.80}", field=f"{where}.bundle_sha256")
-        records = _decode(_records, raws[g], f"records of {where}")
+        records = _decode(_records, raws[g], f"{where}.records")
         if len(records) != count:
             raise SchemaError(f"holds {len(records)} records, but ids and ts hold {count}", field=f"{where}.records")
         group_ids = [group.ids[i : i + ID_LENGTH] for i in range(0, len(group.ids), ID_LENGTH)]
