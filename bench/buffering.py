@@ -236,6 +236,12 @@ class Collector:
             raise BenchError(f"edgepack {' '.join(args[:2])} failed: {completed.stderr.strip()[-300:]}")
         return completed.stdout
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the collector process has used so far."""
+        assert self.child.process is not None
+        fields = Path(f"/proc/{self.child.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stored(self) -> int:
         response = httpx.get(f"{self.url}/v1/stats", headers={"Authorization": f"Bearer {self.token}"}, timeout=10.0)
         response.raise_for_status()
@@ -257,64 +263,113 @@ def running_collector(directory: Path) -> Iterator[Collector]:
         collector.stop()
 
 
+SYNC_JSON = "SyncService.sync_once, JSON + gzip 1 (before)"
+SYNC_PACKED_GZIP = "SyncService.sync_once, MessagePack + gzip 1"
+SYNC_VARIANTS = {
+    SYNC: {},  # the defaults: the MessagePack batch, zstd when zstandard is installed
+    SYNC_PACKED_GZIP: {"wire": "packed", "zstd": False},
+    SYNC_JSON: {"wire": "json", "zstd": False},
+}
+SYNC_MIN_ROUNDS = 3
+
+
 def measure_sync(case: ModelCase, options: BenchOptions, workdir: Path) -> list[Figure]:
     """Records per second from a filled buffer to the collector's store, end to end: the
-    clock runs from the first ``sync_once`` until the buffer is empty."""
+    clock runs from the first ``sync_once`` until the buffer is empty. The wire formats
+    (``SYNC_VARIANTS``) alternate round by round against one collector, so they share the
+    machine's state."""
     import telemetry
 
     if not hasattr(telemetry, "Buffer") or not hasattr(telemetry, "SyncService"):
         return [error_figure(section="telemetry", path=SYNC, unit="records/s", error="n/a (not available: telemetry.Buffer / telemetry.SyncService)")]
     count = options.sync_records
     rows, outputs = _record_rows(case, count)
-    seconds: list[float] = []
-    waiting: list[float] = []
+    seconds: dict[str, list[float]] = {name: [] for name in SYNC_VARIANTS}
+    waiting: dict[str, list[float]] = {name: [] for name in SYNC_VARIANTS}
+    cpu: dict[str, list[tuple[float, float]]] = {name: [] for name in SYNC_VARIANTS}  # (device, collector) seconds
+    errors: dict[str, str] = {}
+    counter = iter(range(1_000_000))
+
+    def one(collector: Collector, name: str) -> None:
+        path = workdir / f"sync-{next(counter)}.db"
+        buffer = telemetry.Buffer(path, durability="process")
+        try:
+            _fill(buffer, case, rows, outputs, count)
+            buffer.flush()
+            # The fill's pages go to disk now, not during the clock (they would
+            # queue ahead of the collector's and the buffer's fsyncs).
+            os.sync()
+            before = collector.stored()
+            reports: list[Any] = []
+            sync_options = telemetry.SyncOptions(**SYNC_VARIANTS[name])  # type: ignore[arg-type]
+            service = telemetry.SyncService(buffer, collector.url, token=collector.token, options=sync_options,
+                                            on_batch=reports.append)
+            start, device_cpu, collector_cpu = time.perf_counter(), time.process_time(), collector.cpu_seconds()
+            # Generous bound: a service that sends nothing must not hang the benchmark.
+            for _ in range(count + 10):
+                service.sync_once()
+                if buffer.pending() == 0:
+                    break
+            elapsed = time.perf_counter() - start
+            cpu[name].append((time.process_time() - device_cpu, collector.cpu_seconds() - collector_cpu))
+            left = buffer.pending()
+            close = getattr(service, "close", None)
+            if close is not None:
+                close()
+        finally:
+            buffer.close()
+            _discard(path)
+        arrived = collector.stored() - before
+        if left or arrived != count:
+            raise BenchError(f"after sync {left} records still pending and {arrived} of {count} stored")
+        seconds[name].append(elapsed)
+        waiting[name].append(sum(getattr(r, "seconds", 0.0) for r in reports))
+
+    order = list(SYNC_VARIANTS)
     try:
         with running_collector(workdir / "collector") as collector:
-            for round_index in range(options.sync_rounds):
-                buffer = telemetry.Buffer(workdir / f"sync-{round_index}.db", durability="process")
-                try:
-                    _fill(buffer, case, rows, outputs, count)
-                    buffer.flush()
-                    # The fill's pages go to disk now, not during the clock (they would
-                    # queue ahead of the collector's and the buffer's fsyncs).
-                    os.sync()
-                    before = collector.stored()
-                    reports: list[Any] = []
-                    service = telemetry.SyncService(buffer, collector.url, token=collector.token, on_batch=reports.append)
-                    start = time.perf_counter()
-                    # Generous bound: a service that sends nothing must not hang the benchmark.
-                    for _ in range(count + 10):
-                        service.sync_once()
-                        if buffer.pending() == 0:
-                            break
-                    elapsed = time.perf_counter() - start
-                    left = buffer.pending()
-                    close = getattr(service, "close", None)
-                    if close is not None:
-                        close()
-                finally:
-                    buffer.close()
-                arrived = collector.stored() - before
-                if left or arrived != count:
-                    raise BenchError(f"after sync {left} records still pending and {arrived} of {count} stored")
-                seconds.append(elapsed)
-                waiting.append(sum(getattr(r, "seconds", 0.0) for r in reports))
+            for round_index in range(max(options.sync_rounds, SYNC_MIN_ROUNDS)):
+                shift = round_index % len(order)
+                for name in order[shift:] + order[:shift]:
+                    if name in errors:
+                        continue
+                    try:
+                        one(collector, name)
+                    except Exception as exc:  # noqa: BLE001
+                        errors[name] = f"{type(exc).__name__}: {exc}"
     except Exception as exc:  # noqa: BLE001
-        return [error_figure(section="telemetry", path=SYNC, unit="records/s", error=exc)]
-    return [
-        timing_figure(
-            section="telemetry",
-            path=SYNC,
-            seconds=seconds,
-            unit="records/s",
-            per_call_units=count,
-            note=(
-                f"{count:,} buffered records per round to `edgepack collector` on 127.0.0.1 with default SyncOptions, "
-                f"until pending() == 0, stored count checked; {100 * sum(waiting) / sum(seconds):.0f}% of the time "
-                "was spent waiting for the collector's answers"
-            ),
+        return [error_figure(section="telemetry", path=name, unit="records/s", error=exc) for name in SYNC_VARIANTS]
+    try:
+        import zstandard  # noqa: F401
+
+        default = "the MessagePack batch + zstd 1 (zstandard installed)"
+    except ImportError:
+        default = "the MessagePack batch + gzip 1 (zstandard not installed)"
+    figures = []
+    for name, variant in SYNC_VARIANTS.items():
+        if name in errors or not seconds[name]:
+            figures.append(error_figure(section="telemetry", path=name, unit="records/s", error=errors.get(name, "not measured")))
+            continue
+        figures.append(
+            timing_figure(
+                section="telemetry",
+                path=name,
+                seconds=seconds[name],
+                unit="records/s",
+                per_call_units=count,
+                note=(
+                    f"{count:,} buffered records per round to `edgepack collector` on 127.0.0.1 with SyncOptions({', '.join(f'{k}={v!r}' for k, v in variant.items())})"
+                    f"{': ' + default if not variant else ''}, "
+                    f"until pending() == 0, stored count checked; variants alternate round by round; "
+                    f"{100 * sum(waiting[name]) / sum(seconds[name]):.0f}% of the time was spent waiting for the collector's answers; "
+                    f"CPU per record: device {1e6 * sum(c[0] for c in cpu[name]) / (count * len(cpu[name])):.1f} µs "
+                    f"(this process, every thread: buffer reads, encoding, compression, HTTP), collector "
+                    f"{1e6 * sum(c[1] for c in cpu[name]) / (count * len(cpu[name])):.1f} µs (its whole process)"
+                ),
+            )
         )
-    ]
+    set_ratios(figures, SYNC_JSON)
+    return figures
 
 
 def _paired(timings: Timings, slow: str, fast: str, *, per_call: int = 1) -> tuple[float, float, int]:

@@ -129,6 +129,10 @@ def run_suite(
                 _guard(report, "telemetry", "record rate", lambda: buffering.measure_record_rate(case, options, root))
                 log("[bench] telemetry: sync to a collector on loopback")
                 _guard(report, "telemetry", buffering.SYNC, lambda: buffering.measure_sync(case, options, root))
+                from . import ingest
+
+                log("[bench] telemetry: collector ingest CPU per record, per body kind")
+                _guard(report, "telemetry", ingest.PACKED_ZSTD, lambda: ingest.measure_ingest(case, options, root))
                 log("[bench] telemetry: cost per prediction")
                 _guard(report, "telemetry", buffering.OVERHEAD, lambda: buffering.measure_overhead(case, options, root), case.name)
         if "serve" in sections and TELEMETRY_MODEL in by_name:

@@ -2,8 +2,10 @@
 
 Request checks run cheapest first and before anything is stored: token (401), role
 (403: an admin token uploads nothing), uploads in progress (429 for this device, 503 for
-all), encoding and type (415), declared size (413), streamed size and gzip (413/400),
-bytes in memory (429/503), body deadline (408), JSON (400), schema (422). Only a fully
+all), encoding and type (415), declared size (413), streamed size and gzip or zstd (413/400),
+bytes in memory (429/503), body deadline (408), JSON or MessagePack (400), schema (422).
+A batch comes as JSON (``home.schema``) or as the MessagePack batch devices send
+(``home.packed``); both become the same ``Batch``, stored the same way. Only a fully
 valid batch reaches the store, on its single writer thread.
 
 ``GET /v1/stats`` answers a device token with its own device's totals only, and an admin
@@ -32,9 +34,18 @@ from .admission import Admission, Ticket
 from .dashboard.routes import dashboard_routes
 from .monitoring.metrics import BatchTiming
 from .monitoring.routes import monitoring_for
-from .body import check_content_type, check_declared_length, content_encoding, decode_json, read_body
+from .body import (
+    MEDIA_TYPES,
+    PACKED_MEDIA_TYPE,
+    check_content_type,
+    check_declared_length,
+    content_encoding,
+    decode_json,
+    read_body,
+)
 from .errors import Forbidden, RequestError, RequestTimeout, StoreError, Unauthorized
 from .openapi import build_spec
+from .packed import parse_packed
 from .schema import Batch, parse_batch
 from .settings import CollectorSettings
 from .stores.backends import backend_for
@@ -131,14 +142,14 @@ class Collector:
             logger.warning("batch refused (%d) from %s: %s", exc.status, device, exc)
             return _error(exc.status, str(exc), exc.headers)
 
-    async def _read(self, request: Request, ticket: Ticket) -> bytes:
+    async def _read(self, request: Request, ticket: Ticket) -> tuple[bytes, str]:
         encoding = content_encoding(request.headers)
-        check_content_type(request.headers)
+        media_type = check_content_type(request.headers, MEDIA_TYPES)
         check_declared_length(request.headers, self.settings)
         deadline = self.settings.body_timeout_seconds
         try:
             async with asyncio.timeout(deadline):
-                return await read_body(request.stream(), encoding, self.settings, ticket.reserve)
+                return await read_body(request.stream(), encoding, self.settings, ticket.reserve), media_type
         except TimeoutError:
             raise RequestTimeout(
                 f"the body did not arrive within {deadline:g} s; nothing was stored, send it again "
@@ -147,8 +158,8 @@ class Collector:
 
     async def _receive(self, request: Request, device: str, ticket: Ticket) -> Response:
         try:
-            body = await self._read(request, ticket)
-            batch: Batch = await run_in_threadpool(self._parse, body)
+            body, media_type = await self._read(request, ticket)
+            batch: Batch = await run_in_threadpool(self._parse, body, media_type)
             del body
             result: IngestResult = await self._on_writer(
                 self._store_or_fail().ingest, device, batch, received_at=time.time()
@@ -172,7 +183,9 @@ class Collector:
     def _retry_later(self, message: str) -> JSONResponse:
         return _error(503, message, {"Retry-After": str(self.settings.retry_after_seconds)})
 
-    def _parse(self, body: bytes) -> Batch:
+    def _parse(self, body: bytes, media_type: str) -> Batch:
+        if media_type == PACKED_MEDIA_TYPE:
+            return parse_packed(body, max_records=self.settings.max_records)
         return parse_batch(decode_json(body), max_records=self.settings.max_records, source=body)
 
     def _store_or_fail(self) -> RecordStore:

@@ -3,7 +3,14 @@
 The size as sent is checked from ``Content-Length`` before anything is read, and again
 while streaming (a client may lie or send chunked). A gzip body is decompressed while it
 streams in, never asking zlib for more than the remaining allowance, so a gzip bomb costs
-at most ``max_decompressed_bytes`` of memory before it is refused.
+at most ``max_decompressed_bytes`` of memory before it is refused. A zstd body
+(``Content-Encoding: zstd``, what edgepack devices send when the ``zstandard`` package is
+installed) is decompressed the same way, under the same cap, by a decoder whose window is
+bounded (``ZSTD_MAX_WINDOW``): a frame asking for a larger window, or declaring more
+content than the cap, is refused before zstd allocates anything for it.
+
+Two body types are read (``media_type``): JSON (``application/json``, any client) and the
+MessagePack batch edgepack devices send (``home.packed``, ``PACKED_MEDIA_TYPE``).
 
 The body is parsed with orjson (several times faster than the ``json`` module on
 float-heavy records); only a body orjson refuses is parsed again with ``json``, for the
@@ -22,27 +29,49 @@ from .errors import MalformedBody, PayloadTooLarge, UnsupportedMediaType
 from .exactness import loads_exact, may_underflow, refuse_inexact
 from .settings import CollectorSettings
 
-ENCODINGS = ("identity", "gzip")
+ENCODINGS = ("identity", "gzip", "zstd")
 SLICE = 1 << 20
+ZSTD_FEED = 256
+ZSTD_MAX_WINDOW = 8 << 20
+"""Largest zstd window a body may ask for (zstd's levels up to 19 use at most 8 MiB; a
+hostile frame may declare up to 2 GiB, which the decompressor would allocate)."""
+JSON_MEDIA_TYPE = "application/json"
+PACKED_MEDIA_TYPE = "application/vnd.edgepack.batch.v1+msgpack"
+"""The MessagePack batch of ``home.packed`` (version 1 of its layout)."""
+MEDIA_TYPES = (JSON_MEDIA_TYPE, PACKED_MEDIA_TYPE)
 
 
-def content_encoding(headers: Mapping[str, str]) -> str:
-    """The body's encoding, ``identity`` or ``gzip``; anything else is a 415."""
+def content_encoding(headers: Mapping[str, str], encodings: tuple[str, ...] = ENCODINGS) -> str:
+    """The body's encoding, one of ``encodings``; anything else is a 415."""
     raw = headers.get("content-encoding", "").strip().lower()
     encoding = raw or "identity"
-    if encoding not in ENCODINGS:
-        raise UnsupportedMediaType(f"Content-Encoding {raw!r} is not supported; send identity (no header) or gzip")
+    if encoding not in encodings or (encoding == "zstd" and not zstd_available()):
+        offered = [e for e in encodings if e != "zstd" or zstd_available()]
+        raise UnsupportedMediaType(
+            f"Content-Encoding {raw!r} is not supported; send identity (no header) or {' or '.join(offered[1:])}"
+        )
     return encoding
 
 
-def check_content_type(headers: Mapping[str, str]) -> None:
-    """A body must be JSON; a missing ``Content-Type`` is taken to mean JSON."""
+def check_content_type(headers: Mapping[str, str], media_types: tuple[str, ...] = (JSON_MEDIA_TYPE,)) -> str:
+    """The body's media type, one of ``media_types``; a missing ``Content-Type`` is taken
+    to mean JSON."""
     raw = headers.get("content-type")
     if raw is None:
-        return
+        return JSON_MEDIA_TYPE
     media_type = raw.split(";", 1)[0].strip().lower()
-    if media_type != "application/json":
-        raise UnsupportedMediaType(f"Content-Type {raw!r} is not supported; send application/json")
+    if media_type not in media_types:
+        raise UnsupportedMediaType(f"Content-Type {raw!r} is not supported; send {' or '.join(media_types)}")
+    return media_type
+
+
+def zstd_available() -> bool:
+    """Whether the ``zstandard`` package is installed (it comes with ``edgepack[collector]``)."""
+    try:
+        import zstandard  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def check_declared_length(headers: Mapping[str, str], settings: CollectorSettings) -> None:
@@ -103,6 +132,68 @@ class _Gunzip:
         return b"".join(self.parts)
 
 
+class _Unzstd:
+    """Incremental zstd decoder with a hard cap on its output and on the window a frame
+    may ask for; ``reserve`` accounts each piece.
+
+    python-zstandard's incremental decoder has no output limit per call, so input is fed
+    ``ZSTD_FEED`` bytes at a time: zstd's densest block (RLE, 4 bytes) makes at most
+    128 KiB, so one feed makes at most ``ZSTD_FEED / 4 * 128 KiB`` (8 MiB) before the cap
+    is checked again. One frame per body, like one gzip member."""
+
+    def __init__(self, cap: int, reserve: Callable[[int], None]) -> None:
+        import zstandard
+
+        self.cap = cap
+        self.reserve = reserve
+        self.size = 0
+        self.parts: list[bytes] = []
+        self.started = False
+        self._error = zstandard.ZstdError
+        self._decoder = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW).decompressobj(write_size=SLICE)
+        self._frame_size = zstandard.frame_content_size
+
+    def feed(self, data: bytes) -> None:
+        if not data:
+            return
+        if not self.started:
+            self.started = True
+            try:
+                declared = self._frame_size(data)  # the frame's declared content size, -1 if absent
+            except self._error:
+                declared = -1  # not a full frame header here: the decoder says what is wrong
+            if declared > self.cap:
+                raise PayloadTooLarge(
+                    f"zstd body declares {declared} bytes of content; at most {self.cap} are accepted, send smaller batches"
+                )
+        view = memoryview(data)
+        for start in range(0, len(view), ZSTD_FEED):
+            if self._decoder.eof:
+                raise MalformedBody("body has data after the end of the zstd frame; expected a single zstd frame")
+            try:
+                piece = self._decoder.decompress(view[start : start + ZSTD_FEED])
+            except self._error as exc:
+                raise MalformedBody(
+                    f"body is not valid zstd ({exc}); expected Content-Encoding: zstd data, one frame with a window "
+                    f"of at most {ZSTD_MAX_WINDOW} bytes"
+                ) from exc
+            self.size += len(piece)
+            if self.size > self.cap:
+                raise PayloadTooLarge(
+                    f"body decompresses to more than {self.cap} bytes; at most {self.cap} are accepted, send smaller batches"
+                )
+            if piece:
+                self.reserve(len(piece))
+                self.parts.append(piece)
+        if self._decoder.eof and self._decoder.unused_data:
+            raise MalformedBody("body has data after the end of the zstd frame; expected a single zstd frame")
+
+    def finish(self) -> bytes:
+        if not self._decoder.eof:
+            raise MalformedBody("zstd body is not valid zstd: truncated, the stream ended before the end of its frame")
+        return b"".join(self.parts)
+
+
 def _unlimited(size: int) -> None:
     pass
 
@@ -110,13 +201,17 @@ def _unlimited(size: int) -> None:
 async def read_body(
     chunks: AsyncIterator[bytes], encoding: str, settings: CollectorSettings, reserve: Callable[[int], None] = _unlimited
 ) -> bytes:
-    """Collect the body from ``chunks``, undoing gzip, enforcing both size limits.
+    """Collect the body from ``chunks``, undoing gzip or zstd, enforcing both size limits.
 
     ``reserve(n)`` is called for every ``n`` bytes kept in memory (after gzip), before
     more are read, so the caller can refuse a body the moment it would cross a limit.
     """
     received = 0
-    gunzip = _Gunzip(settings.max_decompressed_bytes, reserve) if encoding == "gzip" else None
+    gunzip: _Gunzip | _Unzstd | None = None
+    if encoding == "gzip":
+        gunzip = _Gunzip(settings.max_decompressed_bytes, reserve)
+    elif encoding == "zstd":
+        gunzip = _Unzstd(settings.max_decompressed_bytes, reserve)
     parts: list[bytes] = []
     async for chunk in chunks:
         received += len(chunk)

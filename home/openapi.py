@@ -10,6 +10,7 @@ from typing import Any
 
 from .feedback import openapi as feedback_spec
 from .monitoring.openapi import monitoring_paths
+from .body import PACKED_MEDIA_TYPE, ZSTD_MAX_WINDOW
 from .schema import COUNTER_KEYS, COUNTER_NAME, INT64_MAX, MAX_COUNTERS
 from .settings import CollectorSettings
 
@@ -51,23 +52,36 @@ def build_spec(settings: CollectorSettings) -> dict[str, Any]:
                             "name": "Content-Encoding",
                             "in": "header",
                             "required": False,
-                            "schema": {"type": "string", "enum": ["gzip", "identity"]},
+                            "description": (
+                                "gzip (one member) or zstd (one frame, window at most "
+                                f"{ZSTD_MAX_WINDOW} bytes); none for an uncompressed body."
+                            ),
+                            "schema": {"type": "string", "enum": ["zstd", "gzip", "identity"]},
                         }
                     ],
                     "requestBody": {
                         "required": True,
                         "description": (
                             f"At most {settings.max_body_bytes} bytes as sent and {settings.max_decompressed_bytes} "
-                            f"bytes once gzip is undone; at most {settings.max_records} records."
+                            f"bytes once gzip or zstd is undone; at most {settings.max_records} records. JSON (any "
+                            f"client) or the MessagePack batch edgepack devices send ({PACKED_MEDIA_TYPE}, described "
+                            "by PackedBatch with MessagePack types: str, bin, array, map); both are stored the same "
+                            "way, so a record sent in either format and replayed in the other is a duplicate."
                         ),
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Batch"}}},
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Batch"}},
+                            PACKED_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/PackedBatch"}},
+                        },
                     },
                     "responses": {
                         "200": {
                             "description": "The batch is stored (durably) or was already stored.",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchResult"}}},
                         },
-                        "400": _error("The body is not valid gzip, not UTF-8, not JSON, or empty."),
+                        "400": _error(
+                            "The body is not valid gzip or zstd (or a zstd frame asks for a larger window), not UTF-8, "
+                            "not JSON, not MessagePack, or empty."
+                        ),
                         "401": unauthorized,
                         "403": _error("An admin token: admin tokens read the fleet and upload nothing."),
                         "408": _error(
@@ -75,9 +89,14 @@ def build_spec(settings: CollectorSettings) -> dict[str, Any]:
                             "nothing was stored and the connection is closed. Send it again."
                         ),
                         "413": _error("The body is over the size limit as sent, or once decompressed."),
-                        "415": _error("Content-Encoding other than gzip/identity, or Content-Type other than JSON."),
+                        "415": _error(
+                            f"Content-Encoding other than zstd/gzip/identity, or Content-Type other than "
+                            f"application/json or {PACKED_MEDIA_TYPE}. Devices then step down (zstd to gzip, "
+                            "MessagePack to JSON)."
+                        ),
                         "422": _error(
-                            "Valid JSON that does not follow the batch schema, or a value that cannot be stored "
+                            "Valid JSON or MessagePack that does not follow the batch schema (a record count that "
+                            "lies: ids, ts and records of a group disagree), or a value that cannot be stored "
                             "exactly (NaN, 1e-400, integers beyond 64 bits); the message names the field."
                         ),
                         "429": _retry_after(
@@ -205,6 +224,52 @@ def build_spec(settings: CollectorSettings) -> dict[str, Any]:
                             "items": {"$ref": "#/components/schemas/Record"},
                         },
                         "counters": {"$ref": "#/components/schemas/Counters"},
+                    },
+                },
+                "PackedGroup": {
+                    "type": "object",
+                    "description": (
+                        "Consecutive records of one context. MessagePack map; ids and ts hold one entry per record, "
+                        "records one [values, outputs, flags] array per record, values in the order of inputs."
+                    ),
+                    "additionalProperties": False,
+                    "required": ["model", "version", "bundle_sha256", "inputs", "ids", "ts", "records"],
+                    "properties": {
+                        "model": {"type": "string", "minLength": 1, "maxLength": 256},
+                        "version": {"type": "string", "minLength": 1, "maxLength": 256},
+                        "bundle_sha256": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
+                        "inputs": {"type": "array", "items": {"type": "string"}, "description": "Input names, once per group."},
+                        "ids": {"type": "string", "description": "The records' UUIDs (36 characters each), concatenated."},
+                        "ts": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "MessagePack bin: the records' unix seconds UTC, little-endian float64, 8 bytes each.",
+                        },
+                        "records": {
+                            "type": "array",
+                            "items": {
+                                "type": "array",
+                                "prefixItems": [
+                                    {"type": "array", "description": "Input values, in the order of inputs."},
+                                    {"type": "object", "description": "Outputs (keys may be str, int, float, bool or nil)."},
+                                    {"type": "array", "items": {"type": "string"}, "description": "Flags."},
+                                ],
+                                "minItems": 3,
+                                "maxItems": 3,
+                            },
+                        },
+                    },
+                },
+                "PackedBatch": {
+                    "type": "object",
+                    "description": f"The body of {PACKED_MEDIA_TYPE}: a MessagePack map.",
+                    "additionalProperties": False,
+                    "required": ["batch_id", "groups"],
+                    "properties": {
+                        "batch_id": {"type": "string", "minLength": 1, "maxLength": 256},
+                        "groups": {"type": "array", "items": {"$ref": "#/components/schemas/PackedGroup"},
+                                   "description": f"At most {settings.max_records} records over all groups."},
+                        "counters": {"anyOf": [{"$ref": "#/components/schemas/Counters"}, {"type": "null"}]},
                     },
                 },
                 "BatchResult": {

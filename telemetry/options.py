@@ -69,10 +69,22 @@ class SyncOptions:
     batch_size: int = 1000
     """Most records per batch (the collector accepts at most 5000)."""
     max_batch_bytes: int = 4 * 1024 * 1024
-    """Most JSON bytes of records per batch before gzip (the collector takes 8 MiB as
+    """Most bytes of records (JSON or MessagePack, as ``wire`` says) per batch before compression (the collector takes 8 MiB as
     sent and 32 MiB decompressed); a single larger record is still sent alone."""
+    wire: Literal["packed", "json"] = "packed"
+    """Body format. ``"packed"``: the MessagePack batch (``telemetry.wire``), the buffer's
+    own encoding of the records, grouped by context, with no JSON made on the device.
+    ``"json"``: the JSON batch every collector takes. A collector that does not know the
+    packed format (415) is sent JSON from then on."""
+    zstd: bool = True
+    """Compress with ``Content-Encoding: zstd`` when the ``zstandard`` package is installed
+    (``pip install 'edgepack[zstd]'``); otherwise, or for a collector that refuses it
+    (415), gzip (if ``gzip``). zstd level 1 compresses a packed 31-feature record ~10x
+    faster than gzip level 1, to the same size."""
+    zstd_level: int = 1
+    """zstd level (1 to 19) for ``zstd``."""
     gzip: bool = True
-    """Send bodies with ``Content-Encoding: gzip``."""
+    """Send bodies with ``Content-Encoding: gzip`` (when zstd is off or unavailable)."""
     gzip_level: int = 1
     """zlib level for ``gzip``. Level 1 packs 31-feature records to ~36% of their JSON at
     ~13 µs of CPU each; level 6 reaches ~31% at ~4x the CPU. Raise it on slow links."""
@@ -95,6 +107,10 @@ class SyncOptions:
             raise OptionsError(f"max_batch_bytes={self.max_batch_bytes!r}: expected at least 1024 bytes")
         if self.request_deadline <= 0 or self.backoff_base <= 0 or self.backoff_cap < self.backoff_base:
             raise OptionsError("request_deadline and backoff_base must be > 0 seconds and backoff_cap >= backoff_base")
+        if self.wire not in ("packed", "json"):
+            raise OptionsError(f"wire={self.wire!r}: expected 'packed' (MessagePack) or 'json'")
+        if not 1 <= self.zstd_level <= 19:
+            raise OptionsError(f"zstd_level={self.zstd_level!r}: expected 1 (fastest) to 19 (smallest)")
         if not 0 <= self.gzip_level <= 9:
             raise OptionsError(f"gzip_level={self.gzip_level!r}: expected 0 (store) to 9 (smallest)")
         if self.max_attempts < 1 or self.interval < 0:

@@ -1,13 +1,16 @@
 """The sync service: sends the buffer's oldest records home, exactly once, in batches.
 
 Each round takes the oldest pending records (``batch_size``, cut at ``max_batch_bytes``
-of JSON), gzips them into one ``POST /v1/batches`` with the device's bearer token, and
-deletes them locally only after a 2xx, in one transaction. The ``batch_id`` is the
+as encoded), sends them compressed in one ``POST /v1/batches`` with the device's bearer
+token, and deletes them locally only after a 2xx, in one transaction. The body is the
+MessagePack batch (the records as the buffer stores them, grouped by context; zstd when
+``zstandard`` is installed, else gzip) or JSON: see ``telemetry.wire`` and
+``telemetry.batch``. The ``batch_id`` is the
 SHA-256 of the sorted record ids, so a resend after a crash carries the same id; the
 collector stores each (device, record id) once, so a resend stores nothing twice.
 
 The device and the collector work at the same time: while a batch travels, the next one
-is read, encoded (orjson) and compressed, and the batch before it is deleted locally. So
+is read, encoded and compressed, and the batch before it is deleted locally. So
 a crash can leave up to two batches stored at home but not yet deleted here; both are
 sent again and count as duplicates. A batch being read ahead is held against
 ``drop_oldest`` like the one in flight.
@@ -22,13 +25,15 @@ What each answer does:
   Except a refusal of the ``lost`` counter (a collector older than it answers 422 on
   ``counters``): then the batch is sent again with lost records inside ``dropped``.
 * 401 / 403: stop, keep everything, report the token problem.
-* 415: resend without gzip (the collector does not take it) and keep it off.
+* 415: step down to what an older collector takes (zstd to gzip, the MessagePack batch to
+  JSON, gzip to none: ``telemetry.wire``), resend, and keep it so.
 * 408, 425, 429, 5xx, timeouts, connection errors: wait with full-jitter exponential
   backoff (``backoff_base`` doubling up to ``backoff_cap``), or the ``Retry-After`` the
   collector asked for if longer (also bounded by the cap), and resend.
-* anything else (404, 3xx...): stop, keep everything, report that the endpoint looks wrong.
+* anything else (404, 3xx, a 415 with nothing left to step down to...): stop, keep everything, report that the endpoint looks wrong.
 
-Every request has an overall deadline (``request_deadline``), see ``telemetry.request``.
+Every request has an overall deadline (``request_deadline``), see ``telemetry.request``;
+backoff is ``telemetry.backoff``; acknowledgements and dead letters ``telemetry.receipts``.
 Records whose stored payload cannot be decoded (damaged or hostile bytes) are
 dead-lettered when the batch is read (``telemetry.batch``), and sending goes on.
 
@@ -38,30 +43,39 @@ A round that drained the records then sends the queued labels (``Buffer.feedback
 
 from __future__ import annotations
 
-import gzip
 import logging
 import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import httpx
 
-from . import crashpoint
+from .backoff import Backoff
+from .batch import Batch, Item, batch_id_of, encode, json_records, packed_records
 from .buffer import Buffer
-from .batch import Batch, Item, Prefetch, batch_id_of, encode
-from .encoding import to_json_bytes
 from .errors import SyncConfigError, TelemetryError
 from .feedback_sync import FeedbackResult, FeedbackUploader
 from .options import SyncOptions
 from .outcomes import BatchReport, SyncResult, _add, _Tally
+from .receipts import Receipts
 from .request import Answer, check_endpoint, post
 from .rows import StoredRecord
+from .wire import Body, Wire
 
 log = logging.getLogger("telemetry.sync")
 
 _TRANSIENT = frozenset({408, 425, 429})
+
+
+@dataclass
+class Prefetch:
+    """The next batch, read and encoded while the current one is in flight."""
+
+    records: int  # records read (items plus any dead-lettered as unreadable)
+    batch: Batch
+    body: Body | None = None
 
 
 class SyncService:
@@ -94,20 +108,17 @@ class SyncService:
         token = token.strip() if isinstance(token, str) else token
         if not isinstance(token, str) or not token or any(c.isspace() for c in token):
             raise SyncConfigError("the device token must be a non-empty string without spaces (the content of --token-file)")
-        self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        self._headers = {"Authorization": f"Bearer {token}"}
         self._client = client or httpx.Client()
         self._owns_client = client is None
-        self._sleep = sleep
-        self._rng = rng
         self._clock = clock
-        self._on_batch = on_batch
-        self._gzip = self.options.gzip
+        self._wire = Wire(self.options)
+        self._backoff = Backoff(self.options, sleep=sleep, rng=rng)
+        self._receipts = Receipts(buffer, on_batch)
         # Collectors before the ``lost`` counter refuse unknown counter names (422 on
         # "counters"); for those, lost records are sent inside ``dropped`` instead.
         self._fold_lost = False
-        self._failures = 0  # consecutive transient failures, across rounds (drives backoff)
         self._next: Prefetch | None = None
-        self._pending_ack: tuple[str, list[Item], Answer, _Tally, float] | None = None
         # Labels (Buffer.feedback) go home after the records, at the end of a drained round.
         self._feedback = FeedbackUploader(self)
         self.last_feedback: FeedbackResult | None = None
@@ -139,7 +150,7 @@ class SyncService:
                 if batch.items:
                     try:
                         acknowledged = self._deliver(
-                            batch.items, tally, stop_event, prefetch=True, body=body, records_json=batch.json,
+                            batch.items, tally, stop_event, prefetch=True, body=body, batch=batch,
                             held=ahead is not None,
                         )
                     except BaseException:
@@ -172,8 +183,8 @@ class SyncService:
             total = _add(total, result)
             if result.stopped in ("unauthorized", "rejected", "stop_requested"):
                 return total
-            delay = self.options.interval if result.stopped == "drained" else self._backoff(None)
-            if self._wait(delay, stop_event):
+            delay = self.options.interval if result.stopped == "drained" else self._backoff.delay(None)
+            if self._backoff.wait(delay, stop_event):
                 return replace(total, stopped="stop_requested", error=None)
 
     def _release_hold(self) -> None:
@@ -197,7 +208,7 @@ class SyncService:
 
     def _encode(self, records: Sequence[StoredRecord], tally: _Tally) -> Batch:
         """The records as sent, cut at ``max_batch_bytes``; unreadable ones are dead-lettered."""
-        batch, unreadable = encode(records, self.options.max_batch_bytes)
+        batch, unreadable = encode(records, self.options.max_batch_bytes, packed=self._wire.packed)
         if unreadable:
             moved = self.buffer.dead_letter(unreadable, batch_id="", status=0, reason="stored payload unreadable")
             tally.dead_lettered += moved
@@ -210,8 +221,8 @@ class SyncService:
         stop_event: threading.Event,
         *,
         prefetch: bool = False,
-        body: tuple[bytes, bool, bool] | None = None,
-        records_json: bytes | None = None,
+        body: Body | None = None,
+        batch: Batch | None = None,
         held: bool = False,
     ) -> bool:
         """Send one batch, splitting on 413; sets ``tally.stop`` when sending must stop.
@@ -219,7 +230,7 @@ class SyncService:
         True when the collector acknowledged the whole batch in one answer. With
         ``prefetch``, the next batch is read, encoded and compressed while the first
         attempt is in flight (into ``self._next``), so the device prepares while the
-        collector stores. ``body`` is this batch's, prepared that way; ``records_json``
+        collector stores. ``body`` is this batch's, prepared that way; ``batch`` holds
         its records, already encoded; ``held``: the hold already covers it. Such a
         batch's acknowledgement (the local delete) is deferred until the next request is
         on its way, so the collector is not left idle while the device deletes.
@@ -231,17 +242,17 @@ class SyncService:
             if not held:
                 # Hold the batch against drop_oldest while it is in flight (and a little after).
                 self.buffer.hold(max(item.rowid for item in items), self._hold_seconds)
-            prepared = body if body is not None and body[1] == self._gzip and not (body[2] and self._fold_lost) else None
-            sent = prepared or self._body(batch_id, items, records_json)
+            prepared = body if body is not None and self._wire.fits(body) and not (body.carries_lost and self._fold_lost) else None
+            sent = prepared or self._body(batch_id, items, batch)
             answer = self._post(items, tally if prefetch else None, sent)
             prefetch, body, held = False, None, False
             status = answer.status
             if status is not None and 200 <= status < 300:
-                self._failures = 0
+                self._backoff.failures = 0
                 if defer:
-                    self._pending_ack = (batch_id, items, answer, tally, started)
+                    self._receipts.defer(batch_id, items, answer, tally, started)
                 else:
-                    self._acknowledge(batch_id, items, answer, tally, started)
+                    self._receipts.acknowledge(batch_id, items, answer, tally, started)
                 return True
             if status == 413:
                 if len(items) > 1:
@@ -252,9 +263,9 @@ class SyncService:
                         if tally.stop is not None:
                             return False
                     return False
-                self._dead_letter(batch_id, items, 413, f"a single record is over the collector's size limit: {answer.problem}", tally, started)
+                self._receipts.dead_letter(batch_id, items, 413, f"a single record is over the collector's size limit: {answer.problem}", tally, started)
                 return False
-            if status in (400, 422) and sent[2] and answer.problem.startswith("counters"):
+            if status in (400, 422) and sent.carries_lost and answer.problem.startswith("counters"):
                 log.warning(
                     "the collector does not take the 'lost' counter (%s: %s); sending lost records inside 'dropped' from now on",
                     status, answer.problem,
@@ -262,7 +273,7 @@ class SyncService:
                 self._fold_lost = True
                 continue
             if status in (400, 422):
-                self._dead_letter(batch_id, items, status, answer.problem, tally, started)
+                self._receipts.dead_letter(batch_id, items, status, answer.problem, tally, started)
                 return False
             if status in (401, 403):
                 tally.stop = "unauthorized"
@@ -273,23 +284,22 @@ class SyncService:
                 )
                 log.error("%s", tally.error)
                 return False
-            if status == 415 and self._gzip:
-                log.warning("collector does not accept gzip (415: %s); sending uncompressed from now on", answer.problem)
-                self._gzip = False
+            if status == 415 and self._wire.step_down(answer.problem):
+                batch = None  # encoded for the format just given up
                 continue
             if status is None or status in _TRANSIENT or status >= 500:
                 tally.retries += 1
                 tally.attempts += 1
-                self._failures += 1
+                self._backoff.failures += 1
                 what = answer.problem if status is None else f"{status}: {answer.problem}"
                 if tally.attempts >= self.options.max_attempts:
                     tally.stop = "unavailable"
                     tally.error = f"the collector at {self.endpoint} is unavailable ({what}) after {tally.attempts} attempts; records are kept for the next round"
                     log.warning("%s", tally.error)
                     return False
-                delay = self._backoff(answer.retry_after)
+                delay = self._backoff.delay(answer.retry_after)
                 log.warning("batch %s: %s; retrying in %.1f s", batch_id[:12], what, delay)
-                if self._wait(delay, stop_event):
+                if self._backoff.wait(delay, stop_event):
                     tally.stop = "stop_requested"
                     return False
                 continue
@@ -302,42 +312,7 @@ class SyncService:
             return False
 
     def _acknowledge_pending(self, *, keep_hold: bool) -> None:
-        pending, self._pending_ack = self._pending_ack, None
-        if pending is not None:
-            self._acknowledge(*pending, keep_hold=keep_hold)
-
-    def _acknowledge(
-        self, batch_id: str, items: list[Item], answer: Answer, tally: _Tally, started: float, *, keep_hold: bool = False
-    ) -> None:
-        crashpoint.reach("after_response")
-        self.buffer.acknowledge([item.rowid for item in items], keep_hold=keep_hold)
-        body = answer.body if isinstance(answer.body, dict) else {}
-        accepted, duplicates = body.get("accepted"), body.get("duplicates")
-        if not isinstance(accepted, int) or not isinstance(duplicates, int):
-            log.warning("batch %s: collector answered %s without accepted/duplicates counts", batch_id[:12], answer.status)
-            accepted, duplicates = len(items), 0
-        tally.batches += 1
-        tally.sent += len(items)
-        tally.accepted += accepted
-        tally.duplicates += duplicates
-        report = BatchReport(
-            batch_id=batch_id, records=len(items), status=answer.status or 0, accepted=accepted,
-            duplicates=duplicates, seconds=time.monotonic() - started,
-        )
-        log.info(
-            "batch %s: %d records sent, %d accepted, %d duplicates (%.2f s)",
-            batch_id[:12], report.records, accepted, duplicates, report.seconds,
-        )
-        if self._on_batch is not None:
-            self._on_batch(report)
-
-    def _dead_letter(self, batch_id: str, items: list[Item], status: int, problem: str, tally: _Tally, started: float) -> None:
-        moved = self.buffer.dead_letter([item.rowid for item in items], batch_id=batch_id, status=status, reason=problem)
-        tally.dead_lettered += moved
-        log.error("batch %s: collector refused it (%d: %s); %d records moved to the dead-letter table", batch_id[:12], status, problem, moved)
-        if self._on_batch is not None:
-            self._on_batch(BatchReport(batch_id=batch_id, records=len(items), status=status, dead_lettered=moved,
-                                       seconds=time.monotonic() - started))
+        self._receipts.settle(keep_hold=keep_hold)
 
     @property
     def _hold_seconds(self) -> float:
@@ -352,7 +327,7 @@ class SyncService:
             # Extend the hold over the next batch too: drop_oldest would otherwise pick
             # exactly these rows, the oldest ones not in flight.
             self.buffer.hold(records[-1].rowid, self._hold_seconds)
-            body = self._body(batch_id_of(batch.items), batch.items, batch.json) if batch.items else None
+            body = self._body(batch_id_of(batch.items), batch.items, batch) if batch.items else None
         except TelemetryError as exc:
             log.debug("reading the next batch ahead failed (%s); it is read again after this one", exc)
             return
@@ -360,18 +335,14 @@ class SyncService:
 
     # -- HTTP -----------------------------------------------------------------------------
 
-    def _body(self, batch_id: str, items: list[Item], records_json: bytes | None = None) -> tuple[bytes, bool, bool]:
-        """The request body, whether it is gzipped, and whether it carries the ``lost``
-        counter; with the current counters."""
-        counters = self._counters()
-        body = b"".join((
-            b'{"batch_id":"', batch_id.encode(), b'","records":',
-            records_json if records_json is not None else to_json_bytes([item.record for item in items]),
-            b',"counters":', to_json_bytes(counters), b"}",
-        ))
-        if self._gzip:
-            return gzip.compress(body, compresslevel=self.options.gzip_level, mtime=0), True, "lost" in counters
-        return body, False, "lost" in counters
+    def _body(self, batch_id: str, items: list[Item], batch: Batch | None = None) -> Body:
+        """The request body in the current wire format, with the current counters;
+        ``batch``'s records are reused if they are encoded for that format."""
+        if batch is not None and batch.packed == self._wire.packed:
+            records = batch.records
+        else:
+            records = (packed_records if self._wire.packed else json_records)(items)
+        return self._wire.body(batch_id, records, self._counters())
 
     def _counters(self) -> dict[str, int]:
         """The buffer's counters as sent: ``lost`` only once there is something to report
@@ -384,10 +355,10 @@ class SyncService:
             counters["lost"] = lost
         return counters
 
-    def _post(self, items: list[Item], prefetch_tally: _Tally | None, prepared: tuple[bytes, bool, bool]) -> Answer:
-        headers = dict(self._headers)
-        if prepared[1]:
-            headers["Content-Encoding"] = "gzip"
+    def _post(self, items: list[Item], prefetch_tally: _Tally | None, prepared: Body) -> Answer:
+        headers = {**self._headers, "Content-Type": prepared.media_type}
+        if prepared.encoding != "identity":
+            headers["Content-Encoding"] = prepared.encoding
 
         def meanwhile() -> None:
             # The batch before this one was stored by the collector: delete it here while
@@ -396,22 +367,5 @@ class SyncService:
             if prefetch_tally is not None:
                 self._prefetch(items[-1].rowid, prefetch_tally)
 
-        return post(self._client, self.url, prepared[0], headers, deadline=self.options.request_deadline,
+        return post(self._client, self.url, prepared.data, headers, deadline=self.options.request_deadline,
                     clock=self._clock, meanwhile=meanwhile)
-
-    # -- waiting --------------------------------------------------------------------------
-
-    def _backoff(self, retry_after: float | None) -> float:
-        opts = self.options
-        window = min(opts.backoff_cap, opts.backoff_base * 2 ** max(0, self._failures - 1))
-        delay = self._rng() * window  # full jitter: spreads a fleet coming back online
-        if retry_after is not None:
-            delay = max(delay, retry_after)
-        return min(delay, opts.backoff_cap)
-
-    def _wait(self, delay: float, stop_event: threading.Event) -> bool:
-        """Wait ``delay`` seconds; True if ``stop_event`` was set meanwhile."""
-        if self._sleep is not None:
-            self._sleep(delay)
-            return stop_event.is_set()
-        return stop_event.wait(delay)

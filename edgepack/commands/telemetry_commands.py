@@ -59,12 +59,16 @@ EXIT_REJECTED = 5
 @click.option("--deadline", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
               help="Overall seconds one request may take.")
 @click.option("--gzip-level", type=click.IntRange(0, 9), default=1, show_default=True,
-              help="zlib level of the request bodies: 1 is cheapest in CPU, 6-9 smallest on slow links.")
+              help="zlib level when bodies are gzipped (without the zstandard package, or for a collector "
+                   "that refuses zstd): 1 is cheapest in CPU, 6-9 smallest on slow links.")
+@click.option("--wire", type=click.Choice(["packed", "json"]), default="packed", show_default=True,
+              help="Body format: the MessagePack batch, or JSON (any collector takes it; packed steps down to "
+                   "JSON by itself for a collector that refuses it). See docs/wire.md.")
 @click.option("--wait", "wait_seconds", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="First wait up to this many seconds for the collector to answer (e.g. one starting next to it).")
 def sync(
     db_path: Path, endpoint: str, token_file: Path, once: bool, interval: float, batch_size: int, deadline: float, gzip_level: int,
-    wait_seconds: float,
+    wait_seconds: float, wire: str = "packed",
 ) -> None:
     """Send the predictions buffered in --db to the collector, exactly once.
 
@@ -106,7 +110,8 @@ def sync(
     logging.getLogger().addHandler(shown)
     if wait_seconds and not _wait_for(endpoint, wait_seconds, stop):
         log.warning("the collector at %s did not answer within %g s (--wait); trying anyway", endpoint, wait_seconds)
-    options = telemetry.SyncOptions(batch_size=batch_size, request_deadline=deadline, interval=interval, gzip_level=gzip_level)
+    options = telemetry.SyncOptions(batch_size=batch_size, request_deadline=deadline, interval=interval, gzip_level=gzip_level,
+                                    wire=wire)  # type: ignore[arg-type]
     try:
         # As a service, the app may still be creating the file: whichever side gets the
         # write lock first creates the schema, the other finds it.

@@ -52,3 +52,55 @@ def post(
         sent["Content-Encoding"] = "gzip"
     sent.update(headers or {})
     return httpx.post(f"{url}/v1/batches", content=data, headers=sent, timeout=30.0)
+
+
+PACKED = "application/vnd.edgepack.batch.v1+msgpack"
+
+
+def packed(document: dict[str, Any], *, group_size: int | None = None) -> dict[str, Any]:
+    """The MessagePack batch (as a Python object, before encoding) of a JSON batch's records:
+    consecutive records of one context (model, version, bundle, input names) form a group,
+    at most ``group_size`` each."""
+    import struct
+
+    groups: list[dict[str, Any]] = []
+    for item in document["records"]:
+        names = list(item["inputs"])
+        key = (item["model"], item["version"], item["bundle_sha256"], names)
+        last = groups[-1] if groups else None
+        if last is None or last["_key"] != key or (group_size and len(last["records"]) >= group_size):
+            last = {"_key": key, "model": item["model"], "version": item["version"],
+                    "bundle_sha256": item["bundle_sha256"], "inputs": names, "ids": "", "_ts": [], "records": []}
+            groups.append(last)
+        last["ids"] += item["id"]
+        last["_ts"].append(item["ts"])
+        last["records"].append([list(item["inputs"].values()), item["outputs"], item["flags"]])
+    for group in groups:
+        del group["_key"]
+        group["ts"] = struct.pack(f"<{len(group['_ts'])}d", *group.pop("_ts"))
+    body: dict[str, Any] = {"batch_id": document["batch_id"], "groups": groups}
+    if "counters" in document:
+        body["counters"] = document["counters"]
+    return body
+
+
+def post_packed(
+    url: str, token: str | None, body: Any, *, encoding: str | None = "zstd", headers: dict[str, str] | None = None,
+    raw: bytes | None = None,
+) -> httpx.Response:
+    """POST a MessagePack batch (``body`` as built by ``packed``, or ``raw`` bytes) the way
+    the sync service does: zstd (or ``gzip``, or none)."""
+    import msgspec
+
+    data = raw if raw is not None else msgspec.msgpack.encode(body)
+    sent = {"Content-Type": PACKED, **(auth(token) if token else {})}
+    if encoding == "zstd":
+        import zstandard
+
+        data = zstandard.ZstdCompressor(level=1).compress(data)
+        sent["Content-Encoding"] = "zstd"
+    elif encoding == "gzip":
+        data = gzip.compress(data)
+        sent["Content-Encoding"] = "gzip"
+    sent.update(headers or {})
+    return httpx.post(f"{url}/v1/batches", content=data, headers=sent, timeout=30.0)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import socket
+import struct
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ import httpx
 
 from tests.support.collector import RunningCollector
 
-from .batches import auth, batch, record
+from .batches import PACKED, auth, batch, packed, record
 
 # Limits of the collector the cases run against: small, so over-limit bodies stay cheap.
 LIMITS = {"max_body_bytes": 64 * 1024, "max_decompressed_bytes": 256 * 1024, "max_records": 10, "body_timeout": 1.5}
@@ -303,3 +305,156 @@ CASES: list[Case] = [
          _broken(_set("counters.dropped", 2**63))),
 ]
 
+
+
+# The MessagePack batch (home/packed.py): the same refusals, with the place at fault named
+# by its path in the packed layout.
+
+
+def _packed_raw(c: RunningCollector, data: bytes, headers: dict[str, str] | None = None) -> Answer:
+    sent = {"Content-Type": PACKED, **auth(c.token), **(headers or {})}
+    return _answer(httpx.post(f"{c.url}/v1/batches", content=data, headers=sent, timeout=30.0))
+
+
+def _packed_broken(mutate: Callable[[dict[str, Any]], None]) -> Callable[[RunningCollector], Answer]:
+    def send(c: RunningCollector) -> Answer:
+        import msgspec
+
+        document = packed(_valid())
+        mutate(document)
+        return _packed_raw(c, msgspec.msgpack.encode(document))
+
+    return send
+
+
+def _packed_bytes(make: Callable[[bytes], bytes], encoding: str | None = None) -> Callable[[RunningCollector], Answer]:
+    def send(c: RunningCollector) -> Answer:
+        import msgspec
+
+        data = make(msgspec.msgpack.encode(packed(_valid())))
+        return _packed_raw(c, data, {"Content-Encoding": encoding} if encoding else {})
+
+    return send
+
+
+def _zstd(data: bytes, **options: Any) -> bytes:
+    import zstandard
+
+    return zstandard.ZstdCompressor(**options).compress(data)
+
+
+def _zstd_bomb(c: RunningCollector) -> Answer:
+    import msgspec
+
+    document = packed(_valid())
+    document["groups"][0]["records"][0][0][0] = "0" * (4 * 1024 * 1024)
+    data = _zstd(msgspec.msgpack.encode(document), level=19, write_content_size=False)
+    assert len(data) < LIMITS["max_body_bytes"], "the bomb must be small as sent"
+    return _packed_raw(c, data, {"Content-Encoding": "zstd"})
+
+
+def _zstd_declared_bomb(c: RunningCollector) -> Answer:
+    # A frame header that declares 4 GiB of content: refused before any decompression.
+    import msgspec
+
+    data = _zstd(msgspec.msgpack.encode(packed(_valid())))
+    import zstandard
+
+    params = zstandard.get_frame_parameters(data)
+    assert params.content_size > 0
+    # Frame header: magic, descriptor (FCS flag 3: 8 bytes of content size), [window], size.
+    descriptor = data[4]
+    assert descriptor >> 6 in (0, 1, 2, 3)
+    header = b"\x28\xb5\x2f\xfd" + bytes([0b11100000]) + (4 << 30).to_bytes(8, "little")
+    return _packed_raw(c, header + b"\x00" * 16, {"Content-Encoding": "zstd"})
+
+
+def _zstd_huge_window(c: RunningCollector) -> Answer:
+    # A frame asking for a 1 GiB window (no content size): a decoder without a window
+    # limit would allocate it.
+    import msgspec
+
+    data = _zstd(msgspec.msgpack.encode(packed(_valid())), write_content_size=False)
+    # Descriptor 0x00 (no content size, window descriptor present), window byte: exponent 30-10.
+    header = b"\x28\xb5\x2f\xfd" + b"\x00" + bytes([(30 - 10) << 3])
+    assert data[:4] == header[:4]
+    return _packed_raw(c, header + data[6:], {"Content-Encoding": "zstd"})
+
+
+def _lying_count(document: dict[str, Any]) -> None:
+    # ids and ts say 3 records, the records array holds 2.
+    document["groups"][0]["records"].pop()
+
+
+def _declared_huge_array(data: bytes) -> bytes:
+    # A group whose records array declares 2**32-1 items in a few bytes.
+    import msgspec
+
+    document = packed(_valid())
+    document["groups"][0]["records"] = msgspec.Raw(b"\xdd\xff\xff\xff\xff\x93\x90\x80\x90")
+    return msgspec.msgpack.encode(document)
+
+
+def _packed_too_many(document: dict[str, Any]) -> None:
+    many = packed(batch(LIMITS["max_records"] + 1))
+    document["groups"] = many["groups"]
+
+
+def _ext_value(document: dict[str, Any]) -> None:
+    import msgspec
+
+    document["groups"][0]["records"][1][0][0] = msgspec.msgpack.Ext(5, b"\x01\x02")
+
+
+CASES += [
+    Case("packed: wrong content type version", 415, "Content-Type 'application/vnd.edgepack.batch.v2+msgpack'",
+         lambda c: _packed_raw(c, b"\x80", {"Content-Type": "application/vnd.edgepack.batch.v2+msgpack"})),
+    Case("packed: empty body", 400, "body is empty; expected a MessagePack batch", lambda c: _packed_raw(c, b"")),
+    Case("packed: JSON sent as MessagePack", 400, "not valid MessagePack",
+         lambda c: _packed_raw(c, json.dumps(_valid()).encode())),
+    Case("packed: truncated", 400, "not valid MessagePack", _packed_bytes(lambda data: data[: len(data) // 2])),
+    Case("packed: trailing bytes", 400, "not valid MessagePack", _packed_bytes(lambda data: data + b"\xc0")),
+    Case("packed: array declaring 2**32-1 records", 400, "not valid MessagePack", _packed_bytes(_declared_huge_array)),
+    Case("packed: not a map", 422, "Expected `object`, got `array`", lambda c: _packed_raw(c, b"\x90")),
+    Case("packed: unknown key", 422, "Object contains unknown field `device`", _packed_broken(_set("device", "someone"))),
+    Case("packed: missing groups", 422, "missing required field `groups`", _packed_broken(_delete("groups"))),
+    Case("packed: group field of the wrong type", 422, "Expected `str`, got `int` - at `$.groups[0].ids`",
+         _packed_broken(_set("groups.0.ids", 7))),
+    Case("packed: ids not whole UUIDs", 422, "groups[0].ids: holds 107 characters, expected 36 per record",
+         _packed_broken(lambda d: d["groups"][0].update(ids=d["groups"][0]["ids"][:-1]))),
+    Case("packed: bad uuid", 422, "groups[0].ids[1]: expected a UUID",
+         _packed_broken(lambda d: d["groups"][0].update(ids=d["groups"][0]["ids"][:36] + "x" * 36 + d["groups"][0]["ids"][72:]))),
+    Case("packed: timestamps short", 422, "groups[0].ts: holds 16 bytes for 3 ids, expected 8 per record",
+         _packed_broken(lambda d: d["groups"][0].update(ts=d["groups"][0]["ts"][:16]))),
+    Case("packed: record count that lies", 422, "groups[0].records: holds 2 records, but ids and ts hold 3",
+         _packed_broken(_lying_count)),
+    Case("packed: too many records", 422, "groups: batch has 11 records; at most 10 are accepted", _packed_broken(_packed_too_many)),
+    Case("packed: NaN timestamp", 422, "groups[0].ts[0]: expected unix seconds UTC as a finite number",
+         _packed_broken(lambda d: d["groups"][0].update(ts=struct.pack("<3d", math.nan, 1.0, 2.0)))),
+    Case("packed: values for other names", 422, "groups[0].records[2][0]: holds 3 input values for the group's 2 input names",
+         _packed_broken(lambda d: d["groups"][0]["records"][2][0].append(1.0))),
+    Case("packed: record not a triple", 422, "Expected `array` of length 3, got 2 - at `$[1]`",
+         _packed_broken(lambda d: d["groups"][0]["records"][1].pop())),
+    Case("packed: flags not strings", 422, "Expected `str`, got `int` - at `$[0][2][0]`",
+         _packed_broken(lambda d: d["groups"][0]["records"][0].__setitem__(2, [3]))),
+    Case("packed: extension type value", 422, "groups[0].records[1][0]: holds a MessagePack extension value (type 5)",
+         _packed_broken(_ext_value)),
+    Case("packed: sha not hex", 422, "groups[0].bundle_sha256", _packed_broken(_set("groups.0.bundle_sha256", "abc"))),
+    Case("packed: empty model", 422, "groups[0].model", _packed_broken(_set("groups.0.model", ""))),
+    Case("packed: negative counter", 422, "counters.dropped", _packed_broken(_set("counters.dropped", -1))),
+    Case("packed: empty batch id", 422, "batch_id", _packed_broken(_set("batch_id", ""))),
+    Case("packed: a body of empty maps (64 bytes each once decoded)", 422, "groups: records hold over",
+         _packed_broken(lambda d: d["groups"][0]["records"][0].__setitem__(0, [{}] * 50_000))),
+    Case("packed: an empty group", 422, "groups[1].ids: holds no records",
+         _packed_broken(lambda d: d["groups"].append(dict(d["groups"][0], ids="", ts=b"", records=[])))),
+    Case("packed: more groups than records allowed", 422, "batch has 11 groups",
+         _packed_broken(lambda d: d["groups"].extend([dict(d["groups"][0], ids="", ts=b"", records=[])] * 10))),
+    Case("zstd bomb", 413, "decompresses to more than 262144 bytes", _zstd_bomb),
+    Case("zstd frame declaring 4 GiB", 413, "declares 4294967296 bytes of content", _zstd_declared_bomb),
+    Case("zstd frame asking for a 1 GiB window", 400, "window of at most 8388608 bytes", _zstd_huge_window),
+    Case("data after zstd", 400, "after the end of the zstd frame", _packed_bytes(lambda data: _zstd(data) + b"garbage", "zstd")),
+    Case("second zstd frame", 400, "single zstd frame", _packed_bytes(lambda data: _zstd(data) + _zstd(b"\x80"), "zstd")),
+    Case("zstd header on plain MessagePack", 400, "not valid zstd", _packed_bytes(lambda data: data, "zstd")),
+    Case("truncated zstd", 400, "truncated", _packed_bytes(lambda data: _zstd(data)[: len(_zstd(data)) // 2], "zstd")),
+    Case("zstd truncated by its last bytes", 400, "truncated", _packed_bytes(lambda data: _zstd(data)[:-3], "zstd")),
+]

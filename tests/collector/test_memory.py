@@ -113,3 +113,32 @@ def test_inflating_bodies_from_one_device_keep_memory_bounded(collector_factory:
     # One device may hold one full-size batch (max_decompressed_bytes) at a time.
     assert statuses.get(429, 0) >= SENDERS - 2, statuses
     _refused_are_taken_later(collector, tokens, bodies, answers)
+
+
+def _zstd_of_zeros(size: int) -> bytes:
+    """A zstd frame of ``size`` zero bytes without a declared size, compressed as it streams."""
+    import zstandard
+
+    compressor = zstandard.ZstdCompressor(level=3, write_content_size=False).compressobj()
+    piece = bytes(1 << 20)
+    parts = [compressor.compress(piece) for _ in range(size >> 20)]
+    parts.append(compressor.flush())
+    return b"".join(parts)
+
+
+def test_a_zstd_bomb_without_a_declared_size_is_refused_with_bounded_memory(collector_factory: Callable[..., RunningCollector]) -> None:
+    # 1 GiB of zeros in a few tens of KB, no content size in the frame header: only the
+    # cap checked while decompressing (slice by slice) stops it.
+    collector = collector_factory()
+    bomb = _zstd_of_zeros(1 << 30)
+    assert len(bomb) < 256 * 1024, len(bomb)
+    assert collector.process is not None
+    before = _peak_rss_mib(collector.process.pid)
+    headers = {"Authorization": f"Bearer {collector.token}", "Content-Type": "application/vnd.edgepack.batch.v1+msgpack",
+               "Content-Encoding": "zstd"}
+    answer = httpx.post(f"{collector.url}/v1/batches", content=bomb, headers=headers, timeout=120.0)
+    growth = _peak_rss_mib(collector.process.pid) - before
+    assert answer.status_code == 413 and "decompresses to more than 33554432 bytes" in answer.json()["error"], answer.text
+    # The cap is 32 MiB: at most that, plus one feed's worth, is ever held.
+    assert growth < 120, f"peak memory grew by {growth:.0f} MiB"
+    assert _stored(collector) == 0

@@ -133,3 +133,13 @@ def test_stats_answer_has_the_keys_the_spec_promises(running: RunningCollector, 
         assert set(schema["properties"]) == set(stats)
         assert set(schema["required"]) <= set(stats)
         assert stats["scope"] in schema["properties"]["scope"]["enum"]
+
+
+def test_spec_describes_both_body_formats_and_encodings(spec: dict[str, Any]) -> None:
+    post_batch = spec["paths"]["/v1/batches"]["post"]
+    assert set(post_batch["requestBody"]["content"]) == {"application/json", "application/vnd.edgepack.batch.v1+msgpack"}
+    encoding = next(p for p in post_batch["parameters"] if p["name"] == "Content-Encoding")
+    assert set(encoding["schema"]["enum"]) == {"zstd", "gzip", "identity"}
+    group = spec["components"]["schemas"]["PackedGroup"]
+    assert set(group["required"]) == {"model", "version", "bundle_sha256", "inputs", "ids", "ts", "records"}
+    assert spec["components"]["schemas"]["PackedBatch"]["required"] == ["batch_id", "groups"]

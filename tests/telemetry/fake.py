@@ -1,8 +1,10 @@
 """A scripted collector behind ``httpx.MockTransport``, for the answers a real one cannot
 be made to give on demand (503 with Retry-After, 429, 413, timeouts, a token refusal).
 
-It decodes each request as the real collector would, stores record ids like it (unique
-per id), and answers from a script: a list of ``Response``/exception/callable entries used
+It decodes each request as the real collector would (gzip or zstd, JSON or the
+MessagePack batch, the latter turned into the JSON body's shape: ``body["records"]`` is
+a list of record objects either way), stores record ids like it (unique per id), and
+answers from a script: a list of ``Response``/exception/callable entries used
 in order, then 200 for everything else.
 """
 
@@ -10,11 +12,15 @@ from __future__ import annotations
 
 import gzip
 import json
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import msgspec
+
+from telemetry.wire import PACKED_MEDIA_TYPE
 
 Step = httpx.Response | Exception | Callable[[dict[str, Any]], httpx.Response | None]
 
@@ -35,8 +41,17 @@ class FakeCollector:
 
     def handler(self, request: httpx.Request) -> httpx.Response:
         raw = request.read()
-        data = gzip.decompress(raw) if request.headers.get("Content-Encoding") == "gzip" else raw
-        body = json.loads(data)
+        encoding = request.headers.get("Content-Encoding")
+        if encoding == "gzip":
+            data = gzip.decompress(raw)
+        elif encoding == "zstd":
+            import zstandard
+
+            data = zstandard.ZstdDecompressor().stream_reader(raw).read()
+        else:
+            data = raw
+        packed = request.headers.get("Content-Type") == PACKED_MEDIA_TYPE
+        body = unpacked(data) if packed else json.loads(data)
         self.requests.append(Sent(request.headers, body, len(raw)))
         if self.script:
             step = self.script.pop(0)
@@ -63,6 +78,23 @@ class FakeCollector:
 
     def seqs(self) -> list[int]:
         return sorted(record["inputs"]["seq"] for record in self.stored.values())
+
+
+def unpacked(data: bytes) -> dict[str, Any]:
+    """A MessagePack batch in the shape of the JSON batch of the same records."""
+    batch = msgspec.msgpack.decode(data)
+    records = []
+    for group in batch["groups"]:
+        ids = group["ids"]
+        count = len(ids) // 36
+        stamps = struct.unpack(f"<{count}d", group["ts"])
+        for i, (values, outputs, flags) in enumerate(group["records"]):
+            records.append({
+                "id": ids[36 * i : 36 * i + 36], "ts": stamps[i], "model": group["model"], "version": group["version"],
+                "bundle_sha256": group["bundle_sha256"], "inputs": dict(zip(group["inputs"], values)),
+                "outputs": outputs, "flags": flags,
+            })
+    return {"batch_id": batch["batch_id"], "records": records, **({"counters": batch["counters"]} if "counters" in batch else {})}
 
 
 def error(status: int, message: str = "no", **headers: str) -> httpx.Response:

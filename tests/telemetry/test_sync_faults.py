@@ -42,16 +42,21 @@ def service(buffer: telemetry.Buffer, fake: FakeCollector, delays: list[float] |
     )
 
 
-def test_batches_follow_the_http_contract(buffer: telemetry.Buffer) -> None:
+@pytest.mark.parametrize("wire", ["json", "packed"])
+def test_batches_follow_the_http_contract(buffer: telemetry.Buffer, wire: str) -> None:
     fill(buffer, 25)
     fake = FakeCollector()
-    result = service(buffer, fake, batch_size=10).sync_once()
+    result = service(buffer, fake, batch_size=10, wire=wire, zstd=wire == "packed").sync_once()
     assert (result.stopped, result.batches, result.sent, result.accepted, result.duplicates) == ("drained", 3, 25, 25, 0)
     assert [len(sent.body["records"]) for sent in fake.requests] == [10, 10, 5]
     first = fake.requests[0]
     assert first.headers["Authorization"] == "Bearer device-token"
-    assert first.headers["Content-Type"] == "application/json"
-    assert first.headers["Content-Encoding"] == "gzip"
+    if wire == "json":
+        assert first.headers["Content-Type"] == "application/json"
+        assert first.headers["Content-Encoding"] == "gzip"
+    else:
+        assert first.headers["Content-Type"] == "application/vnd.edgepack.batch.v1+msgpack"
+        assert first.headers["Content-Encoding"] == "zstd"
     ids = [r["id"] for r in first.body["records"]]
     assert first.body["batch_id"] == hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
     assert first.body["counters"] == {"dropped": 0, "sampled_out": 0, "dead_lettered": 0}
@@ -63,14 +68,21 @@ def test_batches_follow_the_http_contract(buffer: telemetry.Buffer) -> None:
     assert buffer.pending() == 0 and buffer.stats().delivered == 25
 
 
-def test_the_byte_cap_cuts_batches_before_the_record_count_does(buffer: telemetry.Buffer) -> None:
+@pytest.mark.parametrize("wire", ["json", "packed"])
+def test_the_byte_cap_cuts_batches_before_the_record_count_does(buffer: telemetry.Buffer, wire: str) -> None:
+    import msgspec
+
     for seq in range(12):
         record(buffer, seq, note="z" * 400)
     fake = FakeCollector()
-    result = service(buffer, fake, batch_size=100, max_batch_bytes=2048).sync_once()
+    result = service(buffer, fake, batch_size=100, max_batch_bytes=2048, wire=wire).sync_once()
     assert result.sent == 12 and len(fake.requests) > 1
     for sent in fake.requests:
-        size = sum(len(httpx.Request("POST", URL, json=r).content) for r in sent.body["records"])
+        if wire == "json":
+            size = sum(len(httpx.Request("POST", URL, json=r).content) for r in sent.body["records"])
+        else:
+            size = sum(len(msgspec.msgpack.encode([list(r["inputs"].values()), r["outputs"], r["flags"]])) + 44
+                       for r in sent.body["records"])
         assert len(sent.body["records"]) == 1 or size <= 2048
 
 
@@ -211,7 +223,7 @@ def test_415_falls_back_to_identity_encoding(buffer: telemetry.Buffer) -> None:
         return original(request)
 
     sync = SyncService(buffer, URL, token="t", client=httpx.Client(transport=httpx.MockTransport(handler)),
-                       options=SyncOptions(batch_size=3), sleep=lambda s: None)
+                       options=SyncOptions(batch_size=3, zstd=False), sleep=lambda s: None)
     result = sync.sync_once()
     assert result.sent == 6 and fake.seqs() == list(range(6))
     assert all("Content-Encoding" not in sent.headers for sent in fake.requests)
@@ -402,7 +414,7 @@ def test_gzip_level_is_an_option(buffer: telemetry.Buffer) -> None:
     sizes = {}
     for level in (0, 9):
         fake = FakeCollector(rule=lambda body: error(503, "keep them"))
-        service(buffer, fake, gzip_level=level, max_attempts=1).sync_once()
+        service(buffer, fake, gzip_level=level, max_attempts=1, zstd=False).sync_once()
         sizes[level] = fake.requests[0].raw_size
     assert sizes[9] < sizes[0] / 2
     with pytest.raises(telemetry.OptionsError, match="gzip_level=10"):
