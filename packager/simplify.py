@@ -252,10 +252,6 @@ def _prune(onx: Any) -> list[str]:
     removed: list[str] = []
     while True:
         read = {x for n in graph.node for x in n.input} | {o.name for o in graph.output}
-        for n in graph.node:  # subgraphs (If/Loop/Scan) read outer names too
-            for a in n.attribute:
-                for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
-                    read |= {x for m in sub.node for x in m.input}
         live = [any(o in read for o in n.output if o) for n in graph.node]
         if all(live):
             break
@@ -264,19 +260,22 @@ def _prune(onx: Any) -> list[str]:
         del graph.node[:]
         graph.node.extend(keep)
     read = {x for n in graph.node for x in n.input}
-    for n in graph.node:
-        for a in n.attribute:
-            for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
-                read |= {x for m in sub.node for x in m.input}
     inits = [t for t in graph.initializer if t.name in read or t.name in {o.name for o in graph.output}]
     del graph.initializer[:]
     graph.initializer.extend(inits)
+    # Shapes recorded for tensors that no node makes any more would only confuse a reader.
+    made = {o for n in graph.node for o in n.output} | {i.name for i in graph.input}
+    infos = [vi for vi in graph.value_info if vi.name in made]
+    del graph.value_info[:]
+    graph.value_info.extend(infos)
     return removed
 
 
 def simplify(onx: Any) -> Rewrites:
     """Apply the rewrites of the module docstring to ``onx`` in place, until none applies."""
     done = Rewrites()
+    if any(a.HasField("g") or len(a.graphs) for n in onx.graph.node for a in n.attribute):
+        return done  # a subgraph may read any outer name: renaming and pruning would need to follow it
     while _split_concat_once(onx):
         done.split_concat += 1
     while _one_hot_once(onx):
