@@ -40,6 +40,8 @@ class Rewrites:
     """``Split`` + ``Concat`` pairs replaced by the packed input or a ``Gather``."""
     one_hot: int = 0
     """Chains of string ``OneHotEncoder`` nodes replaced by ``LabelEncoder`` + ``Gather`` + ``Equal``."""
+    imputers: int = 0
+    """Numeric imputers in front of tree ensembles moved into the trees' missing-value routing."""
     removed: list[str] = field(default_factory=list)
     """Op types of the nodes removed, in graph order."""
 
@@ -242,6 +244,11 @@ def _one_hot_once(onx: Any) -> bool:
         if last.output[:] != reshape.output[:]:
             _replace_node(onx.graph, last, [])
         _replace_node(onx.graph, reshape, replacement)
+        # LabelEncoder-1 has no shape inference: say what the chain gives, for later rewrites.
+        stale = [vi for vi in onx.graph.value_info if vi.name == out]
+        for vi in stale:
+            onx.graph.value_info.remove(vi)
+        onx.graph.value_info.append(helper.make_tensor_value_info(out, to, [None, total]))
         return True
     return False
 
@@ -280,6 +287,9 @@ def simplify(onx: Any) -> Rewrites:
         done.split_concat += 1
     while _one_hot_once(onx):
         done.one_hot += 1
-    if done.split_concat or done.one_hot:
+    from .imputed_trees import impute_into_trees
+
+    done.imputers = impute_into_trees(onx)
+    if done.split_concat or done.one_hot or done.imputers:
         done.removed = _prune(onx)
     return done
