@@ -147,6 +147,8 @@ def test_rewritten_graph_answers_bit_for_bit_like_the_converted_one(final: Any, 
         # In front of trees the imputer is gone: a missing value reaches the trees as NaN and
         # each split routes it where the imputed value went.
         assert not {"IsNaN", "Where", "Imputer"} & set(_ops(rewritten))
+    else:
+        assert {"Where", "Imputer"} & set(_ops(rewritten))  # a linear model needs the imputed value
     frame = pd.concat([X.head(200), _hostile(X)], ignore_index=True)
     for got, want in zip(_run(rewritten, frame), _run(plain, frame)):
         np.testing.assert_array_equal(got, want)
@@ -243,3 +245,63 @@ def test_rewritten_bundles_stay_byte_identical_across_builds(tracking_uri: str, 
         warnings.simplefilter("ignore")
         build_bundle("models:/fields-twice@champion", tmp_path / "second.edgepkg", tracking_uri=tracking_uri, reference_data=tmp_path / "fields-twice.parquet")
     assert first.read_bytes() == (tmp_path / "second.edgepkg").read_bytes()
+
+
+def _imputed_tree_graph(*, expose_imputed: bool = False, mode: str = "BRANCH_LEQ") -> Any:
+    """x (N, 2) double -> Where(IsNaN(x), [1.5, -2.0], x) -> Cast float -> a regressor of two
+    stumps (feature 0 at 1.0, feature 1 at 0.0), as edgepack's double imputer and a tree give."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [
+        helper.make_node("IsNaN", ["x"], ["mask"]),
+        helper.make_node("Where", ["mask", "values", "x"], ["imputed"]),
+        helper.make_node("Cast", ["imputed"], ["x32"], to=TensorProto.FLOAT),
+        helper.make_node(
+            "TreeEnsembleRegressor", ["x32"], ["y"], domain="ai.onnx.ml", n_targets=1,
+            nodes_treeids=[0, 0, 0, 1, 1, 1], nodes_nodeids=[0, 1, 2, 0, 1, 2], nodes_featureids=[0, 0, 0, 1, 0, 0],
+            nodes_modes=[mode, "LEAF", "LEAF", mode, "LEAF", "LEAF"], nodes_values=[1.0, 0, 0, 0.0, 0, 0],
+            nodes_truenodeids=[1, 0, 0, 1, 0, 0], nodes_falsenodeids=[2, 0, 0, 2, 0, 0],
+            target_treeids=[0, 0, 1, 1], target_nodeids=[1, 2, 1, 2], target_ids=[0, 0, 0, 0], target_weights=[1.0, 10.0, 100.0, 1000.0],
+        ),
+    ]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1])]
+    if expose_imputed:
+        outputs.append(helper.make_tensor_value_info("imputed", TensorProto.DOUBLE, [None, 2]))
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [None, 2])], outputs,
+        initializer=[numpy_helper.from_array(np.asarray([1.5, -2.0]), name="values")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 1)], ir_version=8)
+
+
+def _answers(onx: Any, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    return ort.InferenceSession(onx.SerializeToString(), providers=["CPUExecutionProvider"]).run(["y"], {"x": x})[0]
+
+
+@pytest.mark.parametrize("mode", ["BRANCH_LEQ", "BRANCH_LT", "BRANCH_GTE", "BRANCH_GT"])
+def test_an_imputer_in_front_of_trees_becomes_their_missing_value_routing(mode: str) -> None:
+    from onnx import helper
+
+    from packager.simplify import simplify
+
+    onx = _imputed_tree_graph(mode=mode)
+    x = np.asarray([[np.nan, np.nan], [0.5, np.nan], [np.nan, 3.0], [1.0, 0.0], [1.5, -2.0], [2.0, -1.0]])
+    before = _answers(onx, x)
+    assert simplify(onx).imputers == 1
+    assert [n.op_type for n in onx.graph.node] == ["Cast", "TreeEnsembleRegressor"]
+    tree = onx.graph.node[-1]
+    flags = next(helper.get_attribute_value(a) for a in tree.attribute if a.name == "nodes_missing_value_tracks_true")
+    imputed_goes = {"BRANCH_LEQ": (1.5 <= 1.0, -2.0 <= 0.0), "BRANCH_LT": (1.5 < 1.0, -2.0 < 0.0),
+                    "BRANCH_GTE": (1.5 >= 1.0, -2.0 >= 0.0), "BRANCH_GT": (1.5 > 1.0, -2.0 > 0.0)}[mode]
+    assert [flags[0], flags[3]] == [int(v) for v in imputed_goes]
+    np.testing.assert_array_equal(_answers(onx, x), before)
+
+
+def test_an_imputer_whose_values_are_read_elsewhere_stays() -> None:
+    from packager.simplify import simplify
+
+    onx = _imputed_tree_graph(expose_imputed=True)
+    assert simplify(onx).imputers == 0
+    assert "Where" in [n.op_type for n in onx.graph.node]
