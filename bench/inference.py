@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import floors
 from .figures import Figure, error_figure, set_ratios, timing_figure
 from .options import BenchOptions
 from .timing import interleave
@@ -36,6 +37,7 @@ LATENCY_NOTES = {
     HANDMADE: "skl2onnx.to_onnx defaults (ZipMap on, one input per column), feed built from the dict each call, the runtime's session options",
     SKLEARN: "predict_proba / predict on a prepared one-row DataFrame",
     PYFUNC: "pyfunc predict on a prepared one-row DataFrame",
+    **floors.NOTES,
 }
 THROUGHPUT_NOTES = {
     PREDICT_DICT: "one list of dicts per call",
@@ -228,6 +230,8 @@ class Contenders:
             pyfunc = self.pyfunc
             pyfunc_frames = itertools.cycle([frame.iloc[i : i + 1] for i in range(len(frame))])
             paths[PYFUNC] = lambda: pyfunc.predict(next(pyfunc_frames))
+        # What the floor is made of (trees behind preprocessing only): the trees alone, the old graph.
+        paths.update(floors.floor_paths(self.case, self.manifest, DISTINCT_ROWS, self.errors))
         return paths
 
     def batch_paths(self, rows: int) -> dict[str, Callable[[], object]]:
@@ -274,7 +278,9 @@ def _figures(
     timings = interleave(paths, rounds=rounds, calls=calls, warmup=warmup, budget=budget)
     figures = []
     seconds = timings.seconds
-    for path in PATHS:
+    # The floor's parts are reported only for the models they apply to.
+    extra = tuple(p for p in floors.PATHS if p in notes and (p in paths or p in contenders.errors))
+    for path in PATHS + extra:
         note = notes[path]
         if path == HANDMADE and contenders.handmade is not None:
             note += contenders.handmade.note

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .buffering import CHUNK_RAW, OVERHEAD, OVERHEAD_ALL_IN, POWER, SYNC
 from .figures import Figure, Report, Target
 from .footprint import BUILD, DEVICE
+from .floors import TREES, UNREWRITTEN
 from .inference import FLOOR, HANDMADE, PREDICT_BATCH, PREDICT_DICT, PYFUNC
 from .process import EDGEPACK
 from .process import PYFUNC as COLD_PYFUNC
@@ -42,6 +43,10 @@ def _store_ceiling(report: Report) -> str:
     if store is None or not store.ok or not store.median:
         return "not measured"
     return f"{1e6 / store.median / 1000:.1f}k records/s ({store.median:.1f} µs per record)"
+
+
+def _times(ratio: float | None) -> str:
+    return "not measured" if ratio is None else f"{ratio:.2f}x"
 
 
 def _missing(*figures: Figure | None) -> str:
@@ -113,6 +118,27 @@ def check_targets(report: Report, models: list[str]) -> list[Target]:
                 handmade,
             )
         )
+        trees = report.find("latency", TREES, RF_MODEL)
+        if trees is not None:
+            floor, old = report.find("latency", FLOOR, RF_MODEL), report.find("latency", UNREWRITTEN, RF_MODEL)
+            targets.append(
+                _mark(
+                    Target(
+                        name="single_row_vs_trees[forest]",
+                        description="predict(dict) single row within 2x of the forest's trees alone on encoded input",
+                        value=_ratio(edge, trees),
+                        threshold=2.0,
+                        comparison="<=",
+                        unit="x",
+                        detail=_missing(edge, trees)
+                        or (
+                            "predict(dict) median / trees-alone median; floor / trees alone: "
+                            f"{_times(_ratio(floor, trees))} shipped graph, {_times(_ratio(old, trees))} graph as converted"
+                        ),
+                    ),
+                    trees,
+                )
+            )
         targets.append(
             _mark(
                 Target(

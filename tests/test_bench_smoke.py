@@ -21,6 +21,7 @@ import pytest
 
 from bench.figures import Figure, Report, Target, set_ratios, timing_figure
 from bench.monitoring import FOLD as MONITOR_FOLD, RAW as MONITOR_RAW, REPORT as MONITOR_REPORT
+from bench.floors import PATHS as FLOOR_PARTS
 from bench.inference import FLOOR, HANDMADE, PATHS, PREDICT_BATCH, PREDICT_DICT, PYFUNC, SKLEARN, numpy_columns, pack
 from bench.table import render
 from bench.timing import interleave
@@ -147,7 +148,9 @@ def test_quick_run_writes_every_figure_with_its_fields(quick_run: tuple[dict[str
         assert isinstance(figure["p99"], float) and figure["samples"] >= 1, figure
     for section in ("latency", "throughput"):
         measured = {(f["model"], f["path"]) for f in _figures(results, section)}
-        assert measured == {(m, p) for m in MODELS for p in PATHS}, section
+        # The floor's parts (trees alone, the graph as converted) exist for the forest only.
+        parts = {("forest", p) for p in FLOOR_PARTS} if section == "latency" else set()
+        assert measured == {(m, p) for m in MODELS for p in PATHS} | parts, section
         for figure in _figures(results, section):
             assert figure["median"] > 0 and figure["reference"] == FLOOR and figure["ratio"] > 0, figure
             if figure["path"] == FLOOR:
@@ -183,6 +186,7 @@ def test_quick_run_marks_every_target_and_prints_the_table(quick_run: tuple[dict
         *(f"one_row_batch_vs_floor[{m}]" for m in MODELS),
         "single_row_vs_handmade[forest]",
         "single_row_vs_pyfunc[forest]",
+        "single_row_vs_trees[forest]",
         "cold_start_vs_pyfunc[forest]",
         "cold_start_under_half_second[forest]",
         "record_rate_power",
