@@ -12,12 +12,12 @@ costs the ordering's locality, never an id.
 
 Made on the recording thread, so their cost is paid per record: ``next`` takes one id
 from a block made for the current millisecond (~0.1 µs: a list pop, no lock). A block
-is made in a handful of C calls whatever its size: one ``os.urandom`` for the random
-bits, ``bytes.translate`` for the variant, ``bytes.hex`` with a separator for the digit
-groups, one ``str.join`` and one ``str.split`` (``uuid.uuid4()`` costs ~3 µs per id on a
-small CPU, formatting each id in Python ~1 µs). Blocks grow while a millisecond uses
-its block up (up to ``_MAX_BLOCK``) and shrink when it does not, so a slow recorder
-does not pay for ids it never uses. A block is made under a lock, continuing the
+is made in a fixed number of C calls whatever its size (one ``os.urandom`` for the
+random bits, strided slice assignments into a template, one ``str.split``), so each id
+costs about one ``str`` (``uuid.uuid4()`` costs ~3 µs per id on a
+small CPU, formatting each id in Python ~1 µs). A millisecond's first block is sized by how many
+ids the last one took, and doubles (up to ``_MAX_BLOCK``) while a millisecond uses
+its blocks up, so a slow recorder does not pay for ids it never uses. A block is made under a lock, continuing the
 counter of the one before; an id is taken with ``list.pop``, which the GIL makes atomic,
 so no id is ever given twice, and every id is greater than every id given before the
 call began (two calls racing may return theirs in either order).
@@ -25,32 +25,38 @@ call began (two calls racing may return theirs in either order).
 
 from __future__ import annotations
 
+import binascii
 import os
 import threading
 import time
 
 _MIN_BLOCK = 4
 _MAX_BLOCK = 1024
-_VARIANT = bytes((b & 0x3F) | 0x80 for b in range(256))
-"""Byte map that sets the variant's two bits (10) and keeps the six random bits below."""
-_COUNTERS = tuple(f"7{c:03x}" for c in range(0x1000))
-"""The third group of an id: the version digit 7 and the 12-bit counter."""
+_LINE = 37
+"""Characters per id in a block's text: the id and a space."""
+_RANDOM_AT = (19, 20, 21, 22, *range(24, 36))
+"""Where an id's 16 random hex digits go (the first one also carries the variant)."""
+_VARIANT = bytes.maketrans(b"0123456789abcdef", b"89ab89ab89ab89ab")
+"""Sets the variant's two bits (10) in a random hex digit, keeping its two low bits."""
+_COUNTERS = "".join(f"{c:03x}" for c in range(0x1000)).encode()
+"""The 12-bit counters as three hex digits each, one after the other."""
 
 
 def _block(stamp: str, first: int, count: int) -> list[str]:
     """``count`` ids of the millisecond ``stamp`` (12 hex digits) with the counters
     ``first``, ``first + 1``, ..., each with 62 fresh random bits; LAST id first (for pop)."""
-    raw = bytearray(os.urandom(8 * count))
-    variant = raw[: 2 * count]
-    variant[0::2] = variant[0::2].translate(_VARIANT)
-    # "-".join of [" " + time_hi, time_lo, 7ccc, vrrr, rrrrrrrrrrrr] per id, so that the
-    # ids are separated by "- ", which no id holds: one split makes them, in C.
-    parts = [" " + stamp[:8]] * (5 * count)
-    parts[1::5] = [stamp[8:]] * count
-    parts[2::5] = _COUNTERS[first : first + count]
-    parts[3::5] = variant.hex("-", 2).split("-")
-    parts[4::5] = raw[2 * count :].hex("-", 6).split("-")
-    ids = "-".join(parts)[1:].split("- ")
+    # The block's text is built by strided slice assignments into a template, each one
+    # C call for the whole block, and split into ids once: one str made per id.
+    text = bytearray(f"{stamp[:8]}-{stamp[8:]}-7000-0000-000000000000 ".encode() * count)
+    digits = binascii.hexlify(os.urandom(8 * count))
+    for i, at in enumerate(_RANDOM_AT):
+        text[at::_LINE] = digits[i::16]
+    text[19::_LINE] = text[19::_LINE].translate(_VARIANT)
+    counters = _COUNTERS[3 * first : 3 * (first + count)]
+    text[15::_LINE] = counters[0::3]
+    text[16::_LINE] = counters[1::3]
+    text[17::_LINE] = counters[2::3]
+    ids = text.decode("ascii").split()
     ids.reverse()
     return ids
 
@@ -80,10 +86,11 @@ class IdClock:
     def _refill(self, ms: int) -> str:
         with self._lock:
             if ms > self._ms:
-                # A new millisecond: its counter starts at 0. Size the block by how much
-                # of the last one was used.
-                if self._ids:
-                    self._size = max(_MIN_BLOCK, self._size // 2)
+                # A new millisecond: its counter starts at 0. Its first block is sized
+                # by how many ids the last millisecond took (a steady rate then makes one
+                # block per millisecond, and leaves few ids unused).
+                used = self._counter - len(self._ids)
+                self._size = min(_MAX_BLOCK, max(_MIN_BLOCK, used + (used >> 2)))
                 self._ms, self._counter = ms, 0
             elif self._ids:
                 return self._ids.pop()  # another thread refilled it meanwhile
