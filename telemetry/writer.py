@@ -62,6 +62,7 @@ class Writer:
     _lost: deque[None]
     _sampled: deque[None]
     _wake: threading.Event
+    _woken: bool
     _hurry: threading.Event
     _closed: bool
     _group_size: int
@@ -85,6 +86,7 @@ class Writer:
             while True:
                 self._wake.wait(None if self._last_error is None else opts.retry_delay)
                 self._wake.clear()
+                self._woken = False  # after the event: see Buffer._enqueue
                 if not self._hurry.is_set():
                     self._hurry.wait(opts.group_delay)  # let a group form
                 self._hurry.clear()
