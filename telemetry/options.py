@@ -33,7 +33,9 @@ class BufferOptions:
     """Fraction of records kept, decided by the record's UUID (so deterministic per
     record); the others are counted as ``sampled_out``."""
     group_size: int = 1000
-    """Most records committed in one transaction."""
+    """Most records in one chunk (one row of the file). A commit stores one chunk, or
+    several when records queued up faster than one commit took (at most 4 MiB of records
+    and a quarter of ``max_bytes`` per commit)."""
     group_delay: float = 0.05
     """Longest a recorded record waits in memory before its group is committed, in seconds."""
     max_queued: int = 250_000

@@ -24,6 +24,18 @@ from .rows import ROW_OVERHEAD, Context, Run
 from .store import Store
 
 _MAX_CONTEXTS = 1024
+CHUNKS_PER_COMMIT = 32
+"""Most chunks (of up to ``group_size`` records each) one commit stores. A commit costs
+the writer a dozen GIL hand-offs (every SQLite call, the lock, the ledger write gives
+the GIL up), each waiting up to the interpreter's switch interval (5 ms) behind a busy
+recording thread; so when records arrive faster than one commit takes, the next commit
+takes several chunks' worth, still one chunk per ``group_size`` records, and the
+hand-offs are paid per commit rather than per chunk."""
+COMMIT_BYTES = 4 * 1024 * 1024
+"""Most record bytes one commit of several chunks stores (and at most a quarter of
+``max_bytes``): a commit's pages are in the file and the WAL before ``drop_oldest``
+frees older ones, so this bounds what a commit adds on top of ``max_bytes``. One chunk
+is always allowed."""
 
 
 class _Job:
@@ -50,9 +62,12 @@ class Writer:
     _lost: deque[None]
     _sampled: deque[None]
     _wake: threading.Event
+    _woken: bool
     _hurry: threading.Event
     _closed: bool
     _group_size: int
+    _commit_records: int
+    """Most records one commit takes (a multiple of ``_group_size``, see ``COMMIT_BYTES``)."""
     _keep_below: int | None
     _last_error: StorageError | None
     _contexts: dict[tuple[Any, ...], Context]
@@ -71,6 +86,7 @@ class Writer:
             while True:
                 self._wake.wait(None if self._last_error is None else opts.retry_delay)
                 self._wake.clear()
+                self._woken = False  # after the event: see Buffer._enqueue
                 if not self._hurry.is_set():
                     self._hurry.wait(opts.group_delay)  # let a group form
                 self._hurry.clear()
@@ -95,7 +111,7 @@ class Writer:
                 break
             if type(item) is tuple:
                 group.append(item)
-                if len(group) < self._group_size:
+                if len(group) < self._commit_records:
                     continue
                 job = None
             else:
@@ -117,6 +133,8 @@ class Writer:
         lost = len(self._lost)
         sampled_out = len(self._sampled)
         runs = self._runs(group)
+        if group:
+            self._size_commits(sum(run.size for run in runs) / len(group))
         try:
             store.insert(
                 runs,
@@ -145,20 +163,25 @@ class Writer:
         self._last_error = None
         return True
 
+    def _size_commits(self, record_bytes: float) -> None:
+        """Set how many records the next commits take, from the bytes of the last ones."""
+        budget = COMMIT_BYTES if self.options.max_bytes is None else min(COMMIT_BYTES, self.options.max_bytes // 4)
+        size = self._group_size
+        self._commit_records = max(size, min(size * CHUNKS_PER_COMMIT, int(budget / max(record_bytes, 1.0)) // size * size))
+
     def _runs(self, group: list[tuple]) -> list[Run]:
-        """The group as runs of consecutive records of one context (one chunk each)."""
+        """The group as runs of at most ``group_size`` consecutive records of one context (one chunk each)."""
         if not group:
             return []
-        # Columns by transposing in C; a group of one context (nearly always: one model
-        # recording) then becomes one run without a Python step per record.
-        ids, ts, models, versions, shas, names, payloads = zip(*group)
-        first = group[0]
-        if (
-            models.count(first[2]) == len(models)
-            and versions.count(first[3]) == len(versions)
-            and shas.count(first[4]) == len(shas)
-            and names.count(first[5]) == len(names)
-        ):
+        size = self._group_size
+        if len(group) > size:
+            return [run for first in range(0, len(group), size) for run in self._runs(group[first : first + size])]
+        # A group of one context (nearly always: one model recording) becomes one run
+        # without a Python step per record: record() gives consecutive records of one
+        # context the same key object, so counting it is a pointer walk.
+        ids, ts, keys, payloads = zip(*group)
+        first = keys[0]
+        if keys.count(first) == len(keys):
             run = Run(self._context(first))
             run.ids, run.ts, run.payloads = list(ids), list(ts), list(payloads)
             run.size = sum(map(len, payloads)) + ROW_OVERHEAD * len(payloads)
@@ -166,28 +189,26 @@ class Writer:
         runs: list[Run] = []
         key: tuple[Any, ...] = ()
         current: Run | None = None
-        for item in group:
-            # Consecutive records nearly always share their context: compare (the names
-            # are the same str objects, so this is a pointer walk) before hashing.
-            if current is None or key != item[2:6]:
-                key = item[2:6]
-                current = Run(self._context(item))
+        for uid, stamp, item_key, payload in group:
+            if current is None or (item_key is not key and item_key != key):
+                key = item_key
+                current = Run(self._context(key))
                 runs.append(current)
-            current.ids.append(item[0])
-            current.ts.append(item[1])
-            current.payloads.append(item[6])
+            current.ids.append(uid)
+            current.ts.append(stamp)
+            current.payloads.append(payload)
         for run in runs:
             run.size = sum(map(len, run.payloads)) + ROW_OVERHEAD * len(run.payloads)
         return runs
 
-    def _context(self, item: tuple) -> Context:
+    def _context(self, key: tuple[Any, ...]) -> Context:
+        """The context of ``key`` (model, version, bundle_sha256, input names)."""
         contexts = self._contexts
-        key = item[2:6]
         context = contexts.get(key)
         if context is None:
             if len(contexts) >= _MAX_CONTEXTS:
                 contexts.clear()  # an app with ever-changing input names: stay bounded
-            context = contexts[key] = Context(item[2], item[3], item[4], names_of(item[5]))
+            context = contexts[key] = Context(key[0], key[1], key[2], names_of(key[3]))
         return context
 
     def _fail_waiters(self, exc: StorageError) -> None:
