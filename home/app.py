@@ -142,9 +142,10 @@ class Collector:
             logger.warning("batch refused (%d) from %s: %s", exc.status, device, exc)
             return _error(exc.status, str(exc), exc.headers)
 
-    async def _read(self, request: Request, ticket: Ticket) -> tuple[bytes, str]:
+    async def _read(self, request: Request, ticket: Ticket, media_types: tuple[str, ...] = MEDIA_TYPES) -> tuple[bytes, str]:
+        """The whole (decompressed) body and its media type, one of ``media_types``."""
         encoding = content_encoding(request.headers)
-        media_type = check_content_type(request.headers, MEDIA_TYPES)
+        media_type = check_content_type(request.headers, media_types)
         check_declared_length(request.headers, self.settings)
         deadline = self.settings.body_timeout_seconds
         try:

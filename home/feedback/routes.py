@@ -27,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from ..body import decode_json
+from ..body import JSON_MEDIA_TYPE, decode_json
 from ..errors import Forbidden, RequestError, SchemaError, StoreError
 from .labels import FeedbackOutcome, LabelIn, parse_feedback
 from .storage import collector_feedback
@@ -63,7 +63,8 @@ def post_feedback(collector: Collector) -> Handler:
         admin = identity.role == ADMIN
         try:
             with collector.admission.admit(identity.name) as ticket:
-                body = await collector._read(request, ticket)
+                # Labels travel as JSON only: they are few, and any client can write them.
+                body, _ = await collector._read(request, ticket, (JSON_MEDIA_TYPE,))
             document = await run_in_threadpool(decode_json, body)
             batch_id, labels = await run_in_threadpool(parse_feedback, document, device=None if admin else identity.name)
             source = document.get("source", "api") if admin else "device"

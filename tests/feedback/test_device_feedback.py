@@ -261,3 +261,13 @@ def test_queued_labels_survive_a_salvage_of_the_buffer_file(tmp_path: Path) -> N
         assert buffer.pending() == 1 and buffer.pending_feedback() == 1
         with pytest.raises(FeedbackError, match="already has label"):
             buffer.feedback(rid, "no")
+
+
+def test_labels_in_another_media_type_are_refused_naming_json(collector: RunningCollector) -> None:
+    # The batch route takes MessagePack too; labels travel as JSON only.
+    answer = httpx.post(
+        f"{collector.url}/v1/feedback", content=b"\x80",
+        headers={"Authorization": f"Bearer {collector.token}", "Content-Type": "application/vnd.edgepack.batch.v1+msgpack"},
+        timeout=30,
+    )
+    assert answer.status_code == 415 and "send application/json" in answer.json()["error"], answer.text
