@@ -115,9 +115,9 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_durably(path: Path, data: bytes) -> None:
+def write_durably(path: Path, data: bytes, *, mode: int = 0o600) -> None:
     """Write ``data`` to a fresh file and fsync it (the caller renames it into place)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         view = memoryview(data)
         while view:
@@ -222,7 +222,7 @@ class ModelStore:
         part = self.root / STAGING / f"{POINTER}.{os.getpid()}.part"
         with contextlib.suppress(FileNotFoundError):
             part.unlink()
-        _write_durably(part, json.dumps(body, indent=2, sort_keys=True).encode() + b"\n")
+        write_durably(part, json.dumps(body, indent=2, sort_keys=True).encode() + b"\n")
         pause_at("pointer_staged")
         os.replace(part, self.pointer)
         pause_at("switched")
@@ -277,7 +277,7 @@ class ModelStore:
                     part = self.root / STAGING / f"{model.sha256}.{os.getpid()}.part"
                     with contextlib.suppress(FileNotFoundError):
                         part.unlink()
-                    _write_durably(part, payload)
+                    write_durably(part, payload)
                     pause_at("staged")
                     os.replace(part, target)
                     fsync_dir(target.parent)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.release import CUSTOM_KEY, RELEASE_FORMAT, Release
-from runtime.store import fsync_dir
+from runtime.store import fsync_dir, write_durably
 
 from .errors import PublishError
 
@@ -48,14 +48,8 @@ def expiry_in(days: float) -> dt.datetime:
 def write_atomically(path: Path, data: bytes) -> None:
     """Write, fsync, rename into place, fsync the directory: readers see old or new bytes."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    tmp.unlink(missing_ok=True)  # left by a process killed mid-write that had this pid
+    write_durably(tmp, data, mode=0o644)  # served to devices: readable by the collector's users
     os.replace(tmp, path)
     fsync_dir(path.parent)
 

@@ -33,7 +33,7 @@ import orjson
 from ..errors import SchemaError, StoreError
 from .migrations import migrate_postgres
 from ..schema import COUNTER_KEYS, Batch
-from .sqlite import IngestResult
+from .sqlite import IngestResult, stats_answer
 
 CONNECT_TIMEOUT_SECONDS = 10.0
 _INGEST = """
@@ -214,15 +214,7 @@ class PostgresStore:
                     params,
                 ):
                     counters[name] = int(total)
-        return {
-            "scope": "fleet" if device is None else "device",
-            "device": device,
-            "records": records,
-            "devices": devices,
-            "by_model": by_model,
-            **{key: counters[key] for key in COUNTER_KEYS},
-            "counters": counters,
-        }
+        return stats_answer(device, records, devices, by_model, counters)
 
     def close(self) -> None:
         """Close every connection of the pool."""

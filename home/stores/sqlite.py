@@ -86,6 +86,19 @@ class StatsSource(Protocol):
     def close(self) -> None: ...
 
 
+def stats_answer(device: str | None, records: int, devices: int, by_model: dict[str, Any], counters: dict[str, int]) -> dict[str, Any]:
+    """The ``GET /v1/stats`` document, the same from every store."""
+    return {
+        "scope": "fleet" if device is None else "device",
+        "device": device,
+        "records": records,
+        "devices": devices,
+        "by_model": by_model,
+        **{key: counters[key] for key in COUNTER_KEYS},
+        "counters": counters,
+    }
+
+
 class RecordStore(StatsSource, Protocol):
     """What the app needs of a store (SQLite here, PostgreSQL in ``postgres.py``): one batch
     stored atomically and once per (device, record id), and counts read back."""
@@ -289,12 +302,4 @@ def read_stats(conn: sqlite3.Connection, path: Path, device: str | None = None) 
                 counters[name] = int(total)
         finally:
             conn.execute("COMMIT")
-    return {
-        "scope": "fleet" if device is None else "device",
-        "device": device,
-        "records": records,
-        "devices": devices,
-        "by_model": by_model,
-        **{key: counters[key] for key in COUNTER_KEYS},
-        "counters": counters,
-    }
+    return stats_answer(device, records, devices, by_model, counters)
