@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .converters import accepts_option, final_estimator, for_conversion, walk_all
+from .converters import accepts_option, final_estimator, for_conversion
+from .steps import walk_all
 from .errors import ConversionError, ReferenceDataError
 from .packing import Slot, pack
 

@@ -87,3 +87,16 @@ class ParityError(PackagerError):
 
 class SelfTestFailedError(PackagerError):
     """The written bundle does not load and reproduce its golden outputs through ``runtime.load``."""
+
+
+class WheelError(PackagerError):
+    """Device wheels cannot be gathered for a platform.
+
+    ``package`` names the requirement pip could not satisfy (when known), ``platform`` the
+    target platform tag.
+    """
+
+    def __init__(self, message: str, *, package: str | None = None, platform: str | None = None) -> None:
+        self.package = package
+        self.platform = platform
+        super().__init__(message)

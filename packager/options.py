@@ -1,8 +1,12 @@
-"""Build options and the build report."""
+"""Build options, the build report, and how device wheels are gathered."""
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -137,3 +141,29 @@ class BuildReport:
         out["files"] = list(self.files)
         out["converters"] = [dict(c) for c in self.converters]
         return out
+
+
+def default_wheel_cache() -> Path:
+    override = os.environ.get("EDGEPACK_WHEEL_CACHE")
+    if override:
+        return Path(override)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "edgepack" / "wheels"
+
+
+@dataclass(frozen=True, kw_only=True)
+class WheelOptions:
+    """How ``device_wheels`` gathers wheels."""
+
+    cache_dir: Path | None = None
+    """Wheels downloaded before are kept here and tried first, offline. Default:
+    ``$EDGEPACK_WHEEL_CACHE`` or ``~/.cache/edgepack/wheels``."""
+    pin_installed: bool = True
+    """Pin every device dependency to the version installed here (where parity ran),
+    unless ``requirements`` already constrains it."""
+    edgepack_wheel: Path | None = None
+    """Use this edgepack wheel instead of building one from the source tree."""
+    pip: Sequence[str] = field(default_factory=lambda: (sys.executable, "-m", "pip"))
+    """The pip command to run."""
+    timeout: float = 900.0
+    """Seconds one pip run may take before it is stopped."""

@@ -58,7 +58,7 @@ def _check(case: zoo.Case, tmp_path: Path) -> zoo.Outcome:
     if outcome.status == "refused":
         # A clear refusal names the step: its path inside the model, or the class of a bare estimator.
         model, *_ = zoo._fit(case)
-        from packager.converters import walk_all
+        from packager.steps import walk_all
 
         names = {type(s.obj).__name__ for s in walk_all(model)} | {f"'{s.path}'" for s in walk_all(model) if s.path}
         assert any(n in outcome.detail for n in names), f"{case.id}: refusal names no step: {outcome.detail}"

@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-from packager import wheels
+from packager import own_wheel, wheels
 from packager.errors import PackagerError
-from packager.wheels import WheelError, WheelOptions, device_wheels, platform_tags
+from packager.errors import WheelError
+from packager.options import WheelOptions
+from packager.wheels import device_wheels, platform_tags
 from runtime.bundle import read_bundle
 
 from .support import host_platform, running_python
@@ -131,7 +133,7 @@ def test_platform_without_onnxruntime_wheels_fails_naming_package_and_platform(w
 def test_rebuilt_wheel_of_an_installed_distribution_installs_the_same_files(gathered: dict[str, bytes], tmp_path: Path) -> None:
     # click was installed from a wheel; the copy the device gets is in `gathered`.
     original = next(data for name, data in gathered.items() if f"/click-{metadata.version('click')}-" in name)
-    rebuilt = wheels.rebuild_installed_wheel(tmp_path, "click")
+    rebuilt = own_wheel.rebuild_installed_wheel(tmp_path, "click")
     assert rebuilt.name == f"click-{metadata.version('click')}-py3-none-any.whl"
     with zipfile.ZipFile(io.BytesIO(original)) as zo, zipfile.ZipFile(rebuilt) as zr:
         skip = {n for n in zo.namelist() if n.endswith("/RECORD")}
@@ -143,23 +145,23 @@ def test_rebuilt_wheel_of_an_installed_distribution_installs_the_same_files(gath
         entry, digest, size = line.rsplit(",", 2)
         if digest:
             data = zipfile.ZipFile(rebuilt).read(entry)
-            assert digest == "sha256=" + wheels._record_hash(data) and int(size) == len(data)
+            assert digest == "sha256=" + own_wheel._record_hash(data) and int(size) == len(data)
 
 
 def test_edgepack_wheel_without_a_source_tree_from_an_editable_install_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(wheels, "source_tree", lambda: None)
+    monkeypatch.setattr(own_wheel, "source_tree", lambda: None)
     with pytest.raises(WheelError, match="development .editable or egg-info. install") as info:
-        wheels.edgepack_wheel(tmp_path)
+        own_wheel.edgepack_wheel(tmp_path)
     assert info.value.package == "edgepack"
 
 
 def test_given_edgepack_wheel_is_used_as_is(tmp_path: Path) -> None:
     fake = tmp_path / "edgepack-9.9.9-py3-none-any.whl"
     fake.write_bytes(b"PK\x05\x06" + b"\0" * 18)
-    got = wheels.edgepack_wheel(tmp_path / "out", options=WheelOptions(edgepack_wheel=fake))
+    got = own_wheel.edgepack_wheel(tmp_path / "out", options=WheelOptions(edgepack_wheel=fake))
     assert got.read_bytes() == fake.read_bytes()
     with pytest.raises(WheelError, match="not a .whl file"):
-        wheels.edgepack_wheel(tmp_path / "out2", options=WheelOptions(edgepack_wheel=tmp_path / "missing.whl"))
+        own_wheel.edgepack_wheel(tmp_path / "out2", options=WheelOptions(edgepack_wheel=tmp_path / "missing.whl"))
 
 
 # -- through build_bundle -------------------------------------------------------------------
