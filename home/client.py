@@ -1,4 +1,5 @@
-"""Reading what a collector stored: ``GET /v1/stats`` with a device or admin token.
+"""Reading what a collector stored: ``GET /v1/stats`` with a device or admin token, and
+the one authenticated JSON request every home client makes (``request_json``).
 
 httpx only, so ``edgepack stats`` works on a device install. A device token reads its
 own device's totals; an admin token reads the fleet's (or, with ``device``, one device's).
@@ -6,11 +7,13 @@ own device's totals; an admin token reads the fleet's (or, with ``device``, one 
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 
-from .errors import CollectorError
+from .errors import CollectorError, HomeError
 
 
 class StatsError(CollectorError):
@@ -19,6 +22,58 @@ class StatsError(CollectorError):
     def __init__(self, message: str, *, status: int = 0) -> None:
         super().__init__(message)
         self.status = status
+
+
+def request_json(
+    method: str,
+    url: str,
+    token: str,
+    *,
+    error: Callable[..., HomeError],
+    hints: dict[int, str],
+    timeout: float,
+    transport: httpx.BaseTransport | None = None,
+    wait: float = 0.0,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """One authenticated request to a collector route that answers a JSON object.
+
+    Every failure raises ``error(message, status=...)`` naming the URL and what to check
+    (``hints`` by status code); a refused connection is retried for ``wait`` seconds, for
+    a collector that is just starting.
+    """
+    headers = {"Authorization": f"Bearer {token}", **kwargs.pop("headers", {})}
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            with httpx.Client(timeout=timeout, transport=transport) as client:
+                response = client.request(method, url, headers=headers, **kwargs)
+            break
+        except httpx.ConnectError as exc:
+            if time.monotonic() >= deadline:
+                raise error(f"cannot reach the collector at {url}: {exc}; check --endpoint and that the collector runs") from exc
+            time.sleep(0.2)
+        except httpx.HTTPError as exc:
+            raise error(f"cannot reach the collector at {url}: {exc}; check --endpoint and that the collector runs") from exc
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code not in (200, 201):
+        problem = body.get("error") if isinstance(body, dict) else response.text[:200]
+        raise error(
+            f"the collector answered {response.status_code} to {method} {url}: {problem}{hints.get(response.status_code, '')}",
+            status=response.status_code,
+        )
+    if not isinstance(body, dict):
+        raise error(f"the collector at {url} answered {response.status_code} without a JSON object (got {response.text[:200]!r}); is it an edgepack collector?")
+    return body
+
+
+_STATS_HINTS = {
+    401: "; check --token-file (a revoked or rotated token is refused)",
+    403: "; fleet-wide stats need an admin token: edgepack token add --admin NAME",
+}
 
 
 def fetch_stats(
@@ -32,24 +87,9 @@ def fetch_stats(
     """The collector's ``/v1/stats`` answer for ``token`` (and ``device``, admin tokens only)."""
     url = endpoint.rstrip("/") + "/v1/stats"
     params = {"device": device} if device is not None else None
-    try:
-        with httpx.Client(timeout=timeout, transport=transport) as client:
-            response = client.get(url, params=params, headers={"Authorization": f"Bearer {token}"})
-    except httpx.HTTPError as exc:
-        raise StatsError(f"cannot reach the collector at {url}: {exc}; check --endpoint and that the collector runs") from exc
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if response.status_code != 200:
-        problem = body.get("error") if isinstance(body, dict) else response.text[:200]
-        hint = {
-            401: "; check --token-file (a revoked or rotated token is refused)",
-            403: "; fleet-wide stats need an admin token: edgepack token add --admin NAME",
-        }.get(response.status_code, "")
-        raise StatsError(f"the collector answered {response.status_code} to GET {url}: {problem}{hint}", status=response.status_code)
-    if not isinstance(body, dict) or "records" not in body:
-        raise StatsError(f"the collector at {url} answered 200 without stats (got {response.text[:200]!r}); is it an edgepack collector?")
+    body = request_json("GET", url, token, error=StatsError, hints=_STATS_HINTS, timeout=timeout, transport=transport, params=params)
+    if "records" not in body:
+        raise StatsError(f"the collector at {url} answered 200 without stats (got {str(body)[:200]!r}); is it an edgepack collector?")
     return body
 
 

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from ..client import request_json
 from .errors import MonitoringError
 
 
@@ -26,36 +26,8 @@ _HINTS = {
 }
 
 
-def _call(
-    method: str, url: str, token: str, *, timeout: float, transport: httpx.BaseTransport | None, wait: float = 0.0, **kwargs: Any
-) -> Any:
-    headers = {"Authorization": f"Bearer {token}", **kwargs.pop("headers", {})}
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            with httpx.Client(timeout=timeout, transport=transport) as client:
-                response = client.request(method, url, headers=headers, **kwargs)
-            break
-        except httpx.ConnectError as exc:
-            # A collector that is just starting refuses connections: try again until ``wait`` is up.
-            if time.monotonic() >= deadline:
-                raise MonitoringHttpError(f"cannot reach the collector at {url}: {exc}; check --endpoint and that the collector runs") from exc
-            time.sleep(0.2)
-        except httpx.HTTPError as exc:
-            raise MonitoringHttpError(f"cannot reach the collector at {url}: {exc}; check --endpoint and that the collector runs") from exc
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if response.status_code not in (200, 201):
-        problem = body.get("error") if isinstance(body, dict) else response.text[:200]
-        raise MonitoringHttpError(
-            f"the collector answered {response.status_code} to {method} {url}: {problem}{_HINTS.get(response.status_code, '')}",
-            status=response.status_code,
-        )
-    if not isinstance(body, dict):
-        raise MonitoringHttpError(f"the collector at {url} answered without a JSON object; is it an edgepack collector?")
-    return body
+def _call(method: str, url: str, token: str, **kwargs: Any) -> dict[str, Any]:
+    return request_json(method, url, token, error=MonitoringHttpError, hints=_HINTS, **kwargs)
 
 
 def fetch_report(
