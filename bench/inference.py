@@ -83,10 +83,16 @@ def pack(manifest: dict[str, Any], columns: dict[str, np.ndarray]) -> dict[str, 
         spec["name"]: np.empty((rows, int(spec["width"])), dtype=NUMPY_DTYPES[spec["dtype"]])
         for spec in manifest["onnx_inputs"]
     }
-    for spec in manifest["inputs"]:
+    from runtime.encodings import parse_encoding
+
+    for i, spec in enumerate(manifest["inputs"]):
         target = feed[spec["onnx_input"]]
         values = columns[spec["name"]]
-        if target.dtype == object:
+        encoding = parse_encoding(i, spec["name"], spec.get("encoding"), spec.get("dtype", "string"))
+        if encoding is not None:  # the one-hot floats the runtime feeds for a string (prepared too)
+            start = int(spec["slot"])
+            target[:, start : start + encoding.width] = encoding.block(np.asarray([str(v) for v in values], dtype=object), target.dtype)
+        elif target.dtype == object:
             target[:, int(spec["slot"])] = [str(v) for v in values]
         else:
             target[:, int(spec["slot"])] = np.asarray(values, dtype=np.float64)

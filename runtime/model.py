@@ -80,6 +80,7 @@ class EdgeModel:
         self._raw_run = self._session.raw_run
         self._run_options = self._session.run_options
         self._row_values = self._schema.row_values
+        self._assemble = self._schema.assemble  # None: the validated values are the feed
         self._first = self._outputs.first
         self._binding: RowBinding | None = None
         self.inputs: tuple[Feature, ...] = self._schema.features
@@ -199,13 +200,14 @@ class EdgeModel:
 
     def _predict_one(self, values: list[Sequence[Any]], finish: Any, flags: Flags) -> Any:
         """Run one validated row; ``finish(outputs, flags)`` turns the outputs into the result."""
+        feed = values if self._assemble is None else self._assemble(values)
         binding = self._binding
         if binding is not None:
             try:
-                return binding.run(values, finish, flags)
+                return binding.run(feed, finish, flags)
             except PACK_ERRORS + Session.errors:
                 pass  # the plain path below names what did not fit, or translates the failure
-        feeds = self._schema.feeds_of(values)
+        feeds = self._schema.arrays_of(feed)
         try:
             raw = self._raw_run(self._output_names, feeds, self._run_options)
         except Session.errors as exc:
@@ -222,10 +224,11 @@ class EdgeModel:
         rows = []
         for i in range(min([BINDING_CHECK_ROWS, *(len(col) for col in golden.values())])):
             try:
-                rows.append(self._row_values({name: col[i] for name, col in golden.items()}, False)[0])
+                values = self._row_values({name: col[i] for name, col in golden.items()}, False)[0]
             except InputError:
                 continue  # not a row either path would run
-        problem = binding.disagreement(rows, lambda v: self._first(self._run(self._output_names, self._schema.feeds_of(v)), []), self._first)
+            rows.append(values if self._assemble is None else self._assemble(values))
+        problem = binding.disagreement(rows, lambda v: self._first(self._run(self._output_names, self._schema.arrays_of(v)), []), self._first)
         if problem is not None:
             log.info("%s v%s: one-row IOBinding path not used (%s)", self.name, self.version, problem)
             return None
