@@ -17,7 +17,7 @@ from .features import Flags
 from .golden import parse_golden, self_test
 from .options import SessionOptions
 from .outputs import OutputSpec
-from .rows import SMALL_BATCH, few_rows, one_row  # noqa: F401 - SMALL_BATCH: callers import it from here
+from .rows import SMALL_BATCH, OneRow, few_rows  # noqa: F401 - SMALL_BATCH: callers import it from here
 from .schema import Feature, InputSchema
 from .session import Session
 from .telemetry_hook import TelemetrySink
@@ -85,6 +85,7 @@ class EdgeModel:
         self._binding: RowBinding | None = None
         self.inputs: tuple[Feature, ...] = self._schema.features
         self._column_kinds = tuple((f.name, f.dtype != "string") for f in self._schema.features)
+        self._one_row = OneRow(self._column_kinds)
         self.classes: tuple[Any, ...] | None = self._outputs.classes
         self.task: str = self._outputs.task
 
@@ -235,7 +236,7 @@ class EdgeModel:
         return binding
 
     def _predict_columns(self, columns: Mapping[str, Any], *, strict: bool, record: bool = False) -> dict[str, Any]:
-        row = one_row(columns, self._column_kinds, strict)
+        row = self._one_row(columns, strict)
         if row is not None:
             # One row (a caller predicting per row with predict_batch): the one-row path.
             try:
