@@ -45,3 +45,23 @@ def layout(packed: Sequence[PackedInput]) -> tuple[tuple[PackedInput, ...], Asse
                 input_steps.append((group, k, k + 1, f.encoding))
         steps.append(input_steps)
     return tuple(groups), row_assembler(steps)
+
+
+def assembly_problem(schema: Any, columns: dict[str, list[Any]], rows: int = 16) -> str | None:
+    """Why the row path's feed (the assembler's) differs from the column path's for one of the
+    first ``rows`` rows of ``columns`` (golden rows), or None: two ways to encode the same
+    strings must give the same floats, or the one-row path would answer differently."""
+    import numpy as np
+
+    from .errors import InputError
+
+    feeds, _, _ = schema.pack_columns(columns, False)
+    for i in range(min([rows, *(len(col) for col in columns.values())])):
+        try:
+            values, _ = schema.row_values({name: col[i] for name, col in columns.items()}, False)
+        except InputError:
+            continue  # not a row the row path would run
+        for name, array in schema.feeds_of(values).items():
+            if not np.array_equal(array[0], feeds[name][i], equal_nan=True):
+                return f"row {i}: the one-row feed of {name!r} is {array[0].tolist()}, the batch feed {feeds[name][i].tolist()}"
+    return None

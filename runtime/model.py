@@ -15,6 +15,7 @@ from .bundle import GOLDEN, MODEL, Bundle, BundleLimits, read_bundle
 from .errors import BundleError, EdgeError, InputError, SelfTestError
 from .features import Flags
 from .golden import parse_golden, self_test
+from .layout import assembly_problem
 from .options import SessionOptions
 from .outputs import OutputSpec
 from .rows import SMALL_BATCH, OneRow, few_rows  # noqa: F401 - SMALL_BATCH: callers import it from here
@@ -101,6 +102,8 @@ class EdgeModel:
         self.golden_rows: int = golden.rows
         """How many golden rows the self-test replayed."""
         self_test(golden, lambda cols: self._predict_columns(cols, strict=False), self.classes)
+        if self._assemble is not None and (problem := assembly_problem(self._schema, golden.inputs)):
+            raise SelfTestError(f"encoded inputs are fed two ways: {problem}", entry=GOLDEN)
         # One single-row run so that the first real prediction does not pay for lazy setup;
         # its outputs shape the IOBinding of the one-row path, which must then answer the same.
         first = {name: col[0] for name, col in golden.inputs.items()}

@@ -108,10 +108,41 @@ def test_bundle_with_encoding_predicts_exactly_like_one_without(tracking_uri: st
         a, b = encoded.predict_batch(one), plain.predict_batch(one)
         np.testing.assert_array_equal(a["probabilities"], b["probabilities"])
         assert a["flags"] == b["flags"]
+    few = {c: v[4:7] for c, v in _columns(frame).items()}  # a few rows of numpy columns: the row path
+    a, b = encoded.predict_batch(few), plain.predict_batch(few)
+    np.testing.assert_array_equal(a["probabilities"], b["probabilities"])
+    # Telemetry records the caller's strings (None for a missing one), not the one-hot floats.
+    for sink in (_Sink(), _ValuesSink()):
+        records = []
+        for bundle in (encoded_path, plain_path):
+            sink.inputs.clear()
+            device = runtime.load(bundle, telemetry=sink)
+            for r in rows[:8] + rows[100:104]:
+                device.predict(r)
+            records.append(list(sink.inputs))
+        assert records[0] == records[1] and len(records[0]) == 12
+        assert records[0][5]["site"] is None and records[0][8]["site"] == "atlantis"
     # Strict mode refuses the same unknown category the same way.
     for bundle in (encoded_path, plain_path):
         with pytest.raises(runtime.InputError, match="'site' got 'atlantis'"):
             runtime.load(bundle, strict=True).predict(rows[100])
+
+
+class _Sink:
+    """A telemetry sink that takes inputs as a mapping."""
+
+    def __init__(self) -> None:
+        self.inputs: list[dict[str, Any]] = []
+
+    def record(self, *, inputs: dict[str, Any], **_: Any) -> None:
+        self.inputs.append(dict(inputs))
+
+
+class _ValuesSink(_Sink):
+    """A telemetry sink that takes inputs as names and values (as telemetry.Buffer does)."""
+
+    def record_values(self, *, names: tuple[str, ...], values: tuple[Any, ...], **_: Any) -> None:
+        self.inputs.append(dict(zip(names, values)))
 
 
 @pytest.fixture(scope="module")
@@ -172,3 +203,20 @@ def test_encoding_on_a_feature_it_cannot_apply_to_is_refused(encoded_bundle: Pat
 
     with pytest.raises(runtime.BundleError, match=rf"inputs\[{numeric}\]\.encoding .*for a string feature"):
         runtime.load(rewrite(encoded_bundle, tmp_path / "numeric.edgepkg", edit=edit))
+
+
+def test_row_and_batch_encodings_that_disagree_fail_the_self_test(encoded_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one-row path encodes through a lookup table, batches through numpy: a load that
+    finds them apart on a golden row refuses the bundle instead of answering two ways."""
+    from runtime.encodings import Encoding
+
+    runtime.load(encoded_bundle)  # agrees as built
+    real = Encoding.table
+
+    def shifted(self: Encoding) -> Any:
+        hot, zeros = real(self)
+        return {c: hot[self.categories[(k + 1) % self.width]] for k, c in enumerate(self.categories)}, zeros
+
+    monkeypatch.setattr(Encoding, "table", shifted)
+    with pytest.raises(runtime.SelfTestError, match="encoded inputs are fed two ways: row 0"):
+        runtime.load(encoded_bundle)
