@@ -64,7 +64,6 @@ def _chain(graph: Any, start: str, consumers: dict[str, list[Any]], constants: d
 def fuse_inputs(onx: Any, slots: dict[str, Slot], onnx_inputs: list[dict[str, Any]]) -> tuple[dict[str, Slot], list[dict[str, Any]]]:
     """Apply the rewrite of the module docstring to ``onx`` in place where it applies; the new
     (slots, onnx_inputs), or the given ones unchanged."""
-    import numpy as np
     from onnx import helper, numpy_helper
 
     graph = onx.graph

@@ -14,7 +14,7 @@ from .binding import PACK_ERRORS, RowBinding
 from .bundle import GOLDEN, MODEL, Bundle, BundleLimits, read_bundle
 from .errors import BundleError, EdgeError, InputError, SelfTestError
 from .features import Flags
-from .golden import parse_golden, self_test
+from .golden import golden_numbers, parse_golden, self_test
 from .layout import assembly_problem
 from .options import SessionOptions
 from .outputs import OutputSpec
@@ -98,7 +98,7 @@ class EdgeModel:
             max_depth=limits.max_json_depth,
             label_only=self._outputs.label_only,
         )
-        golden = replace(golden, inputs=_golden_numbers(golden.inputs, self.inputs))
+        golden = replace(golden, inputs=golden_numbers(golden.inputs, self.inputs))
         self.golden_rows: int = golden.rows
         """How many golden rows the self-test replayed."""
         self_test(golden, lambda cols: self._predict_columns(cols, strict=False), self.classes)
@@ -385,16 +385,3 @@ def _first_unverified(bundle: Bundle) -> bool:
         first = key not in _warned
         _warned.add(key)
     return first
-
-
-def _golden_numbers(inputs: dict[str, list[Any]], features: Sequence[Feature]) -> dict[str, list[Any]]:
-    """golden.json keeps a bool training column as JSON true/false; predict() refuses bools
-    for numeric features (a caller's bool is a bug, not a number), so replay them as 0/1."""
-    numeric = {f.name for f in features if f.dtype != "string"}
-    out = dict(inputs)
-    for name in numeric & out.keys():
-        column = out[name]
-        if any(type(v) is bool for v in column):
-            out[name] = [int(v) if type(v) is bool else v for v in column]
-    return out
-
