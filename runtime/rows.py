@@ -24,7 +24,7 @@ ColumnKinds = Sequence[tuple[str, bool]]
 
 class OneRow:
     """``one_row`` compiled for one schema: the checks run as C-level maps over all columns
-    (a loop of per-column checks costs ~0.3 µs a feature, 10 µs on 31 features)."""
+    (5.6 µs instead of 7 µs for a loop of per-column checks on 31 features)."""
 
     __slots__ = ("_names", "_count", "_columns", "_numeric", "_strings")
 
@@ -49,8 +49,8 @@ class OneRow:
             values = list(map(_item, cols))
         except ValueError:  # an array of more (or fewer) than one element
             return None
-        # 1-D, and numbers where the feature is numeric (ndim and dtype in one C-level pass).
-        if not set(map(_ndim_dtype, self._numeric(cols))) <= _ONE_NUMBER or not set(map(_ndim, self._strings(cols))) <= _ONE:
+        # 1-D, and numbers where the feature is numeric (a set of dtypes: one object per dtype).
+        if set(map(_ndim, cols)) != _ONE or not set(map(_dtype, self._numeric(cols))) <= _NUMBER_DTYPES:
             return None
         # A str from a 'U' array, or a str in an object array.
         if not set(map(type, self._strings(values))) <= _STR:
@@ -59,10 +59,10 @@ class OneRow:
 
 
 _ARRAY, _ONE, _STR = {np.ndarray}, {1}, {str}
-_ONE_NUMBER = frozenset((1, np.dtype(code)) for code in ("f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8"))
-"""(ndim, dtype) of a one-row numeric column (other byte orders take the column path)."""
+_NUMBER_DTYPES = frozenset(np.dtype(code) for code in ("f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8"))
+"""dtypes of a numeric column the one-row path takes (other byte orders take the few-rows path)."""
 _ndim = attrgetter("ndim")
-_ndim_dtype = attrgetter("ndim", "dtype")
+_dtype = attrgetter("dtype")
 _item = np.ndarray.item
 
 
