@@ -119,6 +119,8 @@ def _fuse(onx: Any, concat: Any, found: list[tuple[dict[str, Any], list[tuple[st
     dtype = dtypes.pop()
     np_dtype = np.float32 if dtype == "float32" else np.float64
     graph = onx.graph
+    if not ops and concat.output[0] in {o.name for o in graph.output}:
+        return None  # the Concat's output is the graph's: an input cannot stand for it
     fused = names[0]  # the first operand's input name carries all columns now
     offsets, offset = {}, 0
     for spec, _ in found:
