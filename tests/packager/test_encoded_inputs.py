@@ -99,6 +99,7 @@ def test_bundle_with_encoding_predicts_exactly_like_one_without(tracking_uri: st
     assert one_by_one == [plain.predict(r) for r in rows]
     assert any("unseen_category:site" in r["flags"] for r in one_by_one)
     assert encoded.predict(rows) == plain.predict(rows)
+    assert encoded.predict(frame) == plain.predict(frame)  # a DataFrame: the column path
     assert encoded.predict(rows[:3]) == plain.predict(rows[:3])
     batch_a, batch_b = encoded.predict_batch(_columns(frame)), plain.predict_batch(_columns(frame))
     np.testing.assert_array_equal(batch_a["probabilities"], batch_b["probabilities"])
