@@ -76,9 +76,13 @@ def _columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     return {c: frame[c].to_numpy(dtype=np.float64 if pd.api.types.is_numeric_dtype(frame[c]) else object) for c in frame.columns}
 
 
-def test_bundle_with_encoding_predicts_exactly_like_one_without(tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("numeric_first", [True, False], ids=["numbers-first", "strings-first"])
+def test_bundle_with_encoding_predicts_exactly_like_one_without(
+    tracking_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, numeric_first: bool
+) -> None:
     X, y = _fields()
-    model = _fit(_pipeline(_forest()), X, y)
+    # Strings first: the one-hot slots come before the numbers in the one input.
+    model = _fit(_pipeline(_forest(), numeric_first=numeric_first), X, y)
     encoded_path = _build(tracking_uri, tmp_path, "fields-forest", model, X)
     with monkeypatch.context() as patch:
         _without_encoding(patch)
@@ -88,6 +92,8 @@ def test_bundle_with_encoding_predicts_exactly_like_one_without(tracking_uri: st
     assert [i["encoding"]["kind"] for i in encoded_manifest["inputs"] if "encoding" in i] == ["one_hot"] * 3
     assert not any("encoding" in i for i in plain_manifest["inputs"])  # a bundle as built before the field
     assert [s["dtype"] for s in encoded_manifest["onnx_inputs"]] == ["float64"]
+    site = next(i for i in encoded_manifest["inputs"] if i["name"] == "site")
+    assert (site["slot"] == 0) is (not numeric_first)
     assert "string" in [s["dtype"] for s in plain_manifest["onnx_inputs"]]
 
     encoded, plain = runtime.load(encoded_path), runtime.load(plain_path)
