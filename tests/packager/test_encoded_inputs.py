@@ -227,3 +227,33 @@ def test_row_and_batch_encodings_that_disagree_fail_the_self_test(encoded_bundle
     monkeypatch.setattr(Encoding, "table", shifted)
     with pytest.raises(runtime.SelfTestError, match="encoded inputs are fed two ways: row 0"):
         runtime.load(encoded_bundle)
+
+
+def test_encode_strings_off_builds_a_bundle_older_runtimes_load(tmp_path: Path) -> None:
+    """``BuildOptions(encode_strings=False)``: the strings stay graph inputs and no manifest
+    entry has ``encoding`` (what a device that has not been upgraded can load)."""
+    from packager import BuildOptions
+    from packager.artifacts import sklearn_artifacts
+    from packager.build import write_artifacts
+    from packager.registry import LoadedModel
+    from tests.packager.test_families import _RESOLVED
+
+    X, y = _fields()
+    model = _fit(_pipeline(_forest()), X, y)
+    loaded = LoadedModel(flavor="sklearn", model=model, input_example=X.head(5), signature_columns=None)
+    built = {}
+    for encode in (True, False):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            art = sklearn_artifacts(loaded, X, BuildOptions(encode_strings=encode))
+        built[encode] = art
+        write_artifacts(art, tmp_path / f"{encode}.edgepkg", _RESOLVED, "sklearn")  # loads and self-tests
+    assert [s["dtype"] for s in built[True].converted.onnx_inputs] == ["float64"] or [
+        s["dtype"] for s in built[True].converted.onnx_inputs
+    ] == ["float32"]
+    assert "string" in [s["dtype"] for s in built[False].converted.onnx_inputs]
+    assert not any("encoding" in entry for entry in built[False].inputs)
+    assert {entry["name"] for entry in built[True].inputs if "encoding" in entry} == set(STRINGS)
+    rows = _rows(_missing_strings(_hostile(X)))
+    on, off = runtime.load(tmp_path / "True.edgepkg"), runtime.load(tmp_path / "False.edgepkg")
+    assert [on.predict(r) for r in rows] == [off.predict(r) for r in rows]
