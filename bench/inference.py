@@ -33,7 +33,8 @@ NUMPY_DTYPES: dict[str, Any] = {"float32": np.float32, "float64": np.float64, "i
 LATENCY_NOTES = {
     PREDICT_DICT: "one dict of Python values per call",
     PREDICT_BATCH: "dict of one-element numpy arrays",
-    FLOOR: "InferenceSession.run on the bundle's model.onnx, packed inputs prepared in advance, the runtime's session options",
+    FLOOR: "InferenceSession.run on the bundle's model.onnx, packed inputs prepared in advance, the runtime's session options"
+    " (a bundle whose strings the runtime one-hot encodes gets its floats prepared in advance too: no string work at all)",
     HANDMADE: "skl2onnx.to_onnx defaults (ZipMap on, one input per column), feed built from the dict each call, the runtime's session options",
     SKLEARN: "predict_proba / predict on a prepared one-row DataFrame",
     PYFUNC: "pyfunc predict on a prepared one-row DataFrame",
