@@ -1,6 +1,8 @@
 """What a model's floor is made of: its trees alone on already-encoded input (the model's own
-cost), and the bundle's graph as skl2onnx converted it, before the packager's rewrites (the old
-floor). Both are measured beside the shipped graph's floor, interleaved in the same run."""
+cost), the shipped graph with its strings left in (the floor before the runtime one-hot
+encoded them: packager/encoded_inputs.py), and the bundle's graph as skl2onnx converted it,
+before the packager's rewrites (the oldest floor). All are measured beside the shipped
+graph's floor, interleaved in the same run."""
 
 from __future__ import annotations
 
@@ -14,10 +16,13 @@ import numpy as np
 from .zoo import ModelCase
 
 TREES = "trees alone, encoded input"
+STRINGS = "bare onnxruntime, strings in the graph"
 UNREWRITTEN = "bare onnxruntime, graph as converted"
-PATHS = (TREES, UNREWRITTEN)
+PATHS = (TREES, STRINGS, UNREWRITTEN)
 NOTES = {
     TREES: "the final tree ensemble converted alone, fed the pipeline's own transform of the row as float32 prepared in advance",
+    STRINGS: "the floor before the runtime one-hot encoded strings: the shipped graph without packager/encoded_inputs.py's cut "
+    "(string tensors in, LabelEncoder + Gather + Equal inside), packed inputs prepared in advance",
     UNREWRITTEN: "the bundle's precision and packing without packager/simplify.py's rewrites, packed inputs prepared in advance",
 }
 
@@ -54,8 +59,9 @@ def trees_alone(case: ModelCase, rows: int) -> Callable[[], object] | None:
     return lambda: session.run(None, next(feeds))
 
 
-def unrewritten(case: ModelCase, manifest: dict[str, Any], rows: int) -> Callable[[], object]:
-    """One call of the graph the bundle would ship without the rewrites, on packed rows."""
+def unrewritten(case: ModelCase, manifest: dict[str, Any], rows: int, *, rewrite: bool = False) -> Callable[[], object]:
+    """One call of the graph the bundle would ship without the rewrites (``rewrite=True``: with
+    them but with its strings left in the graph), on packed rows."""
     from packager.convert import columns_of, convert
     from packager.missing_strings import bridge
 
@@ -66,7 +72,7 @@ def unrewritten(case: ModelCase, manifest: dict[str, Any], rows: int) -> Callabl
     bridged = bridge(case.estimator, columns, case.frame)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        converted = convert(bridged.model, columns, manifest["onnx"]["precision"], rewrite=False)
+        converted = convert(bridged.model, columns, manifest["onnx"]["precision"], rewrite=rewrite, encode=False)
     layout = {
         "onnx_inputs": converted.onnx_inputs,
         "inputs": [{"name": c.name, "onnx_input": s.onnx_input, "slot": s.slot} for c in columns for s in [converted.slots[c.name]]],
@@ -88,6 +94,11 @@ def floor_paths(case: ModelCase, manifest: dict[str, Any] | None, rows: int, err
         return paths  # no trees behind preprocessing: neither figure says anything
     paths[TREES] = call
     if manifest is not None:
+        if any("encoding" in spec for spec in manifest["inputs"]):
+            try:
+                paths[STRINGS] = unrewritten(case, manifest, rows, rewrite=True)
+            except Exception as exc:  # noqa: BLE001
+                errors[STRINGS] = f"{type(exc).__name__}: {exc}"
         try:
             paths[UNREWRITTEN] = unrewritten(case, manifest, rows)
         except Exception as exc:  # noqa: BLE001

@@ -65,7 +65,7 @@ def sklearn_artifacts(loaded: registry.LoadedModel, reference_data: Any, options
     # String imputers converted to look for a sentinel (the runtime feeds it for None/NaN);
     # the original model is never changed.
     bridged = bridge(original, columns, base)
-    make = (clock or Clock()).timed("convert", lambda precision: convert(bridged.model, columns, precision))
+    make = (clock or Clock()).timed("convert", lambda precision: convert(bridged.model, columns, precision, encode=options.encode_strings))
     # Convert before the gate: when no precision gives a graph that converts and runs, that
     # is a ConversionError of its own, not one of the gate's attempts (which would report
     # it as a parity failure). The first precision that works is handed to the gate as is.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .converters import accepts_option, final_estimator, for_conversion
@@ -37,6 +37,8 @@ class Converted:
     """The manifest's ``onnx_inputs``."""
     outputs: list[str]
     """Graph output names: ``[label, probabilities]`` or ``[prediction]``."""
+    encodings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Column -> the manifest ``encoding`` the runtime feeds it with (packager/encoded_inputs.py)."""
 
 
 def columns_of(model: Any, signature: list[tuple[str, str]] | None, frame: Any) -> list[Column]:
@@ -181,11 +183,11 @@ def is_classifier(model: Any) -> bool:
     return bool(sk_is_classifier(model))
 
 
-def convert(model: Any, columns: list[Column], precision: str, *, rewrite: bool = True) -> Converted:
+def convert(model: Any, columns: list[Column], precision: str, *, rewrite: bool = True, encode: bool = True) -> Converted:
     """Convert ``model`` with inputs typed per column, then pack them one input per dtype.
 
     ``rewrite=False`` leaves out packager/simplify.py's rewrites (the benchmark measures the
-    graph without them beside the one shipped)."""
+    graph without them beside the one shipped); ``encode=False`` keeps the string inputs."""
     from skl2onnx import to_onnx
     from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType, StringTensorType
 
@@ -235,6 +237,11 @@ def convert(model: Any, columns: list[Column], precision: str, *, rewrite: bool 
         from .simplify import simplify  # fewer nodes, same values: onnxruntime's cost per row is per node
 
         simplify(onx)
+    encodings: dict[str, dict[str, Any]] = {}
+    if rewrite and encode:
+        from .encoded_inputs import encode_inputs  # the runtime one-hot encodes strings, not the graph
+
+        slots, onnx_inputs, encodings = encode_inputs(onx, slots, onnx_inputs)
     normalise(onx)
     return Converted(
         onnx=onx,
@@ -242,6 +249,7 @@ def convert(model: Any, columns: list[Column], precision: str, *, rewrite: bool 
         slots=slots,
         onnx_inputs=onnx_inputs,
         outputs=[o.name for o in onx.graph.output],
+        encodings=encodings,
     )
 
 

@@ -130,6 +130,8 @@ def input_entries(
                 "nullable": col.name in nullable,
                 "range": rng,
                 "categories": cats,
+                # Only where the runtime encodes the value itself: older bundles lack the key.
+                **({"encoding": conv.encodings[col.name]} if col.name in conv.encodings else {}),
             }
         )
     return entries

@@ -75,6 +75,11 @@ class BuildOptions:
     model were written by whoever registered it, so they are ignored."""
     tag_registry: bool = True
     """Tag the registry version with the bundle's sha256 and the edgepack version."""
+    encode_strings: bool = True
+    """Cut a graph's one-hot encoding of string features off and let the device encode them
+    (docs/bundle-format.md, "Encoded inputs"; about a quarter of a single-row forest run).
+    Runtimes older than the manifest's ``inputs[].encoding`` refuse such bundles: set False
+    to build for devices that have not been upgraded yet."""
 
     def __post_init__(self) -> None:
         from .errors import PackagerError

@@ -85,6 +85,8 @@ def feeds(frame: Any, columns: Sequence[Column], converted: Converted, missing: 
     import numpy as np
     import pandas as pd
 
+    from runtime.encodings import parse_encoding
+
     arrays: dict[str, Any] = {}
     for spec in converted.onnx_inputs:
         dtype = spec["dtype"]
@@ -98,6 +100,12 @@ def feeds(frame: Any, columns: Sequence[Column], converted: Converted, missing: 
         if slot.dtype == "string":
             absent = (missing or {}).get(col.name, "")
             values = [absent if v is None or (isinstance(v, float) and pd.isna(v)) else str(v) for v in series.tolist()]
+            encoding = converted.encodings.get(col.name)
+            if encoding is not None:  # one-hot slots, encoded by the runtime's own code
+                target = arrays[slot.onnx_input]
+                coded = parse_encoding(0, col.name, encoding, "string")
+                target[:, slot.slot : slot.slot + coded.width] = coded.block(np.asarray(values, dtype=object), target.dtype)  # type: ignore[union-attr]
+                continue
             arrays[slot.onnx_input][:, slot.slot] = np.asarray(values, dtype=object)
         else:
             arrays[slot.onnx_input][:, slot.slot] = series.to_numpy(dtype=np.float64, na_value=np.nan)

@@ -16,7 +16,7 @@ from .features import FIT, FLOAT_MAX, PLAIN_NUMBERS, PLAIN_STRINGS, Feature, Fla
 
 class ColumnPacking:
     """Mixed into ``InputSchema``, whose tables it reads (``features``, ``packed``, ``names``,
-    ``_block_checks``, ``_categories``) and whose row-path checks it shares (``_coerce``
+    ``groups``, ``assemble``, ``_block_checks``, ``_categories``) and whose row-path checks it shares (``_coerce``
     and the error builders)."""
 
     def pack_columns(self, columns: Mapping[str, Any], strict: bool) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[int, Flags]]:
@@ -67,32 +67,49 @@ class ColumnPacking:
         feeds: dict[str, np.ndarray] = {}
         arrays: dict[str, np.ndarray] = {}
         flagged: dict[int, Flags] = {}
-        for p, checks in zip(self.packed, self._block_checks):
+        # Positions in a group's block are the features' order in it (their slots, unless
+        # encoded features share the packed input: runtime.layout).
+        for p, checks in zip(self.groups, self._block_checks):
             if p.dtype is object:
                 block = np.empty((n, p.width), dtype=object)
-                for f in p.features:
-                    block[:, f.slot] = self._string_column(f, cols[f.name], strict, flagged)
-                    arrays[f.name] = block[:, f.slot]
+                for k, f in enumerate(p.features):
+                    block[:, k] = self._string_column(f, cols[f.name], strict, flagged)
+                    arrays[f.name] = block[:, k]
                 feeds[p.name] = block
             else:
                 values = np.empty((n, p.width), dtype=np.float64)
-                for f in p.features:
+                for k, f in enumerate(p.features):
                     column = self._numeric_column(f, cols[f.name], strict)
                     try:
-                        values[:, f.slot] = column
+                        values[:, k] = column
                     except (OverflowError, TypeError, ValueError):  # e.g. an int beyond float64
-                        values[:, f.slot] = self._numeric_elements(f, column)
-                    arrays[f.name] = values[:, f.slot]
+                        values[:, k] = self._numeric_elements(f, column)
+                    arrays[f.name] = values[:, k]
                 self._check_block(p, checks, values, strict, flagged)
                 feeds[p.name] = values.astype(p.dtype)
+        if self.assemble is not None:
+            feeds = self._encoded_feeds(n, arrays)
         return feeds, arrays, flagged
+
+    def _encoded_feeds(self, n: int, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The packed inputs of a bundle with encoded features, from the validated columns."""
+        feeds: dict[str, np.ndarray] = {}
+        for p in self.packed:
+            block = np.empty((n, p.width), dtype=p.dtype)
+            for f in p.features:
+                if f.encoding is None:
+                    block[:, f.slot] = arrays[f.name]
+                else:
+                    block[:, f.slot : f.slot + f.width] = f.encoding.block(arrays[f.name], p.dtype)
+            feeds[p.name] = block
+        return feeds
 
     def _block_check_table(self, p: PackedInput) -> tuple[Any, ...]:
         """Per-slot vectors for the block checks of one numeric packed input."""
         not_nullable = np.array([not f.nullable or f.dtype == "int64" for f in p.features])
         lo = np.array([f.range[0] if f.range is not None and f.categories is None else -math.inf for f in p.features])
         hi = np.array([f.range[1] if f.range is not None and f.categories is None else math.inf for f in p.features])
-        categorical = tuple(f for f in p.features if f.categories is not None)
+        categorical = tuple((k, f) for k, f in enumerate(p.features) if f.categories is not None)
         fit = np.array([FIT[f.dtype] for f in p.features])
         return not_nullable, lo, hi, categorical, fit
 
@@ -123,8 +140,8 @@ class ColumnPacking:
         if outside.any():
             for i, j in zip(*(idx.tolist() for idx in np.nonzero(outside))):
                 flagged.setdefault(i, []).append(f"out_of_range:{p.features[j].name}")
-        for f in categorical:
-            col = values[:, f.slot]
+        for k, f in categorical:
+            col = values[:, k]
             unseen = ~np.isin(col, np.asarray(f.categories, dtype=np.float64)) & ~np.isnan(col)
             for i in np.flatnonzero(unseen).tolist():
                 if strict:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .encodings import Encoding, parse_encoding
 from .errors import BundleError
 
 MANIFEST = "manifest.json"
@@ -63,6 +64,13 @@ class Feature:
     """Known training values for categorical features, in their original type."""
     missing_string: str = ""
     """A nullable string feature: what None/NaN goes into the model as (the packager's sentinel)."""
+    encoding: Encoding | None = None
+    """How the runtime feeds the value (``runtime.encodings``); None: as it is, in one slot."""
+
+    @property
+    def width(self) -> int:
+        """How many slots of ``onnx_input`` the feature fills from ``slot`` on."""
+        return 1 if self.encoding is None else self.encoding.width
 
     @property
     def expected(self) -> str:
@@ -144,6 +152,7 @@ def parse_feature(index: int, raw: Any) -> Feature:
         range=span,
         categories=categories,
         missing_string=missing_string,
+        encoding=parse_encoding(index, name, raw.get("encoding"), dtype),
     )
 
 

@@ -6,7 +6,7 @@ A value ``v`` of the original model matches the value ``w`` computed here when
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,3 +137,16 @@ def self_test(golden: GoldenSet, predict_columns: Callable[[Mapping[str, list[An
                 f"golden row {i}: prediction is {actual[i]:.6g} here, the original model gave {expected[i]:.6g} {tol}; "
                 f"{int(bad.sum())} of {golden.rows} rows differ"
             )
+
+
+def golden_numbers(inputs: dict[str, list[Any]], features: Sequence[Any]) -> dict[str, list[Any]]:  # runtime.features.Feature
+    """golden.json keeps a bool training column as JSON true/false; predict() refuses bools
+    for numeric features (a caller's bool is a bug, not a number), so replay them as 0/1."""
+    numeric = {f.name for f in features if f.dtype != "string"}
+    out = dict(inputs)
+    for name in numeric & out.keys():
+        column = out[name]
+        if any(type(v) is bool for v in column):
+            out[name] = [int(v) if type(v) is bool else v for v in column]
+    return out
+

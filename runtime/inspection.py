@@ -72,8 +72,12 @@ def render(info: dict[str, Any]) -> str:
             detail = f"{f['range'][0]:g} .. {f['range'][1]:g}"
         else:
             detail = "-"
-        rows.append((str(f.get("name")), str(f.get("dtype")), str(f.get("kind")), "yes" if f.get("nullable") else "no",
-                     f"{f.get('onnx_input')}[{f.get('slot')}]", detail))
+        packed = f"{f.get('onnx_input')}[{f.get('slot')}]"
+        encoding = f.get("encoding")
+        if isinstance(encoding, dict) and isinstance(f.get("slot"), int) and isinstance(encoding.get("categories"), list):
+            # Encoded by the runtime (runtime/encodings.py): the slots it fills.
+            packed = f"{f.get('onnx_input')}[{f['slot']}:{f['slot'] + len(encoding['categories'])}] {encoding.get('kind')}"
+        rows.append((str(f.get("name")), str(f.get("dtype")), str(f.get("kind")), "yes" if f.get("nullable") else "no", packed, detail))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
     out = info["outputs"]

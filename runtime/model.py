@@ -14,10 +14,11 @@ from .binding import PACK_ERRORS, RowBinding
 from .bundle import GOLDEN, MODEL, Bundle, BundleLimits, read_bundle
 from .errors import BundleError, EdgeError, InputError, SelfTestError
 from .features import Flags
-from .golden import parse_golden, self_test
+from .golden import golden_numbers, parse_golden, self_test
+from .layout import assembly_problem
 from .options import SessionOptions
 from .outputs import OutputSpec
-from .rows import SMALL_BATCH, few_rows, one_row  # noqa: F401 - SMALL_BATCH: callers import it from here
+from .rows import SMALL_BATCH, OneRow, few_rows  # noqa: F401 - SMALL_BATCH: callers import it from here
 from .schema import Feature, InputSchema
 from .session import Session
 from .telemetry_hook import TelemetrySink
@@ -80,10 +81,12 @@ class EdgeModel:
         self._raw_run = self._session.raw_run
         self._run_options = self._session.run_options
         self._row_values = self._schema.row_values
+        self._assemble = self._schema.assemble  # None: the validated values are the feed
         self._first = self._outputs.first
         self._binding: RowBinding | None = None
         self.inputs: tuple[Feature, ...] = self._schema.features
         self._column_kinds = tuple((f.name, f.dtype != "string") for f in self._schema.features)
+        self._one_row = OneRow(self._column_kinds)
         self.classes: tuple[Any, ...] | None = self._outputs.classes
         self.task: str = self._outputs.task
 
@@ -95,10 +98,12 @@ class EdgeModel:
             max_depth=limits.max_json_depth,
             label_only=self._outputs.label_only,
         )
-        golden = replace(golden, inputs=_golden_numbers(golden.inputs, self.inputs))
+        golden = replace(golden, inputs=golden_numbers(golden.inputs, self.inputs))
         self.golden_rows: int = golden.rows
         """How many golden rows the self-test replayed."""
         self_test(golden, lambda cols: self._predict_columns(cols, strict=False), self.classes)
+        if self._assemble is not None and (problem := assembly_problem(self._schema, golden.inputs)):
+            raise SelfTestError(f"encoded inputs are fed two ways: {problem}", entry=GOLDEN)
         # One single-row run so that the first real prediction does not pay for lazy setup;
         # its outputs shape the IOBinding of the one-row path, which must then answer the same.
         first = {name: col[0] for name, col in golden.inputs.items()}
@@ -199,13 +204,14 @@ class EdgeModel:
 
     def _predict_one(self, values: list[Sequence[Any]], finish: Any, flags: Flags) -> Any:
         """Run one validated row; ``finish(outputs, flags)`` turns the outputs into the result."""
+        feed = values if self._assemble is None else self._assemble(values)
         binding = self._binding
         if binding is not None:
             try:
-                return binding.run(values, finish, flags)
+                return binding.run(feed, finish, flags)
             except PACK_ERRORS + Session.errors:
                 pass  # the plain path below names what did not fit, or translates the failure
-        feeds = self._schema.feeds_of(values)
+        feeds = self._schema.arrays_of(feed)
         try:
             raw = self._raw_run(self._output_names, feeds, self._run_options)
         except Session.errors as exc:
@@ -222,17 +228,18 @@ class EdgeModel:
         rows = []
         for i in range(min([BINDING_CHECK_ROWS, *(len(col) for col in golden.values())])):
             try:
-                rows.append(self._row_values({name: col[i] for name, col in golden.items()}, False)[0])
+                values = self._row_values({name: col[i] for name, col in golden.items()}, False)[0]
             except InputError:
                 continue  # not a row either path would run
-        problem = binding.disagreement(rows, lambda v: self._first(self._run(self._output_names, self._schema.feeds_of(v)), []), self._first)
+            rows.append(values if self._assemble is None else self._assemble(values))
+        problem = binding.disagreement(rows, lambda v: self._first(self._run(self._output_names, self._schema.arrays_of(v)), []), self._first)
         if problem is not None:
             log.info("%s v%s: one-row IOBinding path not used (%s)", self.name, self.version, problem)
             return None
         return binding
 
     def _predict_columns(self, columns: Mapping[str, Any], *, strict: bool, record: bool = False) -> dict[str, Any]:
-        row = one_row(columns, self._column_kinds, strict)
+        row = self._one_row(columns, strict)
         if row is not None:
             # One row (a caller predicting per row with predict_batch): the one-row path.
             try:
@@ -378,16 +385,3 @@ def _first_unverified(bundle: Bundle) -> bool:
         first = key not in _warned
         _warned.add(key)
     return first
-
-
-def _golden_numbers(inputs: dict[str, list[Any]], features: Sequence[Feature]) -> dict[str, list[Any]]:
-    """golden.json keeps a bool training column as JSON true/false; predict() refuses bools
-    for numeric features (a caller's bool is a bug, not a number), so replay them as 0/1."""
-    numeric = {f.name for f in features if f.dtype != "string"}
-    out = dict(inputs)
-    for name in numeric & out.keys():
-        column = out[name]
-        if any(type(v) is bool for v in column):
-            out[name] = [int(v) if type(v) is bool else v for v in column]
-    return out
-

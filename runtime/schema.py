@@ -26,6 +26,8 @@ import numpy as np
 
 from .errors import InputError
 from .columns import ColumnPacking
+from .encodings import CARRIERS
+from .layout import layout
 from .features import ANY_VALUE, DTYPES, FIT, PLAIN_NUMBERS, PLAIN_STRINGS, Feature, Flags, PackedInput, manifest_error, parse_feature
 from .session import ORT_DTYPES
 
@@ -48,20 +50,24 @@ class InputSchema(ColumnPacking):
             raise manifest_error(f"feature names must be unique; repeated: {', '.join(dupes)}")
         self._by_name = {f.name: f for f in self.features}
         self.packed: tuple[PackedInput, ...] = self._parse_packed(manifest.get("onnx_inputs"), session_inputs)
+        # What the row path validates together: the features of one packed input that share a
+        # dtype. Without encoded features (runtime.encodings) these are the packed inputs, and
+        # a row's validated values are its feed values; with them, ``assemble`` makes the feed.
+        self.groups, self.assemble = layout(self.packed)
 
-        self._plans = tuple(tuple(self._plan(f) for f in p.features) for p in self.packed)
-        self._fast = tuple(self._fast_plan(p, plan) for p, plan in zip(self.packed, self._plans))
+        self._plans = tuple(tuple(self._plan(f) for f in p.features) for p in self.groups)
+        self._fast = tuple(self._fast_plan(p, plan) for p, plan in zip(self.groups, self._plans))
         self._dtypes = tuple(p.dtype for p in self.packed)
         # A dtype instance spares numpy the type -> dtype lookup on every call.
         self._np_dtypes = tuple(np.dtype(p.dtype) for p in self.packed)
         self._input_names = tuple(p.name for p in self.packed)
-        # Where each feature's value sits in the per-input value lists, in feature order.
+        # Where each feature's value sits in the per-group value lists, in feature order.
         self._positions = tuple(
-            (self._input_names.index(f.onnx_input), f.slot) for f in self.features
+            next((k, g.features.index(f)) for k, g in enumerate(self.groups) if f in g.features) for f in self.features
         )
-        # The same, as indexes into the packed inputs' values laid end to end: picking them
-        # is one C-level call per row (telemetry reads every predicted row this way).
-        offsets = [sum(len(q.features) for q in self.packed[:k]) for k in range(len(self.packed))]
+        # The same, as indexes into the groups' values laid end to end: picking them is one
+        # C-level call per row (telemetry reads every predicted row this way).
+        offsets = [sum(len(q.features) for q in self.groups[:k]) for k in range(len(self.groups))]
         flat = [offsets[i] + slot for i, slot in self._positions]
         picker = itemgetter(*flat)  # a manifest has at least one feature
         # itemgetter with one index returns the item itself, not a 1-tuple.
@@ -72,7 +78,7 @@ class InputSchema(ColumnPacking):
         # Where a missing string sits in input_values(), so telemetry records None, not the sentinel.
         self._missing_strings = tuple((i, f.missing_string) for i, f in enumerate(self.features) if f.dtype == "string" and f.nullable)
         self._categories = {f.name: frozenset(f.categories) for f in self.features if f.categories is not None}
-        self._block_checks = tuple(self._block_check_table(p) if p.dtype is not object else () for p in self.packed)
+        self._block_checks = tuple(self._block_check_table(p) if p.dtype is not object else () for p in self.groups)
 
     # -- load-time checks ---------------------------------------------------------------
 
@@ -87,13 +93,19 @@ class InputSchema(ColumnPacking):
             if not isinstance(name, str) or dtype not in DTYPES or not isinstance(width, int) or width < 1:
                 raise manifest_error(f"onnx_inputs[{i}] must be {{name: str, dtype: one of {', '.join(DTYPES)}, width: int >= 1}}, got {item!r}")
             members = sorted((f for f in self.features if f.onnx_input == name), key=lambda f: f.slot)
-            if [f.slot for f in members] != list(range(width)):
+            filled = [s for f in members for s in range(f.slot, f.slot + f.width)]
+            if filled != list(range(width)):
                 raise manifest_error(
                     f"onnx input {name!r} has width {width} but its features fill slots "
-                    f"{[f.slot for f in members]}; expected each of 0..{width - 1} exactly once"
+                    f"{filled}; expected each of 0..{width - 1} exactly once"
                 )
-            if bad := [f.name for f in members if f.dtype != dtype]:
+            if bad := [f.name for f in members if f.encoding is None and f.dtype != dtype]:
                 raise manifest_error(f"features {', '.join(bad)} are carried by {dtype} input {name!r} but declare another dtype")
+            if bad := [f.name for f in members if f.encoding is not None and dtype not in CARRIERS]:
+                raise manifest_error(
+                    f"features {', '.join(bad)} are one-hot encoded into {dtype} input {name!r}; expected a "
+                    f"{' or '.join(CARRIERS)} input"
+                )
             if name not in session_inputs:
                 raise manifest_error(f"onnx input {name!r} is not an input of model.onnx (it has: {', '.join(session_inputs)})")
             ort_type, shape = session_inputs[name]
@@ -189,8 +201,12 @@ class InputSchema(ColumnPacking):
 
     def feeds_of(self, values: Sequence[Sequence[Any]]) -> dict[str, np.ndarray]:
         """The ``(1, width)`` array of every packed input for one row's validated values."""
+        return self.arrays_of(values if self.assemble is None else self.assemble(values))
+
+    def arrays_of(self, feed: Sequence[Sequence[Any]]) -> dict[str, np.ndarray]:
+        """The ``(1, width)`` array of every packed input for one row's feed values."""
         feeds: dict[str, np.ndarray] = {}
-        for name, dtype, vals in zip(self._input_names, self._np_dtypes, values):
+        for name, dtype, vals in zip(self._input_names, self._np_dtypes, feed):
             try:
                 feeds[name] = np.array((vals,), dtype=dtype)
             except (OverflowError, TypeError, ValueError) as exc:
@@ -245,7 +261,7 @@ class InputSchema(ColumnPacking):
                 values, flags = self.row_values(row, strict)
             except InputError as exc:
                 raise exc.at_row(i) from None
-            for target, vals in zip(per_input, values):
+            for target, vals in zip(per_input, values if self.assemble is None else self.assemble(values)):
                 target.append(vals)
             all_values.append(values)
             all_flags.append(flags)
@@ -264,7 +280,7 @@ class InputSchema(ColumnPacking):
 
     def _pack_error(self, input_name: str, vals: Sequence[Any], exc: Exception) -> InputError:
         p = next(p for p in self.packed if p.name == input_name)
-        for f, v in zip(p.features, vals):
+        for f, v in zip(p.features if self.assemble is None else (), vals):
             try:
                 np.array(v, dtype=p.dtype)
             except (OverflowError, TypeError, ValueError):

@@ -38,6 +38,14 @@ def onnx_answers(onnx_bytes: bytes, inputs: Sequence[Mapping[str, Any]], onnx_in
         arrays[spec["name"]] = np.empty((len(frame), spec["width"]), dtype=dtype)
     for feature in inputs:
         column = frame[feature["name"]]
+        encoding = feature.get("encoding")
+        if encoding is not None:
+            # One-hot: slot + k is 1.0 where the string is categories[k], 0.0 elsewhere.
+            assert encoding["kind"] == "one_hot"
+            start, cats = feature["slot"], encoding["categories"]
+            for k, cat in enumerate(cats):
+                arrays[feature["onnx_input"]][:, start + k] = [1.0 if str(v) == cat else 0.0 for v in column.tolist()]
+            continue
         if feature["dtype"] == "string":
             values = np.asarray([str(v) for v in column.tolist()], dtype=object)
         else:

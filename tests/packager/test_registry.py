@@ -166,11 +166,14 @@ def test_bundle_contents_follow_the_format(registry: Registry, tmp_path: Path) -
     assert region["kind"] == "categorical" and region["categories"] == ["east", "north", "south", "west"]
     # OneHotEncoder(handle_unknown="ignore") encodes a missing region as unknown (all zeros), and
     # the graph fed "" does the same: proven by the gate, so the device takes None for it.
-    assert region["onnx_input"] == "string_input" and region["nullable"] is True and region["missing_string"] == ""
+    assert region["nullable"] is True and region["missing_string"] == ""
+    # The device one-hot encodes the region itself (packager/encoded_inputs.py): four float slots.
+    assert (region["onnx_input"], region["slot"]) == ("onehot_input", 0)
+    assert region["encoding"] == {"kind": "one_hot", "categories": ["east", "north", "south", "west"]}
     assert {i["name"]: i["nullable"] for i in m["inputs"][:3]} == {"temp c": True, "humidity %": True, "wind.speed": True}
     assert m["onnx_inputs"] == [
         {"name": "float_input", "dtype": "float32", "width": 3},
-        {"name": "string_input", "dtype": "string", "width": 1},
+        {"name": "onehot_input", "dtype": "float32", "width": 4},
     ]
     out = m["outputs"]
     assert (out["task"], out["classes"], out["label_values"], out["label"], out["probabilities"]) == (
