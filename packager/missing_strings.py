@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from .convert import Column
+from .errors import UnsupportedModelError
 from .routing import routed_columns
 
-SENTINEL = ""
-"""What a missing string goes in as: the runtime's long-standing value for a nullable string."""
-FALLBACK_SENTINEL = "\x00edgepack:missing"
-"""Used instead when ``""`` is a real value of the column."""
+SENTINEL = "\x00edgepack:missing"
+"""What a missing string goes in as. Never ``""``: an application may send ``""`` as a real
+value, which the original model treats as a category of its own (or an unknown one), and a
+graph that took ``""`` for missing would impute it instead. The runtime refuses this exact
+string as an input value (a NUL byte is in no real category), so it stands for missing only."""
 
 
 @dataclass(frozen=True)
@@ -70,8 +72,8 @@ def bridge(model: Any, columns: Sequence[Column], reference: Any = None) -> Brid
     """Rewire the string imputers of a copy of ``model`` to a sentinel; the original when there are none.
 
     Only imputers that see raw string columns are rewired (those are what the device's missing
-    value reaches); the sentinel is ``""`` unless ``""`` is a value the column really holds
-    (in ``reference``) or an imputer's fill value.
+    value reaches), all to ``SENTINEL``; a column that really holds it (in ``reference``), or
+    an imputer that fills it in, is refused: its missing values could not be told apart.
     """
     strings = [c.name for c in columns if c.kind == "categorical"]
     found = [(imp, cols) for imp, cols in _imputers(model, strings) if _string_imputer(imp) and cols]
@@ -84,7 +86,13 @@ def bridge(model: Any, columns: Sequence[Column], reference: Any = None) -> Brid
             for col in cols:
                 if col in reference.columns:
                     taken.update(str(v) for v in reference[col].dropna().tolist())
-    sentinel = SENTINEL if SENTINEL not in taken else FALLBACK_SENTINEL
+    if SENTINEL in taken:
+        raise UnsupportedModelError(
+            f"a string column of the model holds {SENTINEL!r}, the string edgepack feeds the converted graph for a "
+            "missing value, so a missing value and that string could not be told apart; remove the NUL byte from "
+            "that value in the training data"
+        )
+    sentinel = SENTINEL
     twin = copy.deepcopy(model)
     missing: dict[str, str] = {}
     for imp, cols in _imputers(twin, strings):

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
-from .features import FIT, FLOAT_MAX, PLAIN_NUMBERS, PLAIN_STRINGS, Feature, Flags, PackedInput
+from .features import FIT, FLOAT_MAX, PLAIN_NUMBERS, PLAIN_STRINGS, Feature, Flags, PackedInput, reserved, reserved_error
 
 
 class ColumnPacking:
@@ -185,7 +185,9 @@ class ColumnPacking:
                 f"feature {f.name!r} expects strings, got an array of {col.dtype} (first value {first!r}); expected {f.expected}",
                 feature=f.name,
             )
-        elif not set(map(type, col)) <= PLAIN_STRINGS:
+        if (absent := reserved(f)) is not None and absent in col:
+            raise reserved_error(f, absent).at_row(list(col).index(absent))
+        if kind == "O" and not set(map(type, col)) <= PLAIN_STRINGS:
             fixed = np.empty(len(col), dtype=object)
             for i, v in enumerate(col):
                 if type(v) is not str:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .encodings import Encoding, parse_encoding
-from .errors import BundleError
+from .errors import BundleError, InputError
 
 MANIFEST = "manifest.json"
 DTYPES: Mapping[str, Any] = {"float32": np.float32, "float64": np.float64, "int64": np.int64, "string": object}
@@ -29,6 +29,34 @@ class _Anything:
 
 ANY_VALUE = _Anything()
 """The category set of a string feature without known categories."""
+
+
+class AllBut:
+    """A category set that contains every value but one: a nullable string feature without
+    known categories, whose ``missing_string`` stands for a missing value and is no input."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __contains__(self, value: object) -> bool:
+        return value != self.value
+
+
+def reserved(f: Feature) -> str | None:
+    """The string that stands for a missing value of ``f`` in the graph and that callers may
+    not send, or None. Bundles built before ``SENTINEL`` (packager/missing_strings.py) use
+    ``""``, which callers do send; it stays accepted there, as before."""
+    return f.missing_string if f.dtype == "string" and f.nullable and f.missing_string else None
+
+
+def reserved_error(f: Feature, value: str) -> InputError:
+    return InputError(
+        f"feature {f.name!r} got {value!r}, the string this bundle feeds its graph for a missing value; "
+        f"send None for a missing value, or another string; expected {f.expected}",
+        feature=f.name,
+    )
 
 PLAIN_NUMBERS = frozenset((float, int))
 FLOAT_MAX = float(np.finfo(np.float64).max)

@@ -28,7 +28,7 @@ from .errors import InputError
 from .columns import ColumnPacking
 from .encodings import CARRIERS
 from .layout import layout
-from .features import ANY_VALUE, DTYPES, FIT, PLAIN_NUMBERS, PLAIN_STRINGS, Feature, Flags, PackedInput, manifest_error, parse_feature
+from .features import ANY_VALUE, DTYPES, AllBut, reserved, reserved_error, FIT, PLAIN_NUMBERS, PLAIN_STRINGS, Feature, Flags, PackedInput, manifest_error, parse_feature
 from .session import ORT_DTYPES
 
 # How the per-call loop treats a feature: the two common cases are inlined, all others
@@ -154,7 +154,10 @@ class InputSchema(ColumnPacking):
             code, types = _OTHER, frozenset()  # always the per-feature path
         los = tuple(step[2] for step in plan)
         his = tuple(step[3] for step in plan)
-        cats = tuple(step[4] if step[4] is not None else ANY_VALUE for step in plan)
+        cats = tuple(
+            step[4] if step[4] is not None else AllBut(absent) if (absent := reserved(step[7])) is not None else ANY_VALUE
+            for step in plan
+        )
         return (get, code, types, los, his, cats, plan)
 
     def signature(self) -> tuple[tuple[str, str, str], ...]:
@@ -235,6 +238,8 @@ class InputSchema(ColumnPacking):
                     else:
                         flags.append(range_flag)
             elif code == _STR and t is str:
+                if (cats is None or v not in cats) and v == reserved(feature):
+                    raise reserved_error(feature, v)
                 if cats is not None and v not in cats:
                     if strict:
                         raise self._unseen_error(feature, v)
@@ -319,6 +324,8 @@ class InputSchema(ColumnPacking):
             if not isinstance(v, str):
                 raise self._value_error(row, f, v)
             v = str(v)
+            if v == reserved(f):
+                raise reserved_error(f, v)
             if f.categories is not None and v not in self._categories[f.name]:
                 if strict:
                     raise self._unseen_error(f, v)

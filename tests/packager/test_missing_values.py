@@ -143,14 +143,55 @@ def test_a_missing_string_sentinel_never_collides_with_a_real_value() -> None:
     from sklearn.impute import SimpleImputer
 
     from packager.convert import Column
-    from packager.missing_strings import FALLBACK_SENTINEL, bridge
+    from packager.errors import UnsupportedModelError
+    from packager.missing_strings import SENTINEL, bridge
 
     frame = pd.DataFrame({"c": pd.Series(["", "a", None, "a"], dtype=object)})
     imputer = SimpleImputer(strategy="most_frequent").fit(frame)
     bridged = bridge(imputer, [Column("c", "categorical")], frame)
-    assert bridged.missing == {"c": FALLBACK_SENTINEL}
-    assert bridged.model is not imputer and bridged.model.missing_values == FALLBACK_SENTINEL
+    assert bridged.missing == {"c": SENTINEL} and SENTINEL != ""
+    assert bridged.model is not imputer and bridged.model.missing_values == SENTINEL
     assert isinstance(imputer.missing_values, float)  # the original is untouched
+    # A column that really holds the sentinel could not tell it from a missing value.
+    held = pd.DataFrame({"c": pd.Series([SENTINEL, "a", "a", None], dtype=object)})
+    with pytest.raises(UnsupportedModelError, match="NUL byte"):
+        bridge(SimpleImputer(strategy="most_frequent").fit(held), [Column("c", "categorical")], held)
+
+
+@pytest.mark.parametrize("pipeline", [_logreg_pipeline, _hgb_pipeline], ids=["logreg-constant", "hgb-most-frequent"])
+def test_an_empty_string_is_a_value_not_a_missing_one(tracking_uri: str, tmp_path: Path, pipeline: Any) -> None:
+    """The original imputes only NaN/None: "" (never seen in training) is an unknown category
+    to it. The bundle must answer "" the same way, and None as imputed."""
+    X, y = _weather(seed=2)
+    X["soil"] = pd.Series([None if pd.isna(v) else v for v in X["soil"].tolist()], dtype=object)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = (pipeline("constant") if pipeline is _logreg_pipeline else pipeline()).fit(X, y)
+    bundle = _build(tracking_uri, tmp_path, f"soil-empty-{pipeline.__name__.strip('_')}", model, X)
+    soil = next(i for i in read_bundle(bundle).manifest["inputs"] if i["name"] == "soil")
+    held_out, _ = _weather(rows=60, seed=7)
+    # pandas hands the original a missing string as NaN (what None on the device means).
+    held_out["soil"] = pd.Series([["", np.nan, "clay", "peat"][i % 4] for i in range(60)], dtype=object)
+    want = model.predict_proba(held_out)
+    device = runtime.load(bundle)
+    got = device.predict(_rows(held_out))
+    np.testing.assert_allclose([list(r["probabilities"].values()) for r in got], want, atol=1e-5)
+    assert "unseen_category:soil" in got[0]["flags"] and "unseen_category:soil" not in got[1]["flags"]
+    batch = device.predict_batch({c: held_out[c].to_numpy(dtype=object) for c in held_out.columns})
+    np.testing.assert_allclose(batch["probabilities"], want, atol=1e-5)
+
+    # The string the graph takes for missing is no input: refused by name, on every path.
+    sentinel = soil["missing_string"]
+    row = {**_rows(held_out)[2], "soil": sentinel}
+    with pytest.raises(runtime.InputError, match="'soil'.*for a missing value; send None") as info:
+        device.predict(row)
+    assert info.value.feature == "soil"
+    with pytest.raises(runtime.InputError, match="row 1: feature 'soil'"):
+        device.predict([_rows(held_out)[0], row])
+    columns = {c: held_out[c].to_numpy(dtype=object).copy() for c in held_out.columns}
+    columns["soil"][5] = sentinel
+    with pytest.raises(runtime.InputError, match="row 5: feature 'soil'"):
+        device.predict_batch(columns)
 
 
 def test_missing_value_probes_answered_in_one_call_equal_one_call_per_feature() -> None:
