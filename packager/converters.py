@@ -132,13 +132,31 @@ def _svc(est: Any) -> str | None:
     return None
 
 
+def _has_infrequent(enc: Any) -> bool:
+    return any(c is not None for c in (getattr(enc, "infrequent_categories_", None) or []))
+
+
 def _one_hot(enc: Any) -> str | None:
-    if enc.handle_unknown == "infrequent_if_exist":
+    if enc.handle_unknown in ("infrequent_if_exist", "warn") and _has_infrequent(enc):
         return (
-            "OneHotEncoder(handle_unknown='infrequent_if_exist') converts to a graph that encodes unknown categories "
-            "as all zeros instead of the infrequent column, which no reference row can show; use handle_unknown='ignore'"
+            f"OneHotEncoder(handle_unknown={enc.handle_unknown!r}) with infrequent categories (min_frequency or "
+            "max_categories) converts to a graph that encodes unknown categories as all zeros instead of the "
+            "infrequent column, which no reference row can show; use handle_unknown='ignore' without "
+            "min_frequency/max_categories"
         )
     return None
+
+
+def _unknown_as_zeros(obj: Any) -> bool:
+    """A OneHotEncoder whose unknown categories become all zeros under another name than
+    'ignore': 'infrequent_if_exist' and 'warn' (scikit-learn 1.6+) without infrequent
+    categories. skl2onnx knows only 'ignore' for that (it converts 'warn' to a graph that
+    fails on an unknown category), so the copy for the converters says 'ignore'."""
+    return (
+        type(obj).__name__ == "OneHotEncoder"
+        and getattr(obj, "handle_unknown", None) in ("infrequent_if_exist", "warn")
+        and not _has_infrequent(obj)
+    )
 
 
 def _hist_gradient_boosting(est: Any) -> str | None:
@@ -233,7 +251,8 @@ def for_conversion(model: Any) -> Any:
     onnxmltools reads XGBoost trees from the booster's dump, where features are named as
     the model was fitted ("temp c"); it only understands ``f0..fN`` ("Unable to interpret
     'temp c', feature names should follow pattern 'f%d'"). Features keep their order, so
-    dropping the names from the copy's booster changes nothing else.
+    dropping the names from the copy's booster changes nothing else. A OneHotEncoder that
+    encodes unknown categories as zeros under another name is told 'ignore' (``_unknown_as_zeros``).
     """
     if not any(_needs_change(step.obj) for step in walk_all(model)):
         return model
@@ -247,13 +266,15 @@ def for_conversion(model: Any) -> Any:
         elif type(obj).__name__ == "VotingClassifier" and obj.flatten_transform:
             # Only transform() reads it; skl2onnx refuses the default (True) for predict too.
             obj.flatten_transform = False
+        elif _unknown_as_zeros(obj):
+            obj.handle_unknown = "ignore"
     return clone
 
 
 def _needs_change(obj: Any) -> bool:
     if type(obj).__module__.startswith("xgboost") and hasattr(obj, "get_booster"):
         return obj.get_booster().feature_names is not None
-    return type(obj).__name__ == "VotingClassifier" and bool(getattr(obj, "flatten_transform", False))
+    return (type(obj).__name__ == "VotingClassifier" and bool(getattr(obj, "flatten_transform", False))) or _unknown_as_zeros(obj)
 
 
 def final_estimator(model: Any) -> Any:

@@ -287,12 +287,23 @@ def test_reference_data_frame_drives_parity_ranges_and_baseline() -> None:
         ),
         pytest.param(
             lambda: _ct_pipeline_with(
-                __import__("sklearn.preprocessing", fromlist=["OneHotEncoder"]).OneHotEncoder(handle_unknown="infrequent_if_exist")
+                __import__("sklearn.preprocessing", fromlist=["OneHotEncoder"]).OneHotEncoder(
+                    handle_unknown="infrequent_if_exist", max_categories=2
+                )
             ),
             "pre/cat",
             "OneHotEncoder",
             "infrequent_if_exist",
             id="onehot-infrequent",
+        ),
+        pytest.param(
+            lambda: _ct_pipeline_with(
+                __import__("sklearn.preprocessing", fromlist=["OneHotEncoder"]).OneHotEncoder(handle_unknown="warn", max_categories=2)
+            ),
+            "pre/cat",
+            "OneHotEncoder",
+            "'warn') with infrequent categories",
+            id="onehot-warn-infrequent",
         ),
         pytest.param(
             lambda: _native_categorical_hgb(),
@@ -316,6 +327,26 @@ def test_known_wrong_and_unsupported_steps_are_refused_before_converting(make: C
         _artifacts(model, X.head(5))
     assert err.value.cls == cls and err.value.step == step
     assert cls in str(err.value) and reason in str(err.value)
+
+
+@pytest.mark.parametrize("handle_unknown", ["infrequent_if_exist", "warn"])
+def test_onehot_that_encodes_unknowns_as_zeros_under_another_name_converts_like_ignore(handle_unknown: str) -> None:
+    """Without infrequent categories, 'infrequent_if_exist' and 'warn' encode an unknown
+    category as all zeros, as 'ignore' does; skl2onnx only knows 'ignore' for it."""
+    from sklearn.preprocessing import OneHotEncoder
+
+    model, train = _ct_pipeline_with(OneHotEncoder(handle_unknown=handle_unknown))
+    art = _artifacts(model, train.head(5))
+    assert art.parity["label_agreement"] == 1.0
+    assert model.named_steps["pre"].named_transformers_["cat"].handle_unknown == handle_unknown  # the original is untouched
+    rows = train.head(8).copy()
+    rows.loc[::2, "region name"] = "atlantis"  # unknown to the encoder
+    rows.loc[1::3, "soil.type"] = ""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 'warn' warns about the unknown categories, as it should
+        want = model.predict_proba(rows)
+    got = onnx_answers(art.onnx_bytes, art.inputs, art.converted.onnx_inputs, rows)
+    np.testing.assert_allclose(np.asarray(got[1]), want, atol=1e-5)
 
 
 def _ct_pipeline_with(encoder: Any, *, poly: bool = False) -> tuple[Any, pd.DataFrame]:

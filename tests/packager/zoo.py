@@ -555,7 +555,7 @@ def markdown(outcomes: list[Outcome], extra: list[Outcome] | None = None) -> str
         "| refused | why | instead |",
         "| --- | --- | --- |",
         "| `SVC(probability=True)`, `NuSVC(probability=True)` | skl2onnx's Platt scaling differs from scikit-learn 1.9's | `probability=False` (label-only), `CalibratedClassifierCV(LinearSVC())`, LogisticRegression, a tree ensemble |",
-        "| `OneHotEncoder(handle_unknown=\"infrequent_if_exist\")` | unknown categories encode differently, and no reference row can show it | `handle_unknown=\"ignore\"` |",
+        "| `OneHotEncoder` with infrequent categories (`min_frequency`, `max_categories`) and `handle_unknown=\"infrequent_if_exist\"` or `\"warn\"` | unknown categories encode differently, and no reference row can show it | `handle_unknown=\"ignore\"` without `min_frequency`/`max_categories` (without them, `infrequent_if_exist` and `warn` build as `ignore`) |",
         "| HistGradientBoosting with native categorical splits | skl2onnx ignores the categorical splits | encode categories in a ColumnTransformer, `categorical_features=None` |",
         "| `FunctionTransformer(func)` with a custom function | arbitrary Python cannot become ONNX | compute the feature in the data, or use a transformer that has a converter |",
         "| a step with no converter (the list below) | neither skl2onnx nor onnxmltools converts it | replace it, or register a converter with `skl2onnx.update_registered_converter` |",
