@@ -265,8 +265,10 @@ def running_collector(directory: Path) -> Iterator[Collector]:
 
 SYNC_JSON = "SyncService.sync_once, JSON + gzip 1 (before)"
 SYNC_PACKED_GZIP = "SyncService.sync_once, MessagePack + gzip 1"
+SYNC_ONE = "SyncService.sync_once, one batch in flight"
 SYNC_VARIANTS = {
-    SYNC: {},  # the defaults: the MessagePack batch, zstd when zstandard is installed
+    SYNC: {},  # the defaults: the MessagePack batch, zstd when zstandard is installed, 2 batches in flight
+    SYNC_ONE: {"in_flight": 1},  # the same, one batch at a time (the next one read meanwhile)
     SYNC_PACKED_GZIP: {"wire": "packed", "zstd": False},
     SYNC_JSON: {"wire": "json", "zstd": False},
 }

@@ -184,6 +184,7 @@ def test_a_collector_killed_while_batches_travel_loses_and_duplicates_nothing(
         assert second.stopped == "drained" and buffer.pending() == 0
     rows = collector.records(collector.device_id)
     assert len(rows) == 500 and {row["id"] for row in rows} == ids  # once each
-    # What reached home before the kill but was not deleted came back as duplicates only.
-    assert first.accepted + second.accepted == 500
-    assert second.duplicates <= 2 * 50
+    # What reached home before the kill but was not deleted came back as duplicates only:
+    # whole batches, at most those that were in flight.
+    assert first.accepted + second.accepted + second.duplicates == 500
+    assert second.duplicates in (0, 50, 100)
