@@ -18,7 +18,9 @@ against the bytes present before anything is allocated, unknown keys and wrong t
 refused with the exact path (``$.groups[0].records[3][1]``). It runs in two steps: the
 envelope first, with each group's records left as raw bytes, so that the record count
 (ids and timestamps say how many) is checked against ``max_records`` before a single
-record is decoded.
+record is decoded. A group of plain records (what the runtime hands over: scalar inputs,
+probabilities keyed by text or integers) is decoded typed and written by one orjson call
+(``home.canonical``); any other group record by record, below. Both store the same text.
 
 What is stored is today's canonical form (``home.schema``): inputs as the JSON object of
 names to values, outputs and flags as JSON, sorted keys, compact. The conversion is the

@@ -212,6 +212,7 @@ class SyncService:
         batch: Batch | None = None,
         first: tuple[Body, Answer, float, float] | None = None,
         keep_hold: bool = False,
+        batch_id: str | None = None,
     ) -> bool:
         """Send one batch until it is settled, splitting on 413; sets ``tally.stop`` when
         sending must stop. True when the collector acknowledged the whole batch in one answer.
@@ -220,8 +221,9 @@ class SyncService:
         answer, when the batch was first sent and when this body was (``telemetry.window``
         sends batches ahead and settles their answers here). ``keep_hold``: batches after
         this one are in flight, keep the hold over them when this one is deleted.
+        ``batch_id``: the items' (``batch_id_of``), if known already.
         """
-        batch_id = batch_id_of(items)
+        batch_id = batch_id or batch_id_of(items)
         if first is not None:
             sent, answer, started, sent_at = first
         else:

@@ -34,7 +34,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .batch import Batch, Item, batch_id_of
+from .batch import Batch, batch_id_of
 from .errors import TelemetryError
 from .outcomes import _Tally
 from .request import Pending
@@ -51,6 +51,7 @@ class Prepared:
     """A batch read and encoded ahead, held against ``drop_oldest``, not yet sent."""
 
     upto: int  # the highest row id read for it (its items and any dead-lettered as unreadable)
+    batch_id: str
     batch: Batch
     body: Body | None
 
@@ -97,7 +98,7 @@ class Window:
                 self._send_ready()
                 self.service._deliver(flight.batch.items, tally, self.stop_event, batch=flight.batch,
                                       first=(flight.sent, answer, flight.started, flight.pending.sent_at),
-                                      keep_hold=bool(self.flights or self.ready))
+                                      keep_hold=bool(self.flights or self.ready), batch_id=flight.batch_id)
                 self._read_ahead()
                 continue
             # Settled on its own; what was read ahead is read again afterwards (with the counters
@@ -105,7 +106,7 @@ class Window:
             self.ready = None
             self.service._deliver(flight.batch.items, tally, self.stop_event, batch=flight.batch,
                                   first=(flight.sent, answer, flight.started, flight.pending.sent_at),
-                                  keep_hold=bool(self.flights))
+                                  keep_hold=bool(self.flights), batch_id=flight.batch_id)
 
     def close(self, *, settle: bool) -> None:
         """Settle what is still in flight (``settle``: wait for the answers and delete the
@@ -148,7 +149,7 @@ class Window:
             return
         service = self.service
         items = ready.batch.items
-        batch_id = batch_id_of(items)
+        batch_id = ready.batch_id
         body = ready.body
         if body is None or not service._fits(body):
             body = service._body(batch_id, items, ready.batch)
@@ -182,8 +183,9 @@ class Window:
                 # Hold it too: drop_oldest would otherwise pick exactly these rows, the oldest
                 # ones not in flight.
                 service._hold(upto)
-                body = service._body(batch_id_of(batch.items), batch.items, batch)
-                return Prepared(upto=upto, batch=batch, body=body)
+                batch_id = batch_id_of(batch.items)
+                body = service._body(batch_id, batch.items, batch)
+                return Prepared(upto=upto, batch_id=batch_id, batch=batch, body=body)
         except TelemetryError as exc:
             if not ahead:
                 raise
