@@ -72,8 +72,12 @@ class BufferOptions:
 class SyncOptions:
     """How the sync service batches, sends and retries."""
 
-    batch_size: int = 1000
-    """Most records per batch (the collector accepts at most 5000)."""
+    batch_size: int = 2000
+    """Most records per batch (the collector accepts at most 5000). 2000 measured ~20%
+    faster end to end than 1000 on loopback (the collector's commit and fsync, and the
+    device's reads, holds and deletes, are paid per batch); ``in_flight + 1`` batches of
+    decoded records are held in memory at once (a few MB for 31-feature records): lower
+    it on small devices."""
     in_flight: int = 2
     """Batches sent before the oldest of them is answered (each on a connection of its
     own), so the collector reads and parses one while it stores another. Answers are
