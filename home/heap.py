@@ -9,7 +9,8 @@ sqlite-utils, msgspec's types...): together measured at over half of the parse's
 ``tune`` moves what exists at startup out of the collector's sight (``gc.freeze``) and
 collects young objects every ``YOUNG`` containers instead. Reference cycles are still
 collected; they are rare on this path, and a batch's garbage is freed by reference
-counting either way.
+counting either way. ``EDGEPACK_COLLECTOR_GC=default`` in the environment keeps
+CPython's defaults (to compare).
 """
 
 from __future__ import annotations
