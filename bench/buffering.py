@@ -265,12 +265,28 @@ def running_collector(directory: Path) -> Iterator[Collector]:
 
 SYNC_JSON = "SyncService.sync_once, JSON + gzip 1 (before)"
 SYNC_PACKED_GZIP = "SyncService.sync_once, MessagePack + gzip 1"
+SYNC_ONE = "SyncService.sync_once, one batch in flight"
 SYNC_VARIANTS = {
-    SYNC: {},  # the defaults: the MessagePack batch, zstd when zstandard is installed
+    SYNC: {},  # the defaults: the MessagePack batch, zstd when zstandard is installed, 2 batches in flight
+    SYNC_ONE: {"in_flight": 1},  # the same, one batch at a time (the next one read meanwhile)
     SYNC_PACKED_GZIP: {"wire": "packed", "zstd": False},
     SYNC_JSON: {"wire": "json", "zstd": False},
 }
 SYNC_MIN_ROUNDS = 3
+
+
+def _sync_device(path: Path, collector: Collector, options: dict[str, Any]) -> dict[str, Any]:
+    """Sync the buffer at ``path`` from a device process of its own (``bench/sync_device.py``)."""
+    import json
+
+    script = Path(__file__).with_name("sync_device.py")
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    done = subprocess.run([sys.executable, str(script), str(path), collector.url, collector.token, json.dumps(options)],
+                          capture_output=True, text=True, timeout=600, env=env)
+    if done.returncode != 0:
+        raise BenchError(f"the device process failed ({done.returncode}): {done.stderr.strip()[-400:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def measure_sync(case: ModelCase, options: BenchOptions, workdir: Path) -> list[Figure]:
@@ -292,38 +308,26 @@ def measure_sync(case: ModelCase, options: BenchOptions, workdir: Path) -> list[
 
     def one(collector: Collector, name: str) -> None:
         path = workdir / f"sync-{next(counter)}.db"
-        buffer = telemetry.Buffer(path, durability="process")
         try:
-            _fill(buffer, case, rows, outputs, count)
-            buffer.flush()
+            buffer = telemetry.Buffer(path, durability="process")
+            try:
+                _fill(buffer, case, rows, outputs, count)
+            finally:
+                buffer.close()
             # The fill's pages go to disk now, not during the clock (they would
             # queue ahead of the collector's and the buffer's fsyncs).
             os.sync()
             before = collector.stored()
-            reports: list[Any] = []
-            sync_options = telemetry.SyncOptions(**SYNC_VARIANTS[name])  # type: ignore[arg-type]
-            service = telemetry.SyncService(buffer, collector.url, token=collector.token, options=sync_options,
-                                            on_batch=reports.append)
-            start, device_cpu, collector_cpu = time.perf_counter(), time.process_time(), collector.cpu_seconds()
-            # Generous bound: a service that sends nothing must not hang the benchmark.
-            for _ in range(count + 10):
-                service.sync_once()
-                if buffer.pending() == 0:
-                    break
-            elapsed = time.perf_counter() - start
-            cpu[name].append((time.process_time() - device_cpu, collector.cpu_seconds() - collector_cpu))
-            left = buffer.pending()
-            close = getattr(service, "close", None)
-            if close is not None:
-                close()
+            collector_cpu = collector.cpu_seconds()
+            measured = _sync_device(path, collector, SYNC_VARIANTS[name])
+            cpu[name].append((measured["cpu"], collector.cpu_seconds() - collector_cpu))
         finally:
-            buffer.close()
             _discard(path)
         arrived = collector.stored() - before
-        if left or arrived != count:
-            raise BenchError(f"after sync {left} records still pending and {arrived} of {count} stored")
-        seconds[name].append(elapsed)
-        waiting[name].append(sum(getattr(r, "seconds", 0.0) for r in reports))
+        if measured["left"] or arrived != count:
+            raise BenchError(f"after sync {measured['left']} records still pending and {arrived} of {count} stored")
+        seconds[name].append(measured["seconds"])
+        waiting[name].append(measured["waiting"])
 
     order = list(SYNC_VARIANTS)
     try:
@@ -361,9 +365,9 @@ def measure_sync(case: ModelCase, options: BenchOptions, workdir: Path) -> list[
                     f"{count:,} buffered records per round to `edgepack collector` on 127.0.0.1 with SyncOptions({', '.join(f'{k}={v!r}' for k, v in variant.items())})"
                     f"{': ' + default if not variant else ''}, "
                     f"until pending() == 0, stored count checked; variants alternate round by round; "
-                    f"{100 * sum(waiting[name]) / sum(seconds[name]):.0f}% of the time was spent waiting for the collector's answers; "
+                    f"the batches waited for their answers {100 * sum(waiting[name]) / sum(seconds[name]):.0f}% of the time (summed over batches: over 100% when batches in flight overlap); "
                     f"CPU per record: device {1e6 * sum(c[0] for c in cpu[name]) / (count * len(cpu[name])):.1f} µs "
-                    f"(this process, every thread: buffer reads, encoding, compression, HTTP), collector "
+                    f"(the device process, bench/sync_device.py: telemetry and httpx only, as on a device; every thread: buffer reads, encoding, compression, HTTP), collector "
                     f"{1e6 * sum(c[1] for c in cpu[name]) / (count * len(cpu[name])):.1f} µs (its whole process)"
                 ),
             )

@@ -68,7 +68,16 @@ def measure_ingest(case: ModelCase, options: BenchOptions, workdir: Path) -> lis
     from home.settings import CollectorSettings
     from home.stores.sqlite import Store
 
+    from contextlib import nullcontext
+
+    try:
+        from home.heap import tuned  # the collector's garbage-collector settings
+    except ImportError:
+        tuned = nullcontext  # type: ignore[assignment]
+
     loop = asyncio.new_event_loop()  # one loop: asyncio.run per call would cost ~1 ms itself
+    gc_settings = tuned()
+    gc_settings.__enter__()
     try:
         bodies = _bodies(case, workdir)
         settings = CollectorSettings(db_path=workdir / "ingest.db", tokens_path=workdir / "unused-tokens.json")
@@ -116,6 +125,7 @@ def measure_ingest(case: ModelCase, options: BenchOptions, workdir: Path) -> lis
         return [error_figure(section="telemetry", path=name, unit="us", error=exc) for name in (*KINDS, STORE)]
     finally:
         loop.close()
+        gc_settings.__exit__(None, None, None)
     figures = []
     sizes = {name: len(bodies[name][0]) for name in KINDS}
     for name in (*KINDS, STORE):

@@ -18,7 +18,9 @@ against the bytes present before anything is allocated, unknown keys and wrong t
 refused with the exact path (``$.groups[0].records[3][1]``). It runs in two steps: the
 envelope first, with each group's records left as raw bytes, so that the record count
 (ids and timestamps say how many) is checked against ``max_records`` before a single
-record is decoded.
+record is decoded. A group of plain records (what the runtime hands over: scalar inputs,
+probabilities keyed by text or integers) is decoded typed and written by one orjson call
+(``home.canonical``); any other group record by record, below. Both store the same text.
 
 What is stored is today's canonical form (``home.schema``): inputs as the JSON object of
 names to values, outputs and flags as JSON, sorted keys, compact. The conversion is the
@@ -39,6 +41,7 @@ from typing import Any
 import msgspec
 import orjson
 
+from .canonical import UUIDS, decode_plain, plain_inputs, plain_outputs
 from .errors import MalformedBody, SchemaError
 from .schema import (
     CANONICAL_UUID,
@@ -153,15 +156,19 @@ def parse_packed(body: bytes, *, max_records: int) -> Batch:
         sha = group.bundle_sha256
         if not isinstance(sha, str) or not SHA256_HEX.fullmatch(sha):
             raise SchemaError(f"expected the bundle's sha256 as 64 hex digits, got {sha!r:.80}", field=f"{where}.bundle_sha256")
-        records = _decode(_records, raws[g], f"{where}.records")
+        plain = decode_plain(raws[g])
+        records = plain if plain is not None else _decode(_records, raws[g], f"{where}.records")
         if len(records) != count:
             raise SchemaError(f"holds {len(records)} records, but ids and ts hold {count}", field=f"{where}.records")
-        group_ids = [group.ids[i : i + ID_LENGTH] for i in range(0, len(group.ids), ID_LENGTH)]
-        for i, record_id in enumerate(group_ids):
-            if not CANONICAL_UUID.fullmatch(record_id):
-                raise SchemaError(
-                    f"expected a UUID like '1b4e28ba-2fa1-41d2-883f-0016d3cca427', got {record_id!r}", field=f"{where}.ids[{i}]"
-                )
+        if not UUIDS.fullmatch(group.ids):
+            for i in range(count):
+                record_id = group.ids[i * ID_LENGTH : (i + 1) * ID_LENGTH]
+                if not CANONICAL_UUID.fullmatch(record_id):
+                    raise SchemaError(
+                        f"expected a UUID like '1b4e28ba-2fa1-41d2-883f-0016d3cca427', got {record_id!r}",
+                        field=f"{where}.ids[{i}]",
+                    )
+        lowered = group.ids.lower()
         stamps = struct.unpack(f"<{count}d", group.ts)
         if not all(map(math.isfinite, stamps)):
             i = next(i for i, stamp in enumerate(stamps) if not math.isfinite(stamp))
@@ -174,10 +181,14 @@ def parse_packed(body: bytes, *, max_records: int) -> Batch:
                     f"holds {len(record[0])} input values for the group's {width} input names",
                     field=f"{where}.records[{i}][0]",
                 )
-        inputs.extend(_canonical_inputs(names, records, where))
-        outputs.extend(_canonical_outputs(records, where))
+        if plain is not None:
+            inputs.extend(plain_inputs(names, records))
+            outputs.extend(plain_outputs(records))
+        else:
+            inputs.extend(_canonical_inputs(names, records, where))
+            outputs.extend(_canonical_outputs(records, where))
         flags.extend(orjson.dumps(record[2]).decode() if record[2] else "[]" for record in records)
-        ids.extend(map(str.lower, group_ids))
+        ids.extend([lowered[i : i + ID_LENGTH] for i in range(0, len(lowered), ID_LENGTH)])
         ts.extend(stamps)
         models.extend([model] * count)
         versions.extend([version] * count)

@@ -12,6 +12,7 @@ from typing import Any
 
 import uvicorn
 
+from . import heap
 from .app import create_app
 from .connections import guarded_protocol
 from .errors import CollectorError
@@ -42,6 +43,8 @@ def serve(
     # not as an opaque "application startup failed" from uvicorn.
     # This also applies pending schema migrations before any worker serves.
     backend_for(settings).open_store().close()
+    # Before "listening on" is logged: whoever waits for that line may signal at once.
+    heap.tune()
     # Bind the socket here rather than in uvicorn so the real port is known (port 0) and
     # logged before serving; create_server sets SO_REUSEADDR, so a restart can take the
     # same port again at once.

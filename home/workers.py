@@ -75,7 +75,11 @@ def app() -> Any:
     else:
         logging.basicConfig(level=logging.INFO, format=f"%(process)d {LOG_FORMAT}")
     _stop_with_parent(int(_document()["parent"]))
-    return create_app(settings)
+    app = create_app(settings)
+    from . import heap
+
+    heap.tune()
+    return app
 
 
 def __getattr__(name: str) -> Any:

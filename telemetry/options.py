@@ -13,6 +13,10 @@ SYNCHRONOUS = {"power": "FULL", "process": "NORMAL"}
 COLLECTOR_MAX_RECORDS = 5000
 """The collector refuses batches with more records than this (the HTTP contract)."""
 
+MAX_IN_FLIGHT = 4
+"""Most batches a sync service keeps in flight (the collector's default
+``max_pending_per_device``: one more is answered 429)."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class BufferOptions:
@@ -68,8 +72,19 @@ class BufferOptions:
 class SyncOptions:
     """How the sync service batches, sends and retries."""
 
-    batch_size: int = 1000
-    """Most records per batch (the collector accepts at most 5000)."""
+    batch_size: int = 2000
+    """Most records per batch (the collector accepts at most 5000). 2000 measured ~20%
+    faster end to end than 1000 on loopback (the collector's commit and fsync, and the
+    device's reads, holds and deletes, are paid per batch); ``in_flight + 1`` batches of
+    decoded records are held in memory at once (a few MB for 31-feature records): lower
+    it on small devices."""
+    in_flight: int = 2
+    """Batches sent before the oldest of them is answered (each on a connection of its
+    own), so the collector reads and parses one while it stores another. Answers are
+    settled oldest first; a crash can leave up to ``in_flight + 1`` batches stored at
+    home but not yet deleted here, which are sent again and count as duplicates. 1 sends
+    one batch at a time (the next is still read and encoded while it travels). The
+    collector takes at most 4 uploads at once per device by default."""
     max_batch_bytes: int = 4 * 1024 * 1024
     """Most bytes of records (JSON or MessagePack, as ``wire`` says) per batch before compression (the collector takes 8 MiB as
     sent and 32 MiB decompressed); a single larger record is still sent alone."""
@@ -105,6 +120,8 @@ class SyncOptions:
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= COLLECTOR_MAX_RECORDS:
             raise OptionsError(f"batch_size={self.batch_size!r}: expected 1 to {COLLECTOR_MAX_RECORDS} records")
+        if not 1 <= self.in_flight <= MAX_IN_FLIGHT:
+            raise OptionsError(f"in_flight={self.in_flight!r}: expected 1 to {MAX_IN_FLIGHT} batches")
         if self.max_batch_bytes < 1024:
             raise OptionsError(f"max_batch_bytes={self.max_batch_bytes!r}: expected at least 1024 bytes")
         if self.request_deadline <= 0 or self.backoff_base <= 0 or self.backoff_cap < self.backoff_base:

@@ -23,17 +23,6 @@ class Receipts:
     def __init__(self, buffer: Buffer, on_batch: Callable[[BatchReport], None] | None) -> None:
         self.buffer = buffer
         self._on_batch = on_batch
-        self._pending: tuple[str, list[Item], Answer, _Tally, float] | None = None
-
-    def defer(self, batch_id: str, items: list[Item], answer: Answer, tally: _Tally, started: float) -> None:
-        """Acknowledge later (``settle``), while the next request travels."""
-        self._pending = (batch_id, items, answer, tally, started)
-
-    def settle(self, *, keep_hold: bool) -> None:
-        """Acknowledge the deferred batch, if any."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            self.acknowledge(*pending, keep_hold=keep_hold)
 
     def acknowledge(
         self, batch_id: str, items: list[Item], answer: Answer, tally: _Tally, started: float, *, keep_hold: bool = False

@@ -23,44 +23,72 @@ class Answer:
     problem: str = ""
 
 
+class Pending:
+    """One request on its way, on a helper thread of its own; ``answer()`` waits for it.
+
+    The request is abandoned if it has not answered within ``deadline`` seconds of being
+    sent (httpx's own per-phase timeouts, set to the same value, end the abandoned
+    thread soon after). Several may be on their way at once (the sync service keeps
+    more than one batch in flight): ``httpx.Client`` is thread-safe and gives each its
+    own pooled connection."""
+
+    def __init__(self, client: httpx.Client, url: str, body: bytes, headers: dict[str, str], *, deadline: float,
+                 clock: Callable[[], float]) -> None:
+        self.deadline = deadline
+        self._clock = clock
+        self._outcome: list[Any] = []
+        self._answer: Answer | None = None
+        self._worker = threading.Thread(target=self._send, args=(client, url, body, headers),
+                                        name="edgepack-sync-request", daemon=True)
+        self.sent_at = time.monotonic()
+        self._worker.start()
+
+    def _send(self, client: httpx.Client, url: str, body: bytes, headers: dict[str, str]) -> None:
+        try:
+            self._outcome.append(client.post(url, content=body, headers=headers, timeout=httpx.Timeout(self.deadline)))
+        except Exception as exc:  # noqa: BLE001 - a faulty transport must not kill the service
+            self._outcome.append(exc)
+
+    def answer(self) -> Answer:
+        """The answer (waiting for it until the deadline); the same on every call."""
+        if self._answer is None:
+            self._worker.join(max(0.0, self.sent_at + self.deadline - time.monotonic()))
+            self._answer = self._read()
+        return self._answer
+
+    def _read(self) -> Answer:
+        if self._worker.is_alive() or not self._outcome:
+            return Answer(None, problem=f"no answer within the {self.deadline:g} s request deadline")
+        response = self._outcome[0]
+        if isinstance(response, httpx.TimeoutException):
+            return Answer(None, problem=f"timed out ({type(response).__name__})")
+        if isinstance(response, Exception):
+            return Answer(None, problem=f"{type(response).__name__}: {response}")
+        try:
+            parsed = response.json()
+        except ValueError:
+            parsed = None
+        problem = parsed.get("error", "") if isinstance(parsed, dict) else response.text[:200]
+        return Answer(response.status_code, parsed, retry_after(response.headers.get("Retry-After"), self._clock()), str(problem))
+
+
+def send(
+    client: httpx.Client, url: str, body: bytes, headers: dict[str, str], *, deadline: float, clock: Callable[[], float],
+) -> Pending:
+    """Start POSTing ``body``; the returned ``Pending`` gives its answer."""
+    crashpoint.reach("before_request")
+    return Pending(client, url, body, headers, deadline=deadline, clock=clock)
+
+
 def post(
     client: httpx.Client, url: str, body: bytes, headers: dict[str, str], *, deadline: float,
     clock: Callable[[], float], meanwhile: Callable[[], None],
 ) -> Answer:
-    """POST ``body``; ``meanwhile`` runs while the request travels (on this thread).
-
-    The request runs on a helper thread and is abandoned if it has not answered within
-    ``deadline`` seconds (httpx's own per-phase timeouts, set to the same value, end the
-    abandoned thread soon after)."""
-    outcome: list[Any] = []
-
-    def send() -> None:
-        try:
-            outcome.append(client.post(url, content=body, headers=headers, timeout=httpx.Timeout(deadline)))
-        except httpx.HTTPError as exc:
-            outcome.append(exc)
-        except Exception as exc:  # noqa: BLE001 - a faulty transport must not kill the service
-            outcome.append(exc)
-
-    crashpoint.reach("before_request")
-    worker = threading.Thread(target=send, name="edgepack-sync-request", daemon=True)
-    sent_at = time.monotonic()
-    worker.start()
+    """POST ``body`` and wait for the answer; ``meanwhile`` runs while the request travels
+    (on this thread)."""
+    pending = send(client, url, body, headers, deadline=deadline, clock=clock)
     meanwhile()
-    worker.join(max(0.0, sent_at + deadline - time.monotonic()))
-    if worker.is_alive() or not outcome:
-        return Answer(None, problem=f"no answer within the {deadline:g} s request deadline")
-    response = outcome[0]
-    if isinstance(response, httpx.TimeoutException):
-        return Answer(None, problem=f"timed out ({type(response).__name__})")
-    if isinstance(response, Exception):
-        return Answer(None, problem=f"{type(response).__name__}: {response}")
-    try:
-        parsed = response.json()
-    except ValueError:
-        parsed = None
-    problem = parsed.get("error", "") if isinstance(parsed, dict) else response.text[:200]
-    return Answer(response.status_code, parsed, retry_after(response.headers.get("Retry-After"), clock()), str(problem))
+    return pending.answer()
 
 
 def retry_after(value: str | None, now: float) -> float | None:

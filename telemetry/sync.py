@@ -9,11 +9,13 @@ MessagePack batch (the records as the buffer stores them, grouped by context; zs
 SHA-256 of the sorted record ids, so a resend after a crash carries the same id; the
 collector stores each (device, record id) once, so a resend stores nothing twice.
 
-The device and the collector work at the same time: while a batch travels, the next one
-is read, encoded and compressed, and the batch before it is deleted locally. So
-a crash can leave up to two batches stored at home but not yet deleted here; both are
-sent again and count as duplicates. A batch being read ahead is held against
-``drop_oldest`` like the one in flight.
+The device and the collector work at the same time: ``in_flight`` batches (2 by
+default) travel at once, each on a connection of its own, so the collector parses one
+while it stores another, and one more is read, encoded and compressed meanwhile. Answers
+are settled oldest first (``telemetry.window``), and records are deleted only after
+their batch's 2xx; so a crash can leave up to ``in_flight + 1`` batches stored at home
+but not yet deleted here: they are sent again and count as duplicates. Every batch in
+flight or read ahead is held against ``drop_oldest``.
 
 What each answer does:
 
@@ -48,7 +50,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import httpx
 
@@ -60,22 +62,14 @@ from .feedback_sync import FeedbackResult, FeedbackUploader
 from .options import SyncOptions
 from .outcomes import BatchReport, SyncResult, _add, _Tally
 from .receipts import Receipts
-from .request import Answer, check_endpoint, post
+from .request import Answer, Pending, check_endpoint, send
 from .rows import StoredRecord
 from .wire import Body, Wire
+from .window import Window
 
 log = logging.getLogger("telemetry.sync")
 
 _TRANSIENT = frozenset({408, 425, 429})
-
-
-@dataclass
-class Prefetch:
-    """The next batch, read and encoded while the current one is in flight."""
-
-    records: int  # records read (items plus any dead-lettered as unreadable)
-    batch: Batch
-    body: Body | None = None
 
 
 class SyncService:
@@ -109,7 +103,7 @@ class SyncService:
         if not isinstance(token, str) or not token or any(c.isspace() for c in token):
             raise SyncConfigError("the device token must be a non-empty string without spaces (the content of --token-file)")
         self._headers = {"Authorization": f"Bearer {token}"}
-        self._client = client or httpx.Client()
+        self._client = client or httpx.Client(limits=httpx.Limits(max_keepalive_connections=max(20, self.options.in_flight)))
         self._owns_client = client is None
         self._clock = clock
         self._wire = Wire(self.options)
@@ -118,7 +112,11 @@ class SyncService:
         # Collectors before the ``lost`` counter refuse unknown counter names (422 on
         # "counters"); for those, lost records are sent inside ``dropped`` instead.
         self._fold_lost = False
-        self._next: Prefetch | None = None
+        # The highest row held against drop_oldest (0: no hold), and when the collector
+        # last answered 2xx after transient failures: a batch sent before then that failed
+        # transiently failed in the same outage, and is resent without counting again.
+        self._held = 0
+        self._recovered_at = float("-inf")
         # Labels (Buffer.feedback) go home after the records, at the end of a drained round.
         self._feedback = FeedbackUploader(self)
         self.last_feedback: FeedbackResult | None = None
@@ -130,44 +128,19 @@ class SyncService:
         """Send batches until the buffer is drained or something stops it."""
         tally = _Tally()
         stop_event = stop_event or threading.Event()
-        self._next = None
+        window = Window(self, tally, stop_event)
+        settle = False
         try:
-            while tally.stop is None:
-                if stop_event.is_set():
-                    tally.stop = "stop_requested"
-                    break
-                ahead, self._next = self._next, None
-                body = None
-                if ahead is not None:
-                    count, batch, body = ahead.records, ahead.batch, ahead.body
-                else:
-                    self._acknowledge_pending(keep_hold=False)  # before reading what is left
-                    records = self.buffer.oldest(self.options.batch_size)
-                    count, batch = len(records), self._encode(records, tally)
-                if not count:
-                    tally.stop = "drained"
-                    break
-                if batch.items:
-                    try:
-                        acknowledged = self._deliver(
-                            batch.items, tally, stop_event, prefetch=True, body=body, batch=batch,
-                            held=ahead is not None,
-                        )
-                    except BaseException:
-                        self._release_hold()
-                        raise
-                    if not acknowledged:
-                        self._next = None  # read again after a split, dead letter or failure
-                    if tally.stop is not None:
-                        self._release_hold()  # an acknowledged or dead-lettered batch released it already
-            if tally.stop == "drained":
-                self._acknowledge_pending(keep_hold=False)
-                self.last_feedback = self._feedback.send(stop_event)
-                if self.last_feedback.stopped in ("unavailable", "unauthorized"):
-                    tally.stop, tally.error = self.last_feedback.stopped, self.last_feedback.error
+            window.run()
+            settle = True
         finally:
-            self._next = None
-            self._acknowledge_pending(keep_hold=False)
+            # After a stop, what the collector acknowledged meanwhile is deleted too; after an
+            # exception nothing more is done (it is all sent again).
+            window.close(settle=settle)
+        if tally.stop == "drained":
+            self.last_feedback = self._feedback.send(stop_event)
+            if self.last_feedback.stopped in ("unavailable", "unauthorized"):
+                tally.stop, tally.error = self.last_feedback.stopped, self.last_feedback.error
         return tally.result(tally.stop)
 
     def run(self, stop_event: threading.Event) -> SyncResult:
@@ -175,7 +148,7 @@ class SyncService:
         returns the totals of every round.
 
         Between rounds it waits ``interval`` (drained) or the backoff delay (unavailable);
-        a set ``stop_event`` ends the wait at once, and a request in flight is finished first.
+        a set ``stop_event`` ends the wait at once, and requests in flight are finished first.
         """
         total = SyncResult(stopped="stop_requested")
         while True:
@@ -186,12 +159,6 @@ class SyncService:
             delay = self.options.interval if result.stopped == "drained" else self._backoff.delay(None)
             if self._backoff.wait(delay, stop_event):
                 return replace(total, stopped="stop_requested", error=None)
-
-    def _release_hold(self) -> None:
-        try:
-            self.buffer.hold(0, 0)
-        except TelemetryError:
-            pass  # the hold expires on its own
 
     def close(self) -> None:
         """Close the HTTP client if this service created it."""
@@ -212,7 +179,29 @@ class SyncService:
         if unreadable:
             moved = self.buffer.dead_letter(unreadable, batch_id="", status=0, reason="stored payload unreadable")
             tally.dead_lettered += moved
+            self._rehold()
         return batch
+
+    @property
+    def _hold_seconds(self) -> float:
+        return 2 * self.options.request_deadline + 5
+
+    def _hold(self, upto: int) -> None:
+        """Hold rows up to ``upto`` (and any held already) against drop_oldest."""
+        self._held = max(self._held, upto)
+        self.buffer.hold(self._held, self._hold_seconds)
+
+    def _rehold(self) -> None:
+        # A dead letter ends the buffer's hold; batches still in flight need it back.
+        if self._held:
+            self.buffer.hold(self._held, self._hold_seconds)
+
+    def _release_hold(self) -> None:
+        self._held = 0
+        try:
+            self.buffer.hold(0, 0)
+        except TelemetryError:
+            pass  # the hold expires on its own
 
     def _deliver(
         self,
@@ -220,60 +209,64 @@ class SyncService:
         tally: _Tally,
         stop_event: threading.Event,
         *,
-        prefetch: bool = False,
-        body: Body | None = None,
         batch: Batch | None = None,
-        held: bool = False,
+        first: tuple[Body, Answer, float, float] | None = None,
+        keep_hold: bool = False,
+        batch_id: str | None = None,
     ) -> bool:
-        """Send one batch, splitting on 413; sets ``tally.stop`` when sending must stop.
+        """Send one batch until it is settled, splitting on 413; sets ``tally.stop`` when
+        sending must stop. True when the collector acknowledged the whole batch in one answer.
 
-        True when the collector acknowledged the whole batch in one answer. With
-        ``prefetch``, the next batch is read, encoded and compressed while the first
-        attempt is in flight (into ``self._next``), so the device prepares while the
-        collector stores. ``body`` is this batch's, prepared that way; ``batch`` holds
-        its records, already encoded; ``held``: the hold already covers it. Such a
-        batch's acknowledgement (the local delete) is deferred until the next request is
-        on its way, so the collector is not left idle while the device deletes.
+        ``batch`` holds the items already encoded; ``first`` is the body already sent, its
+        answer, when the batch was first sent and when this body was (``telemetry.window``
+        sends batches ahead and settles their answers here). ``keep_hold``: batches after
+        this one are in flight, keep the hold over them when this one is deleted.
+        ``batch_id``: the items' (``batch_id_of``), if known already.
         """
-        batch_id = batch_id_of(items)
-        started = time.monotonic()
-        defer = prefetch
+        batch_id = batch_id or batch_id_of(items)
+        if first is not None:
+            sent, answer, started, sent_at = first
+        else:
+            sent, answer, started, sent_at = None, None, time.monotonic(), 0.0
         while True:
-            if not held:
-                # Hold the batch against drop_oldest while it is in flight (and a little after).
-                self.buffer.hold(max(item.rowid for item in items), self._hold_seconds)
-            prepared = body if body is not None and self._wire.fits(body) and not (body.carries_lost and self._fold_lost) else None
-            sent = prepared or self._body(batch_id, items, batch)
-            answer = self._post(items, tally if prefetch else None, sent)
-            prefetch, body, held = False, None, False
+            if answer is None:
+                self._hold(max(item.rowid for item in items))
+                sent = self._body(batch_id, items, batch)
+                pending = self._send(sent)
+                answer, sent_at = pending.answer(), pending.sent_at
+            assert sent is not None
             status = answer.status
             if status is not None and 200 <= status < 300:
+                if self._backoff.failures:
+                    self._recovered_at = time.monotonic()
                 self._backoff.failures = 0
-                if defer:
-                    self._receipts.defer(batch_id, items, answer, tally, started)
-                else:
-                    self._receipts.acknowledge(batch_id, items, answer, tally, started)
+                self._receipts.acknowledge(batch_id, items, answer, tally, started, keep_hold=keep_hold)
+                if not keep_hold:
+                    self._held = 0
                 return True
             if status == 413:
                 if len(items) > 1:
                     log.info("batch %s: collector says too large (413); splitting %d records", batch_id[:12], len(items))
                     half = len(items) // 2
-                    for part in (items[:half], items[half:]):
-                        self._deliver(part, tally, stop_event)
+                    for last, part in ((False, items[:half]), (True, items[half:])):
+                        self._deliver(part, tally, stop_event, keep_hold=keep_hold or not last)
                         if tally.stop is not None:
                             return False
                     return False
-                self._receipts.dead_letter(batch_id, items, 413, f"a single record is over the collector's size limit: {answer.problem}", tally, started)
+                self._dead_letter(batch_id, items, 413, f"a single record is over the collector's size limit: {answer.problem}",
+                                  tally, started)
                 return False
             if status in (400, 422) and sent.carries_lost and answer.problem.startswith("counters"):
-                log.warning(
-                    "the collector does not take the 'lost' counter (%s: %s); sending lost records inside 'dropped' from now on",
-                    status, answer.problem,
-                )
+                if not self._fold_lost:
+                    log.warning(
+                        "the collector does not take the 'lost' counter (%s: %s); sending lost records inside 'dropped' from now on",
+                        status, answer.problem,
+                    )
                 self._fold_lost = True
+                answer = None
                 continue
             if status in (400, 422):
-                self._receipts.dead_letter(batch_id, items, status, answer.problem, tally, started)
+                self._dead_letter(batch_id, items, status, answer.problem, tally, started)
                 return False
             if status in (401, 403):
                 tally.stop = "unauthorized"
@@ -284,11 +277,19 @@ class SyncService:
                 )
                 log.error("%s", tally.error)
                 return False
+            if status == 415 and not self._fits(sent):
+                answer = None  # sent before the service stepped down for another batch: resend as it sends now
+                continue
             if status == 415 and self._wire.step_down(answer.problem):
-                batch = None  # encoded for the format just given up
+                answer = None
                 continue
             if status is None or status in _TRANSIENT or status >= 500:
                 tally.retries += 1
+                if sent_at < self._recovered_at:
+                    # Sent before the collector came back from the failure an earlier batch was
+                    # retried through: the same outage, already waited for.
+                    answer = None
+                    continue
                 tally.attempts += 1
                 self._backoff.failures += 1
                 what = answer.problem if status is None else f"{status}: {answer.problem}"
@@ -302,6 +303,7 @@ class SyncService:
                 if self._backoff.wait(delay, stop_event):
                     tally.stop = "stop_requested"
                     return False
+                answer = None
                 continue
             tally.stop = "rejected"
             tally.error = (
@@ -311,27 +313,9 @@ class SyncService:
             log.error("%s", tally.error)
             return False
 
-    def _acknowledge_pending(self, *, keep_hold: bool) -> None:
-        self._receipts.settle(keep_hold=keep_hold)
-
-    @property
-    def _hold_seconds(self) -> float:
-        return 2 * self.options.request_deadline + 5
-
-    def _prefetch(self, after: int, tally: _Tally) -> None:
-        try:
-            records = self.buffer.oldest(self.options.batch_size, after=after)
-            if not records:
-                return  # read again after the acknowledgement: records may arrive meanwhile
-            batch = self._encode(records, tally)
-            # Extend the hold over the next batch too: drop_oldest would otherwise pick
-            # exactly these rows, the oldest ones not in flight.
-            self.buffer.hold(records[-1].rowid, self._hold_seconds)
-            body = self._body(batch_id_of(batch.items), batch.items, batch) if batch.items else None
-        except TelemetryError as exc:
-            log.debug("reading the next batch ahead failed (%s); it is read again after this one", exc)
-            return
-        self._next = Prefetch(records=len(records), batch=batch, body=body)
+    def _dead_letter(self, batch_id: str, items: list[Item], status: int, problem: str, tally: _Tally, started: float) -> None:
+        self._receipts.dead_letter(batch_id, items, status, problem, tally, started)
+        self._rehold()
 
     # -- HTTP -----------------------------------------------------------------------------
 
@@ -355,17 +339,12 @@ class SyncService:
             counters["lost"] = lost
         return counters
 
-    def _post(self, items: list[Item], prefetch_tally: _Tally | None, prepared: Body) -> Answer:
-        headers = {**self._headers, "Content-Type": prepared.media_type}
-        if prepared.encoding != "identity":
-            headers["Content-Encoding"] = prepared.encoding
+    def _fits(self, body: Body) -> bool:
+        """Whether ``body`` (built earlier) is still what this service sends."""
+        return self._wire.fits(body) and not (body.carries_lost and self._fold_lost)
 
-        def meanwhile() -> None:
-            # The batch before this one was stored by the collector: delete it here while
-            # this request travels (a crash first only means it is sent again).
-            self._acknowledge_pending(keep_hold=True)
-            if prefetch_tally is not None:
-                self._prefetch(items[-1].rowid, prefetch_tally)
-
-        return post(self._client, self.url, prepared.data, headers, deadline=self.options.request_deadline,
-                    clock=self._clock, meanwhile=meanwhile)
+    def _send(self, body: Body) -> Pending:
+        headers = {**self._headers, "Content-Type": body.media_type}
+        if body.encoding != "identity":
+            headers["Content-Encoding"] = body.encoding
+        return send(self._client, self.url, body.data, headers, deadline=self.options.request_deadline, clock=self._clock)

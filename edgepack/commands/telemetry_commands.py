@@ -55,7 +55,7 @@ EXIT_REJECTED = 5
 @click.option("--once", is_flag=True, help="Drain the buffer once and exit instead of running as a service.")
 @click.option("--interval", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="Seconds between rounds once the buffer is drained (service mode).")
-@click.option("--batch-size", type=click.IntRange(1, 5000), default=1000, show_default=True, help="Records per batch.")
+@click.option("--batch-size", type=click.IntRange(1, 5000), default=2000, show_default=True, help="Records per batch.")
 @click.option("--deadline", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
               help="Overall seconds one request may take.")
 @click.option("--gzip-level", type=click.IntRange(0, 9), default=1, show_default=True,

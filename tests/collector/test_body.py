@@ -63,3 +63,38 @@ def test_identity_bodies_are_counted_as_they_stream() -> None:
     assert _read(b"x" * CAP, 4096, "identity") == b"x" * CAP
     with pytest.raises(PayloadTooLarge, match=f"over {CAP} bytes as sent"):
         _read(b"x" * (CAP + 1), 4096, "identity")
+
+
+def _zstd(payload: bytes, *, declare: bool = True) -> bytes:
+    import zstandard
+
+    return zstandard.ZstdCompressor(level=1, write_content_size=declare).compress(payload)
+
+
+@settings(max_examples=40, deadline=None)
+@given(payload=payloads, size=st.integers(1, 5000), declare=st.booleans())
+def test_zstd_bodies_round_trip_whatever_the_chunking_with_or_without_a_declared_size(
+    payload: bytes, size: int, declare: bool
+) -> None:
+    data = _zstd(payload, declare=declare)
+    if len(payload) <= CAP:
+        assert _read(data, size, "zstd") == payload
+    else:
+        with pytest.raises(PayloadTooLarge, match=f"{CAP}"):
+            _read(data, size, "zstd")
+
+
+@pytest.mark.parametrize("size", [7, 100_000])
+def test_a_zstd_frame_declaring_less_than_it_holds_is_refused_not_expanded(size: int) -> None:
+    # A frame fed as it arrives (it declares its size) must not decode past that size.
+    data = bytearray(_zstd(bytes(CAP - 1)))
+    # This frame stores its content size in 2 bytes, as the size minus 256 (RFC 8878, 3.1.1.1.4).
+    declared = (CAP - 1 - 256).to_bytes(2, "little")
+    at = data.find(declared, 4, 18)
+    assert at > 0, data[:18].hex()
+    data[at : at + 2] = (300 - 256).to_bytes(2, "little")
+    import zstandard
+
+    assert zstandard.frame_content_size(bytes(data)) == 300
+    with pytest.raises(MalformedBody, match="not valid zstd"):
+        _read(bytes(data), size, "zstd")

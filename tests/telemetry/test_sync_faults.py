@@ -176,9 +176,12 @@ def test_a_single_record_too_large_for_the_collector_is_dead_lettered(buffer: te
     assert buffer.dead_lettered() == 1 and buffer.pending() == 0
 
 
+@pytest.mark.parametrize("in_flight", [1, 2])
 @pytest.mark.parametrize("status", [400, 422])
-def test_a_refused_batch_is_dead_lettered_once_and_the_rest_goes_on(buffer: telemetry.Buffer, tmp_path: Path, status: int) -> None:
-    fill(buffer, 15)
+def test_a_refused_batch_is_dead_lettered_once_and_the_rest_goes_on(
+    buffer: telemetry.Buffer, tmp_path: Path, status: int, in_flight: int
+) -> None:
+    fill(buffer, 25)
 
     def poison(body: dict) -> httpx.Response | None:
         if any(r["inputs"]["seq"] == 7 for r in body["records"]):
@@ -186,11 +189,14 @@ def test_a_refused_batch_is_dead_lettered_once_and_the_rest_goes_on(buffer: tele
         return None
 
     fake = FakeCollector(rule=poison)
-    result = service(buffer, fake, batch_size=5).sync_once()
-    assert result.stopped == "drained" and result.dead_lettered == 5 and result.sent == 10
-    assert fake.seqs() == [0, 1, 2, 3, 4, 10, 11, 12, 13, 14]
-    assert len(fake.requests) == 3  # the refused batch is never retried
-    assert fake.requests[-1].body["counters"]["dead_lettered"] == 5  # the gap travels home
+    result = service(buffer, fake, batch_size=5, in_flight=in_flight).sync_once()
+    assert result.stopped == "drained" and result.dead_lettered == 5 and result.sent == 20
+    assert fake.seqs() == [0, 1, 2, 3, 4, *range(10, 25)]
+    assert len(fake.requests) == 5  # the refused batch is never retried
+    # The gap travels home with every batch built after the refusal: with one batch in
+    # flight, the very next one; with two, the one after it (the next was on its way).
+    carried = [sent.body["counters"]["dead_lettered"] for sent in fake.requests]
+    assert carried == ([0, 0, 5, 5, 5] if in_flight == 1 else [0, 0, 0, 5, 5])
     connection = sqlite3.connect(str(tmp_path / "p.db"))
     rows = connection.execute("SELECT status, reason, batch_id FROM dead_letters").fetchall()
     connection.close()
@@ -200,14 +206,15 @@ def test_a_refused_batch_is_dead_lettered_once_and_the_rest_goes_on(buffer: tele
     assert buffer.stats().dead_lettered == 5 and buffer.pending() == 0
 
 
+@pytest.mark.parametrize("in_flight", [1, 2])
 @pytest.mark.parametrize("status", [401, 403])
-def test_a_refused_token_stops_sending_and_keeps_everything(buffer: telemetry.Buffer, status: int) -> None:
+def test_a_refused_token_stops_sending_and_keeps_everything(buffer: telemetry.Buffer, status: int, in_flight: int) -> None:
     fill(buffer, 12)
     fake = FakeCollector(rule=lambda body: error(status, "unknown device token"))
-    result = service(buffer, fake, batch_size=5).sync_once()
+    result = service(buffer, fake, batch_size=5, in_flight=in_flight).sync_once()
     assert result.stopped == "unauthorized" and not result.ok
     assert "token" in (result.error or "") and "--token-file" in (result.error or "") and str(status) in (result.error or "")
-    assert len(fake.requests) == 1 and result.sent == 0
+    assert len(fake.requests) == in_flight and result.sent == 0  # what was in flight, nothing after the refusal
     assert buffer.pending() == 12 and buffer.dead_lettered() == 0
 
 
@@ -358,30 +365,34 @@ def _held_upto(path: Path) -> int:
         connection.close()
 
 
-def test_the_next_batch_is_prepared_and_held_while_one_is_in_flight(tmp_path: Path) -> None:
+@pytest.mark.parametrize("in_flight", [1, 2])
+def test_the_next_batch_is_prepared_and_held_while_one_is_in_flight(tmp_path: Path, in_flight: int) -> None:
     path = tmp_path / "p.db"
+    ahead = min(25, 10 * (in_flight + 1))  # the batches in flight and the one read ahead
     with telemetry.Buffer(path) as buffer:
         fill(buffer, 25)
         seen: list[int] = []
 
         def wait_for_the_next_batch(body: dict) -> None:
-            # The first request is answered only once the sync has read the second batch
-            # and extended the hold over it: preparation overlaps the request.
+            # The first request is answered only once the sync has read the batch(es) after
+            # it and extended the hold over them: preparation overlaps the request.
             deadline = time.monotonic() + 10
-            while _held_upto(path) < 20 and time.monotonic() < deadline:
+            while _held_upto(path) < ahead and time.monotonic() < deadline:
                 time.sleep(0.01)
             seen.append(_held_upto(path))
             return None
 
         fake = FakeCollector(script=[wait_for_the_next_batch])
-        result = service(buffer, fake, batch_size=10).sync_once()
+        result = service(buffer, fake, batch_size=10, in_flight=in_flight).sync_once()
         stats = buffer.stats()
-    assert seen == [20]
+        held_after = _held_upto(path)
+    assert seen == [ahead]
     assert (result.stopped, result.batches, result.sent) == ("drained", 3, 25)
-    assert [[r["inputs"]["seq"] for r in sent.body["records"]] for sent in fake.requests] == [
+    assert sorted([r["inputs"]["seq"] for r in sent.body["records"]] for sent in fake.requests) == [
         list(range(10)), list(range(10, 20)), list(range(20, 25))
     ]
     assert stats.delivered == 25 and stats.pending == 0
+    assert held_after == 0  # released at the end of the round
 
 
 def test_a_failed_batch_is_retried_before_the_prepared_one_and_nothing_is_sent_twice(buffer: telemetry.Buffer) -> None:
@@ -393,7 +404,7 @@ def test_a_failed_batch_is_retried_before_the_prepared_one_and_nothing_is_sent_t
         return error(503, "busy")
 
     fake = FakeCollector(script=[lambda body: None, refuse_then_add])
-    result = service(buffer, fake, batch_size=10).sync_once()
+    result = service(buffer, fake, batch_size=10, in_flight=1).sync_once()
     sent = [[r["inputs"]["seq"] for r in s.body["records"]] for s in fake.requests]
     assert result.stopped == "drained" and result.retries == 1
     assert sent[:3] == [list(range(10)), list(range(10, 20)), list(range(10, 20))]

@@ -108,24 +108,28 @@ def _old_collector(real: httpx.Client, *, knows_zstd: bool, knows_packed: bool, 
     return httpx.Client(transport=httpx.MockTransport(handler))
 
 
+@pytest.mark.parametrize("in_flight", [1, 2])
 @pytest.mark.parametrize("knows_zstd", [False, True])
 def test_a_device_steps_down_to_what_an_older_collector_takes_and_keeps_syncing(
-    collector: RunningCollector, tmp_path: Path, knows_zstd: bool
+    collector: RunningCollector, tmp_path: Path, knows_zstd: bool, in_flight: int
 ) -> None:
     path = tmp_path / "p.db"
     _fill(path)
     seen: list[httpx.Request] = []
     with httpx.Client() as real:
         client = _old_collector(real, knows_zstd=knows_zstd, knows_packed=False, seen=seen)
-        result = _sync(path, collector, collector.token, client=client)
+        result = _sync(path, collector, collector.token, client=client, in_flight=in_flight)
     assert result.stopped == "drained" and (result.accepted, result.duplicates, result.dead_lettered) == (40, 0, 0)
     assert len(collector.records(collector.device_id)) == 40
     kinds = [(r.headers.get("content-type"), r.headers.get("content-encoding")) for r in seen]
-    # Refused once for each thing the old collector does not know, then JSON for good.
+    # Refused once for each thing the old collector does not know, then JSON for good. With
+    # two batches in flight, the second was on its way before the first refusal came back:
+    # it is refused too, and sent again as the service sends by then (stepping down once).
+    ahead = [(PACKED_MEDIA_TYPE, "zstd")] * (in_flight - 1)
     if knows_zstd:
-        assert kinds == [(PACKED_MEDIA_TYPE, "zstd")] + [("application/json", "zstd")] * 6  # 40 records, 7 a batch
+        assert kinds == [(PACKED_MEDIA_TYPE, "zstd"), *ahead] + [("application/json", "zstd")] * 6  # 40 records, 7 a batch
     else:
-        assert kinds == [(PACKED_MEDIA_TYPE, "zstd"), (PACKED_MEDIA_TYPE, "gzip")] + [("application/json", "gzip")] * 6
+        assert kinds == [(PACKED_MEDIA_TYPE, "zstd"), *ahead, (PACKED_MEDIA_TYPE, "gzip")] + [("application/json", "gzip")] * 6
 
 
 def test_a_415_naming_nothing_steps_down_one_thing_at_a_time() -> None:
