@@ -293,7 +293,7 @@ class Connection:
     # -- transactions -----------------------------------------------------------------------
 
     @contextmanager
-    def _transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, *, durable: bool = True, totals: dict[str, int] | None = None) -> Iterator[sqlite3.Connection]:
         """A write transaction under the cross-process lock, mirrored to the ledger.
 
         ``durable=False`` commits without waiting for the disk (``synchronous=NORMAL`` for
@@ -301,6 +301,11 @@ class Connection:
         undone by a power cut). Used for what the sync service writes: losing a hold, a
         delete or a dead-letter move only means a batch is sent again, and the collector
         stores each record once. The next durable commit makes them durable as well.
+
+        ``totals``: a dict the block fills with the ledger counters as they stand at its
+        end (``insert`` knows them: it read them and added its deltas), which spares the
+        ledger its SELECT. Each statement gives the GIL up, and getting it back can take
+        the interpreter's switch interval (5 ms) while an application thread records.
         """
         conn = self.db.conn
         try:
@@ -313,7 +318,7 @@ class Connection:
                 try:
                     with self.db.atomic():
                         yield conn
-                        values = dict(conn.execute(_LEDGER_SELECT).fetchall())
+                        values = totals if totals else dict(conn.execute(_LEDGER_SELECT).fetchall())
                 finally:
                     if relax:
                         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
