@@ -1,0 +1,96 @@
+"""``Buffer.recorder``: a per-context push function, the runtime's way into the buffer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import telemetry
+from telemetry.ledger import Ledger
+
+from .records import SHA, stored
+
+NAMES = ("seq", "temp_c", "region")
+
+
+def test_a_recorder_stores_what_record_stores_and_returns_ascending_ids(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    with telemetry.Buffer(path) as buffer:
+        push = buffer.recorder(model="m", version="1", bundle_sha256=SHA, names=NAMES)
+        first = buffer.record(model="m", version="1", bundle_sha256=SHA, inputs={"seq": 0, "temp_c": 21.5, "region": None},
+                              outputs={"prediction": 1, "probabilities": {0: 0.25, 1: 0.75}}, flags=["a"])
+        ids = [push((seq, 20.0 + seq, "north"), {"prediction": seq % 2, "probabilities": {0: 0.5, 1: 0.5}}, ()) for seq in range(1, 200)]
+        other = buffer.recorder(model="m", version="2", bundle_sha256=SHA, names=NAMES)
+        last = other((200, None, "south"), {"prediction": 0}, ["out_of_range:temp_c"])
+        buffer.flush()
+        assert buffer.pending() == 201
+    everything = [first, *ids, last]
+    assert all(type(i) is str for i in everything) and everything == sorted(everything)
+    rows = stored(path)
+    assert [r["id"] for r in rows] == everything
+    assert rows[0]["inputs"] == {"seq": 0, "temp_c": 21.5, "region": None} and rows[0]["flags"] == ["a"]
+    assert rows[5]["inputs"] == {"seq": 5, "temp_c": 25.0, "region": "north"}
+    assert rows[5]["outputs"] == {"prediction": 1, "probabilities": {0: 0.5, 1: 0.5}}
+    assert [r["version"] for r in rows] == ["1"] * 200 + ["2"]
+    assert rows[-1]["flags"] == ["out_of_range:temp_c"] and rows[-1]["inputs"]["temp_c"] is None
+
+
+def test_a_recorder_checks_its_context_once_and_each_record_s_shape(tmp_path: Path) -> None:
+    with telemetry.Buffer(tmp_path / "p.db") as buffer:
+        with pytest.raises(telemetry.RecordError, match="must be str"):
+            buffer.recorder(model="m", version=1, bundle_sha256=SHA, names=NAMES)  # type: ignore[arg-type]
+        with pytest.raises(telemetry.RecordError, match="names as a list"):
+            buffer.recorder(model="m", version="1", bundle_sha256=SHA, names=list(NAMES))  # type: ignore[arg-type]
+        push = buffer.recorder(model="m", version="1", bundle_sha256=SHA, names=NAMES)
+        with pytest.raises(telemetry.RecordError, match="3 names and 2 values"):
+            push((1, 2.0), {"prediction": 0}, ())
+        with pytest.raises(telemetry.RecordError, match="a list values"):
+            push([1, 2.0, "x"], {"prediction": 0}, ())  # type: ignore[arg-type]
+        with pytest.raises(telemetry.RecordError, match="single str"):
+            push((1, 2.0, "x"), {"prediction": 0}, "flag")
+        with pytest.raises(telemetry.RecordError, match="outputs is a list"):
+            push((1, 2.0, "x"), [0], ())  # type: ignore[arg-type]
+        assert buffer.pending() == 0
+    with pytest.raises(telemetry.BufferClosedError):
+        push((1, 2.0, "x"), {"prediction": 0}, ())
+    with pytest.raises(telemetry.BufferClosedError):
+        buffer.recorder(model="m", version="1", bundle_sha256=SHA, names=NAMES)
+
+
+def test_a_recorder_samples_and_counts_like_record(tmp_path: Path) -> None:
+    with telemetry.Buffer(tmp_path / "p.db", sample_rate=0.5) as buffer:
+        push = buffer.recorder(model="m", version="1", bundle_sha256=SHA, names=NAMES)
+        kept = [push((i, 1.0, "x"), {"prediction": 0}, ()) for i in range(2000)]
+        stats = buffer.stats()
+    assert stats.pending == sum(1 for k in kept if k is not None)
+    assert stats.sampled_out == sum(1 for k in kept if k is None)
+    assert 800 < stats.sampled_out < 1200 and stats.recorded == 2000
+
+
+def test_the_ledger_holds_the_file_s_totals_after_each_kind_of_commit(tmp_path: Path) -> None:
+    # Commits hand the ledger the totals they computed instead of reading them back: they
+    # must be the file's own, with drops (both policies), sampling and deliveries.
+    for when_full in ("drop_oldest", "drop_newest"):
+        path = tmp_path / f"{when_full}.db"
+        with telemetry.Buffer(path, max_bytes=40_000, when_full=when_full, sample_rate=0.9, group_size=50) as buffer:
+            push = buffer.recorder(model="m", version="1", bundle_sha256=SHA, names=NAMES)
+            for i in range(600):
+                push((i, float(i), "north" * 4), {"prediction": i % 2}, ())
+                if i % 200 == 199:
+                    buffer.flush()
+                    oldest = buffer.oldest(30)
+                    buffer.acknowledge([r.rowid for r in oldest])
+            counters = buffer.stats()
+        ledger = Ledger(path)
+        try:
+            kept = ledger.read()
+        finally:
+            ledger.close()
+        assert kept is not None
+        totals = kept[1]
+        assert totals["recorded"] == counters.recorded == 600
+        assert totals["dropped"] == counters.dropped > 0
+        assert totals["sampled_out"] == counters.sampled_out > 0
+        assert totals["delivered"] == counters.delivered > 0
+        assert counters.pending == 600 - counters.dropped - counters.sampled_out - counters.delivered
