@@ -106,8 +106,9 @@ class PositionalSink:
     def record(self, **kwargs: Any) -> None:  # the protocol's required method
         raise AssertionError("record() must not be used when recorder() exists")
 
-    def recorder(self, **context: Any) -> Any:
-        self.contexts.append(context)
+    def recorder(self, *, model: str, version: str, bundle_sha256: str, names: tuple[str, ...]) -> Any:
+        # No ``convert``: the runtime then picks the values itself, per row.
+        self.contexts.append({"model": model, "version": version, "bundle_sha256": bundle_sha256, "names": names})
 
         def push(values: tuple[Any, ...], outputs: dict[str, Any], flags: Any) -> Any:
             self.calls.append((values, outputs, list(flags)))
