@@ -97,6 +97,7 @@ class Buffer(Intake, Writer):
         self._current: tuple[tuple[Any, ...], Any] = ((None, None, None, None), None)
         """The last record's context key (model, version, bundle_sha256, names) and push function (see ``telemetry.intake``)."""
         self._ids = IdClock()
+        self._kept_since: float | None = None
         started = _Job(None)
         self._thread = threading.Thread(target=self._run, args=(started,), name=f"edgepack-buffer:{self.path.name}", daemon=True)
         self._thread.start()

@@ -91,12 +91,19 @@ class Store(Connection):
         """
         resolved: list[Context] = []
         totals: dict[str, int] = {}
+        remembered = self._state
+        after: dict[str, Any] = {}
         try:
             with self._transaction(totals=totals) as conn:
                 dropped = lost
                 changes: dict[str, int] = {}
-                # Everything this commit reads, as one row (one statement: see ``_transaction``).
-                state = dict(zip(_STATE_NAMES, conn.execute(_STATE_SELECT).fetchone()))
+                if remembered is not None and not self._lock.fresh:
+                    # The lock was kept since the last insert and nothing else wrote in
+                    # between (every other transaction forgets this): its totals are current.
+                    state = dict(zip(_STATE_NAMES, remembered))
+                else:
+                    # Everything this commit reads, as one row (one statement: see ``_transaction``).
+                    state = dict(zip(_STATE_NAMES, conn.execute(_STATE_SELECT).fetchone()))
                 stored = before = state["stored_bytes"] or 0
                 if max_bytes is not None and not drop_oldest:
                     # Once a record did not fit, newer ones are refused until a delivery makes
@@ -152,15 +159,15 @@ class Store(Connection):
                 self._add(conn, deltas)
                 # The ledger's totals as they stand now: we hold the write lock, so nobody
                 # else changed them since the read above. A counter the file lacks stays 0.
-                totals.update({
-                    name: 0 if state[name] is None else state[name] + deltas.get(name, 0) for name in LEDGER_COUNTERS
-                })
+                after = {name: None if state[name] is None else state[name] + deltas.get(name, 0) for name in _STATE_NAMES}
+                totals.update({name: after[name] or 0 for name in LEDGER_COUNTERS})
         except StorageError:
             # The transaction rolled back: context rows it created are gone again.
             for context in resolved:
                 context.id = None
                 context.generation = -1
             raise
+        self._state = tuple(after[name] for name in _STATE_NAMES)  # committed: the next insert may start from it
 
     def _resolve(self, conn: sqlite3.Connection, context: Context) -> None:
         # Another process may have stored the same context: INSERT OR IGNORE, then look up.

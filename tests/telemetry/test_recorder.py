@@ -94,3 +94,28 @@ def test_the_ledger_holds_the_file_s_totals_after_each_kind_of_commit(tmp_path: 
         assert totals["sampled_out"] == counters.sampled_out > 0
         assert totals["delivered"] == counters.delivered > 0
         assert counters.pending == 600 - counters.dropped - counters.sampled_out - counters.delivered
+
+
+def test_the_lock_kept_across_back_to_back_commits_is_given_up_once_the_writer_caught_up(tmp_path: Path) -> None:
+    import fcntl
+    import os
+
+    path = tmp_path / "p.db"
+    with telemetry.Buffer(path, group_size=20) as buffer:
+        push = buffer.recorder(model="m", version="1", bundle_sha256=SHA, names=NAMES)
+        kept = []
+        for i in range(3000):  # far more than one commit takes: the writer is behind
+            push((i, 1.0, "x"), {"prediction": 0}, ())
+        buffer.flush()
+        fd = os.open(f"{path}-lock", os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises BlockingIOError if still kept
+            kept.append(True)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+        assert kept == [True]
+        # And the counters the kept-lock commits carried forward are the file's.
+        stats = buffer.stats()
+        assert stats.pending == stats.recorded == 3000 and stats.stored_bytes > 0
+    assert [r["inputs"]["seq"] for r in stored(path)] == list(range(3000))
