@@ -9,7 +9,11 @@ inputs as two tuples, ``names`` (the same object for every row of a model) and `
 (NaN as None). Single-row predictions then skip building a dict per row, which is most of
 what telemetry costs the calling thread.
 
-``record`` (and ``record_values``) may return the record's id. A sink that also has a
+A sink may also have ``recorder(model=, version=, bundle_sha256=, names=)`` (``telemetry.Buffer``
+does): the context given once, it returns a function ``(values, outputs, flags) -> id``
+that the runtime then calls per row, positionally (``row_recorder`` below).
+
+``record`` (and ``record_values``, and a recorder's function) may return the record's id. A sink that also has a
 ``feedback(record_id, label)`` method (``telemetry.Buffer`` does) gets that id added to
 each result of ``EdgeModel.predict`` as ``"record_id"``, so that the application can
 attach the ground truth later.

@@ -9,7 +9,9 @@ commit), the final close (which may checkpoint), the salvage of a damaged file a
 upgrade of an old one hold an exclusive ``flock`` on ``<db>-lock``; with every writer and
 checkpointer serialised by it, a checkpoint can never overlap another connection's
 commit, whichever process they live in. Readers take no lock. The lock is held for a
-group commit (milliseconds), never across a network request.
+group commit (milliseconds), never across a network request; while the buffer's writer
+is behind (records queued for the next commit already), it keeps the lock from one
+commit to the next for at most ``telemetry.writer.KEEP_LOCK_FOR`` (0.1 s) at a stretch.
 """
 
 from __future__ import annotations

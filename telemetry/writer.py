@@ -27,11 +27,13 @@ from .store import Store
 _MAX_CONTEXTS = 1024
 CHUNKS_PER_COMMIT = 32
 """Most chunks (of up to ``group_size`` records each) one commit stores. A commit costs
-the writer a dozen GIL hand-offs (every SQLite call, the lock, the ledger write gives
-the GIL up), each waiting up to the interpreter's switch interval (5 ms) behind a busy
+the writer GIL hand-offs (every SQLite call, the lock, the ledger write gives the GIL
+up), each waiting up to the interpreter's switch interval (5 ms) behind a busy
 recording thread; so when records arrive faster than one commit takes, the next commit
-takes several chunks' worth, still one chunk per ``group_size`` records, and the
-hand-offs are paid per commit rather than per chunk."""
+takes several chunks' worth (all in one INSERT), still one chunk per ``group_size``
+records, and the hand-offs are paid per commit rather than per chunk. A commit is
+BEGIN, one SELECT of the counters (skipped on a kept lock, ``KEEP_LOCK_FOR``), the
+INSERT, one UPDATE of the counters, COMMIT, the ledger's write, and the lock."""
 COMMIT_BYTES = 4 * 1024 * 1024
 """Most record bytes one commit of several chunks stores (and at most a quarter of
 ``max_bytes``): a commit's pages are in the file and the WAL before ``drop_oldest``
