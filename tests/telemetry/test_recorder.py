@@ -119,3 +119,54 @@ def test_the_lock_kept_across_back_to_back_commits_is_given_up_once_the_writer_c
         stats = buffer.stats()
         assert stats.pending == stats.recorded == 3000 and stats.stored_bytes > 0
     assert [r["inputs"]["seq"] for r in stored(path)] == list(range(3000))
+
+
+def _payloads(path: Path) -> list[bytes]:
+    import sqlite3
+
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return [row[0] for row in connection.execute("SELECT payload FROM chunks ORDER BY id")]
+    finally:
+        connection.close()
+
+
+class _Duck:
+    """A value msgspec refuses but ``pack`` normalises (numpy-like: ``tolist``)."""
+
+    def tolist(self) -> float:
+        return 2.5
+
+
+def test_records_of_a_recorder_make_the_same_chunk_bytes_as_record_values(tmp_path: Path) -> None:
+    rows = [((i, 20.0 + i / 7, "north" if i % 3 else None), {"prediction": i % 2, "probabilities": {0: 0.25, 1: 0.75}},
+             ["out_of_range:temp_c"] if i % 5 == 0 else []) for i in range(300)]
+    payloads = {}
+    for kind in ("at_once", "by_writer", "mixed"):
+        path = tmp_path / f"{kind}.db"
+        # One group: nothing is committed before close(), so every file holds one chunk.
+        with telemetry.Buffer(path, group_size=1000, group_delay=30) as buffer:
+            push = buffer.recorder(model="m", version="1", bundle_sha256=SHA, names=NAMES)
+            for i, (values, outputs, flags) in enumerate(rows):
+                if kind == "at_once" or (kind == "mixed" and i % 2):
+                    buffer.record_values(model="m", version="1", bundle_sha256=SHA, names=NAMES, values=values,
+                                         outputs=outputs, flags=flags)
+                else:
+                    push(values, outputs, flags)
+        payloads[kind] = _payloads(path)
+        assert [(r["inputs"]["seq"], r["flags"]) for r in stored(path)] == [(i, flags) for i, (_, _, flags) in enumerate(rows)]
+    assert len(payloads["at_once"]) == 1
+    assert payloads["by_writer"] == payloads["at_once"] == payloads["mixed"]
+
+
+def test_a_recorder_copies_the_flags_and_keeps_values_msgspec_refuses(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    with telemetry.Buffer(path) as buffer:
+        push = buffer.recorder(model="m", version="1", bundle_sha256=SHA, names=NAMES)
+        flags = ["unseen_category:region"]
+        push((1, 2.0, "x"), {"prediction": 1}, flags)
+        flags.append("changed later")
+        push((2, _Duck(), "y"), {"prediction": 0}, [])
+    rows = stored(path)
+    assert rows[0]["flags"] == ["unseen_category:region"]
+    assert rows[1]["inputs"] == {"seq": 2, "temp_c": 2.5, "region": "y"}
