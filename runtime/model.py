@@ -281,23 +281,15 @@ class EdgeModel:
 
     def _record(self, values: list[Sequence[Any]], result: Result) -> str | None:
         """Hand one predicted row (its validated per-input values) to the telemetry sink;
-        the record's id as the sink returned it (None if it returned none, or failed)."""
-        if self._record_values is None:
-            return self._record_mapping(self._schema.inputs_of(values), result)
-        try:
-            record_id = self._record_values(
-                model=self.name,
-                version=self.version,
-                bundle_sha256=self.sha256,
-                names=self._schema.names,
-                values=self._schema.input_values(values),
-                outputs=self._outputs.outputs_of(result),
-                flags=result["flags"],
-            )
-        except Exception as exc:  # a sink's failure must never fail a prediction
-            self._telemetry_failed(exc)
-            return None
-        return record_id if type(record_id) is str else None
+        the record's id as the sink returned it (None if it returned none, or failed).
+
+        The first call builds the per-row function (``telemetry_hook.row_recorder``) and
+        stores it on the instance, where it hides this method: later rows call it directly."""
+        from .telemetry_hook import row_recorder  # here: this method is all of model.py telemetry needs
+
+        record = row_recorder(self)
+        self._record = record  # type: ignore[method-assign]
+        return record(values, result)
 
     def _record_mapping(self, inputs: dict[str, Any], result: Result) -> str | None:
         try:

@@ -9,7 +9,11 @@ inputs as two tuples, ``names`` (the same object for every row of a model) and `
 (NaN as None). Single-row predictions then skip building a dict per row, which is most of
 what telemetry costs the calling thread.
 
-``record`` (and ``record_values``) may return the record's id. A sink that also has a
+A sink may also have ``recorder(model=, version=, bundle_sha256=, names=)`` (``telemetry.Buffer``
+does): the context given once, it returns a function ``(values, outputs, flags) -> id``
+that the runtime then calls per row, positionally (``row_recorder`` below).
+
+``record`` (and ``record_values``, and a recorder's function) may return the record's id. A sink that also has a
 ``feedback(record_id, label)`` method (``telemetry.Buffer`` does) gets that id added to
 each result of ``EdgeModel.predict`` as ``"record_id"``, so that the application can
 attach the ground truth later.
@@ -17,8 +21,13 @@ attach the ground truth later.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from itertools import chain
+from operator import itemgetter
 from typing import Any, Protocol, runtime_checkable
+
+log = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -46,3 +55,148 @@ class TelemetrySink(Protocol):
         str becomes None there).
         """
         ...
+
+
+# -- the per-row path -----------------------------------------------------------------------
+#
+# ``EdgeModel._record`` hands each predicted row over through ``row_recorder``: a function
+# built once per model, which turns the row's validated per-input values into the
+# sink's call with as little Python as the sink allows. What a prediction costs the
+# calling thread is mostly this function, so it is built for it: the input values come
+# out of the per-input tuples in one C call when the packed inputs already hold the
+# features in name order (else one ``itemgetter`` call), and NaN and missing-string
+# sentinels (recorded as None) are found with a C-level pass per packed input (``sum``
+# of a numeric input is NaN if one of its values is; a set test for the sentinels);
+# only a row that has one takes ``InputSchema.input_values``.
+
+RowRecorder = Callable[[list[Sequence[Any]], dict[str, Any]], "str | None"]
+"""``(validated per-input values, result) -> record id or None``."""
+
+
+class ValuePicker:
+    """What ``schema.input_values`` computes (the values in name order, NaN and missing
+    strings as None), faster for rows that have neither: ``picker.call(values)``.
+
+    The fast path is checked against ``input_values`` on the first ``CHECKED_ROWS`` rows;
+    on any difference, or for a schema it does not understand, ``input_values`` itself is
+    used from then on."""
+
+    CHECKED_ROWS = 16
+
+    def __init__(self, schema: Any) -> None:
+        self.exact: Callable[[list[Sequence[Any]]], tuple[Any, ...]] = schema.input_values
+        self.call: Callable[[list[Sequence[Any]]], tuple[Any, ...]] = self.exact
+        self._checked = 0
+        fast = self._fast_path(schema)
+        if fast is not None:
+            self.fast = fast
+            self.call = self._checking
+
+    def _fast_path(self, schema: Any) -> Callable[[list[Sequence[Any]]], tuple[Any, ...]] | None:
+        try:
+            packed = tuple(schema.packed)
+            names = tuple(schema.names)
+            slot_order = tuple(f.name for p in packed for f in p.features)
+            numeric = tuple(k for k, p in enumerate(packed) if all(f.dtype != "string" for f in p.features))
+            sentinels = tuple(
+                (k, frozenset(f.missing_string for f in p.features if f.dtype == "string" and f.nullable))
+                for k, p in enumerate(packed)
+                if any(f.dtype == "string" and f.nullable for f in p.features)
+            )
+        except (AttributeError, TypeError):
+            return None
+        if len(names) < 2 or sorted(slot_order) != sorted(names) or len(set(names)) != len(names):
+            return None
+        where = {name: i for i, name in enumerate(slot_order)}
+        pick = None if slot_order == names else itemgetter(*(where[name] for name in names))
+        exact = self.exact
+        single = len(packed) == 1
+        pair = len(packed) == 2
+
+        def fast(values: list[Sequence[Any]]) -> tuple[Any, ...]:
+            try:
+                for k in numeric:
+                    total = sum(values[k])
+                    if total != total:  # a NaN (or inf - inf: the exact path decides)
+                        return exact(values)
+                for k, marks in sentinels:
+                    if not marks.isdisjoint(values[k]):
+                        return exact(values)
+                if single:
+                    flat = tuple(values[0])
+                elif pair:
+                    flat = values[0] + values[1]  # two tuples (the usual): one C call
+                    if type(flat) is not tuple:
+                        flat = tuple(flat)
+                else:
+                    flat = tuple(chain.from_iterable(values))
+            except TypeError:  # a value sum or a set cannot take (None, a numpy array), list + tuple: exact path
+                return exact(values)
+            return flat if pick is None else pick(flat)
+
+        return fast
+
+    def _checking(self, values: list[Sequence[Any]]) -> tuple[Any, ...]:
+        want = self.exact(values)
+        if self.fast(values) != want:
+            log.info("telemetry: the fast input path disagrees with InputSchema.input_values; using the latter")
+            self.call = self.exact
+        else:
+            self._checked += 1
+            if self._checked >= self.CHECKED_ROWS:
+                self.call = self.fast
+        return want
+
+
+def row_recorder(model: Any) -> RowRecorder:
+    """The function ``model._record`` becomes: one predicted row to ``model``'s sink.
+
+    The sink's cheapest form is used: ``recorder(...)`` (a positional per-row function,
+    ``telemetry.Buffer`` has it), else ``record_values(...)``, else ``record(...)``. A
+    sink's failure never fails the prediction: it is counted (``model._telemetry_failed``)
+    and the row's record id is None. Only str ids are passed on."""
+    sink = model._telemetry
+    schema = model._schema
+    outputs_of = model._outputs.outputs_of
+    failed = model._telemetry_failed
+    names = schema.names
+    make = getattr(sink, "recorder", None)
+    push = None
+    if callable(make):
+        try:
+            push = make(model=model.name, version=model.version, bundle_sha256=model.sha256, names=names)
+        except Exception as exc:  # noqa: BLE001 - a sink's failure must never fail a prediction
+            failed(exc)
+            push = None
+    if push is not None and callable(push):
+        picker = ValuePicker(schema)
+
+        def record(values: list[Sequence[Any]], result: dict[str, Any]) -> str | None:
+            try:
+                record_id = push(picker.call(values), outputs_of(result), result["flags"])
+            except Exception as exc:  # noqa: BLE001 - a sink's failure must never fail a prediction
+                failed(exc)
+                return None
+            return record_id if type(record_id) is str else None
+
+        return record
+    record_values = getattr(sink, "record_values", None)
+    if callable(record_values):
+        picker = ValuePicker(schema)
+        name, version, sha256 = model.name, model.version, model.sha256
+
+        def record_named(values: list[Sequence[Any]], result: dict[str, Any]) -> str | None:
+            try:
+                record_id = record_values(
+                    model=name, version=version, bundle_sha256=sha256, names=names,
+                    values=picker.call(values), outputs=outputs_of(result), flags=result["flags"],
+                )
+            except Exception as exc:  # noqa: BLE001
+                failed(exc)
+                return None
+            return record_id if type(record_id) is str else None
+
+        return record_named
+    mapping = model._record_mapping
+    inputs_of = schema.inputs_of
+    return lambda values, result: mapping(inputs_of(values), result)

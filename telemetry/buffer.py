@@ -2,7 +2,7 @@
 
 ``record()`` gives the record its UUID (returned to the caller), decides sampling, packs
 the record's values into a small blob and appends it to an in-memory queue (a few
-microseconds), so the application never waits for the disk. A single background thread
+microseconds, ``telemetry.intake``), so the application never waits for the disk. A single background thread
 owns the only SQLite connection of the buffer: it commits queued records in groups of at
 most ``group_size`` records or ``group_delay`` seconds, each run of one context as ONE
 row (a chunk, ``telemetry.chunks``), so SQLite's work per record is divided by the group.
@@ -30,15 +30,15 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from . import feedback as _feedback
-from .encoding import _strict_encode, pack
-from .errors import BufferClosedError, FlushTimeout, OptionsError, RecordError, StorageError, TelemetryError
+from .errors import BufferClosedError, FlushTimeout, OptionsError, StorageError, TelemetryError
 from .ids import IdClock
+from .intake import Intake
 from .options import BufferOptions
 from .outcomes import BufferStats
 from .rows import Context, StoredRecord
@@ -64,7 +64,7 @@ def _close_open_buffers() -> None:
             pass
 
 
-class Buffer(Writer):
+class Buffer(Intake, Writer):
     """A durable SQLite queue of predictions waiting to be sent home.
 
     ``Buffer(path)`` or ``Buffer(path, BufferOptions(...))``; option fields may also be
@@ -94,9 +94,10 @@ class Buffer(Writer):
         self._keep_below = None if rate >= 1.0 else int(rate * 2**32)
         self._last_error: StorageError | None = None
         self._contexts: dict[tuple[Any, ...], Context] = {}  # writer thread only
-        self._key: tuple[Any, ...] = (None, None, None, None)
-        """(model, version, bundle_sha256, names) of the last record (see ``_enqueue``)."""
+        self._current: tuple[tuple[Any, ...], Any] = ((None, None, None, None), None)
+        """The last record's context key (model, version, bundle_sha256, names) and push function (see ``telemetry.intake``)."""
         self._ids = IdClock()
+        self._kept_since: float | None = None
         started = _Job(None)
         self._thread = threading.Thread(target=self._run, args=(started,), name=f"edgepack-buffer:{self.path.name}", daemon=True)
         self._thread.start()
@@ -104,149 +105,6 @@ class Buffer(Writer):
         if started.error is not None:
             raise started.error
         _open_buffers.add(self)
-
-    # -- the hot path -------------------------------------------------------------------
-
-    def record(
-        self,
-        *,
-        model: str,
-        version: str,
-        bundle_sha256: str,
-        inputs: Mapping[str, Any],
-        outputs: Mapping[str, Any],
-        flags: Sequence[str],
-    ) -> str | None:
-        """Queue one prediction; it is committed within ``group_delay`` (see ``flush``).
-
-        Returns the record's id: a UUID (version 7: time-ordered, see ``telemetry.ids``),
-        its identity at the collector forever, which ``feedback`` takes to attach the
-        prediction's ground truth later. Returns None when the record is not kept:
-        sampled out (``sample_rate``) or refused at once because the in-memory queue is
-        full (``max_queued``). A record given an id may still be dropped later by
-        ``max_bytes`` (counted in ``dropped``). At commit it gets a row id that is never reused. The values
-        are packed here, so later changes to the mappings do not reach the record; numpy values are converted by duck typing and
-        anything JSON lacks is kept as text. Bad argument shapes raise ``RecordError``.
-        """
-        try:
-            names = tuple(inputs)
-            values = tuple(inputs.values())
-        except (TypeError, ValueError, AttributeError) as exc:
-            raise RecordError(f"inputs and outputs must be mappings and flags a sequence: {exc}") from exc
-        if names == self._key[3]:
-            names = self._key[3]  # the same names as the last record's: its object (see ``_enqueue``)
-        return self._enqueue(model, version, bundle_sha256, names, values, outputs, flags)
-
-    def record_values(
-        self,
-        *,
-        model: str,
-        version: str,
-        bundle_sha256: str,
-        names: tuple[str, ...],
-        values: tuple[Any, ...],
-        outputs: Mapping[str, Any],
-        flags: Sequence[str],
-    ) -> str | None:
-        """``record`` with the inputs as two equally long tuples, names and values.
-
-        The runtime calls this when a sink has it: it saves building a dict per
-        prediction, and passing the same ``names`` object every time makes finding the
-        record's context an identity check. Returns the record's id, like ``record``.
-        """
-        return self._enqueue(model, version, bundle_sha256, names, values, outputs, flags)
-
-    def _enqueue(
-        self,
-        model: str,
-        version: str,
-        bundle_sha256: str,
-        names: tuple[str, ...],
-        values: tuple[Any, ...],
-        outputs: Mapping[str, Any],
-        flags: Sequence[str],
-    ) -> str | None:
-        # Positional on purpose: a keyword call costs ~0.5 µs here, per record.
-        if self._closed:
-            raise BufferClosedError(f"telemetry buffer {self.path} is closed; record() needs an open buffer")
-        key = self._key
-        if model is not key[0] or version is not key[1] or bundle_sha256 is not key[2] or names is not key[3]:
-            # Another context than the last record's (or equal, in other objects): checked
-            # once here; the queued record then shares the key object, so the writer finds
-            # a group's context by comparing pointers.
-            key = self._context_key(model, version, bundle_sha256, names)
-        if type(values) is not tuple or len(values) != len(names):
-            raise RecordError(
-                f"names and values must be tuples of the same length, got {len(names)} names and "
-                f"{len(values) if type(values) is tuple else 'a ' + type(values).__name__} values"
-            )
-        if type(flags) is not list and type(flags) is not tuple:
-            if type(flags) is str:
-                raise RecordError("flags must be a sequence of str (e.g. ['out_of_range:temp_c']), got a single str")
-            try:
-                flags = tuple(flags)
-            except TypeError as exc:
-                raise RecordError(f"inputs and outputs must be mappings and flags a sequence: {exc}") from exc
-        if type(outputs) is not dict and not isinstance(outputs, Mapping):
-            raise RecordError(f"inputs and outputs must be mappings and flags a sequence: outputs is a {type(outputs).__name__}")
-        now = time.time()
-        # ``IdClock.next`` inlined (a Python call is a tenth of what is left here).
-        ids = self._ids
-        if now * 1000 < ids._ms + 1:
-            try:
-                uid = ids._ids.pop()
-            except IndexError:
-                uid = ids._refill(int(now * 1000))
-        else:
-            uid = ids._refill(int(now * 1000))
-        keep_below = self._keep_below
-        if keep_below is not None and int(uid[-8:], 16) >= keep_below:
-            # Decided by the id's random bits (``telemetry.ids.sample_key``); counted at
-            # the next commit, like every accepted record.
-            self._sampled.append(None)
-            if not self._woken:
-                self._woken = True
-                self._wake.set()
-            return None
-        queue = self._queue
-        if len(queue) >= self._max_queued:
-            # Never stored: an id returned here would name a record home never gets.
-            self._lost.append(None)
-            return None
-        # Packing here rather than on the writer thread: the work is the same, but done by
-        # the caller it cannot convoy with it on the GIL, and the writer's share becomes
-        # mostly SQLite time, which runs without the GIL. (The flags list is encoded now,
-        # so a later change to it does not reach the record either.)
-        try:
-            blob = _strict_encode((values, outputs, flags))  # ``pack``'s fast path, without its call
-        except (TypeError, OverflowError, ValueError, RecursionError):
-            blob = pack(values, outputs, flags)
-        queue.append((uid, now, key, blob))
-        # Order matters: append, then signal. The writer clears the signal (the event,
-        # then ``_woken``, which spares a call to ``Event.is_set`` per record) before it
-        # drains, so a record is either drained or finds ``_woken`` cleared and sets both.
-        if not self._woken:
-            self._woken = True
-            self._wake.set()
-        if len(queue) >= self._group_size and not self._hurry.is_set():
-            self._hurry.set()
-        return uid
-
-    def _context_key(self, model: str, version: str, bundle_sha256: str, names: tuple[str, ...]) -> tuple[Any, ...]:
-        """The (checked) key of a record's context, the last one's object when equal."""
-        if type(model) is not str or type(version) is not str or type(bundle_sha256) is not str:
-            raise RecordError(
-                f"model, version and bundle_sha256 must be str, got {type(model).__name__}, "
-                f"{type(version).__name__}, {type(bundle_sha256).__name__}"
-            )
-        if type(names) is not tuple:
-            raise RecordError(f"names and values must be tuples of the same length, got names as a {type(names).__name__}")
-        key = (model, version, bundle_sha256, names)
-        last = self._key
-        if key == last:
-            return last
-        self._key = key
-        return key
 
     # -- jobs -----------------------------------------------------------------------------
 

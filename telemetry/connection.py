@@ -101,6 +101,8 @@ class Connection:
         self.lost_at_open = 0
         """Records found missing at open (a lost WAL), added to ``lost``."""
         self.generation = 0
+        self._state: tuple[int, ...] | None = None
+        """The counters as the last ``Store.insert`` left them (None: read them)."""
         if not create and not path.exists():
             raise BufferFormatError(f"no telemetry buffer at {path}: the file does not exist (expected the --db of the recording app)")
         try:
@@ -142,6 +144,7 @@ class Connection:
         self.db = sqlite_utils.Database(conn, execute_plugins=False, recursive_triggers=False)
         self._inode = os.stat(self.path).st_ino  # to notice another process's salvage
         self.generation += 1  # cached context ids of an earlier file are stale now
+        self._state = None
 
     def _open(self) -> None:
         """Connect and prepare (the write lock is held), salvaging a damaged file once."""
@@ -293,7 +296,7 @@ class Connection:
     # -- transactions -----------------------------------------------------------------------
 
     @contextmanager
-    def _transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, *, durable: bool = True, totals: dict[str, int] | None = None) -> Iterator[sqlite3.Connection]:
         """A write transaction under the cross-process lock, mirrored to the ledger.
 
         ``durable=False`` commits without waiting for the disk (``synchronous=NORMAL`` for
@@ -301,11 +304,19 @@ class Connection:
         undone by a power cut). Used for what the sync service writes: losing a hold, a
         delete or a dead-letter move only means a batch is sent again, and the collector
         stores each record once. The next durable commit makes them durable as well.
+
+        ``totals``: a dict the block fills with the ledger counters as they stand at its
+        end (``insert`` knows them: it read them and added its deltas), which spares the
+        ledger its SELECT. Each statement gives the GIL up, and getting it back can take
+        the interpreter's switch interval (5 ms) while an application thread records.
         """
         conn = self.db.conn
+        self._state = None  # what ``Store.insert`` remembers is stale once anything else writes
         try:
             with self._lock.held():
-                if os.stat(self.path).st_ino != self._inode:
+                # A lock kept since the last transaction (``WriteLock.keep``) means no other
+                # process can have salvaged the file since: the check then needs no stat.
+                if self._lock.fresh and os.stat(self.path).st_ino != self._inode:
                     raise _Replaced(f"{self.path} was salvaged by another process")
                 relax = not durable and self._synchronous != "NORMAL"
                 if relax:
@@ -313,7 +324,7 @@ class Connection:
                 try:
                     with self.db.atomic():
                         yield conn
-                        values = dict(conn.execute(_LEDGER_SELECT).fetchall())
+                        values = totals if totals else dict(conn.execute(_LEDGER_SELECT).fetchall())
                 finally:
                     if relax:
                         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
@@ -323,6 +334,16 @@ class Connection:
             raise
         except (sqlite3.Error, OSError) as exc:
             raise storage_error(exc, self.path, "writing") from exc
+
+    def keep_lock(self) -> None:
+        """Keep the cross-process lock after the next transaction (the writer commits
+        again at once): the next one then starts without the lock's system calls, the
+        replacement check's ``stat`` and (``Store.insert``) reading the counters."""
+        self._lock.keep()
+
+    def release_lock(self) -> None:
+        """Give a kept lock up (``keep_lock``)."""
+        self._lock.release()
 
     def close(self) -> None:
         """Close the connection (under the write lock: closing may checkpoint the WAL)."""

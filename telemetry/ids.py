@@ -15,10 +15,10 @@ from a block made for the current millisecond (~0.1 µs: a list pop, no lock). A
 is two concatenations per id run by ``map`` in C: the millisecond's text and counter,
 then a random tail from a pool made 1024 at a time in a fixed number of C calls (one
 ``os.urandom``, strided slice assignments into a template, one ``str.split``)
-(``uuid.uuid4()`` costs ~3 µs per id on a small CPU, formatting each id in Python ~1 µs). A millisecond's first id is made alone; a block
-follows when the millisecond asks for more, sized by how many ids the last one took
-and doubling (up to ``_MAX_BLOCK``) while a millisecond uses its blocks up, so a slow
-recorder does not pay for ids it never uses. A block is made under a lock, continuing the
+(``uuid.uuid4()`` costs ~3 µs per id on a small CPU, formatting each id in Python ~1 µs). A millisecond's first block is sized by how many ids
+the last one took (one id, made alone, after a millisecond that took one), and blocks
+double (up to ``_MAX_BLOCK``) while a millisecond uses them up, so a slow recorder does
+not pay for ids it never uses. A block is made under a lock, continuing the
 counter of the one before; an id is taken with ``list.pop``, which the GIL makes atomic,
 so no id is ever given twice, and every id is greater than every id given before the
 call began (two calls racing may return theirs in either order).
@@ -113,19 +113,23 @@ class IdClock:
     def _refill(self, ms: int) -> str:
         with self._lock:
             if ms > self._ms:
-                # A new millisecond: its counter starts at 0, and its first id is made
-                # alone (a slow recorder makes one id per millisecond). A block follows
-                # only if the millisecond asks for more, sized by what the last one took.
+                # A new millisecond: its counter starts at 0, and its first block is sized
+                # by what the last millisecond took (a slow recorder's: one id, made alone;
+                # one recording every 30 µs: a block of ~40 at once, not one id and then a
+                # block: this runs on the recording thread, a few µs each time).
                 used = self._counter - len(self._ids)
-                self._size = min(_MAX_BLOCK, max(_MIN_BLOCK, used + (used >> 2)))
-                self._ms, self._counter, self._ids = ms, 1, []
+                self._ms, self._counter, self._ids = ms, 0, []
                 stamp = f"{ms:012x}"
                 self._head = f"{stamp[:8]}-{stamp[8:]}-"
-                tails = self._tails
-                if not tails:
-                    tails = self._tails = _tails(_POOL_TAILS)
-                return self._head + _COUNTERS[0] + tails.pop()
-            if self._ids:
+                if used <= 1:
+                    self._size = _MIN_BLOCK
+                    self._counter = 1
+                    tails = self._tails
+                    if not tails:
+                        tails = self._tails = _tails(_POOL_TAILS)
+                    return self._head + _COUNTERS[0] + tails.pop()
+                self._size = min(_MAX_BLOCK, used + (used >> 2))
+            elif self._ids:
                 return self._ids.pop()  # another thread made a block meanwhile
             if self._counter > 0xFFF:
                 # The millisecond ran out of counter values: continue into the next one
@@ -133,8 +137,8 @@ class IdClock:
                 self._ms, self._counter = self._ms + 1, 0
                 stamp = f"{self._ms:012x}"
                 self._head = f"{stamp[:8]}-{stamp[8:]}-"
-            elif self._counter > 1:
-                self._size = min(_MAX_BLOCK, self._size * 2)  # the last block was used up
+            elif self._counter > 0:
+                self._size = min(_MAX_BLOCK, max(_MIN_BLOCK, self._size * 2))  # the last block was used up
             count = min(self._size, 0x1000 - self._counter)
             first = self._counter
             if count >= _STRIDED_FROM:

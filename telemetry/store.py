@@ -15,6 +15,7 @@ partly delivered chunk are freed in proportion to the records gone from it.
 from __future__ import annotations
 
 import bisect
+import functools
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -27,11 +28,23 @@ from .diagnosis import storage_error
 from .encoding import PayloadError, unpack_names
 from .errors import StorageError
 from .rows import ROW_OVERHEAD, Context, Run, StoredRecord
-from .schema import APPLICATION_ID, COUNTERS, SCHEMA_VERSION, SEQUENCE
+from .schema import APPLICATION_ID, COUNTERS, LEDGER_COUNTERS, SCHEMA_VERSION, SEQUENCE
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "Store", "StoredRecord"]
 
-_INSERT = "INSERT INTO chunks (id, context, count, ids, ts, payload, size) VALUES (?, ?, ?, ?, ?, ?, ?)"
+_INSERT = "INSERT INTO chunks (id, context, count, ids, ts, payload, size) VALUES "
+_STATE_NAMES = ("stored_bytes", "refusing", SEQUENCE, *LEDGER_COUNTERS)
+_STATE_SELECT = (
+    "SELECT " + ", ".join(f"max(CASE name WHEN '{name}' THEN value END)" for name in _STATE_NAMES)
+    + " FROM counters WHERE name IN (" + ", ".join(f"'{name}'" for name in _STATE_NAMES) + ")"
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_rows(count: int) -> str:
+    """The INSERT of ``count`` chunk rows in one statement."""
+    return _INSERT + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * count)
+
 _DECODED_KEPT = 8
 """Chunks kept decoded between reads: the sync service reads a chunk again for each
 batch that ends inside it (and once more to read ahead)."""
@@ -77,17 +90,25 @@ class Store(Connection):
         dropped.
         """
         resolved: list[Context] = []
+        totals: dict[str, int] = {}
+        remembered = self._state
+        after: dict[str, Any] = {}
         try:
-            with self._transaction() as conn:
+            with self._transaction(totals=totals) as conn:
                 dropped = lost
-                state = dict(conn.execute(
-                    "SELECT name, value FROM counters WHERE name IN ('stored_bytes', 'refusing', ?)", (SEQUENCE,)
-                ).fetchall())
-                stored = state["stored_bytes"]
+                changes: dict[str, int] = {}
+                if remembered is not None and not self._lock.fresh:
+                    # The lock was kept since the last insert and nothing else wrote in
+                    # between (every other transaction forgets this): its totals are current.
+                    state = dict(zip(_STATE_NAMES, remembered))
+                else:
+                    # Everything this commit reads, as one row (one statement: see ``_transaction``).
+                    state = dict(zip(_STATE_NAMES, conn.execute(_STATE_SELECT).fetchone()))
+                stored = before = state["stored_bytes"] or 0
                 if max_bytes is not None and not drop_oldest:
                     # Once a record did not fit, newer ones are refused until a delivery makes
                     # room, so what is kept is always the oldest records, without holes.
-                    refusing = state.get("refusing", 0)
+                    was_refusing = refusing = state["refusing"] or 0
                     kept: list[Run] = []
                     for run in runs:
                         if not refusing and stored + run.size <= max_bytes:
@@ -109,36 +130,44 @@ class Store(Connection):
                         dropped += len(run.ids) - fit
                         refusing = 1
                     runs = kept
-                    conn.execute("UPDATE counters SET value = ? WHERE name = 'refusing'", (refusing,))
+                    changes["refusing"] = refusing - was_refusing  # with the counters, one statement
                 generation = self.generation
                 for context in {id(run.context): run.context for run in runs if run.context.generation != generation}.values():
                     self._resolve(conn, context)
                     resolved.append(context)
                 sequence = state.get(SEQUENCE) or 1
-                params = []
+                params: list[Any] = []
                 for run in runs:
                     count = len(run.ids)
-                    params.append((
+                    params += (
                         sequence, run.context.id, count, "".join(run.ids), chunks.encode_ts(run.ts),
                         chunks.encode_payload(run.payloads), run.size,
-                    ))
+                    )
                     sequence += count
-                conn.executemany(_INSERT, params)
+                if runs:
+                    # All the chunks in one statement (a commit takes up to CHUNKS_PER_COMMIT).
+                    conn.execute(_insert_rows(len(runs)), params)
                 added = sum(run.size for run in runs)
                 freed = 0
-                if max_bytes is not None and drop_oldest and state["stored_bytes"] + added > max_bytes:
-                    count, freed = self._drop_oldest(conn, state["stored_bytes"] + added - max_bytes)
+                if max_bytes is not None and drop_oldest and before + added > max_bytes:
+                    count, freed = self._drop_oldest(conn, before + added - max_bytes)
                     dropped += count
-                self._add(conn, {
+                deltas = {
                     "recorded": accepted, "sampled_out": sampled_out, "dropped": dropped,
-                    "stored_bytes": added - freed, SEQUENCE: sequence - (state.get(SEQUENCE) or 1),
-                })
+                    "stored_bytes": added - freed, SEQUENCE: sequence - (state.get(SEQUENCE) or 1), **changes,
+                }
+                self._add(conn, deltas)
+                # The ledger's totals as they stand now: we hold the write lock, so nobody
+                # else changed them since the read above. A counter the file lacks stays 0.
+                after = {name: None if state[name] is None else state[name] + deltas.get(name, 0) for name in _STATE_NAMES}
+                totals.update({name: after[name] or 0 for name in LEDGER_COUNTERS})
         except StorageError:
             # The transaction rolled back: context rows it created are gone again.
             for context in resolved:
                 context.id = None
                 context.generation = -1
             raise
+        self._state = tuple(after[name] for name in _STATE_NAMES)  # committed: the next insert may start from it
 
     def _resolve(self, conn: sqlite3.Connection, context: Context) -> None:
         # Another process may have stored the same context: INSERT OR IGNORE, then look up.

@@ -11,6 +11,7 @@ the front of the queue, in order, and are retried every ``retry_delay``.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -26,16 +27,22 @@ from .store import Store
 _MAX_CONTEXTS = 1024
 CHUNKS_PER_COMMIT = 32
 """Most chunks (of up to ``group_size`` records each) one commit stores. A commit costs
-the writer a dozen GIL hand-offs (every SQLite call, the lock, the ledger write gives
-the GIL up), each waiting up to the interpreter's switch interval (5 ms) behind a busy
+the writer GIL hand-offs (every SQLite call, the lock, the ledger write gives the GIL
+up), each waiting up to the interpreter's switch interval (5 ms) behind a busy
 recording thread; so when records arrive faster than one commit takes, the next commit
-takes several chunks' worth, still one chunk per ``group_size`` records, and the
-hand-offs are paid per commit rather than per chunk."""
+takes several chunks' worth (all in one INSERT), still one chunk per ``group_size``
+records, and the hand-offs are paid per commit rather than per chunk. A commit is
+BEGIN, one SELECT of the counters (skipped on a kept lock, ``KEEP_LOCK_FOR``), the
+INSERT, one UPDATE of the counters, COMMIT, the ledger's write, and the lock."""
 COMMIT_BYTES = 4 * 1024 * 1024
 """Most record bytes one commit of several chunks stores (and at most a quarter of
 ``max_bytes``): a commit's pages are in the file and the WAL before ``drop_oldest``
 frees older ones, so this bounds what a commit adds on top of ``max_bytes``. One chunk
 is always allowed."""
+
+
+KEEP_LOCK_FOR = 0.1
+"""Longest the writer keeps the cross-process lock across back-to-back commits (seconds)."""
 
 
 class _Job:
@@ -72,6 +79,8 @@ class Writer:
     _last_error: StorageError | None
     _contexts: dict[tuple[Any, ...], Context]
     _ids: IdClock
+    _kept_since: float | None
+    """When the writer began keeping the cross-process lock across commits (None: it does not)."""
 
     def _run(self, started: _Job) -> None:
         opts = self.options
@@ -90,8 +99,14 @@ class Writer:
                 if not self._hurry.is_set():
                     self._hurry.wait(opts.group_delay)  # let a group form
                 self._hurry.clear()
-                if self._drain(store):
-                    return
+                try:
+                    if self._drain(store):
+                        return
+                finally:
+                    # Caught up (or failed): the lock kept between back-to-back commits
+                    # goes back to other processes before this thread waits.
+                    store.release_lock()
+                    self._kept_since = None
                 if self._closed and self._last_error is not None:
                     return  # closing and the disk still refuses: close() reports the loss
         finally:
@@ -135,6 +150,17 @@ class Writer:
         runs = self._runs(group)
         if group:
             self._size_commits(sum(run.size for run in runs) / len(group))
+        if len(self._queue) >= self._group_size:
+            # Behind: the next commit follows at once. Keep the cross-process lock for it
+            # (a few statements fewer, each a GIL hand-off), but never longer than
+            # KEEP_LOCK_FOR at a stretch, so that another process's writer gets its turn.
+            now = time.monotonic()
+            if self._kept_since is None:
+                self._kept_since = now
+            if now - self._kept_since < KEEP_LOCK_FOR:
+                store.keep_lock()
+            else:
+                self._kept_since = None
         try:
             store.insert(
                 runs,

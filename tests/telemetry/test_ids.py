@@ -40,3 +40,17 @@ def test_the_random_bits_differ_and_feed_sampling() -> None:
     assert len(set(keys)) > 1990  # 32 random bits each
     below = sum(k < 2**31 for k in keys)
     assert 880 < below < 1120  # about half: binomial(2000, 0.5), sd 22
+
+
+def test_ids_made_every_30_microseconds_ascend_carry_their_millisecond_and_are_unique() -> None:
+    # A recorder at ~33 ids per millisecond gets each millisecond's ids from one block
+    # sized by the millisecond before; slowing down to one id per millisecond and back
+    # must keep every property.
+    clock = IdClock()
+    stamps = [NOW + i * 30e-6 for i in range(5000)]
+    stamps += [stamps[-1] + (i + 1) * 5e-3 for i in range(50)]  # one id per 5 ms
+    stamps += [stamps[-1] + (i + 1) * 30e-6 for i in range(3000)]
+    ids = [clock.next(now) for now in stamps]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert [uuid.UUID(i).int >> 80 for i in ids] == [int(now * 1000) for now in stamps]
+    assert all(uuid.UUID(i).version == 7 for i in ids[::97])
