@@ -116,8 +116,6 @@ class EdgeModel:
         self._binding = self._checked_binding(probe, golden.inputs)
 
         self._telemetry = telemetry
-        # A sink may take the inputs as (names, values) tuples: no dict per prediction.
-        self._record_values = getattr(telemetry, "record_values", None)
         # Record ids are worth handing out only where they can be used: a sink that takes
         # feedback for them (telemetry.Buffer). Other sinks' results keep their keys.
         self._ids = callable(getattr(telemetry, "feedback", None))

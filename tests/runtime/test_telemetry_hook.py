@@ -47,7 +47,7 @@ def _rows(n: int, seed: int) -> list[dict[str, Any]]:
             "t": rng.choice([rng.uniform(0, 10), float("nan"), None, 42.0, 5]),
             "site": rng.choice(["a", "b", "c"]),
             "h": rng.choice([rng.uniform(0, 1), float("nan"), None, 1e300]),
-            "soil": rng.choice(["clay", "sand", None, "<na>", ""]),
+            "soil": rng.choice(["clay", "sand", None, ""]),  # "<na>" itself is refused as an input
             "w": rng.choice([rng.uniform(0, 100), 7, 250.0]),
         })
     return rows
