@@ -115,6 +115,12 @@ def _summary(r: BuildReport) -> str:
 @click.option("--target-column", help="Regression: reference-data column with the true target, for the target range.")
 @click.option("--no-tag", is_flag=True, help="Do not tag the registry version with the bundle's sha256.")
 @click.option(
+    "--keep-string-encoding",
+    is_flag=True,
+    help="Keep the one-hot encoding of string features in the graph instead of letting the device encode them "
+    "(slower; for devices whose runtime predates inputs[].encoding, which refuses such bundles).",
+)
+@click.option(
     "--trust-pickle",
     is_flag=True,
     help="Load a model saved as pickle/cloudpickle. Unpickling runs any code the file holds, here, next to the "
@@ -141,6 +147,7 @@ def build(
     rel_tol: float | None,
     target_column: str | None,
     no_tag: bool,
+    keep_string_encoding: bool,
     trust_pickle: bool,
     trust_types: tuple[str, ...],
     as_json: bool,
@@ -168,6 +175,7 @@ def build(
             rel_tolerance=rel_tol,
             target_column=target_column,
             tag_registry=not no_tag,
+            encode_strings=not keep_string_encoding,
             trust_pickle=trust_pickle,
             trusted_types=DEFAULT_TRUSTED_TYPES + tuple(t for t in trust_types if t not in DEFAULT_TRUSTED_TYPES),
         )

@@ -42,6 +42,17 @@ def test_build_human_summary(registry: Registry, tmp_path: Path) -> None:
     assert "labels agree 100%" in text and f"{size} bytes" in text and "parity" in text
 
 
+def test_keep_string_encoding_builds_a_bundle_that_feeds_strings_to_the_graph(registry: Registry, tmp_path: Path) -> None:
+    kept, cut = tmp_path / "kept.edgepkg", tmp_path / "cut.edgepkg"
+    for out, extra in ((kept, ["--keep-string-encoding"]), (cut, [])):
+        result = _run("build", "models:/fire/1", "-o", str(out), "--tracking-uri", registry.uri, "--no-tag", *extra)
+        assert result.exit_code == 0, result.output
+    region = {p.name: next(i for i in read_bundle(p).manifest["inputs"] if i["name"] == "region") for p in (kept, cut)}
+    assert "encoding" not in region["kept.edgepkg"] and region["cut.edgepkg"]["encoding"]["kind"] == "one_hot"
+    dtypes = {s["name"]: s["dtype"] for s in read_bundle(kept).manifest["onnx_inputs"]}
+    assert dtypes[region["kept.edgepkg"]["onnx_input"]] == "string"
+
+
 def test_keygen_then_signed_build_verifies(registry: Registry, tmp_path: Path) -> None:
     keys = tmp_path / "keys"
     result = _run("keygen", str(keys))
