@@ -94,7 +94,9 @@ class ValuePicker:
 
     def _fast_path(self, schema: Any) -> Callable[[list[Sequence[Any]]], tuple[Any, ...]] | None:
         try:
-            packed = tuple(schema.packed)
+            # A row's values come per validation group (the packed inputs, or with encoded
+            # features those split by dtype: runtime/layout.py), in each group's feature order.
+            packed = tuple(schema.groups)
             names = tuple(schema.names)
             slot_order = tuple(f.name for p in packed for f in p.features)
             numeric = tuple(k for k, p in enumerate(packed) if all(f.dtype != "string" for f in p.features))
@@ -138,7 +140,11 @@ class ValuePicker:
 
     def _checking(self, values: list[Sequence[Any]]) -> tuple[Any, ...]:
         want = self.exact(values)
-        if self.fast(values) != want:
+        try:
+            got = self.fast(values)
+        except Exception:  # noqa: BLE001 - a layout the fast path misread: the exact path decides
+            got = None
+        if got != want:
             log.info("telemetry: the fast input path disagrees with InputSchema.input_values; using the latter")
             self.call = self.exact
         else:

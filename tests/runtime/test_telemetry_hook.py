@@ -79,7 +79,7 @@ class _Lying:
     """A schema whose packed inputs claim another feature order than its input_values uses."""
 
     def __init__(self, schema: InputSchema) -> None:
-        self.packed, self.names = schema.packed, schema.names
+        self.packed, self.groups, self.names = schema.packed, schema.groups, schema.names
         self._real = schema
 
     def input_values(self, values: list[Any]) -> tuple[Any, ...]:
@@ -92,6 +92,16 @@ def test_a_fast_path_that_disagrees_with_input_values_is_dropped_for_good() -> N
     picker = ValuePicker(lying)
     values, _ = schema.row_values({"crop": "rye", "t": 1.0, "site": "a", "h": 0.5, "soil": "clay", "w": 3.0}, False)
     assert picker.call(values) == lying.input_values(values)
+    assert picker.call == picker.exact
+
+
+def test_a_fast_path_that_misreads_the_layout_falls_back_instead_of_failing() -> None:
+    schema = InputSchema(MANIFEST, SESSION_INPUTS)
+    picker = ValuePicker(schema)
+    assert picker.call == picker._checking
+    values, _ = schema.row_values({"crop": "rye", "t": 1.0, "site": "a", "h": 0.5, "soil": "clay", "w": 3.0}, False)
+    picker.fast = lambda v: v[7]  # type: ignore[method-assign] - picks an index the row does not have
+    assert picker.call(values) == schema.input_values(values)
     assert picker.call == picker.exact
 
 
