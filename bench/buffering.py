@@ -22,6 +22,7 @@ from .errors import BenchError
 from .figures import Figure, error_figure, set_ratios, summarize, timing_figure
 from .inference import native_rows
 from .options import BenchOptions
+from .rollout import _cpu_seconds
 from .timing import Timings, interleave
 from .zoo import ModelCase
 
@@ -239,8 +240,7 @@ class Collector:
     def cpu_seconds(self) -> float:
         """CPU time (user + system) the collector process has used so far."""
         assert self.child.process is not None
-        fields = Path(f"/proc/{self.child.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return _cpu_seconds(self.child.process.pid)
 
     def stored(self) -> int:
         response = httpx.get(f"{self.url}/v1/stats", headers={"Authorization": f"Bearer {self.token}"}, timeout=10.0)

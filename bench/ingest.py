@@ -65,67 +65,59 @@ def measure_ingest(case: ModelCase, options: BenchOptions, workdir: Path) -> lis
     from home.body import PACKED_MEDIA_TYPE, decode_json, read_body
     from home.packed import parse_packed
     from home.schema import parse_batch
+    from home.heap import tuned  # the collector's garbage-collector settings
     from home.settings import CollectorSettings
     from home.stores.sqlite import Store
 
-    from contextlib import nullcontext
-
-    try:
-        from home.heap import tuned  # the collector's garbage-collector settings
-    except ImportError:
-        tuned = nullcontext  # type: ignore[assignment]
-
     loop = asyncio.new_event_loop()  # one loop: asyncio.run per call would cost ~1 ms itself
-    gc_settings = tuned()
-    gc_settings.__enter__()
-    try:
-        bodies = _bodies(case, workdir)
-        settings = CollectorSettings(db_path=workdir / "ingest.db", tokens_path=workdir / "unused-tokens.json")
-        limit = settings.max_records
+    with tuned():
+        try:
+            bodies = _bodies(case, workdir)
+            settings = CollectorSettings(db_path=workdir / "ingest.db", tokens_path=workdir / "unused-tokens.json")
+            limit = settings.max_records
 
-        def parse(name: str) -> Callable[[], Any]:
-            data, encoding, media_type = bodies[name]
+            def parse(name: str) -> Callable[[], Any]:
+                data, encoding, media_type = bodies[name]
 
-            def run() -> Any:
-                # What the collector's batches route does between the headers and the store.
-                body = loop.run_until_complete(read_body(_one(data), encoding, settings))
-                if media_type == PACKED_MEDIA_TYPE:
-                    return parse_packed(body, max_records=limit)
-                return parse_batch(decode_json(body), max_records=limit, source=body)
+                def run() -> Any:
+                    # What the collector's batches route does between the headers and the store.
+                    body = loop.run_until_complete(read_body(_one(data), encoding, settings))
+                    if media_type == PACKED_MEDIA_TYPE:
+                        return parse_packed(body, max_records=limit)
+                    return parse_batch(decode_json(body), max_records=limit, source=body)
 
-            return run
+                return run
 
-        runs = {name: parse(name) for name in KINDS}
-        parsed = runs[PACKED_ZSTD]()
-        store = Store(workdir / "ingest-store.db")
+            runs = {name: parse(name) for name in KINDS}
+            parsed = runs[PACKED_ZSTD]()
+            store = Store(workdir / "ingest-store.db")
 
-        def stored() -> None:
-            ids = [str(uuid.uuid4()) for _ in range(len(parsed.records))]
-            batch = replace(parsed, records=replace(parsed.records, id=ids))
-            store.ingest("bench-device", batch, received_at=time.time())
+            def stored() -> None:
+                ids = [str(uuid.uuid4()) for _ in range(len(parsed.records))]
+                batch = replace(parsed, records=replace(parsed.records, id=ids))
+                store.ingest("bench-device", batch, received_at=time.time())
 
-        runs[STORE] = stored
-        # CPU time of this thread, not wall time: on a shared machine a wall clock counts
-        # the waits for a core too. Paths rotate round by round.
-        seconds: dict[str, list[float]] = {name: [] for name in runs}
-        order = list(runs)
-        for fn in runs.values():
-            fn()
-        for round_index in range(max(5, options.record_rounds * 2)):
-            shift = round_index % len(order)
-            for name in order[shift:] + order[:shift]:
-                # The store waits on fsync, which is its cost too: wall time for it.
-                clock = time.perf_counter if name == STORE else time.thread_time
-                for _ in range(3):
-                    start = clock()
-                    runs[name]()
-                    seconds[name].append(clock() - start)
-        store.close()
-    except Exception as exc:  # noqa: BLE001
-        return [error_figure(section="telemetry", path=name, unit="us", error=exc) for name in (*KINDS, STORE)]
-    finally:
-        loop.close()
-        gc_settings.__exit__(None, None, None)
+            runs[STORE] = stored
+            # CPU time of this thread, not wall time: on a shared machine a wall clock counts
+            # the waits for a core too. Paths rotate round by round.
+            seconds: dict[str, list[float]] = {name: [] for name in runs}
+            order = list(runs)
+            for fn in runs.values():
+                fn()
+            for round_index in range(max(5, options.record_rounds * 2)):
+                shift = round_index % len(order)
+                for name in order[shift:] + order[:shift]:
+                    # The store waits on fsync, which is its cost too: wall time for it.
+                    clock = time.perf_counter if name == STORE else time.thread_time
+                    for _ in range(3):
+                        start = clock()
+                        runs[name]()
+                        seconds[name].append(clock() - start)
+            store.close()
+        except Exception as exc:  # noqa: BLE001
+            return [error_figure(section="telemetry", path=name, unit="us", error=exc) for name in (*KINDS, STORE)]
+        finally:
+            loop.close()
     figures = []
     sizes = {name: len(bodies[name][0]) for name in KINDS}
     for name in (*KINDS, STORE):

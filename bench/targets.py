@@ -39,10 +39,10 @@ def _rate(figure: Figure | None) -> str:
 def _store_ceiling(report: Report) -> str:
     from .ingest import STORE
 
-    store = report.find("telemetry", STORE)
-    if store is None or not store.ok or not store.median:
+    median = _median(report.find("telemetry", STORE))
+    if not median:
         return "not measured"
-    return f"{1e6 / store.median / 1000:.1f}k records/s ({store.median:.1f} µs per record)"
+    return f"{1e6 / median / 1000:.1f}k records/s ({median:.1f} µs per record)"
 
 
 def _times(ratio: float | None) -> str:

@@ -19,6 +19,7 @@ same messages as ever and for the few things ``json`` alone reads (see ``decode_
 
 from __future__ import annotations
 
+import functools
 import zlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
@@ -41,12 +42,12 @@ PACKED_MEDIA_TYPE = "application/vnd.edgepack.batch.v1+msgpack"
 MEDIA_TYPES = (JSON_MEDIA_TYPE, PACKED_MEDIA_TYPE)
 
 
-def content_encoding(headers: Mapping[str, str], encodings: tuple[str, ...] = ENCODINGS) -> str:
-    """The body's encoding, one of ``encodings``; anything else is a 415."""
+def content_encoding(headers: Mapping[str, str]) -> str:
+    """The body's encoding, one of ``ENCODINGS``; anything else is a 415."""
     raw = headers.get("content-encoding", "").strip().lower()
     encoding = raw or "identity"
-    if encoding not in encodings or (encoding == "zstd" and not zstd_available()):
-        offered = [e for e in encodings if e != "zstd" or zstd_available()]
+    if encoding not in ENCODINGS or (encoding == "zstd" and not zstd_available()):
+        offered = [e for e in ENCODINGS if e != "zstd" or zstd_available()]
         raise UnsupportedMediaType(
             f"Content-Encoding {raw!r} is not supported; send identity (no header) or {' or '.join(offered[1:])}"
         )
@@ -65,6 +66,7 @@ def check_content_type(headers: Mapping[str, str], media_types: tuple[str, ...] 
     return media_type
 
 
+@functools.cache
 def zstd_available() -> bool:
     """Whether the ``zstandard`` package is installed (it comes with ``edgepack[collector]``)."""
     try:

@@ -57,14 +57,20 @@ def texts(objects: list[dict[Any, Any]], option: int) -> list[str]:
     return ["{" + part + "}" for part in text[2:-2].split(_BOUNDARY)]
 
 
+def sorted_names(names: list[str]) -> tuple[list[str], itemgetter[Any]] | None:
+    """(the names sorted, a picker of a record's values in that order) for unique names
+    (more than one), else None: with them orjson writes each record without sorting its
+    keys, the same text as ``OPT_SORT_KEYS``, the order worked out once per group."""
+    if len(names) > 1 and len(set(names)) == len(names):
+        order = sorted(range(len(names)), key=names.__getitem__)
+        return [names[i] for i in order], itemgetter(*order)
+    return None
+
+
 def plain_inputs(names: list[str], records: list[Any]) -> list[str]:
     """The inputs of plain records as canonical JSON (sorted keys), one text per record."""
-    if len(names) > 1 and len(set(names)) == len(names):
-        # Unique names: the values in sorted-name order, once per group, so orjson writes
-        # each record without sorting its keys (the same text as OPT_SORT_KEYS).
-        order = sorted(range(len(names)), key=names.__getitem__)
-        keys = [names[i] for i in order]
-        pick = itemgetter(*order)
+    if (ordered := sorted_names(names)) is not None:
+        keys, pick = ordered
         return texts([dict(zip(keys, pick(record[0]))) for record in records], 0)
     return texts([dict(zip(names, record[0])) for record in records], orjson.OPT_SORT_KEYS)
 

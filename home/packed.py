@@ -35,13 +35,12 @@ from __future__ import annotations
 
 import math
 import struct
-from operator import itemgetter
 from typing import Any
 
 import msgspec
 import orjson
 
-from .canonical import UUIDS, decode_plain, plain_inputs, plain_outputs
+from .canonical import UUIDS, decode_plain, plain_inputs, plain_outputs, sorted_names
 from .errors import MalformedBody, SchemaError
 from .schema import (
     CANONICAL_UUID,
@@ -259,14 +258,8 @@ def containers(data: bytes, limit: int) -> int:
 
 def _canonical_inputs(names: list[str], records: list[Any], where: str) -> list[str]:
     out = []
-    if len(set(names)) == len(names) and len(names) > 1:
-        # Unique names: put the values in sorted-name order once per group, so orjson
-        # writes each record without sorting its keys (the same text as OPT_SORT_KEYS).
-        order = sorted(range(len(names)), key=names.__getitem__)
-        ordered_names = [names[i] for i in order]
-        pick = itemgetter(*order)
-    else:
-        ordered_names, pick = names, None
+    ordered = sorted_names(names)
+    ordered_names, pick = ordered if ordered is not None else (names, None)
     for i, record in enumerate(records):
         values = record[0]
         if _SCALARS.issuperset(map(type, values)):

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .packing import Slot
+from .simplify import _attrs
 
 ONE_HOT_INPUT = "onehot_input"
 ML_DOMAIN = "ai.onnx.ml"
@@ -43,12 +44,6 @@ class Cut:
     """The manifest's ``onnx_inputs`` now."""
     encodings: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Column -> its manifest ``encoding``, for the columns the runtime now encodes."""
-
-
-def _attrs(node: Any) -> dict[str, Any]:
-    from onnx import helper
-
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
 def _codes(encoder: Any) -> tuple[dict[int, str], int] | None:

@@ -20,17 +20,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from .simplify import _attrs
+
 ML_DOMAIN = "ai.onnx.ml"
 DEFAULT_DOMAINS = ("", "ai.onnx")
 TREE_OPS = ("TreeEnsembleClassifier", "TreeEnsembleRegressor")
 ARITHMETIC = ("Sub", "Div", "Add", "Mul")
 ROUTES = {b"BRANCH_LEQ": "le", b"BRANCH_LT": "lt", b"BRANCH_GTE": "ge", b"BRANCH_GT": "gt"}
-
-
-def _attrs(node: Any) -> dict[str, Any]:
-    from onnx import helper
-
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
 def _per_column(value: Any) -> bool:

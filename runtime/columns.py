@@ -86,7 +86,8 @@ class ColumnPacking:
                         values[:, k] = self._numeric_elements(f, column)
                     arrays[f.name] = values[:, k]
                 self._check_block(p, checks, values, strict, flagged)
-                feeds[p.name] = values.astype(p.dtype)
+                if self.assemble is None:  # with encoded features the feeds are assembled below
+                    feeds[p.name] = values.astype(p.dtype)
         if self.assemble is not None:
             feeds = self._encoded_feeds(n, arrays)
         return feeds, arrays, flagged

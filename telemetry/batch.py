@@ -20,14 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
-
-from .encoding import to_json_bytes
+from .encoding import _msgpack_encode as _pack, to_json_bytes
 from .rows import StoredRecord
 
 log = logging.getLogger("telemetry.sync")
-
-_pack = msgspec.msgpack.Encoder().encode
 
 
 Item = StoredRecord
@@ -71,12 +67,11 @@ def _groups(items: Sequence[Item]) -> list[dict[str, Any]]:
             })
 
     for item in items:
-        stored = item
-        here = (stored.model, stored.version, stored.bundle_sha256, stored.input_names)
+        here = (item.model, item.version, item.bundle_sha256, item.input_names)
         if here != key:
             close()
             key, run = here, []
-        run.append(stored)
+        run.append(item)
     close()
     return groups
 

@@ -87,7 +87,6 @@ class Buffer(Intake, Writer):
         self._hurry = threading.Event()
         self._closed = False
         self._group_size = self.options.group_size
-        self._commit_records = self._group_size
         self._size_commits(1024.0)  # a guess (a 31-feature record packs to ~330 bytes), then measured per commit
         self._max_queued = self.options.max_queued
         rate = self.options.sample_rate

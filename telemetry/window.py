@@ -53,7 +53,7 @@ class Prepared:
     upto: int  # the highest row id read for it (its items and any dead-lettered as unreadable)
     batch_id: str
     batch: Batch
-    body: Body | None
+    body: Body
 
 
 @dataclass
@@ -151,7 +151,7 @@ class Window:
         items = ready.batch.items
         batch_id = ready.batch_id
         body = ready.body
-        if body is None or not service._fits(body):
+        if not service._fits(body):
             body = service._body(batch_id, items, ready.batch)
         pending = service._send(body)
         self.flights.append(Flight(ready.upto, batch_id, ready.batch, body, pending, time.monotonic()))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from .encoding import to_json_bytes
+from .encoding import _msgpack_encode as _pack, to_json_bytes
 from .options import SyncOptions
 
 log = logging.getLogger("telemetry.sync")
@@ -27,7 +27,6 @@ PACKED_MEDIA_TYPE = "application/vnd.edgepack.batch.v1+msgpack"
 """Version 1 of the MessagePack batch; a later layout gets a new media type, so an older
 collector answers 415 and the device steps down instead of being misread."""
 
-_pack = msgspec.msgpack.Encoder().encode
 
 
 @dataclass(frozen=True)

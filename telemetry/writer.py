@@ -19,7 +19,6 @@ from typing import Any
 
 from .encoding import names_of
 from .errors import StorageError
-from .ids import IdClock
 from .options import SYNCHRONOUS, BufferOptions
 from .rows import ROW_OVERHEAD, Context, Run
 from .store import Store
@@ -75,10 +74,8 @@ class Writer:
     _group_size: int
     _commit_records: int
     """Most records one commit takes (a multiple of ``_group_size``, see ``COMMIT_BYTES``)."""
-    _keep_below: int | None
     _last_error: StorageError | None
     _contexts: dict[tuple[Any, ...], Context]
-    _ids: IdClock
     _kept_since: float | None
     """When the writer began keeping the cross-process lock across commits (None: it does not)."""
 
@@ -95,7 +92,7 @@ class Writer:
             while True:
                 self._wake.wait(None if self._last_error is None else opts.retry_delay)
                 self._wake.clear()
-                self._woken = False  # after the event: see Buffer._enqueue
+                self._woken = False  # after the event: see Intake._pusher (telemetry/intake.py)
                 if not self._hurry.is_set():
                     self._hurry.wait(opts.group_delay)  # let a group form
                 self._hurry.clear()
