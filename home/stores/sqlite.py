@@ -59,6 +59,14 @@ def _insert_records(rows: int) -> str:
         f"(?1,?{4 + width * r},?2,?3,{','.join(f'?{5 + width * r + j}' for j in range(width - 1))})" for r in range(rows)
     )
     return f"INSERT OR IGNORE INTO records ({', '.join(_RECORD_COLUMNS)}) VALUES {values}"
+
+
+def rows_per_insert(conn: sqlite3.Connection) -> int:
+    """``ROWS_PER_INSERT``, or fewer where SQLite takes fewer parameters per statement
+    (999 before 3.32, instead of 32,766)."""
+    return min(ROWS_PER_INSERT, (conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - 3) // len(_PER_ROW))
+
+
 _UPDATE_DEVICE = """
     INSERT INTO devices (device, first_seen, last_seen, batches, dropped, sampled_out, dead_lettered)
     VALUES (:device, :now, :now, 1, :dropped, :sampled_out, :dead_lettered)
@@ -214,6 +222,7 @@ class Store:
                 self.db.enable_wal()
                 self.conn.execute("PRAGMA synchronous=FULL")
                 self.conn.execute(f"PRAGMA cache_size=-{CACHE_MIB * 1024}")
+                self._rows_per_insert = rows_per_insert(self.conn)
                 self._create()
             except BaseException:
                 self.conn.close()
@@ -240,8 +249,9 @@ class Store:
                     # really inserted (not those of triggers), so duplicates need no query.
                     fields = [getattr(records, name) for name in _PER_ROW]
                     head = [device, batch.batch_id, received_at]
-                    for start in range(0, len(records), ROWS_PER_INSERT):
-                        end = min(start + ROWS_PER_INSERT, len(records))
+                    step = self._rows_per_insert
+                    for start in range(0, len(records), step):
+                        end = min(start + step, len(records))
                         flat = chain.from_iterable(zip(*(column[start:end] for column in fields)))
                         accepted += self.conn.execute(_insert_records(end - start), [*head, *flat]).rowcount
                 # Counters are cumulative on the device, so the largest value seen is the truth,

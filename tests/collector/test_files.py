@@ -117,3 +117,44 @@ def test_log_file_is_owner_only(tmp_path: Path) -> None:
     assert child.returncode == 0
     assert _mode(log) == 0o600
     assert "stopped on SIGTERM" in log.read_text()
+
+
+@pytest.mark.parametrize("variables", [None, 999])
+def test_a_batch_spanning_several_insert_statements_is_stored_once_and_counts_its_duplicates(tmp_path: Path, variables: int | None) -> None:
+    # The store inserts a few hundred records per statement (fewer where SQLite takes 999
+    # parameters): a batch over several statements, half of it already known, is counted
+    # record by record, and every stored row holds its own fields.
+    import dataclasses
+    import sqlite3
+
+    from home.schema import parse_batch
+    from home.stores import sqlite as store_module
+
+    store = Store(tmp_path / "records.db")
+    if variables is not None:
+        store.conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, variables)
+        store._rows_per_insert = store_module.rows_per_insert(store.conn)
+        assert store._rows_per_insert == (variables - 3) // 8
+    try:
+        document = batch(1_234)
+        parsed = parse_batch(document, max_records=10_000)
+        first = store.ingest("dev", dataclasses.replace(parsed, records=_part(parsed.records, 0, 617)), received_at=1.0)
+        second = store.ingest("dev", parsed, received_at=2.0)
+        assert (first.accepted, first.duplicates) == (617, 0)
+        assert (second.accepted, second.duplicates) == (1_234 - 617, 617)
+        stored = dict(
+            (row[0], row) for row in store.conn.execute("SELECT id, ts, inputs, received_at, batch_id FROM records WHERE device = 'dev'")
+        )
+        assert len(stored) == 1_234
+        for i, record in enumerate(document["records"]):
+            row = stored[record["id"]]
+            assert row[1] == record["ts"] and row[2] == parsed.records.inputs[i]
+            assert row[3] == (1.0 if i < 617 else 2.0) and row[4] == document["batch_id"]
+    finally:
+        store.close()
+
+
+def _part(records: object, start: int, end: int) -> object:
+    import dataclasses
+
+    return dataclasses.replace(records, **{f.name: getattr(records, f.name)[start:end] for f in dataclasses.fields(records)})  # type: ignore[arg-type]
