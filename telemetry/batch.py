@@ -5,8 +5,9 @@ Two encodings of the same records (``telemetry.wire`` says which goes out):
 * ``packed``: the records' stored MessagePack ``[values, outputs, flags]`` arrays, in
   groups of consecutive records of one context (model, version, bundle, input names),
   the group's ids concatenated and its timestamps as little-endian float64, exactly as
-  a chunk holds them (``telemetry.chunks``). One msgspec call per batch, in C; no dict
-  per record, no JSON on the device.
+  a chunk holds them (``telemetry.chunks``). The sync service reads ``PackedRecord``s,
+  whose bytes go into the group as they are stored: nothing is decoded or encoded again
+  per record, one msgspec call per batch writes the envelope. No JSON on the device.
 * ``json``: one object per record (``{"id", "ts", "model", ..., "inputs": {name: value}}``),
   encoded with orjson, for collectors that do not take the packed format.
 """
@@ -18,17 +19,20 @@ import logging
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union
 
+import msgspec
+
+from .chunks import array_header
 from .encoding import _msgpack_encode as _pack, to_json_bytes
-from .rows import StoredRecord
+from .rows import PackedRecord, StoredRecord
 
 log = logging.getLogger("telemetry.sync")
 
 
-Item = StoredRecord
-"""One record of a batch: the stored record itself (its ``rowid`` and ``id`` are what
-the service acknowledges), so a batch of a thousand costs no extra object per record."""
+Item = Union[PackedRecord, StoredRecord]
+"""One record of a batch: the record as read (its ``rowid`` and ``id`` are what the
+service acknowledges), so a batch of a thousand costs no extra object per record."""
 
 
 @dataclass(frozen=True)
@@ -52,10 +56,17 @@ def json_records(items: Sequence[Item]) -> bytes:
     return to_json_bytes([_record(item) for item in items])
 
 
+def _records(run: Sequence[Item]) -> Any:
+    """A group's records: the stored bytes after one array header, or the decoded payloads."""
+    if type(run[0]) is PackedRecord:
+        return msgspec.Raw(b"".join([array_header(len(run)), *[r.packed for r in run]]))
+    return [r.payload for r in run]
+
+
 def _groups(items: Sequence[Item]) -> list[dict[str, Any]]:
     groups: list[dict[str, Any]] = []
     key = None
-    run: list[StoredRecord] = []
+    run: list[Item] = []
 
     def close() -> None:
         if run:
@@ -63,7 +74,7 @@ def _groups(items: Sequence[Item]) -> list[dict[str, Any]]:
             groups.append({
                 "model": first.model, "version": first.version, "bundle_sha256": first.bundle_sha256,
                 "inputs": first.input_names, "ids": "".join([r.id for r in run]),
-                "ts": struct.pack(f"<{len(run)}d", *[r.ts for r in run]), "records": [r.payload for r in run],
+                "ts": struct.pack(f"<{len(run)}d", *[r.ts for r in run]), "records": _records(run),
             })
 
     for item in items:
@@ -81,19 +92,31 @@ def packed_records(items: Sequence[Item]) -> bytes:
     return _pack(_groups(items))
 
 
-def _size(stored: StoredRecord, packed: bool) -> int:
+def _size(stored: Item, packed: bool) -> int:
     if packed:
-        return len(_pack(stored.payload)) + 36 + 8
+        return len(stored.packed if type(stored) is PackedRecord else _pack(stored.payload)) + 36 + 8
     return len(to_json_bytes(_record(stored))) + 1
 
 
-def encode(records: Sequence[StoredRecord], max_batch_bytes: int, *, packed: bool = True) -> tuple[Batch, list[int]]:
-    """The records as sent, cut at ``max_batch_bytes``, and the row ids of those that
-    cannot be decoded (damaged or hostile payloads: the caller dead-letters them)."""
+def readable(record: Item, packed: bool) -> bool:
+    """Whether ``record`` can be sent in the packed format (``packed``) or as JSON; a
+    ``PackedRecord`` is decoded for JSON, its framing alone was checked when it was read."""
+    if packed and type(record) is PackedRecord:
+        return record.packed is not None
+    return record.payload is not None
+
+
+def encode(records: Sequence[Item], max_batch_bytes: int, *, packed: bool = True) -> tuple[Batch, list[int]]:
+    """The records as sent, cut at ``max_batch_bytes``, and the row ids of the leading
+    records that cannot be decoded (damaged or hostile payloads: the caller dead-letters
+    them). The batch ends before any later unreadable record: a record leaves its chunk
+    only after those before it (``telemetry.store``), so it is dead-lettered when it leads."""
     items: list[Item] = []
     unreadable: list[int] = []
     for record in records:
-        if record.payload is None:
+        if not readable(record, packed):
+            if items:
+                break
             log.error("record %s is unreadable (its stored chunk or context is damaged); moving it to the dead-letter table", record.id)
             unreadable.append(record.rowid)
             continue

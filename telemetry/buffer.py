@@ -41,7 +41,7 @@ from .ids import IdClock
 from .intake import Intake
 from .options import BufferOptions
 from .outcomes import BufferStats
-from .rows import Context, StoredRecord
+from .rows import Context
 from .store import Store
 from .writer import _CLOSE, Writer, _Job
 
@@ -160,12 +160,14 @@ class Buffer(Intake, Writer):
 
     # Used by the sync service; each runs on the writer thread, after earlier records.
 
-    def oldest(self, limit: int, *, after: int = 0) -> list[StoredRecord]:
+    def oldest(self, limit: int, *, after: int = 0, packed: bool = False) -> list[Any]:
         """The ``limit`` oldest pending records after row ``after`` (not removed: see ``acknowledge``).
 
-        Records are read from their chunks and decoded; a record of an unreadable chunk
-        comes with ``payload=None``."""
-        return self._call(lambda store: store.oldest(limit, after))
+        Records are read from their chunks and decoded (``StoredRecord``); a record of an
+        unreadable chunk comes with ``payload=None``. With ``packed`` each stays the bytes
+        ``record()`` packed (``PackedRecord``, what the sync service sends; ``payload``
+        decodes on demand)."""
+        return self._call(lambda store: store.oldest(limit, after, packed=packed))
 
     def acknowledge(self, rowids: Sequence[int], *, keep_hold: bool = False) -> int:
         """Delete records the collector stored, in one transaction; returns how many.

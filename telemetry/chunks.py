@@ -38,6 +38,8 @@ RECORD_OVERHEAD = 96
 and the chunk row's share; an overestimate, so the bound holds)."""
 
 _chunk_decoder = msgspec.msgpack.Decoder(list[tuple[tuple[Any, ...], dict[Any, Any], tuple[Any, ...]]])
+_framing_decoder = msgspec.msgpack.Decoder(list[msgspec.Raw])
+_record_decoder = msgspec.msgpack.Decoder(tuple[tuple[Any, ...], dict[Any, Any], tuple[Any, ...]])
 _single_encode = msgspec.msgpack.Encoder().encode
 
 
@@ -61,17 +63,38 @@ def encode_ts(ts: Sequence[float]) -> bytes:
 
 def decode(count: int, ids: str, ts: bytes, payload: bytes) -> tuple[list[str], tuple[float, ...], list[tuple[Any, Any, Any]]]:
     """The ids, timestamps and ``(values, outputs, flags)`` of a chunk's ``count`` records."""
+    return _unpack(count, ids, ts, payload, _chunk_decoder)
+
+
+def split(count: int, ids: str, ts: bytes, payload: bytes) -> tuple[list[str], tuple[float, ...], list[msgspec.Raw]]:
+    """The ids, timestamps and packed bytes of a chunk's ``count`` records, each as
+    ``pack`` stored it: what the sync service sends, without decoding the values (about
+    a tenth of ``decode``'s cost). The framing is checked (every declared length against
+    the bytes present, the count), not what the records hold: ``decode_record`` does that."""
+    return _unpack(count, ids, ts, payload, _framing_decoder)
+
+
+def _unpack(count: int, ids: str, ts: bytes, payload: bytes, decoder: msgspec.msgpack.Decoder[Any]) -> Any:
     if type(ids) is not str or len(ids) != ID_LENGTH * count:
         raise PayloadError(f"chunk ids hold {len(ids) if isinstance(ids, str) else '?'} characters, expected {ID_LENGTH} x {count}")
     if type(ts) is not bytes or len(ts) != 8 * count:
         raise PayloadError(f"chunk timestamps hold {len(ts) if isinstance(ts, bytes) else '?'} bytes, expected 8 x {count}")
     try:
-        records = _chunk_decoder.decode(payload)
+        records = decoder.decode(payload)
     except (msgspec.DecodeError, RecursionError, MemoryError, TypeError) as exc:
         raise PayloadError(f"stored chunk payload is unreadable: {exc}") from exc
     if len(records) != count:
         raise PayloadError(f"chunk payload holds {len(records)} records, expected {count}")
     return [ids[i : i + ID_LENGTH] for i in range(0, len(ids), ID_LENGTH)], struct.unpack(f"<{count}d", ts), records
+
+
+def decode_record(packed: Any) -> tuple[Any, Any, Any] | None:
+    """One record's ``(values, outputs, flags)`` from its packed bytes, or None when they
+    do not decode as a record."""
+    try:
+        return _record_decoder.decode(packed)
+    except (msgspec.DecodeError, RecursionError, MemoryError, TypeError):
+        return None
 
 
 def split_ids(ids: str) -> list[str]:

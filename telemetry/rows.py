@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from .chunks import RECORD_OVERHEAD
+from .chunks import RECORD_OVERHEAD, decode_record
 from .encoding import pack_names
 
 ROW_OVERHEAD = RECORD_OVERHEAD
@@ -32,6 +32,30 @@ class StoredRecord(NamedTuple):
     payload: tuple[Any, Any, Any] | None
     """``(input values, outputs, flags)`` decoded from the record's chunk; None when the
     chunk (or its context) is unreadable: the sync service dead-letters the record."""
+
+
+class PackedRecord(NamedTuple):
+    """A pending record as the sync service reads it: like ``StoredRecord``, but its
+    payload stays the MessagePack bytes ``record()`` packed (a slice of its chunk), sent
+    home as they are instead of decoded and encoded again."""
+
+    rowid: int
+    id: str
+    ts: float
+    model: str
+    version: str
+    bundle_sha256: str
+    input_names: tuple[str, ...]
+    packed: Any
+    """The record's packed ``[values, outputs, flags]`` (a ``msgspec.Raw``); None when its
+    chunk (or context) is unreadable."""
+
+    @property
+    def payload(self) -> tuple[Any, Any, Any] | None:
+        """``(input values, outputs, flags)``, decoded now; None when the bytes do not
+        decode as a record of ``input_names``."""
+        record = None if self.packed is None else decode_record(self.packed)
+        return record if record is not None and len(record[0]) == len(self.input_names) else None
 
 
 class Context:

@@ -27,7 +27,7 @@ from .connection import Connection, recovering
 from .diagnosis import storage_error
 from .encoding import PayloadError, unpack_names
 from .errors import StorageError
-from .rows import ROW_OVERHEAD, Context, Run, StoredRecord
+from .rows import ROW_OVERHEAD, Context, PackedRecord, Run, StoredRecord
 from .schema import APPLICATION_ID, COUNTERS, LEDGER_COUNTERS, SCHEMA_VERSION, SEQUENCE
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "Store", "StoredRecord"]
@@ -54,7 +54,7 @@ class Store(Connection):
     """A buffer file and the operations on it."""
 
     def __init__(self, path: Path, *, synchronous: str, busy_timeout: float, create: bool) -> None:
-        self._decoded: dict[tuple[int, int], Any] = {}
+        self._decoded: dict[tuple[int, int, bool], Any] = {}
         """Recently decoded chunks by (chunk id, file generation); chunks never change
         content once written, and ids are never reused."""
         super().__init__(path, synchronous=synchronous, busy_timeout=busy_timeout, create=create)
@@ -217,9 +217,11 @@ class Store(Connection):
             conn.executemany("UPDATE counters SET value = ? WHERE name = ?", [(upto, "held_upto"), (until, "held_until_ms")])
 
     @recovering
-    def oldest(self, limit: int, after: int = 0) -> list[StoredRecord]:
-        """The ``limit`` oldest pending records with a row id above ``after``, oldest first."""
-        out: list[StoredRecord] = []
+    def oldest(self, limit: int, after: int = 0, *, packed: bool = False) -> list[Any]:
+        """The ``limit`` oldest pending records with a row id above ``after``, oldest first:
+        ``StoredRecord``s, or with ``packed`` ``PackedRecord``s (payloads not decoded)."""
+        out: list[Any] = []
+        kind = PackedRecord if packed else StoredRecord
         if limit <= 0:
             return out
         try:
@@ -240,13 +242,20 @@ class Store(Connection):
                     except PayloadError:
                         names[blob] = None  # unreadable: its records are dead-lettered
                 keys = names[blob]
-                decoded = self._decode(cid, count, ids, ts, payload)
+                decoded = self._decode(cid, count, ids, ts, payload, packed)
                 take = min(count, first + limit - len(out))
                 if decoded is None or keys is None:
                     uuids = chunks.split_ids(ids)
                     for i in range(first, take):
-                        out.append(StoredRecord(cid + i, uuids[i] if i < len(uuids) else f"unreadable-{cid + i}", 0.0,
-                                                model or "", version or "", sha or "", (), None))
+                        out.append(kind(cid + i, uuids[i] if i < len(uuids) else f"unreadable-{cid + i}", 0.0,
+                                        model or "", version or "", sha or "", (), None))
+                elif packed:
+                    # The values are not decoded: a record whose count of values disagrees
+                    # with its names is found when the collector refuses it (telemetry.sync).
+                    uuids, stamps, records = decoded
+                    model, version, sha = model or "", version or "", sha or ""
+                    out.extend([PackedRecord(cid + i, uuids[i], stamps[i], model, version, sha, keys, records[i])
+                                for i in range(first, take)])
                 else:
                     uuids, stamps, records = decoded
                     model, version, sha = model or "", version or "", sha or ""
@@ -261,13 +270,14 @@ class Store(Connection):
         except sqlite3.Error as exc:
             raise storage_error(exc, self.path, "reading") from exc
 
-    def _decode(self, cid: int, count: int, ids: Any, ts: Any, payload: Any) -> tuple[list[str], tuple[float, ...], list[Any]] | None:
+    def _decode(self, cid: int, count: int, ids: Any, ts: Any, payload: Any, packed: bool) -> tuple[list[str], tuple[float, ...], list[Any]] | None:
+        # A batch may end inside a chunk: the next one reads the same chunk again.
         cache = self._decoded
-        key = (cid, self.generation)
+        key = (cid, self.generation, packed)
         if key in cache:
             return cache[key]
         try:
-            decoded = chunks.decode(count, ids, ts, payload)
+            decoded = (chunks.split if packed else chunks.decode)(count, ids, ts, payload)
         except PayloadError:
             decoded = None
         if len(cache) >= _DECODED_KEPT:

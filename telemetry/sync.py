@@ -36,8 +36,12 @@ What each answer does:
 
 Every request has an overall deadline (``request_deadline``), see ``telemetry.request``;
 backoff is ``telemetry.backoff``; acknowledgements and dead letters ``telemetry.receipts``.
-Records whose stored payload cannot be decoded (damaged or hostile bytes) are
-dead-lettered when the batch is read (``telemetry.batch``), and sending goes on.
+Records are read as the bytes ``record()`` packed (``PackedRecord``) and sent as they are
+stored, their framing checked. Records whose stored bytes are damaged (or hostile) are
+dead-lettered, and sending goes on: a chunk whose framing is broken when the batch is
+read (``telemetry.batch``); a record damaged inside intact framing when the collector
+refuses its batch (400/422): the service then decodes the batch's records, sends the
+others again and dead-letters those, each in its turn.
 
 A round that drained the records then sends the queued labels (``Buffer.feedback``) to
 ``POST /v1/feedback``: see ``telemetry.feedback_sync``; ``last_feedback`` says how it went.
@@ -63,7 +67,7 @@ from .options import SyncOptions
 from .outcomes import BatchReport, SyncResult, _add, _Tally
 from .receipts import Receipts
 from .request import Answer, Pending, check_endpoint, send
-from .rows import StoredRecord
+from .rows import PackedRecord
 from .wire import Body, Wire
 from .window import Window
 
@@ -173,14 +177,43 @@ class SyncService:
 
     # -- batches --------------------------------------------------------------------------
 
-    def _encode(self, records: Sequence[StoredRecord], tally: _Tally) -> Batch:
-        """The records as sent, cut at ``max_batch_bytes``; unreadable ones are dead-lettered."""
-        batch, unreadable = encode(records, self.options.max_batch_bytes, packed=self._wire.packed)
-        if unreadable:
-            moved = self.buffer.dead_letter(unreadable, batch_id="", status=0, reason="stored payload unreadable")
-            tally.dead_lettered += moved
-            self._rehold()
-        return batch
+    def _encode(self, records: Sequence[Item]) -> tuple[Batch, list[int]]:
+        """The records as sent, cut at ``max_batch_bytes``, and the unreadable ones before
+        them (``telemetry.batch.encode``; to dead-letter)."""
+        return encode(records, self.options.max_batch_bytes, packed=self._wire.packed)
+
+    def _unreadable(self, rowids: list[int], tally: _Tally) -> None:
+        tally.dead_lettered += self.buffer.dead_letter(rowids, batch_id="", status=0, reason="stored payload unreadable")
+        self._rehold()
+
+    def _decodable(self, items: list[Item], tally: _Tally) -> list[Item]:
+        """``items`` without the packed records whose bytes do not decode as a record of
+        their input names, which are dead-lettered now (for a batch about to be sent as
+        JSON, which needs every record decoded)."""
+        bad = _damaged(items)
+        if not bad:
+            return items
+        log.error("%d stored record(s) of a batch do not decode (damaged or hostile bytes); moving them to the dead-letter table",
+                  len(bad))
+        self._unreadable([items[i].rowid for i in bad], tally)
+        gone = set(bad)
+        return [item for i, item in enumerate(items) if i not in gone]
+
+    def _deliver_around(self, items: list[Item], bad: list[int], tally: _Tally, stop_event: threading.Event, keep_hold: bool) -> None:
+        """Deliver the runs of ``items`` between the damaged ones (indexes ``bad``) and
+        dead-letter each damaged record in its turn, oldest first: a record leaves its chunk
+        only after those before it (``telemetry.store``)."""
+        log.error("%d stored record(s) of a refused batch do not decode (damaged or hostile bytes); sending the others "
+                  "and moving those to the dead-letter table", len(bad))
+        start = 0
+        for index in [*bad, len(items)]:
+            if index > start:
+                self._deliver(items[start:index], tally, stop_event, keep_hold=keep_hold or index < len(items))
+                if tally.stop is not None:
+                    return
+            if index < len(items):
+                self._unreadable([items[index].rowid], tally)
+            start = index + 1
 
     @property
     def _hold_seconds(self) -> float:
@@ -228,7 +261,15 @@ class SyncService:
             sent, answer, started, sent_at = first
         else:
             sent, answer, started, sent_at = None, None, time.monotonic(), 0.0
+        checked = False  # whether the items' packed bytes were decoded (_decodable)
         while True:
+            if answer is None and not checked and not self._wire.packed:
+                checked = True
+                kept = self._decodable(items, tally)
+                if len(kept) < len(items):
+                    if not kept:
+                        return False
+                    items, batch, batch_id = kept, None, batch_id_of(kept)
             if answer is None:
                 self._hold(max(item.rowid for item in items))
                 sent = self._body(batch_id, items, batch)
@@ -265,6 +306,15 @@ class SyncService:
                 self._fold_lost = True
                 answer = None
                 continue
+            if status in (400, 422) and not checked:
+                # Packed records were read with their framing checked only (telemetry.chunks.split):
+                # before the refusal takes the whole batch, take out records whose stored bytes
+                # are damaged, so that they do not take the rest with them.
+                checked = True
+                bad = _damaged(items)
+                if bad:
+                    self._deliver_around(items, bad, tally, stop_event, keep_hold)
+                    return False
             if status in (400, 422):
                 self._dead_letter(batch_id, items, status, answer.problem, tally, started)
                 return False
@@ -348,3 +398,8 @@ class SyncService:
         if body.encoding != "identity":
             headers["Content-Encoding"] = body.encoding
         return send(self._client, self.url, body.data, headers, deadline=self.options.request_deadline, clock=self._clock)
+
+
+def _damaged(items: Sequence[Item]) -> list[int]:
+    """Indexes of the packed records whose bytes do not decode as a record of their names."""
+    return [i for i, item in enumerate(items) if type(item) is PackedRecord and item.payload is None]

@@ -148,13 +148,14 @@ class Window:
         if ready is None:
             return
         service = self.service
-        items = ready.batch.items
-        batch_id = ready.batch_id
-        body = ready.body
-        if not service._fits(body):
-            body = service._body(batch_id, items, ready.batch)
-        pending = service._send(body)
-        self.flights.append(Flight(ready.upto, batch_id, ready.batch, body, pending, time.monotonic()))
+        if not service._fits(ready.body):
+            # Read again for what the service sends now (a collector stepped it down, or the
+            # counters changed form): the checks a record needs depend on the format.
+            ready = self._prepare(ahead=False)
+            if ready is None:
+                return
+        pending = service._send(ready.body)
+        self.flights.append(Flight(ready.upto, ready.batch_id, ready.batch, ready.body, pending, time.monotonic()))
 
     def _after(self) -> int:
         if self.ready is not None:
@@ -164,17 +165,23 @@ class Window:
     def _prepare(self, *, ahead: bool) -> Prepared | None:
         """The next batch after those in flight, encoded and held; None when none is left.
 
-        Records that cannot be decoded are dead-lettered here, and reading goes on past
-        them. ``ahead``: a failure to read is logged, not raised (it is read again when
-        its turn comes)."""
+        Records that cannot be decoded are dead-lettered here, once no batch is in flight
+        (None until then), and reading goes on past them. ``ahead``: a failure to read is
+        logged, not raised (it is read again when its turn comes)."""
         service = self.service
         after = self._after()
         try:
             while True:
-                records = service.buffer.oldest(service.options.batch_size, after=after)
+                records = service.buffer.oldest(service.options.batch_size, after=after, packed=True)
                 if not records:
                     return None
-                batch = service._encode(records, self.tally)
+                batch, unreadable = service._encode(records)
+                if unreadable and self.flights:
+                    # They leave their chunks only after the records before them: dead-letter
+                    # them once the batches in flight are settled.
+                    return None
+                if unreadable:
+                    service._unreadable(unreadable, self.tally)
                 if not batch.items:
                     after = records[-1].rowid  # all unreadable, and dead-lettered: read on
                     continue
