@@ -55,7 +55,7 @@ def fill(case: ModelCase, db: Path, count: int, *, now: float) -> tuple[str, str
     import zipfile
 
     from home.monitoring.bundles import register_manifest
-    from home.stores.sqlite import _INSERT_RECORD, Store
+    from home.stores.sqlite import _RECORD_COLUMNS, Store
 
     sha, inputs, outputs, flags = _records(case)
     store = Store(db)
@@ -79,7 +79,9 @@ def fill(case: ModelCase, db: Path, count: int, *, now: float) -> tuple[str, str
                 (flags[j] for j in idx),
             )
             store.conn.execute("BEGIN")
-            store.conn.executemany(_INSERT_RECORD, rows)
+            store.conn.executemany(
+                f"INSERT INTO records ({', '.join(_RECORD_COLUMNS)}) VALUES ({', '.join('?' * len(_RECORD_COLUMNS))})", rows
+            )
             store.conn.execute("COMMIT")
     finally:
         store.close()
