@@ -167,14 +167,20 @@ def row_recorder(model: Any) -> RowRecorder:
     failed = model._telemetry_failed
     names = schema.names
     make = getattr(sink, "recorder", None)
+    record_values = getattr(sink, "record_values", None)
     push = None
     if callable(make):
         try:
             push = make(model=model.name, version=model.version, bundle_sha256=model.sha256, names=names)
         except Exception as exc:  # noqa: BLE001 - a sink's failure must never fail a prediction
             failed(exc)
-            push = None
-    if push is not None and callable(push):
+    elif callable(record_values):
+        name, version, sha256 = model.name, model.version, model.sha256
+
+        def push(values: tuple[Any, ...], outputs: Any, flags: Any) -> Any:
+            return record_values(model=name, version=version, bundle_sha256=sha256, names=names,
+                                 values=values, outputs=outputs, flags=flags)
+    if callable(push):
         picker = ValuePicker(schema)
 
         def record(values: list[Sequence[Any]], result: dict[str, Any]) -> str | None:
@@ -186,23 +192,6 @@ def row_recorder(model: Any) -> RowRecorder:
             return record_id if type(record_id) is str else None
 
         return record
-    record_values = getattr(sink, "record_values", None)
-    if callable(record_values):
-        picker = ValuePicker(schema)
-        name, version, sha256 = model.name, model.version, model.sha256
-
-        def record_named(values: list[Sequence[Any]], result: dict[str, Any]) -> str | None:
-            try:
-                record_id = record_values(
-                    model=name, version=version, bundle_sha256=sha256, names=names,
-                    values=picker.call(values), outputs=outputs_of(result), flags=result["flags"],
-                )
-            except Exception as exc:  # noqa: BLE001
-                failed(exc)
-                return None
-            return record_id if type(record_id) is str else None
-
-        return record_named
     mapping = model._record_mapping
     inputs_of = schema.inputs_of
     return lambda values, result: mapping(inputs_of(values), result)

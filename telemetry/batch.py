@@ -23,7 +23,7 @@ from typing import Any, Union
 
 import msgspec
 
-from .chunks import array_header
+from .chunks import encode_payload
 from .encoding import _msgpack_encode as _pack, to_json_bytes
 from .rows import PackedRecord, StoredRecord
 
@@ -59,7 +59,7 @@ def json_records(items: Sequence[Item]) -> bytes:
 def _records(run: Sequence[Item]) -> Any:
     """A group's records: the stored bytes after one array header, or the decoded payloads."""
     if type(run[0]) is PackedRecord:
-        return msgspec.Raw(b"".join([array_header(len(run)), *[r.packed for r in run]]))
+        return msgspec.Raw(encode_payload([r.packed for r in run]))
     return [r.payload for r in run]
 
 

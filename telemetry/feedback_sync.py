@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Literal
 from . import crashpoint
 from .encoding import to_json_bytes
 from .feedback import Label, delete_labels, oldest_labels, refuse_labels
-from .request import post
+from .request import send
 
 if TYPE_CHECKING:
     from .sync import SyncService
@@ -122,8 +122,8 @@ class FeedbackUploader:
                 return result("drained")
             batch_id = batch_id_of(labels)
             headers = {**service._headers, "Content-Type": "application/json"}
-            answer = post(service._client, self.url, _body(batch_id, labels), headers,
-                          deadline=service.options.request_deadline, clock=service._clock, meanwhile=lambda: None)
+            answer = send(service._client, self.url, _body(batch_id, labels), headers,
+                          deadline=service.options.request_deadline, clock=service._clock).answer()
             status = answer.status
             if status == 200:
                 crashpoint.reach("after_feedback_response")

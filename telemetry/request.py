@@ -80,17 +80,6 @@ def send(
     return Pending(client, url, body, headers, deadline=deadline, clock=clock)
 
 
-def post(
-    client: httpx.Client, url: str, body: bytes, headers: dict[str, str], *, deadline: float,
-    clock: Callable[[], float], meanwhile: Callable[[], None],
-) -> Answer:
-    """POST ``body`` and wait for the answer; ``meanwhile`` runs while the request travels
-    (on this thread)."""
-    pending = send(client, url, body, headers, deadline=deadline, clock=clock)
-    meanwhile()
-    return pending.answer()
-
-
 def retry_after(value: str | None, now: float) -> float | None:
     """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date."""
     if not value:

@@ -55,8 +55,8 @@ class Store(Connection):
 
     def __init__(self, path: Path, *, synchronous: str, busy_timeout: float, create: bool) -> None:
         self._decoded: dict[tuple[int, int, bool], Any] = {}
-        """Recently decoded chunks by (chunk id, file generation); chunks never change
-        content once written, and ids are never reused."""
+        """Recently decoded (or split, ``packed``) chunks by (chunk id, file generation,
+        packed); chunks never change content once written, and ids are never reused."""
         super().__init__(path, synchronous=synchronous, busy_timeout=busy_timeout, create=create)
 
     def _add(self, conn: sqlite3.Connection, deltas: dict[str, int]) -> None:

@@ -246,9 +246,9 @@ class SyncService:
         first: tuple[Body, Answer, float, float] | None = None,
         keep_hold: bool = False,
         batch_id: str | None = None,
-    ) -> bool:
+    ) -> None:
         """Send one batch until it is settled, splitting on 413; sets ``tally.stop`` when
-        sending must stop. True when the collector acknowledged the whole batch in one answer.
+        sending must stop.
 
         ``batch`` holds the items already encoded; ``first`` is the body already sent, its
         answer, when the batch was first sent and when this body was (``telemetry.window``
@@ -268,7 +268,7 @@ class SyncService:
                 kept = self._decodable(items, tally)
                 if len(kept) < len(items):
                     if not kept:
-                        return False
+                        return
                     items, batch, batch_id = kept, None, batch_id_of(kept)
             if answer is None:
                 self._hold(max(item.rowid for item in items))
@@ -284,7 +284,7 @@ class SyncService:
                 self._receipts.acknowledge(batch_id, items, answer, tally, started, keep_hold=keep_hold)
                 if not keep_hold:
                     self._held = 0
-                return True
+                return
             if status == 413:
                 if len(items) > 1:
                     log.info("batch %s: collector says too large (413); splitting %d records", batch_id[:12], len(items))
@@ -292,11 +292,11 @@ class SyncService:
                     for last, part in ((False, items[:half]), (True, items[half:])):
                         self._deliver(part, tally, stop_event, keep_hold=keep_hold or not last)
                         if tally.stop is not None:
-                            return False
-                    return False
+                            return
+                    return
                 self._dead_letter(batch_id, items, 413, f"a single record is over the collector's size limit: {answer.problem}",
                                   tally, started)
-                return False
+                return
             if status in (400, 422) and sent.carries_lost and answer.problem.startswith("counters"):
                 if not self._fold_lost:
                     log.warning(
@@ -314,10 +314,10 @@ class SyncService:
                 bad = _damaged(items)
                 if bad:
                     self._deliver_around(items, bad, tally, stop_event, keep_hold)
-                    return False
+                    return
             if status in (400, 422):
                 self._dead_letter(batch_id, items, status, answer.problem, tally, started)
-                return False
+                return
             if status in (401, 403):
                 tally.stop = "unauthorized"
                 tally.error = (
@@ -326,7 +326,7 @@ class SyncService:
                     "No records were deleted."
                 )
                 log.error("%s", tally.error)
-                return False
+                return
             if status == 415 and not self._fits(sent):
                 answer = None  # sent before the service stepped down for another batch: resend as it sends now
                 continue
@@ -347,12 +347,12 @@ class SyncService:
                     tally.stop = "unavailable"
                     tally.error = f"the collector at {self.endpoint} is unavailable ({what}) after {tally.attempts} attempts; records are kept for the next round"
                     log.warning("%s", tally.error)
-                    return False
+                    return
                 delay = self._backoff.delay(answer.retry_after)
                 log.warning("batch %s: %s; retrying in %.1f s", batch_id[:12], what, delay)
                 if self._backoff.wait(delay, stop_event):
                     tally.stop = "stop_requested"
-                    return False
+                    return
                 answer = None
                 continue
             tally.stop = "rejected"
@@ -361,7 +361,7 @@ class SyncService:
                 "expected 200: check --endpoint (the collector's base URL, e.g. http://host:8787). No records were deleted."
             )
             log.error("%s", tally.error)
-            return False
+            return
 
     def _dead_letter(self, batch_id: str, items: list[Item], status: int, problem: str, tally: _Tally, started: float) -> None:
         self._receipts.dead_letter(batch_id, items, status, problem, tally, started)

@@ -19,9 +19,9 @@ import pandas as pd
 import pytest
 
 import runtime
-from packager.convert import columns_of, convert
+from packager.convert import convert
 from runtime.bundle import read_bundle
-from tests.packager.test_simplify import _build, _fields, _fit, _forest, _gbr, _hgb, _hostile, _logreg, _ops, _pipeline, _rows, _run
+from tests.packager.test_simplify import FINALS, _build, _fields, _fit, _fitted, _forest, _hostile, _logreg, _ops, _pipeline, _rows, _run
 from tests.runtime.builder import rewrite
 
 STRINGS = ["site", "crop", "shift"]
@@ -35,17 +35,9 @@ def _missing_strings(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("precision", ["float32", "float64"])
-@pytest.mark.parametrize(
-    "final,numeric_first",
-    [(_forest, True), (_logreg, True), (_gbr, True), (_hgb, True), (_forest, False)],
-    ids=["forest", "logreg", "gradient-boosting-regressor", "hist-gradient-boosting", "strings-first"],
-)
+@FINALS
 def test_cut_graph_answers_bit_for_bit_like_the_graph_with_strings(final: Any, numeric_first: bool, precision: str) -> None:
-    X, y = _fields()
-    if final is _gbr:
-        y = y.astype(float) + X["wind"].to_numpy() / 10
-    model = _fit(_pipeline(final(), numeric_first=numeric_first), X, y)
-    columns = columns_of(model, None, X)
+    model, columns, X = _fitted(final, numeric_first)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         strings = convert(model, columns, precision, encode=False)

@@ -121,18 +121,27 @@ def _ops(converted: Any) -> list[str]:
     return [n.op_type for n in converted.onnx.graph.node]
 
 
-@pytest.mark.parametrize("precision", ["float32", "float64"])
-@pytest.mark.parametrize(
+FINALS = pytest.mark.parametrize(
     "final,numeric_first",
     [(_forest, True), (_logreg, True), (_gbr, True), (_hgb, True), (_forest, False)],
     ids=["forest", "logreg", "gradient-boosting-regressor", "hist-gradient-boosting", "strings-first"],
 )
-def test_rewritten_graph_answers_bit_for_bit_like_the_converted_one(final: Any, numeric_first: bool, precision: str) -> None:
+"""The final estimators every graph rewrite is checked in front of (and strings first)."""
+
+
+def _fitted(final: Any, numeric_first: bool) -> tuple[Any, list[Any], pd.DataFrame]:
+    """The pipeline ending in ``final()`` fitted on ``_fields()``: (model, its columns, X)."""
     X, y = _fields()
     if final is _gbr:
         y = y.astype(float) + X["wind"].to_numpy() / 10
     model = _fit(_pipeline(final(), numeric_first=numeric_first), X, y)
-    columns = columns_of(model, None, X)
+    return model, columns_of(model, None, X), X
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+@FINALS
+def test_rewritten_graph_answers_bit_for_bit_like_the_converted_one(final: Any, numeric_first: bool, precision: str) -> None:
+    model, columns, X = _fitted(final, numeric_first)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         plain = convert(model, columns, precision, rewrite=False)
