@@ -55,9 +55,11 @@ def fill(case: ModelCase, db: Path, count: int, *, now: float) -> tuple[str, str
     import zipfile
 
     from home.monitoring.bundles import register_manifest
-    from home.stores.sqlite import _RECORD_COLUMNS, Store
+    from home.stores.sqlite import Store
 
     sha, inputs, outputs, flags = _records(case)
+    columns = ("device", "id", "batch_id", "received_at", "ts", "model", "version", "bundle_sha256", "inputs", "outputs", "flags")
+    insert = f"INSERT INTO records ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
     store = Store(db)
     try:
         store.conn.execute("PRAGMA synchronous=OFF")  # filling only; the store's own setting is FULL
@@ -79,9 +81,7 @@ def fill(case: ModelCase, db: Path, count: int, *, now: float) -> tuple[str, str
                 (flags[j] for j in idx),
             )
             store.conn.execute("BEGIN")
-            store.conn.executemany(
-                f"INSERT INTO records ({', '.join(_RECORD_COLUMNS)}) VALUES ({', '.join('?' * len(_RECORD_COLUMNS))})", rows
-            )
+            store.conn.executemany(insert, rows)
             store.conn.execute("COMMIT")
     finally:
         store.close()

@@ -18,7 +18,6 @@ one instead. Each piece is then the text one ``orjson.dumps`` of that record wou
 
 from __future__ import annotations
 
-import re
 from operator import itemgetter
 from typing import Any, Union
 
@@ -32,8 +31,6 @@ _PLAIN = tuple(
 )
 """Records whose probabilities (or other inner maps) are keyed by text, or by integers."""
 _BOUNDARY = "},{"
-UUIDS = re.compile(r"(?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})*")
-"""Any number of UUIDs, concatenated: one match checks a group's ``ids``."""
 
 
 def decode_plain(raw: bytes) -> list[Any] | None:

@@ -34,13 +34,14 @@ become ``null``, binary values their hex text, and map keys their JSON text.
 from __future__ import annotations
 
 import math
+import re
 import struct
 from typing import Any
 
 import msgspec
 import orjson
 
-from .canonical import UUIDS, decode_plain, plain_inputs, plain_outputs, sorted_names
+from .canonical import decode_plain, plain_inputs, plain_outputs, sorted_names
 from .errors import MalformedBody, SchemaError
 from .schema import (
     CANONICAL_UUID,
@@ -52,6 +53,8 @@ from .schema import (
 )
 
 ID_LENGTH = 36
+UUIDS = re.compile(f"(?:{CANONICAL_UUID.pattern})*")
+"""Any number of UUIDs, concatenated: one match checks a group's ``ids``."""
 _SORT = orjson.OPT_SORT_KEYS
 _NON_STR = orjson.OPT_NON_STR_KEYS
 _SORT_NON_STR = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS

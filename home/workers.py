@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import heap
 from .settings import CollectorSettings
 
 WORKER_ENV = "EDGEPACK_COLLECTOR_WORKER"
@@ -76,8 +77,6 @@ def app() -> Any:
         logging.basicConfig(level=logging.INFO, format=f"%(process)d {LOG_FORMAT}")
     _stop_with_parent(int(_document()["parent"]))
     app = create_app(settings)
-    from . import heap
-
     heap.tune()
     return app
 

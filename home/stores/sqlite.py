@@ -7,7 +7,7 @@ survives a power cut, which is what lets the device delete its copy. Every SQLit
 translated into ``StoreError`` here.
 
 A batch arrives from ``schema`` as columns of values already in their stored form
-(canonical JSON text for inputs, outputs and flags), so storing it is one executemany
+(canonical JSON text for inputs, outputs and flags), so storing it is a few multi-row INSERTs
 with no Python code per record.
 
 The file and its -wal/-shm are owner-only (SQLite gives the journal files the mode of
@@ -37,9 +37,9 @@ from ..errors import StoreError
 from .migrations import migrate_sqlite
 from ..schema import COUNTER_KEYS, Batch
 
-_RECORD_COLUMNS = (
-    "device", "id", "batch_id", "received_at", "ts", "model", "version", "bundle_sha256", "inputs", "outputs", "flags",
-)
+_PER_ROW = ("id", "ts", "model", "version", "bundle_sha256", "inputs", "outputs", "flags")
+"""A record's own columns; the batch's device, batch id and reception time go with each."""
+_RECORD_COLUMNS = ("device", "batch_id", "received_at", *_PER_ROW)
 ROWS_PER_INSERT = 500
 """Records per INSERT statement. The store's thread shares the GIL with the threads that
 parse the next batches: an executemany takes the GIL back after every row, and each time
@@ -47,7 +47,6 @@ waits for a parsing thread to let go of it (up to the switch interval), so a bat
 beside a parse took a hundred times as long. One statement of many rows is bound with the
 GIL held and then inserted in one step without it. Larger statements are slower to
 prepare and to run in SQLite; 500 rows was the fastest alone and beside a busy thread."""
-_PER_ROW = ("id", "ts", "model", "version", "bundle_sha256", "inputs", "outputs", "flags")
 
 
 @functools.lru_cache(maxsize=8)
@@ -55,9 +54,7 @@ def _insert_records(rows: int) -> str:
     """INSERT OR IGNORE of ``rows`` records: ?1..?3 are the batch's device, batch id and
     reception time, bound once; each row's own fields follow."""
     width = len(_PER_ROW)
-    values = ",".join(
-        f"(?1,?{4 + width * r},?2,?3,{','.join(f'?{5 + width * r + j}' for j in range(width - 1))})" for r in range(rows)
-    )
+    values = ",".join(f"(?1,?2,?3,{','.join(f'?{4 + width * r + j}' for j in range(width))})" for r in range(rows))
     return f"INSERT OR IGNORE INTO records ({', '.join(_RECORD_COLUMNS)}) VALUES {values}"
 
 
@@ -214,7 +211,7 @@ class Store:
         with _translated(f"opening the store {self.path}", self.path):
             _owner_only(self.path)
             # Autocommit mode: every transaction is begun and ended explicitly below. The
-            # hot path (ingest) uses the plain connection: one executemany per batch.
+            # hot path (ingest) uses the plain connection (ROWS_PER_INSERT).
             self.conn = sqlite3.connect(self.path, isolation_level=None)
             self.db = sqlite_utils.Database(self.conn)
             try:

@@ -24,6 +24,13 @@ def record(buffer: Any, seq: int, **extra: Any) -> None:
     )
 
 
+def fill(buffer: Any, count: int, start: int = 0) -> None:
+    """Record ``count`` predictions (``record``, seq from ``start``), then flush."""
+    for seq in range(start, start + count):
+        record(buffer, seq)
+    buffer.flush()
+
+
 def stored(path: Path) -> list[dict[str, Any]]:
     """Every pending record of a buffer file, read from its chunks with a separate plain connection."""
     connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)

@@ -17,7 +17,7 @@ from telemetry.encoding import PayloadError, pack
 from telemetry.rows import PackedRecord
 from tests.support.collector import RunningCollector
 
-from .records import record, seqs
+from .records import SHA, record, seqs
 
 
 def _fill(path: Path, count: int, *, group: int) -> None:
@@ -100,7 +100,7 @@ def test_a_batch_the_collector_refuses_for_other_reasons_is_still_dead_lettered_
     db = tmp_path / "b.db"
     with telemetry.Buffer(db) as buffer:
         for seq in range(5):
-            buffer.record(model="m" * 300, version="1", bundle_sha256="ab" * 32, inputs={"seq": seq}, outputs={"p": 1}, flags=[])
+            buffer.record(model="m" * 300, version="1", bundle_sha256=SHA, inputs={"seq": seq}, outputs={"p": 1}, flags=[])
         buffer.flush()
         with SyncService(buffer, collector.url, token=collector.token) as service:
             result = service.sync_once()

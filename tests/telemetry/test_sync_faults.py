@@ -17,7 +17,7 @@ import telemetry
 from telemetry import SyncOptions, SyncService
 
 from .fake import FakeCollector, error
-from .records import SHA, record, seqs
+from .records import SHA, fill, record, seqs
 
 URL = "http://collector.test:8787"
 
@@ -26,12 +26,6 @@ URL = "http://collector.test:8787"
 def buffer(tmp_path: Path) -> Iterator[telemetry.Buffer]:
     with telemetry.Buffer(tmp_path / "p.db") as opened:
         yield opened
-
-
-def fill(buffer: telemetry.Buffer, count: int, start: int = 0) -> None:
-    for seq in range(start, start + count):
-        record(buffer, seq)
-    buffer.flush()
 
 
 def service(buffer: telemetry.Buffer, fake: FakeCollector, delays: list[float] | None = None, **options: object) -> SyncService:

@@ -17,7 +17,7 @@ from telemetry import SyncOptions, SyncService
 from tests.support.collector import RunningCollector
 
 from .fake import FakeCollector, error
-from .records import record, stored
+from .records import fill, record, stored
 
 URL = "http://collector.test:8787"
 WAIT = 30.0  # generous: only a broken service ever waits this long
@@ -162,9 +162,7 @@ def test_a_collector_killed_while_batches_travel_loses_and_duplicates_nothing(
 ) -> None:
     db = tmp_path / "k.db"
     with telemetry.Buffer(db) as buffer:
-        for seq in range(500):
-            record(buffer, seq)
-        buffer.flush()
+        fill(buffer, 500)
         ids = {row["id"] for row in stored(db)}
         killed: list[int] = []
 
