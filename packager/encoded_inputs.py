@@ -27,11 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .packing import Slot
-from .simplify import _attrs
+from .simplify import DEFAULT_DOMAINS, ML_DOMAIN, _attrs
 
 ONE_HOT_INPUT = "onehot_input"
-ML_DOMAIN = "ai.onnx.ml"
-DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
 @dataclass

@@ -20,14 +20,12 @@ from __future__ import annotations
 from typing import Any
 
 from .packing import Slot
-
-DEFAULT_DOMAINS = ("", "ai.onnx")
-ML_DOMAIN = "ai.onnx.ml"
+from .simplify import DEFAULT_DOMAINS, ML_DOMAIN, _attrs, _prune, _replace_node
 IDENTITY = {"Sub": 0.0, "Add": -0.0, "Mul": 1.0, "Div": 1.0}
 """Each element-wise operation's right operand that leaves every float as it is."""
 
 
-def _chain(graph: Any, start: str, consumers: dict[str, list[Any]], constants: dict[str, Any], width: int, end: str) -> list[tuple[str, Any]] | None:
+def _chain(start: str, consumers: dict[str, list[Any]], constants: dict[str, Any], width: int, end: str) -> list[tuple[str, Any]] | None:
     """[(op, constant as (width,) array)] from graph input ``start`` to ``end``, or None."""
     import numpy as np
 
@@ -40,9 +38,7 @@ def _chain(graph: Any, start: str, consumers: dict[str, list[Any]], constants: d
         node = found[0]
         if node.op_type == "Scaler" and node.domain == ML_DOMAIN and list(node.input) == [name]:
             # ai.onnx.ml's Scaler, (x - offset) * scale per column: float32 graphs scale this way.
-            from onnx import helper
-
-            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            attrs = _attrs(node)
             offset, scale = np.asarray(attrs.get("offset", [0.0]), dtype=np.float32), np.asarray(attrs.get("scale", [1.0]), dtype=np.float32)
             if offset.size not in (1, width) or scale.size not in (1, width):
                 return None
@@ -64,7 +60,7 @@ def _chain(graph: Any, start: str, consumers: dict[str, list[Any]], constants: d
 def fuse_inputs(onx: Any, slots: dict[str, Slot], onnx_inputs: list[dict[str, Any]]) -> tuple[dict[str, Slot], list[dict[str, Any]]]:
     """Apply the rewrite of the module docstring to ``onx`` in place where it applies; the new
     (slots, onnx_inputs), or the given ones unchanged."""
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
 
     graph = onx.graph
     if any(a.HasField("g") or len(a.graphs) for n in graph.node for a in n.attribute):
@@ -82,7 +78,7 @@ def fuse_inputs(onx: Any, slots: dict[str, Slot], onnx_inputs: list[dict[str, An
     for concat in graph.node:
         if concat.op_type != "Concat" or concat.domain not in DEFAULT_DOMAINS:
             continue
-        attrs = {a.name: helper.get_attribute_value(a) for a in concat.attribute}
+        attrs = _attrs(concat)
         if attrs.get("axis") not in (1, -1) or len(concat.input) < 2:
             continue
         found = []
@@ -93,18 +89,18 @@ def fuse_inputs(onx: Any, slots: dict[str, Slot], onnx_inputs: list[dict[str, An
             spec = specs.get(source)
             if spec is None or spec["dtype"] not in ("float32", "float64") or operand in outputs or len(consumers.get(operand, [])) != 1:
                 break  # (an operand read elsewhere too must keep its own columns)
-            chain = _chain(graph, source, consumers, constants, int(spec["width"]), operand)
+            chain = _chain(source, consumers, constants, int(spec["width"]), operand)
             if chain is None:
                 break
             found.append((spec, chain))
         else:
-            fused = _fuse(onx, concat, found, slots, onnx_inputs, constants)
+            fused = _fuse(onx, concat, found, slots, onnx_inputs, outputs)
             if fused is not None:
                 return fused
     return slots, onnx_inputs
 
 
-def _fuse(onx: Any, concat: Any, found: list[tuple[dict[str, Any], list[tuple[str, Any]]]], slots: dict[str, Slot], onnx_inputs: list[dict[str, Any]], constants: dict[str, Any]) -> tuple[dict[str, Slot], list[dict[str, Any]]] | None:
+def _fuse(onx: Any, concat: Any, found: list[tuple[dict[str, Any], list[tuple[str, Any]]]], slots: dict[str, Slot], onnx_inputs: list[dict[str, Any]], outputs: set[str]) -> tuple[dict[str, Slot], list[dict[str, Any]]] | None:
     import numpy as np
     from onnx import helper, numpy_helper
 
@@ -119,7 +115,7 @@ def _fuse(onx: Any, concat: Any, found: list[tuple[dict[str, Any], list[tuple[st
     dtype = dtypes.pop()
     np_dtype = np.float32 if dtype == "float32" else np.float64
     graph = onx.graph
-    if not ops and concat.output[0] in {o.name for o in graph.output}:
+    if not ops and concat.output[0] in outputs:
         return None  # the Concat's output is the graph's: an input cannot stand for it
     fused = names[0]  # the first operand's input name carries all columns now
     offsets, offset = {}, 0
@@ -158,14 +154,7 @@ def _fuse(onx: Any, concat: Any, found: list[tuple[dict[str, Any], list[tuple[st
         # Bare inputs side by side: the fused input is the Concat's output.
         for node in graph.node:
             node.input[:] = [fused if x == concat.output[0] else x for x in node.input]
-    nodes = []
-    for node in graph.node:
-        if tuple(node.output) == tuple(concat.output):
-            nodes.extend(new_nodes)
-        else:
-            nodes.append(node)
-    del graph.node[:]
-    graph.node.extend(nodes)
+    _replace_node(graph, concat, new_nodes)
     graph.initializer.extend(new_inits)
     elem = next(i for i in graph.input if i.name == fused).type.tensor_type.elem_type
     inputs = [i for i in graph.input if i.name not in names]
@@ -173,8 +162,6 @@ def _fuse(onx: Any, concat: Any, found: list[tuple[dict[str, Any], list[tuple[st
     inputs.insert(min(first, len(inputs)), helper.make_tensor_value_info(fused, elem, [None, offset]))
     del graph.input[:]
     graph.input.extend(inputs)
-    from .simplify import _prune
-
     _prune(onx)
     new_slots = {col: Slot(fused, offsets[s.onnx_input] + s.slot, s.dtype) if s.onnx_input in offsets else s for col, s in slots.items()}
     new_inputs = []
