@@ -22,8 +22,7 @@ from .errors import BenchError
 from .figures import Figure, error_figure, set_ratios, summarize, timing_figure
 from .inference import native_rows
 from .options import BenchOptions
-from .rollout import _cpu_seconds
-from .timing import Timings, interleave
+from .timing import Timings, cpu_seconds, interleave
 from .zoo import ModelCase
 
 POWER = 'Buffer.record durability="power"'
@@ -240,7 +239,7 @@ class Collector:
     def cpu_seconds(self) -> float:
         """CPU time (user + system) the collector process has used so far."""
         assert self.child.process is not None
-        return _cpu_seconds(self.child.process.pid)
+        return cpu_seconds(self.child.process.pid)
 
     def stored(self) -> int:
         response = httpx.get(f"{self.url}/v1/stats", headers={"Authorization": f"Bearer {self.token}"}, timeout=10.0)

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from .figures import Figure, error_figure
+from .timing import cpu_seconds
 
 SECTION = "fleet"
 CONFIGS = ("sqlite, 1 collector", "postgres, 1 collector", "postgres, 2 collectors")
@@ -84,18 +85,6 @@ class Outcome:
     transport_errors: dict[str, int] = field(default_factory=dict)
     collector_cpu: float = 0.0
     server_cpu: float | None = None
-
-
-def _cpu_seconds(pids: list[int]) -> float:
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
-    return total
 
 
 def _descendants(root: int) -> list[int]:
@@ -237,13 +226,13 @@ def _run_config(
             collector.start()
         pids = [pid for collector in collectors if collector.process for pid in _descendants(collector.process.pid)]
         postmaster = _postmaster_pid(server.data) if db_url else None
-        before = _cpu_seconds(pids)
-        server_before = _cpu_seconds(_descendants(postmaster)) if postmaster else None
+        before = cpu_seconds(*pids)
+        server_before = cpu_seconds(*_descendants(postmaster)) if postmaster else None
         outcome = asyncio.run(_fleet([c.url for c in collectors], tokens, bodies, options.deadline))
-        outcome.collector_cpu = _cpu_seconds(pids) - before
+        outcome.collector_cpu = cpu_seconds(*pids) - before
         if postmaster is not None and server_before is not None:
             # Backends that ended during the run are missed: connections live in pools, so few do.
-            outcome.server_cpu = _cpu_seconds(_descendants(postmaster)) - server_before
+            outcome.server_cpu = cpu_seconds(*_descendants(postmaster)) - server_before
     finally:
         for collector in collectors:
             collector.stop()

@@ -22,7 +22,6 @@ The load generator runs on the same machine as the collector, so both compete fo
 from __future__ import annotations
 
 import heapq
-import os
 import threading
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 
 from .figures import Figure, Report, Target, error_figure, timing_figure
 from .options import BenchOptions
+from .timing import cpu_seconds
 
 SECTION = "rollout"
 POLL = "no-change poll (304), round trip"
@@ -45,11 +45,6 @@ def _sizes(options: BenchOptions) -> dict[str, Any]:
     if options.mode == "full":
         return {"devices": 1000, "interval": 10.0, "duration": 30.0, "fleet": 50, "fleet_interval": 10.0}
     return {"devices": 1000, "interval": 10.0, "duration": 6.0, "fleet": 8, "fleet_interval": 1.0}
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _write_tokens(path: Path, names: list[str]) -> dict[str, str]:
@@ -131,13 +126,13 @@ def _measure_polls(collector: Any, tokens: dict[str, str], sizes: dict[str, Any]
 
     pid = collector.process.pid
     time.sleep(max(0.0, start - time.monotonic()))
-    cpu_before, wall_before = _cpu_seconds(pid), time.monotonic()
+    cpu_before, wall_before = cpu_seconds(pid), time.monotonic()
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(24)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    cpu, wall = _cpu_seconds(pid) - cpu_before, time.monotonic() - wall_before
+    cpu, wall = cpu_seconds(pid) - cpu_before, time.monotonic() - wall_before
     for fetcher in fetchers:
         fetcher.close()
     if not seconds:
