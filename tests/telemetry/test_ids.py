@@ -43,9 +43,8 @@ def test_the_random_bits_differ_and_feed_sampling() -> None:
 
 
 def test_ids_made_every_30_microseconds_ascend_carry_their_millisecond_and_are_unique() -> None:
-    # A recorder at ~33 ids per millisecond gets each millisecond's ids from one block
-    # sized by the millisecond before; slowing down to one id per millisecond and back
-    # must keep every property.
+    # A recorder at ~33 ids per millisecond, then one id per 5 ms (each the first of its
+    # millisecond), then fast again, past the pool of random tails: every property holds.
     clock = IdClock()
     stamps = [NOW + i * 30e-6 for i in range(5000)]
     stamps += [stamps[-1] + (i + 1) * 5e-3 for i in range(50)]  # one id per 5 ms
@@ -54,3 +53,22 @@ def test_ids_made_every_30_microseconds_ascend_carry_their_millisecond_and_are_u
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     assert [uuid.UUID(i).int >> 80 for i in ids] == [int(now * 1000) for now in stamps]
     assert all(uuid.UUID(i).version == 7 for i in ids[::97])
+
+
+def test_record_ids_past_a_full_millisecond_continue_in_the_next(tmp_path, monkeypatch) -> None:
+    # record() makes its ids inline (telemetry.intake), not through IdClock.next: 5,000
+    # records in one frozen millisecond run past its 4,096 counter values and the pool of
+    # random tails, and must still be unique, ascending and stored as returned.
+    import time
+
+    import telemetry
+
+    monkeypatch.setattr(time, "time", lambda: NOW)
+    with telemetry.Buffer(tmp_path / "p.db") as buffer:
+        record = buffer.recorder(model="m", version="1", bundle_sha256="a" * 64, names=("x",))
+        ids = [record((float(i),), {"prediction": 1.0}, ()) for i in range(5000)]
+        buffer.flush()
+        stored = [r.id for r in buffer.oldest(6000)]
+    assert ids == sorted(ids) and len(set(ids)) == 5000 and stored == ids
+    assert {uuid.UUID(i).int >> 80 for i in ids} == {int(NOW * 1000), int(NOW * 1000) + 1}
+    assert all(uuid.UUID(i).version == 7 and uuid.UUID(i).variant == uuid.RFC_4122 for i in ids[::101])
