@@ -63,8 +63,8 @@ class TelemetrySink(Protocol):
 # built once per model, which turns the row's validated per-input values into the
 # sink's call with as little Python as the sink allows. What a prediction costs the
 # calling thread is mostly this function, so it is built for it: the input values come
-# out of the per-input tuples in one C call when the packed inputs already hold the
-# features in name order (else one ``itemgetter`` call), and NaN and missing-string
+# out of the per-input tuples in one C call, in the order the packed inputs hold them
+# (the sink is given that order as the names, so nothing is reordered), and NaN and missing-string
 # sentinels (recorded as None) are found with a C-level pass per packed input (``sum``
 # of a numeric input is NaN if one of its values is; a set test for the sentinels);
 # only a row that has one takes ``InputSchema.input_values``.
@@ -74,25 +74,32 @@ RowRecorder = Callable[[list[Sequence[Any]], dict[str, Any]], "str | None"]
 
 
 class ValuePicker:
-    """What ``schema.input_values`` computes (the values in name order, NaN and missing
-    strings as None), faster for rows that have neither: ``picker.call(values)``.
+    """What ``schema.input_values`` computes (the values, NaN and missing strings as None),
+    faster for rows that have neither: ``picker.call(values)``, in the order of
+    ``picker.names``.
 
-    The fast path is checked against ``input_values`` on the first ``CHECKED_ROWS`` rows;
-    on any difference, or for a schema it does not understand, ``input_values`` itself is
-    used from then on."""
+    That order is the one the validated values come in (per validation group), not
+    necessarily the schema's name order: a record's inputs are a mapping by name, and
+    not reordering them saves building a second tuple per row. The fast path is checked
+    against ``input_values`` on the first ``CHECKED_ROWS`` rows; on any difference, or for
+    a schema it does not understand, ``input_values`` itself is used from then on."""
 
     CHECKED_ROWS = 16
 
     def __init__(self, schema: Any) -> None:
+        self.names: tuple[str, ...] = tuple(schema.names)
+        """The order of the values ``call`` returns."""
         self.exact: Callable[[list[Sequence[Any]]], tuple[Any, ...]] = schema.input_values
+        """``input_values``, in the order of ``names``."""
         self.call: Callable[[list[Sequence[Any]]], tuple[Any, ...]] = self.exact
         self._checked = 0
         fast = self._fast_path(schema)
         if fast is not None:
-            self.fast = fast
+            self.fast, self.names, self.exact = fast
             self.call = self._checking
 
-    def _fast_path(self, schema: Any) -> Callable[[list[Sequence[Any]]], tuple[Any, ...]] | None:
+    def _fast_path(self, schema: Any) -> tuple[Callable[[list[Sequence[Any]]], tuple[Any, ...]], tuple[str, ...], Callable[[list[Sequence[Any]]], tuple[Any, ...]]] | None:
+        """(the fast function, the order it gives values in, ``input_values`` in that order), or None."""
         try:
             # A row's values come per validation group (the packed inputs, or with encoded
             # features those split by dtype: runtime/layout.py), in each group's feature order.
@@ -109,9 +116,16 @@ class ValuePicker:
             return None
         if len(names) < 2 or sorted(slot_order) != sorted(names) or len(set(names)) != len(names):
             return None
-        where = {name: i for i, name in enumerate(slot_order)}
-        pick = None if slot_order == names else itemgetter(*(where[name] for name in names))
-        exact = self.exact
+        input_values = self.exact
+        if slot_order == names:
+            exact = input_values
+        else:
+            where = {name: i for i, name in enumerate(names)}
+            reorder = itemgetter(*(where[name] for name in slot_order))
+
+            def exact(values: list[Sequence[Any]]) -> tuple[Any, ...]:
+                return reorder(input_values(values))
+
         single = len(packed) == 1
         pair = len(packed) == 2
 
@@ -125,18 +139,15 @@ class ValuePicker:
                     if not marks.isdisjoint(values[k]):
                         return exact(values)
                 if single:
-                    flat = tuple(values[0])
-                elif pair:
+                    return tuple(values[0])
+                if pair:
                     flat = values[0] + values[1]  # two tuples (the usual): one C call
-                    if type(flat) is not tuple:
-                        flat = tuple(flat)
-                else:
-                    flat = tuple(chain.from_iterable(values))
+                    return flat if type(flat) is tuple else tuple(flat)
+                return tuple(chain.from_iterable(values))
             except TypeError:  # a value sum or a set cannot take (None, a numpy array), list + tuple: exact path
                 return exact(values)
-            return flat if pick is None else pick(flat)
 
-        return fast
+        return fast, slot_order, exact
 
     def _checking(self, values: list[Sequence[Any]]) -> tuple[Any, ...]:
         want = self.exact(values)
@@ -165,7 +176,8 @@ def row_recorder(model: Any) -> RowRecorder:
     schema = model._schema
     outputs_of = model._outputs.outputs_of
     failed = model._telemetry_failed
-    names = schema.names
+    picker = ValuePicker(schema)
+    names = picker.names
     make = getattr(sink, "recorder", None)
     record_values = getattr(sink, "record_values", None)
     push = None
@@ -181,7 +193,6 @@ def row_recorder(model: Any) -> RowRecorder:
             return record_values(model=name, version=version, bundle_sha256=sha256, names=names,
                                  values=values, outputs=outputs, flags=flags)
     if callable(push):
-        picker = ValuePicker(schema)
 
         def record(values: list[Sequence[Any]], result: dict[str, Any]) -> str | None:
             try:

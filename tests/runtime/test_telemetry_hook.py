@@ -67,12 +67,14 @@ def test_the_fast_input_path_gives_what_input_values_gives_on_every_kind_of_row(
     for row in rows:
         values, _ = schema.row_values(row, False)
         got = picker.call(values)
-        want = schema.input_values(values)
+        by_name = dict(zip(schema.names, schema.input_values(values)))
+        want = tuple(by_name[name] for name in picker.names)
         assert _same(got, want), (row, got, want)
         assert not any(isinstance(v, float) and math.isnan(v) for v in got)  # NaN recorded as None
         seen_fast = seen_fast or picker.call == picker.fast
     assert seen_fast and picker.call == picker.fast
     assert schema.names == ("crop", "t", "site", "h", "soil", "w")
+    assert sorted(picker.names) == sorted(schema.names) and picker.names != schema.names  # values as validated, not reordered
 
 
 class _Lying:
@@ -91,7 +93,7 @@ def test_a_fast_path_that_disagrees_with_input_values_is_dropped_for_good() -> N
     lying = _Lying(schema)
     picker = ValuePicker(lying)
     values, _ = schema.row_values({"crop": "rye", "t": 1.0, "site": "a", "h": 0.5, "soil": "clay", "w": 3.0}, False)
-    assert picker.call(values) == lying.input_values(values)
+    assert dict(zip(picker.names, picker.call(values))) == dict(zip(lying.names, lying.input_values(values)))
     assert picker.call == picker.exact
 
 
@@ -101,7 +103,7 @@ def test_a_fast_path_that_misreads_the_layout_falls_back_instead_of_failing() ->
     assert picker.call == picker._checking
     values, _ = schema.row_values({"crop": "rye", "t": 1.0, "site": "a", "h": 0.5, "soil": "clay", "w": 3.0}, False)
     picker.fast = lambda v: v[7]  # type: ignore[method-assign] - picks an index the row does not have
-    assert picker.call(values) == schema.input_values(values)
+    assert dict(zip(picker.names, picker.call(values))) == dict(zip(schema.names, schema.input_values(values)))
     assert picker.call == picker.exact
 
 
@@ -136,10 +138,12 @@ def test_a_sink_with_recorder_gets_one_context_and_positional_rows(fire: builder
     sink = PositionalSink(fail_every=5)
     model = runtime.load(fire.path, telemetry=sink)
     results = [model.predict({**good_row, "temp c": 20.0 + i, "humidity_pct": None if i % 3 == 0 else 30.0}) for i in range(10)]
-    assert sink.contexts == [{"model": model.name, "version": model.version, "bundle_sha256": model.sha256, "names": model.feature_names}]
+    names = sink.contexts[0]["names"]
+    assert sink.contexts == [{"model": model.name, "version": model.version, "bundle_sha256": model.sha256, "names": names}]
+    assert sorted(names) == sorted(model.feature_names) and len(names) == len(model.feature_names)
     assert len(sink.calls) == 10
     for i, (values, outputs, flags) in enumerate(sink.calls):
-        assert type(values) is tuple and dict(zip(model.feature_names, values)) == {
+        assert type(values) is tuple and dict(zip(names, values)) == {
             **good_row, "temp c": 20.0 + i, "humidity_pct": None if i % 3 == 0 else 30.0}
         assert outputs == {"prediction": results[i]["prediction"], "probabilities": results[i]["probabilities"]}
         assert flags == results[i]["flags"]
