@@ -162,9 +162,9 @@ class Intake:
             end, head, counter = ids._now
             if now * 1000 < end and (count := next(counter)) < 0x1000:
                 try:
-                    uid = head + counters[count] + tail()
+                    uid = f"{head}{counters[count]}{tail()}"
                 except IndexError:
-                    uid = head + counters[count] + ids.tail()
+                    uid = f"{head}{counters[count]}{ids.tail()}"
             else:
                 uid = ids.advance(now)
             if keep_below is not None and int(uid[-8:], 16) >= keep_below:
