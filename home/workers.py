@@ -15,6 +15,7 @@ holding the port and the database pool, with nobody to stop them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -38,13 +39,17 @@ def to_environment(settings: CollectorSettings, log_file: Path | None) -> str:
     return json.dumps({"settings": fields, "log_file": str(log_file) if log_file else None, "parent": os.getpid()})
 
 
+@functools.cache
 def _document() -> dict[str, Any]:
+    """The worker's environment document, parsed once (the app factory and the protocol
+    lookup both read it)."""
     raw = os.environ.get(WORKER_ENV)
     if not raw:
         raise RuntimeError(f"{WORKER_ENV} is not set: home.workers is loaded only by a collector started with --workers")
     return json.loads(raw)
 
 
+@functools.cache
 def _from_environment() -> tuple[CollectorSettings, str | None]:
     document = _document()
     return CollectorSettings(**document["settings"]), document["log_file"]
