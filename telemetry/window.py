@@ -93,20 +93,19 @@ class Window:
             flight = self.flights.popleft()
             answer = flight.pending.answer()
             status = answer.status
-            if status is not None and 200 <= status < 300:
+            ok = status is not None and 200 <= status < 300
+            if ok:
                 # Keep the collector busy with the batch read ahead while this one is deleted.
                 self._send_ready()
-                self.service._deliver(flight.batch.items, tally, self.stop_event, batch=flight.batch,
-                                      first=(flight.sent, answer, flight.started, flight.pending.sent_at),
-                                      keep_hold=bool(self.flights or self.ready), batch_id=flight.batch_id)
-                self._read_ahead()
-                continue
-            # Settled on its own; what was read ahead is read again afterwards (with the counters
-            # as they are then: a dead letter must travel home with the next batches).
-            self.ready = None
+            else:
+                # Settled on its own; what was read ahead is read again afterwards (with the
+                # counters as they are then: a dead letter must travel home with the next batches).
+                self.ready = None
             self.service._deliver(flight.batch.items, tally, self.stop_event, batch=flight.batch,
                                   first=(flight.sent, answer, flight.started, flight.pending.sent_at),
-                                  keep_hold=bool(self.flights), batch_id=flight.batch_id)
+                                  keep_hold=bool(self.flights or self.ready), batch_id=flight.batch_id)
+            if ok:
+                self._read_ahead()
 
     def close(self, *, settle: bool) -> None:
         """Settle what is still in flight (``settle``: wait for the answers and delete the
