@@ -66,7 +66,7 @@ class InputSchema(ColumnPacking):
             next((k, g.features.index(f)) for k, g in enumerate(self.groups) if f in g.features) for f in self.features
         )
         # The same, as indexes into the groups' values laid end to end: picking them is one
-        # C-level call per row (telemetry reads every predicted row this way).
+        # C-level call per row (telemetry's exact path, for rows with a missing value).
         offsets = [sum(len(q.features) for q in self.groups[:k]) for k in range(len(self.groups))]
         flat = [offsets[i] + slot for i, slot in self._positions]
         picker = itemgetter(*flat)  # a manifest has at least one feature

@@ -63,8 +63,9 @@ class TelemetrySink(Protocol):
 # built once per model, which turns the row's validated per-input values into the
 # sink's call with as little Python as the sink allows. What a prediction costs the
 # calling thread is mostly this function, so it is built for it: the input values come
-# out of the per-input tuples in one C call, in the order the packed inputs hold them
-# (the sink is given that order as the names, so nothing is reordered), and NaN and missing-string
+# out of the per-group tuples with one C call per group (one concatenation for the usual
+# two), in the order validation gives them (the sink is given that order as the names,
+# so nothing is reordered per row), and NaN and missing-string
 # sentinels (recorded as None) are found with a C-level pass per packed input (``sum``
 # of a numeric input is NaN if one of its values is; a set test for the sentinels);
 # only a row that has one takes ``InputSchema.input_values``.

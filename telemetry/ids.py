@@ -19,9 +19,11 @@ but its text, so a recorder pays the same per id at 30 records per millisecond a
 3,000 (a block of ids made ahead for each millisecond cost ~1 µs per id at 30 in a
 prediction loop, where every block is made with cold caches; ``uuid.uuid4()`` costs
 ~3 µs per id on a small CPU). A new millisecond (or a counter run out) is taken under a
-lock, re-checked there, so no two threads start the same millisecond: no id is ever
-given twice, and every id is greater than every id given before the call began (two
-calls racing may return theirs in either order).
+lock, re-checked there, so no two threads start the same millisecond (a new millisecond
+makes its text, a counter and a tuple of the three); tails are popped without the lock
+(``list.pop`` is atomic) and the pool is refilled under it. So no millisecond and counter
+are ever given twice, and every id is greater than every id given before the call
+began (two calls racing may return theirs in either order).
 """
 
 from __future__ import annotations
@@ -85,8 +87,9 @@ class IdClock:
         return self.advance(now)
 
     def advance(self, now: float) -> str:
-        """``next`` past the current millisecond: the clock's (or, when that is not later,
-        the one after the current one's)."""
+        """``next`` under the lock, when the current millisecond looks over: the clock's
+        millisecond if it is later; else the current one while its counter lasts (another
+        thread moved on meanwhile, or the clock is behind), then the one after it."""
         with self._lock:
             end, head, counter = self._now
             ms = int(now * 1000)
@@ -106,10 +109,14 @@ class IdClock:
             return self._tail()
 
     def _tail(self) -> str:
+        # The fast paths pop without the lock, so other threads may empty the pool between
+        # the refill and the pop here: refill until a pop succeeds.
         tails = self._tails
-        if not tails:
-            tails.extend(_tails(_POOL_TAILS))  # in place: callers may hold ``tails.pop``
-        return tails.pop()
+        while True:
+            try:
+                return tails.pop()
+            except IndexError:
+                tails.extend(_tails(_POOL_TAILS))  # in place: callers may hold ``tails.pop``
 
     def take(self, n: int, now: float | None = None) -> list[str]:
         """``n`` new ids, each greater than every id this clock made before."""

@@ -12,7 +12,7 @@ import pytest
 import runtime
 import telemetry
 from runtime.schema import InputSchema
-from runtime.telemetry_hook import ValuePicker
+from runtime.telemetry_hook import ValuePicker, row_recorder
 
 from . import builder
 
@@ -172,3 +172,35 @@ def test_predictions_recorded_through_a_buffer_are_stored_with_none_for_missing_
         assert inputs == want
         assert outputs == {"prediction": result["prediction"], "probabilities": result["probabilities"]}
         assert list(flags) == result["flags"]
+
+
+def test_rows_of_an_interleaved_layout_reach_a_buffer_under_their_own_names(tmp_path: Path) -> None:
+    # MANIFEST validates its features in another order than its names (strings and numbers
+    # interleaved): the recorder gets the validation order as its names, and every stored
+    # record must still pair each value with its feature, missing values as None.
+    from types import SimpleNamespace
+
+    schema = InputSchema(MANIFEST, SESSION_INPUTS)
+    rows = _rows(300, seed=11)
+    failures: list[BaseException] = []
+    with telemetry.Buffer(tmp_path / "p.db") as buffer:
+        model = SimpleNamespace(
+            _telemetry=buffer, _schema=schema, name="m", version="1", sha256="a" * 64,
+            _outputs=SimpleNamespace(outputs_of=lambda result: {"prediction": result["prediction"]}),
+            _telemetry_failed=failures.append, _record_mapping=None,
+        )
+        record = row_recorder(model)
+        ids = []
+        for i, row in enumerate(rows):
+            values, _ = schema.row_values(row, False)
+            ids.append(record(values, {"prediction": float(i), "flags": []}))
+        buffer.flush()
+        stored = buffer.oldest(1000)
+    assert not failures and [r.id for r in stored] == ids
+    assert stored[0].input_names != schema.names and sorted(stored[0].input_names) == sorted(schema.names)
+    for i, (record_, row) in enumerate(zip(stored, rows)):
+        values, _ = schema.row_values(row, False)
+        want = dict(zip(schema.names, schema.input_values(values)))
+        got = dict(zip(record_.input_names, record_.payload[0]))
+        assert got == want or all(_same((got[n],), (want[n],)) for n in schema.names), (row, got, want)
+        assert record_.payload[1] == {"prediction": float(i)}

@@ -72,3 +72,35 @@ def test_record_ids_past_a_full_millisecond_continue_in_the_next(tmp_path, monke
     assert ids == sorted(ids) and len(set(ids)) == 5000 and stored == ids
     assert {uuid.UUID(i).int >> 80 for i in ids} == {int(NOW * 1000), int(NOW * 1000) + 1}
     assert all(uuid.UUID(i).version == 7 and uuid.UUID(i).variant == uuid.RFC_4122 for i in ids[::101])
+
+
+def test_threads_in_one_frozen_millisecond_share_no_counter_and_run_past_it_together() -> None:
+    # Four threads take 3,000 ids each at the same instant: 12,000 ids need three
+    # milliseconds' counters and a dozen refills of the tail pool, raced for by all four.
+    import sys
+    import threading
+
+    clock = IdClock()
+    made: list[list[str]] = [[] for _ in range(4)]
+    barrier = threading.Barrier(4)
+
+    def take(out: list[str]) -> None:
+        barrier.wait()
+        for _ in range(3000):
+            out.append(clock.next(NOW))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # hand the GIL over as often as the interpreter allows
+    try:
+        threads = [threading.Thread(target=take, args=(out,)) for out in made]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    every = [uid for out in made for uid in out]
+    assert len({uid[:18] for uid in every}) == 12_000  # no millisecond and counter given twice
+    assert all(out == sorted(out) for out in made)
+    stamps = {uuid.UUID(uid).int >> 80 for uid in every}
+    assert stamps == {int(NOW * 1000) + k for k in range(3)}
