@@ -73,6 +73,9 @@ class TelemetrySink(Protocol):
 RowRecorder = Callable[[list[Sequence[Any]], dict[str, Any]], "str | None"]
 """``(validated per-input values, result) -> record id or None``."""
 
+Pick = Callable[[list[Sequence[Any]]], tuple[Any, ...]]
+"""``(validated per-group values) -> the row's input values, missing ones as None``."""
+
 
 class ValuePicker:
     """What ``schema.input_values`` computes (the values, NaN and missing strings as None),
@@ -90,16 +93,16 @@ class ValuePicker:
     def __init__(self, schema: Any) -> None:
         self.names: tuple[str, ...] = tuple(schema.names)
         """The order of the values ``call`` returns."""
-        self.exact: Callable[[list[Sequence[Any]]], tuple[Any, ...]] = schema.input_values
+        self.exact: Pick = schema.input_values
         """``input_values``, in the order of ``names``."""
-        self.call: Callable[[list[Sequence[Any]]], tuple[Any, ...]] = self.exact
+        self.call: Pick = self.exact
         self._checked = 0
         fast = self._fast_path(schema)
         if fast is not None:
             self.fast, self.names, self.exact = fast
             self.call = self._checking
 
-    def _fast_path(self, schema: Any) -> tuple[Callable[[list[Sequence[Any]]], tuple[Any, ...]], tuple[str, ...], Callable[[list[Sequence[Any]]], tuple[Any, ...]]] | None:
+    def _fast_path(self, schema: Any) -> tuple[Pick, tuple[str, ...], Pick] | None:
         """(the fast function, the order it gives values in, ``input_values`` in that order), or None."""
         try:
             # A row's values come per validation group (the packed inputs, or with encoded
