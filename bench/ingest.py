@@ -9,6 +9,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import ExitStack, closing
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,14 @@ PACKED_ZSTD = "collector ingest CPU per record: MessagePack + zstd 1"
 PACKED_GZIP = "collector ingest CPU per record: MessagePack + gzip 1"
 PACKED_PLAIN = "collector ingest CPU per record: MessagePack, uncompressed"
 STORE = "collector SQLite store.ingest per record (parsed batch, wall)"
+STORE_RANDOM = "collector SQLite store.ingest per record, random UUIDs (wall)"
 KINDS = {
     JSON_GZIP: {"wire": "json", "zstd": False},
     PACKED_ZSTD: {"wire": "packed"},
     PACKED_GZIP: {"wire": "packed", "zstd": False},
     PACKED_PLAIN: {"wire": "packed", "zstd": False, "gzip": False},
 }
+STORES = {STORE: "time-ordered, made by telemetry.ids as a device makes them", STORE_RANDOM: "uuid4, as any sender may"}
 RECORDS = 1000
 
 
@@ -68,8 +71,10 @@ def measure_ingest(case: ModelCase, options: BenchOptions, workdir: Path) -> lis
     from home.heap import tuned  # the collector's garbage-collector settings
     from home.settings import CollectorSettings
     from home.stores.sqlite import Store
+    from telemetry.ids import IdClock
 
     loop = asyncio.new_event_loop()  # one loop: asyncio.run per call would cost ~1 ms itself
+    stores = ExitStack()
     with tuned():
         try:
             bodies = _bodies(case, workdir)
@@ -90,14 +95,23 @@ def measure_ingest(case: ModelCase, options: BenchOptions, workdir: Path) -> lis
 
             runs = {name: parse(name) for name in KINDS}
             parsed = runs[PACKED_ZSTD]()
-            store = Store(workdir / "ingest-store.db")
+            clock = IdClock()
 
-            def stored() -> None:
-                ids = [str(uuid.uuid4()) for _ in range(len(parsed.records))]
-                batch = replace(parsed, records=replace(parsed.records, id=ids))
-                store.ingest("bench-device", batch, received_at=time.time())
+            def storing(path: Path, new_ids: Callable[[int], list[str]]) -> Callable[[], None]:
+                store = stores.enter_context(closing(Store(path)))
 
-            runs[STORE] = stored
+                def stored() -> None:
+                    batch = replace(parsed, records=replace(parsed.records, id=new_ids(len(parsed.records))))
+                    store.ingest("bench-device", batch, received_at=time.time())
+
+                return stored
+
+            # The store's cost depends on the ids' order: edgepack devices send time-ordered
+            # ids (UUIDv7), whose index entries go at the end of the (device, id) key, so a
+            # batch dirties a few pages; random UUIDs (any other sender) dirty a page per
+            # record once the store is large, and the WAL and its fsync grow with them.
+            runs[STORE] = storing(workdir / "ingest-store.db", clock.take)
+            runs[STORE_RANDOM] = storing(workdir / "ingest-store-random.db", lambda n: [str(uuid.uuid4()) for _ in range(n)])
             # CPU time of this thread, not wall time: on a shared machine a wall clock counts
             # the waits for a core too. Paths rotate round by round.
             seconds: dict[str, list[float]] = {name: [] for name in runs}
@@ -108,19 +122,19 @@ def measure_ingest(case: ModelCase, options: BenchOptions, workdir: Path) -> lis
                 shift = round_index % len(order)
                 for name in order[shift:] + order[:shift]:
                     # The store waits on fsync, which is its cost too: wall time for it.
-                    clock = time.perf_counter if name == STORE else time.thread_time
+                    timer = time.perf_counter if name in STORES else time.thread_time
                     for _ in range(3):
-                        start = clock()
+                        start = timer()
                         runs[name]()
-                        seconds[name].append(clock() - start)
-            store.close()
+                        seconds[name].append(timer() - start)
         except Exception as exc:  # noqa: BLE001
-            return [error_figure(section="telemetry", path=name, unit="us", error=exc) for name in (*KINDS, STORE)]
+            return [error_figure(section="telemetry", path=name, unit="us", error=exc) for name in (*KINDS, *STORES)]
         finally:
+            stores.close()
             loop.close()
     figures = []
     sizes = {name: len(bodies[name][0]) for name in KINDS}
-    for name in (*KINDS, STORE):
+    for name in (*KINDS, *STORES):
         if not seconds.get(name):
             figures.append(error_figure(section="telemetry", path=name, unit="us", error="not measured"))
             continue
@@ -128,9 +142,10 @@ def measure_ingest(case: ModelCase, options: BenchOptions, workdir: Path) -> lis
             f"{RECORDS:,} records of {case.name} per body ({sizes[name]:,} bytes as sent), built by telemetry.batch/wire; "
             "decompress + decode + check + canonical JSON, in process, per record"
             if name in KINDS
-            else f"the parsed batch of {RECORDS:,} records (fresh ids each call) stored by home.stores.sqlite.Store.ingest, WAL + synchronous=FULL: the store's floor"
+            else f"the parsed batch of {RECORDS:,} records (fresh ids each call: {STORES[name]}) stored by "
+            "home.stores.sqlite.Store.ingest, WAL + synchronous=FULL: the store's floor"
         )
-        clock_note = "; wall time (it waits on fsync)" if name == STORE else "; CPU time of the thread"
+        clock_note = "; wall time (it waits on fsync)" if name in STORES else "; CPU time of the thread"
         figure = timing_figure(section="telemetry", path=name, seconds=seconds[name], unit="us", note=note + clock_note)
         figure.median = (figure.median or 0) / RECORDS
         figure.p99 = (figure.p99 or 0) / RECORDS
