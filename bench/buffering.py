@@ -3,13 +3,10 @@ end-to-end sync to a real collector on loopback, and the extra cost per predicti
 
 from __future__ import annotations
 
-import itertools
+import json
 import os
-import sqlite3
 import subprocess
 import sys
-import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,23 +19,16 @@ from .errors import BenchError
 from .figures import Figure, error_figure, set_ratios, summarize, timing_figure
 from .inference import native_rows
 from .options import BenchOptions
-from .timing import Timings, cpu_seconds, interleave
+from .process import SINGLE_THREAD
+from .record_device import CHUNK, CHUNK_RAW, POWER, PROCESS, RAW, RAW_BATCH, WITH, WITHOUT, discard, fill
+from .timing import Timings, cpu_seconds
 from .zoo import ModelCase
 
-POWER = 'Buffer.record durability="power"'
-PROCESS = 'Buffer.record durability="process"'
-RAW = "raw sqlite3 executemany"
-CHUNK_RAW = "raw sqlite3 chunk inserts"
-CHUNK = 1_000
 SYNC = "SyncService.sync_once to collector"
-WITHOUT = "predict(dict) without telemetry"
-WITH = "predict(dict) with telemetry"
 OVERHEAD = "telemetry cost per prediction (caller)"
 OVERHEAD_ALL_IN = "telemetry cost per prediction (all in)"
-RAW_BATCH = 1_000
 START_TIMEOUT = 60.0
-FAKE_SHA = "0" * 64
-
+DEVICE_NOTE = "measured in a device process (bench/record_device.py: runtime and telemetry, no pandas, scikit-learn or MLflow)"
 
 def _record_rows(case: ModelCase, count: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Input rows of the case (cycled up to ``count``) and a matching output for each."""
@@ -47,156 +37,25 @@ def _record_rows(case: ModelCase, count: int) -> tuple[list[dict[str, Any]], lis
     return rows, outputs
 
 
-def _fill(buffer: Any, case: ModelCase, rows: list[dict[str, Any]], outputs: list[dict[str, Any]], count: int) -> None:
-    record = buffer.record
-    size = len(rows)
-    for i in range(count):
-        record(model=case.registered_name or case.name, version="1", bundle_sha256=FAKE_SHA, inputs=rows[i % size], outputs=outputs[i % size], flags=[])
-
-
-def _raw_rows(case: ModelCase, rows: list[dict[str, Any]], outputs: list[dict[str, Any]], count: int) -> list[tuple[Any, ...]]:
-    """The rows the ceiling inserts, built before its clock starts: a UUID, a timestamp, the
-    values as one MessagePack blob (the buffer's own on-disk encoding, ``telemetry.encoding.pack``)."""
-    from telemetry.encoding import pack
-
-    size = len(rows)
-    now = time.time()
-    prepared = []
-    for i in range(count):
-        blob = pack(tuple(rows[i % size].values()), outputs[i % size], ())
-        prepared.append((str(uuid.uuid4()), now, 1, blob, len(blob)))
-    return prepared
-
-
-def _raw_insert(path: Path, prepared: list[tuple[Any, ...]]) -> None:
-    """The ceiling: SQLite's own cost for the same rows. One connection, the buffer's table
-    layout, WAL + synchronous=FULL, ``executemany`` of 1,000 pre-encoded rows per
-    transaction; nothing else (no queue, no thread, no accounting)."""
-    connection = sqlite3.connect(path, isolation_level=None)
-    try:
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=FULL")
-        connection.execute(
-            "CREATE TABLE records (id INTEGER PRIMARY KEY AUTOINCREMENT, uuid TEXT NOT NULL, ts REAL NOT NULL,"
-            " context INTEGER NOT NULL, payload BLOB NOT NULL, size INTEGER NOT NULL)"
-        )
-        for begin in range(0, len(prepared), RAW_BATCH):
-            connection.execute("BEGIN")
-            connection.executemany(
-                "INSERT INTO records (uuid, ts, context, payload, size) VALUES (?,?,?,?,?)", prepared[begin : begin + RAW_BATCH]
-            )
-            connection.execute("COMMIT")
-    finally:
-        connection.close()
-
-
-def _raw_chunks(prepared: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """The same records as the buffer stores them (``telemetry.chunks``): one row per
-    ``CHUNK`` records with their ids, timestamps and payloads joined, built before the clock."""
-    import struct
-
-    from telemetry.chunks import encode_payload
-
-    out = []
-    for first in range(0, len(prepared), CHUNK):
-        part = prepared[first : first + CHUNK]
-        out.append((first + 1, 1, len(part), "".join(r[0] for r in part), struct.pack(f"<{len(part)}d", *(r[1] for r in part)),
-                    encode_payload([r[3] for r in part]), sum(r[4] for r in part)))
-    return out
-
-
-def _raw_chunk_insert(path: Path, chunks: list[tuple[Any, ...]]) -> None:
-    """The ceiling of the chunked layout: SQLite alone inserting the pre-built chunk rows,
-    one transaction per chunk (what a commit group is), WAL + synchronous=FULL."""
-    connection = sqlite3.connect(path, isolation_level=None)
-    try:
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=FULL")
-        connection.execute(
-            "CREATE TABLE chunks (id INTEGER PRIMARY KEY, context INTEGER NOT NULL, count INTEGER NOT NULL,"
-            " gone INTEGER NOT NULL DEFAULT 0, size INTEGER NOT NULL, ids TEXT NOT NULL, ts BLOB NOT NULL, payload BLOB NOT NULL)"
-        )
-        for chunk in chunks:
-            connection.execute("BEGIN")
-            connection.execute("INSERT INTO chunks (id, context, count, ids, ts, payload, size) VALUES (?,?,?,?,?,?,?)", chunk)
-            connection.execute("COMMIT")
-    finally:
-        connection.close()
-
-
-def _discard(path: Path) -> None:
-    """Delete a measured database with its WAL and side files right away: left behind, a
-    round's ~40 MB of dirty pages are written back while the next round (or the sync
-    measurement) runs, and its fsyncs wait behind them."""
-    for suffix in ("", "-wal", "-shm", "-lock", "-journal"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-
-
 def measure_record_rate(case: ModelCase, options: BenchOptions, workdir: Path) -> list[Figure]:
-    """Records per second, each round a fresh database per path, paths alternating."""
+    """Records per second, each round a fresh database per path, paths alternating, in a
+    device process (``bench/record_device.py``)."""
     import telemetry
 
     count = options.record_count
     rows, outputs = _record_rows(case, count)
-    seconds: dict[str, list[float]] = {POWER: [], PROCESS: [], RAW: [], CHUNK_RAW: []}
-    errors: dict[str, str] = {}
+    paths = (POWER, PROCESS, CHUNK_RAW, RAW)
     if not hasattr(telemetry, "Buffer"):
-        errors[POWER] = errors[PROCESS] = "n/a (not available: telemetry.Buffer)"
-    counter = iter(range(1_000_000))
-
-    def buffered(durability: str) -> float:
-        path = workdir / f"record-{durability}-{next(counter)}.db"
-        buffer = telemetry.Buffer(path, durability=durability)
-        try:
-            start = time.perf_counter()
-            _fill(buffer, case, rows, outputs, count)
-            buffer.flush()
-            elapsed = time.perf_counter() - start
-            pending = buffer.pending()
-        finally:
-            buffer.close()
-            _discard(path)
-        if pending != count:
-            raise BenchError(f"buffer holds {pending} records after flush, expected {count}")
-        return elapsed
-
-    prepared = _raw_rows(case, rows, outputs, count)
-
-    def raw() -> float:
-        path = workdir / f"record-raw-{next(counter)}.db"
-        start = time.perf_counter()
-        try:
-            _raw_insert(path, prepared)
-            return time.perf_counter() - start
-        finally:
-            _discard(path)
-
+        return [error_figure(section="telemetry", path=name, unit="records/s", error="n/a (not available: telemetry.Buffer)") for name in paths]
     try:
-        chunked = _raw_chunks(prepared)
-    except Exception as exc:  # noqa: BLE001 - a tree without telemetry.chunks
-        errors[CHUNK_RAW] = f"n/a ({type(exc).__name__}: {exc})"
-        chunked = []
-
-    def raw_chunks() -> float:
-        path = workdir / f"record-chunks-{next(counter)}.db"
-        start = time.perf_counter()
-        try:
-            _raw_chunk_insert(path, chunked)
-            return time.perf_counter() - start
-        finally:
-            _discard(path)
-
-    runs = {POWER: lambda: buffered("power"), PROCESS: lambda: buffered("process"), RAW: raw, CHUNK_RAW: raw_chunks}
-    order = list(runs)
-    for round_index in range(options.record_rounds):
-        shift = round_index % len(order)
-        for name in order[shift:] + order[:shift]:
-            if name in errors:
-                continue
-            try:
-                seconds[name].append(runs[name]())
-            except Exception as exc:  # noqa: BLE001
-                errors[name] = f"{type(exc).__name__}: {exc}"
+        measured = _device_process(
+            "record_device.py", "record",
+            {"workdir": str(workdir), "count": count, "rounds": options.record_rounds, "model": _model(case), "rows": rows, "outputs": outputs},
+            workdir,
+        )
+    except Exception as exc:  # noqa: BLE001
+        return [error_figure(section="telemetry", path=name, unit="records/s", error=exc) for name in paths]
+    seconds, errors = measured["seconds"], measured["errors"]
     figures = []
     notes = {
         POWER: f"{count:,} records of {len(rows[0])} inputs per round, then flush(); WAL + synchronous=FULL",
@@ -204,16 +63,18 @@ def measure_record_rate(case: ModelCase, options: BenchOptions, workdir: Path) -
         RAW: f"same rows pre-encoded (UUID, MessagePack blob), one row per record, executemany {RAW_BATCH:,} per transaction, WAL + synchronous=FULL: SQLite alone, the ceiling of the old one-row-per-record layout",
         CHUNK_RAW: f"same records pre-built as chunk rows of {CHUNK:,} (the buffer's layout), one transaction per chunk, WAL + synchronous=FULL: SQLite alone, the ceiling",
     }
-    for name in (POWER, PROCESS, CHUNK_RAW, RAW):
-        if name in errors or not seconds[name]:
+    for name in paths:
+        if name in errors or not seconds.get(name):
             figures.append(error_figure(section="telemetry", path=name, unit="records/s", error=errors.get(name, "not measured")))
         else:
             figures.append(
-                timing_figure(section="telemetry", path=name, seconds=seconds[name], unit="records/s", per_call_units=count, note=notes[name])
+                timing_figure(
+                    section="telemetry", path=name, seconds=seconds[name], unit="records/s", per_call_units=count,
+                    note=f"{notes[name]}; {DEVICE_NOTE}",
+                )
             )
     set_ratios(figures, CHUNK_RAW)
     return figures
-
 
 class Collector:
     """``edgepack collector`` in a subprocess on a free loopback port, with one device token
@@ -274,18 +135,36 @@ SYNC_VARIANTS = {
 SYNC_MIN_ROUNDS = 3
 
 
+def _run_script(script: str, *args: str) -> dict[str, Any]:
+    """The JSON line a device-side script of the benchmark prints, run in a process of its own
+    on one compute thread (``process.SINGLE_THREAD``), with this checkout first on its path."""
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, **SINGLE_THREAD, "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    done = subprocess.run([sys.executable, str(Path(__file__).with_name(script)), *args],
+                          capture_output=True, text=True, timeout=1800, env=env)
+    if done.returncode != 0:
+        raise BenchError(f"the device process ({script}) failed ({done.returncode}): {done.stderr.strip()[-400:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _device_process(script: str, kind: str, spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    """``_run_script`` of ``bench/record_device.py KIND SPEC``, with ``spec`` as a JSON file;
+    a result whose process held the benchmark's heavy modules is refused."""
+    path = workdir / f"{kind}-spec.json"
+    path.write_text(json.dumps(spec))
+    measured = _run_script(script, kind, str(path))
+    if measured.get("heavy_modules"):
+        raise BenchError(f"the device process loaded {', '.join(measured['heavy_modules'])}: its figures would not be a device's")
+    return measured
+
+
+def _model(case: ModelCase) -> str:
+    return case.registered_name or case.name
+
+
 def _sync_device(path: Path, collector: Collector, options: dict[str, Any]) -> dict[str, Any]:
     """Sync the buffer at ``path`` from a device process of its own (``bench/sync_device.py``)."""
-    import json
-
-    script = Path(__file__).with_name("sync_device.py")
-    root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
-    done = subprocess.run([sys.executable, str(script), str(path), collector.url, collector.token, json.dumps(options)],
-                          capture_output=True, text=True, timeout=600, env=env)
-    if done.returncode != 0:
-        raise BenchError(f"the device process failed ({done.returncode}): {done.stderr.strip()[-400:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return _run_script("sync_device.py", str(path), collector.url, collector.token, json.dumps(options))
 
 
 def measure_sync(case: ModelCase, options: BenchOptions, workdir: Path) -> list[Figure]:
@@ -310,7 +189,7 @@ def measure_sync(case: ModelCase, options: BenchOptions, workdir: Path) -> list[
         try:
             buffer = telemetry.Buffer(path, durability="process")
             try:
-                _fill(buffer, case, rows, outputs, count)
+                fill(buffer, _model(case), rows, outputs, count)
             finally:
                 buffer.close()
             # The fill's pages go to disk now, not during the clock (they would
@@ -321,7 +200,7 @@ def measure_sync(case: ModelCase, options: BenchOptions, workdir: Path) -> list[
             measured = _sync_device(path, collector, SYNC_VARIANTS[name])
             cpu[name].append((measured["cpu"], collector.cpu_seconds() - collector_cpu))
         finally:
-            _discard(path)
+            discard(path)
         arrived = collector.stored() - before
         if measured["left"] or arrived != count:
             raise BenchError(f"after sync {measured['left']} records still pending and {arrived} of {count} stored")
@@ -391,7 +270,8 @@ def _paired(timings: Timings, slow: str, fast: str, *, per_call: int = 1) -> tup
 def measure_overhead(case: ModelCase, options: BenchOptions, workdir: Path) -> list[Figure]:
     """What telemetry adds to ``predict(dict)`` with ``telemetry=Buffer(durability="power")``:
     on the calling thread (single calls, interleaved with calls without telemetry), and all in
-    (blocks of predictions followed by ``flush()``, so the writer thread's work is paid too)."""
+    (blocks of predictions followed by ``flush()``, so the writer thread's work is paid too);
+    measured in a device process (``bench/record_device.py``)."""
     import runtime
     import telemetry
 
@@ -406,48 +286,28 @@ def measure_overhead(case: ModelCase, options: BenchOptions, workdir: Path) -> l
         reason = ""
     if reason:
         return [error_figure(section="telemetry", path=p, unit="us", error=reason, model=case.name) for p in paths]
-    buffer = None
     block = options.overhead_block
     try:
-        buffer = telemetry.Buffer(workdir / "overhead.db", durability="power")
-        plain = runtime.load(str(case.bundle), threads=1)
-        recorded = runtime.load(str(case.bundle), threads=1, telemetry=buffer)
-        rows = native_rows(case.frame, 16)
-        a, b = itertools.cycle(rows), itertools.cycle(rows)
-        single = interleave(
-            {WITHOUT: lambda: plain.predict(next(a)), WITH: lambda: recorded.predict(next(b))},
-            rounds=options.latency_rounds * 3,
-            calls=max(5, options.latency_calls // 3),
-            warmup=options.latency_warmup,
+        measured = _device_process(
+            "record_device.py", "overhead",
+            {
+                "bundle": str(case.bundle), "db": str(workdir / "overhead.db"), "rows": native_rows(case.frame, 16),
+                "rounds": options.latency_rounds * 3, "calls": max(5, options.latency_calls // 3),
+                "warmup": options.latency_warmup, "block": block, "block_rounds": options.overhead_rounds,
+            },
+            workdir,
         )
-        buffer.flush()
-        batch = rows * (block // len(rows) + 1)
-        batch = batch[:block]
-        flush = buffer.flush
-
-        def without_block() -> None:
-            for row in batch:
-                plain.predict(row)
-
-        def with_block() -> None:
-            for row in batch:
-                recorded.predict(row)
-            flush()
-
-        blocks = interleave({WITHOUT: without_block, WITH: with_block}, rounds=options.overhead_rounds, calls=1, warmup=1)
     except Exception as exc:  # noqa: BLE001
         return [error_figure(section="telemetry", path=p, unit="us", error=exc, model=case.name) for p in paths]
-    finally:
-        if buffer is not None:
-            try:
-                buffer.close()
-            except Exception:  # noqa: BLE001, S110 - closing after a failure must not hide it
-                pass
+    single, blocks = (
+        Timings(rounds=measured[name]["rounds"], errors={path: BenchError(error) for path, error in measured[name]["errors"].items()})
+        for name in ("single", "blocks")
+    )
     figures: list[Figure] = []
     seconds = single.seconds
     for name in (WITHOUT, WITH):
         if seconds.get(name):
-            figures.append(timing_figure(section="telemetry", path=name, seconds=seconds[name], unit="us", model=case.name))
+            figures.append(timing_figure(section="telemetry", path=name, seconds=seconds[name], unit="us", model=case.name, note=DEVICE_NOTE))
         else:
             figures.append(error_figure(section="telemetry", path=name, unit="us", error=single.errors.get(name, "not measured"), model=case.name))
     set_ratios(figures, WITHOUT)
@@ -462,7 +322,7 @@ def measure_overhead(case: ModelCase, options: BenchOptions, workdir: Path) -> l
                 median=median,
                 p99=p99,
                 samples=pairs,
-                note="latency added on the calling thread: per round, median with minus median without (the writer thread's commits are not in it)",
+                note="latency added on the calling thread: per round, median with minus median without (the writer thread's commits are not in it); " + DEVICE_NOTE,
             )
         )
     else:
@@ -478,7 +338,7 @@ def measure_overhead(case: ModelCase, options: BenchOptions, workdir: Path) -> l
                 median=median,
                 p99=p99,
                 samples=pairs,
-                note=f"per round, ({block:,} predictions with telemetry + flush()) minus ({block:,} without), divided by {block:,}: includes the writer thread's work and the commit",
+                note=f"per round, ({block:,} predictions with telemetry + flush()) minus ({block:,} without), divided by {block:,}: includes the writer thread's work and the commit; " + DEVICE_NOTE,
             )
         )
     else:

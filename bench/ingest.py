@@ -40,12 +40,13 @@ def _bodies(case: ModelCase, workdir: Path) -> dict[str, tuple[bytes, str, str]]
     from telemetry.batch import batch_id_of, encode
     from telemetry.wire import Wire
 
-    from .buffering import _fill, _record_rows
+    from .buffering import _model, _record_rows
+    from .record_device import fill
 
     rows, outputs = _record_rows(case, RECORDS)
     path = workdir / "ingest-source.db"
     with telemetry.Buffer(path, durability="process") as buffer:
-        _fill(buffer, case, rows, outputs, RECORDS)
+        fill(buffer, _model(case), rows, outputs, RECORDS)
         buffer.flush()
         stored = buffer.oldest(RECORDS)
     out = {}

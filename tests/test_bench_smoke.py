@@ -136,6 +136,28 @@ def _figures(results: dict[str, Any], section: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.slow
+def test_the_record_rate_runs_in_a_process_without_the_benchmarks_heavy_modules(tmp_path: Path) -> None:
+    # The benchmark's own process holds pandas, scikit-learn and MLflow; a device does not,
+    # and telemetry's figures are a device's. The script reports what it found loaded.
+    rows = [{"temp c": 20.5 + i, "region": "north"} for i in range(4)]
+    outputs = [{"prediction": 1, "probabilities": {"0": 0.25, "1": 0.75}}] * 4
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"workdir": str(tmp_path), "count": 300, "rounds": 2, "model": "m", "rows": rows, "outputs": outputs}))
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "record_device.py"), "record", str(spec)],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    assert measured["heavy_modules"] == [] and measured["errors"] == {}
+    assert {name: len(seconds) for name, seconds in measured["seconds"].items()} == {
+        'Buffer.record durability="power"': 2,
+        'Buffer.record durability="process"': 2,
+        "raw sqlite3 executemany": 2,
+        "raw sqlite3 chunk inserts": 2,
+    }
+    assert all(s > 0 for seconds in measured["seconds"].values() for s in seconds)
+    assert not list(tmp_path.glob("record-*.db*"))  # each round's database is deleted after it
+
+
 def test_quick_run_writes_every_figure_with_its_fields(quick_run: tuple[dict[str, Any], str]) -> None:
     results, _ = quick_run
     assert results["schema"] == 1 and results["mode"] == "quick"
