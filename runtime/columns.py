@@ -11,13 +11,14 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
-from .features import FIT, FLOAT_MAX, PLAIN_NUMBERS, PLAIN_STRINGS, Feature, Flags, PackedInput, reserved, reserved_error
+from .features import FIT, FLOAT_MAX, PLAIN_NUMBERS, PLAIN_STRINGS, Feature, Flags, PackedInput, reserved
+from .input_errors import extra_error, fit_error, missing_text, reserved_error, unseen_error
 
 
 class ColumnPacking:
     """Mixed into ``InputSchema``, whose tables it reads (``features``, ``packed``, ``names``,
-    ``groups``, ``assemble``, ``_block_checks``, ``_categories``) and whose row-path checks it shares (``_coerce``
-    and the error builders)."""
+    ``groups``, ``assemble``, ``_block_checks``, ``_categories``, ``_name_set``) and whose row-path checks it
+    shares (``_coerce``); its messages are ``runtime.input_errors``."""
 
     def pack_columns(self, columns: Mapping[str, Any], strict: bool) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[int, Flags]]:
         """Validate columnar input; return packed feeds, the per-feature arrays and the flags
@@ -31,12 +32,9 @@ class ColumnPacking:
                 f"predict_batch expects a mapping of feature name -> 1-D array, got {type(columns).__name__}"
             )
         if missing := [n for n in self.names if n not in columns]:
-            raise InputError(self._missing_text(missing), feature=missing[0])
+            raise InputError(missing_text(missing, self.names), feature=missing[0])
         if strict and (extra := sorted(set(columns) - self._name_set, key=str)):
-            raise InputError(
-                f"unexpected feature(s) {', '.join(map(repr, extra))} (strict mode); this model takes: {', '.join(self.names)}",
-                feature=str(extra[0]),
-            )
+            raise extra_error(extra, self.names)
         n: int | None = None
         cols: dict[str, Any] = {}
         for f in self.features:
@@ -119,7 +117,7 @@ class ColumnPacking:
         too_big = np.abs(values) > fit
         if too_big.any():
             i, j = (int(x) for x in np.argwhere(too_big)[0])
-            raise self._fit_error(p.features[j], values[i, j].item()).at_row(i)
+            raise fit_error(p.features[j], values[i, j].item()).at_row(i)
         nan = np.isnan(values)
         if nan.any():
             bad = nan & not_nullable
@@ -146,7 +144,7 @@ class ColumnPacking:
             unseen = ~np.isin(col, np.asarray(f.categories, dtype=np.float64)) & ~np.isnan(col)
             for i in np.flatnonzero(unseen).tolist():
                 if strict:
-                    raise self._unseen_error(f, col[i].item()).at_row(i)
+                    raise unseen_error(f, col[i].item()).at_row(i)
                 flagged.setdefault(i, []).append(f"unseen_category:{f.name}")
 
     def _numeric_column(self, f: Feature, col: Any, strict: bool) -> Any:
@@ -205,7 +203,7 @@ class ColumnPacking:
                 for i, v in enumerate(col):
                     if v not in cats and not (f.nullable and v == f.missing_string):  # a missing value is no category
                         if strict:
-                            raise self._unseen_error(f, v).at_row(i)
+                            raise unseen_error(f, v).at_row(i)
                         flagged.setdefault(i, []).append(label)
         return col
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .encodings import Encoding, parse_encoding
-from .errors import BundleError, InputError
+from .errors import BundleError
 
 MANIFEST = "manifest.json"
 DTYPES: Mapping[str, Any] = {"float32": np.float32, "float64": np.float64, "int64": np.int64, "string": object}
@@ -50,13 +50,6 @@ def reserved(f: Feature) -> str | None:
     ``""``, which callers do send; it stays accepted there, as before."""
     return f.missing_string if f.dtype == "string" and f.nullable and f.missing_string else None
 
-
-def reserved_error(f: Feature, value: str) -> InputError:
-    return InputError(
-        f"feature {f.name!r} got {value!r}, the string this bundle feeds its graph for a missing value; "
-        f"send None for a missing value, or another string; expected {f.expected}",
-        feature=f.name,
-    )
 
 PLAIN_NUMBERS = frozenset((float, int))
 FLOAT_MAX = float(np.finfo(np.float64).max)

@@ -28,7 +28,8 @@ from .errors import InputError
 from .columns import ColumnPacking
 from .encodings import CARRIERS
 from .layout import layout
-from .features import ANY_VALUE, DTYPES, AllBut, reserved, reserved_error, FIT, PLAIN_NUMBERS, PLAIN_STRINGS, Feature, Flags, PackedInput, manifest_error, parse_feature
+from .features import ANY_VALUE, DTYPES, AllBut, reserved, FIT, PLAIN_NUMBERS, PLAIN_STRINGS, Feature, Flags, PackedInput, manifest_error, parse_feature
+from .input_errors import check_extra, fit_error, missing_error, pack_error, reserved_error, unseen_error, value_error
 from .session import ORT_DTYPES
 
 # How the per-call loop treats a feature: the two common cases are inlined, all others
@@ -197,9 +198,9 @@ class InputSchema(ColumnPacking):
                 missing = missing or absent
             out.append(vals)
         if missing:
-            raise self._missing_error(row)
+            raise missing_error(row, self.names)
         if strict and len(row) != len(self.names):
-            self._check_extra(row)
+            check_extra(row, self.names, self._name_set)
         return out, flags
 
     def feeds_of(self, values: Sequence[Sequence[Any]]) -> dict[str, np.ndarray]:
@@ -213,7 +214,8 @@ class InputSchema(ColumnPacking):
             try:
                 feeds[name] = np.array((vals,), dtype=dtype)
             except (OverflowError, TypeError, ValueError) as exc:
-                raise self._pack_error(name, vals, exc) from exc
+                p = next(p for p in self.packed if p.name == name)
+                raise pack_error(p, vals, exc, assembled=self.assemble is not None) from exc
         return feeds
 
     def _slow_values(self, plan: tuple[tuple[Any, ...], ...], row: Mapping[str, Any], strict: bool, flags: Flags) -> tuple[list[Any], bool]:
@@ -232,9 +234,9 @@ class InputSchema(ColumnPacking):
                 if not lo <= v <= hi:
                     if v != v:
                         if not feature.nullable:
-                            raise self._value_error(row, feature, v)
+                            raise value_error(row, feature, v, self.names)
                     elif not -fit <= v <= fit:
-                        raise self._fit_error(feature, v)
+                        raise fit_error(feature, v)
                     else:
                         flags.append(range_flag)
             elif code == _STR and t is str:
@@ -242,7 +244,7 @@ class InputSchema(ColumnPacking):
                     raise reserved_error(feature, v)
                 if cats is not None and v not in cats:
                     if strict:
-                        raise self._unseen_error(feature, v)
+                        raise unseen_error(feature, v)
                     flags.append(unseen_flag)
             else:
                 v = self._coerce(feature, v, strict, flags, row)
@@ -283,15 +285,6 @@ class InputSchema(ColumnPacking):
             raise
         return feeds, all_values, all_flags
 
-    def _pack_error(self, input_name: str, vals: Sequence[Any], exc: Exception) -> InputError:
-        p = next(p for p in self.packed if p.name == input_name)
-        for f, v in zip(p.features if self.assemble is None else (), vals):
-            try:
-                np.array(v, dtype=p.dtype)
-            except (OverflowError, TypeError, ValueError):
-                return InputError(f"feature {f.name!r} got {v!r}, which does not fit {f.dtype}; expected {f.expected}", feature=f.name)
-        return InputError(f"inputs for {input_name!r} cannot be packed as {p.dtype}: {exc}")
-
     def inputs_of(self, values: list[Sequence[Any]]) -> dict[str, Any]:
         """The validated values of one row by feature name, NaN as None (for telemetry)."""
         return dict(zip(self.names, self.input_values(values)))
@@ -320,83 +313,42 @@ class InputSchema(ColumnPacking):
                 if f.nullable:
                     # The string the converted graph's imputer looks for ("" unless the manifest says).
                     return f.missing_string
-                raise self._value_error(row, f, v)
+                raise value_error(row, f, v, self.names)
             if not isinstance(v, str):
-                raise self._value_error(row, f, v)
+                raise value_error(row, f, v, self.names)
             v = str(v)
             if v == reserved(f):
                 raise reserved_error(f, v)
             if f.categories is not None and v not in self._categories[f.name]:
                 if strict:
-                    raise self._unseen_error(f, v)
+                    raise unseen_error(f, v)
                 flags.append(f"unseen_category:{f.name}")
             return v
         if is_missing:
             if f.nullable and f.dtype != "int64":
                 return math.nan
-            raise self._value_error(row, f, v)
+            raise value_error(row, f, v, self.names)
         if isinstance(v, (bool, np.bool_)):
             # bool is an int subclass, but True for a temperature is a caller's bug, not 1.0.
-            raise self._value_error(row, f, v)
+            raise value_error(row, f, v, self.names)
         if isinstance(v, (numbers.Integral, np.integer)):
             v = int(v)
         elif isinstance(v, (numbers.Real, np.floating)):
             v = float(v)
         else:
-            raise self._value_error(row, f, v)
+            raise value_error(row, f, v, self.names)
         if not -FIT[f.dtype] <= v <= FIT[f.dtype] or (f.dtype == "int64" and v == FIT["int64"]):
-            raise self._fit_error(f, v)
+            raise fit_error(f, v)
         if f.dtype == "int64":
             if isinstance(v, float):
                 if not v.is_integer():
-                    raise self._value_error(row, f, v)
+                    raise value_error(row, f, v, self.names)
                 v = int(v)
         if f.categories is not None:
             if v not in self._categories[f.name]:
                 if strict:
-                    raise self._unseen_error(f, v)
+                    raise unseen_error(f, v)
                 flags.append(f"unseen_category:{f.name}")
         elif f.range is not None and not f.range[0] <= v <= f.range[1]:
             flags.append(f"out_of_range:{f.name}")
         return v
-
-    # -- errors ---------------------------------------------------------------------------
-
-    def _missing_text(self, missing: Sequence[str]) -> str:
-        return (
-            f"missing feature(s) {', '.join(map(repr, missing))}; this model takes: {', '.join(self.names)}"
-        )
-
-    def _missing_error(self, row: Mapping[str, Any]) -> InputError:
-        missing = [n for n in self.names if n not in row]
-        return InputError(self._missing_text(missing), feature=missing[0])
-
-    def _value_error(self, row: Mapping[str, Any] | None, f: Feature, v: Any) -> InputError:
-        # A row that also lacks features reports those first: it is the bigger problem.
-        if row is not None and any(n not in row for n in self.names):
-            return self._missing_error(row)
-        if v is None or (isinstance(v, (float, np.floating)) and v != v):
-            what = "is not nullable but got a missing value (null/None/NaN)"
-        else:
-            what = f"got {type(v).__name__} {v!r}"
-        return InputError(f"feature {f.name!r} {what}; expected {f.expected}", feature=f.name)
-
-    def _fit_error(self, f: Feature, v: Any) -> InputError:
-        return InputError(
-            f"feature {f.name!r} got {v!r}, which does not fit {f.dtype} (finite values up to ±{FIT[f.dtype]:.3g}); "
-            f"expected {f.expected}",
-            feature=f.name,
-        )
-
-    def _unseen_error(self, f: Feature, v: Any) -> InputError:
-        return InputError(
-            f"feature {f.name!r} got {v!r}, a value never seen in training (strict mode); expected {f.expected}",
-            feature=f.name,
-        )
-
-    def _check_extra(self, row: Mapping[str, Any]) -> None:
-        if extra := [k for k in row if k not in self._name_set]:
-            raise InputError(
-                f"unexpected feature(s) {', '.join(map(repr, extra))} (strict mode); this model takes: {', '.join(self.names)}",
-                feature=str(extra[0]),
-            )

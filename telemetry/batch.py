@@ -106,6 +106,11 @@ def readable(record: Item, packed: bool) -> bool:
     return record.payload is not None
 
 
+def damaged(items: Sequence[Item]) -> list[int]:
+    """Indexes of the packed records whose bytes do not decode as a record of their names."""
+    return [i for i, item in enumerate(items) if type(item) is PackedRecord and item.payload is None]
+
+
 def encode(records: Sequence[Item], max_batch_bytes: int, *, packed: bool = True) -> tuple[Batch, list[int]]:
     """The records as sent, cut at ``max_batch_bytes``, and the row ids of the leading
     records that cannot be decoded (damaged or hostile payloads: the caller dead-letters

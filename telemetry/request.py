@@ -15,12 +15,25 @@ from . import crashpoint
 from .errors import SyncConfigError
 
 
+_TRANSIENT = frozenset({408, 425, 429})
+
+
 @dataclass(frozen=True)
 class Answer:
     status: int | None  # None: no HTTP answer (timeout, connection error)
     body: Any = None
     retry_after: float | None = None
     problem: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """A 2xx: the collector took the request."""
+        return self.status is not None and 200 <= self.status < 300
+
+    @property
+    def transient(self) -> bool:
+        """No answer, or one that asks to try again later (408, 425, 429, 5xx)."""
+        return self.status is None or self.status in _TRANSIENT or self.status >= 500
 
 
 class Pending:

@@ -251,7 +251,7 @@ class Store(Connection):
                                         model or "", version or "", sha or "", (), None))
                 elif packed:
                     # The values are not decoded: a record whose count of values disagrees
-                    # with its names is found when the collector refuses it (telemetry.sync).
+                    # with its names is found when the collector refuses it (telemetry.delivery).
                     uuids, stamps, records = decoded
                     model, version, sha = model or "", version or "", sha or ""
                     out.extend([PackedRecord(cid + i, uuids[i], stamps[i], model, version, sha, keys, records[i])

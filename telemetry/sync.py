@@ -35,7 +35,8 @@ What each answer does:
 * anything else (404, 3xx, a 415 with nothing left to step down to...): stop, keep everything, report that the endpoint looks wrong.
 
 Every request has an overall deadline (``request_deadline``), see ``telemetry.request``;
-backoff is ``telemetry.backoff``; acknowledgements and dead letters ``telemetry.receipts``.
+one batch until its answers settle it is ``telemetry.delivery``; backoff is
+``telemetry.backoff``; acknowledgements and dead letters ``telemetry.receipts``.
 Records are read as the bytes ``record()`` packed (``PackedRecord``) and sent as they are
 stored, their framing checked. Records whose stored bytes are damaged (or hostile) are
 dead-lettered, and sending goes on: a chunk whose framing is broken when the batch is
@@ -49,7 +50,6 @@ A round that drained the records then sends the queued labels (``Buffer.feedback
 
 from __future__ import annotations
 
-import logging
 import random
 import threading
 import time
@@ -59,21 +59,16 @@ from dataclasses import replace
 import httpx
 
 from .backoff import Backoff
-from .batch import Batch, Item, batch_id_of, encode, json_records, packed_records
+from .batch import Batch, Item, encode, json_records, packed_records
 from .buffer import Buffer
 from .errors import SyncConfigError, TelemetryError
 from .feedback_sync import FeedbackResult, FeedbackUploader
 from .options import SyncOptions
 from .outcomes import BatchReport, SyncResult, _add, _Tally
 from .receipts import Receipts
-from .request import Answer, Pending, check_endpoint, send
-from .rows import PackedRecord
+from .request import Pending, check_endpoint, send
 from .wire import Body, Wire
 from .window import Window
-
-log = logging.getLogger("telemetry.sync")
-
-_TRANSIENT = frozenset({408, 425, 429})
 
 
 class SyncService:
@@ -186,35 +181,6 @@ class SyncService:
         tally.dead_lettered += self.buffer.dead_letter(rowids, batch_id="", status=0, reason="stored payload unreadable")
         self._rehold()
 
-    def _decodable(self, items: list[Item], tally: _Tally) -> list[Item]:
-        """``items`` without the packed records whose bytes do not decode as a record of
-        their input names, which are dead-lettered now (for a batch about to be sent as
-        JSON, which needs every record decoded)."""
-        bad = _damaged(items)
-        if not bad:
-            return items
-        log.error("%d stored record(s) of a batch do not decode (damaged or hostile bytes); moving them to the dead-letter table",
-                  len(bad))
-        self._unreadable([items[i].rowid for i in bad], tally)
-        gone = set(bad)
-        return [item for i, item in enumerate(items) if i not in gone]
-
-    def _deliver_around(self, items: list[Item], bad: list[int], tally: _Tally, stop_event: threading.Event, keep_hold: bool) -> None:
-        """Deliver the runs of ``items`` between the damaged ones (indexes ``bad``) and
-        dead-letter each damaged record in its turn, oldest first: a record leaves its chunk
-        only after those before it (``telemetry.store``)."""
-        log.error("%d stored record(s) of a refused batch do not decode (damaged or hostile bytes); sending the others "
-                  "and moving those to the dead-letter table", len(bad))
-        start = 0
-        for index in [*bad, len(items)]:
-            if index > start:
-                self._deliver(items[start:index], tally, stop_event, keep_hold=keep_hold or index < len(items))
-                if tally.stop is not None:
-                    return
-            if index < len(items):
-                self._unreadable([items[index].rowid], tally)
-            start = index + 1
-
     @property
     def _hold_seconds(self) -> float:
         return 2 * self.options.request_deadline + 5
@@ -235,137 +201,6 @@ class SyncService:
             self.buffer.hold(0, 0)
         except TelemetryError:
             pass  # the hold expires on its own
-
-    def _deliver(
-        self,
-        items: list[Item],
-        tally: _Tally,
-        stop_event: threading.Event,
-        *,
-        batch: Batch | None = None,
-        first: tuple[Body, Answer, float, float] | None = None,
-        keep_hold: bool = False,
-        batch_id: str | None = None,
-    ) -> None:
-        """Send one batch until it is settled, splitting on 413; sets ``tally.stop`` when
-        sending must stop.
-
-        ``batch`` holds the items already encoded; ``first`` is the body already sent, its
-        answer, when the batch was first sent and when this body was (``telemetry.window``
-        sends batches ahead and settles their answers here). ``keep_hold``: batches after
-        this one are in flight, keep the hold over them when this one is deleted.
-        ``batch_id``: the items' (``batch_id_of``), if known already.
-        """
-        batch_id = batch_id or batch_id_of(items)
-        if first is not None:
-            sent, answer, started, sent_at = first
-        else:
-            sent, answer, started, sent_at = None, None, time.monotonic(), 0.0
-        checked = False  # whether the items' packed bytes were decoded (_decodable)
-        while True:
-            if answer is None and not checked and not self._wire.packed:
-                checked = True
-                kept = self._decodable(items, tally)
-                if len(kept) < len(items):
-                    if not kept:
-                        return
-                    items, batch, batch_id = kept, None, batch_id_of(kept)
-            if answer is None:
-                self._hold(max(item.rowid for item in items))
-                sent = self._body(batch_id, items, batch)
-                pending = self._send(sent)
-                answer, sent_at = pending.answer(), pending.sent_at
-            assert sent is not None
-            status = answer.status
-            if status is not None and 200 <= status < 300:
-                if self._backoff.failures:
-                    self._recovered_at = time.monotonic()
-                self._backoff.failures = 0
-                self._receipts.acknowledge(batch_id, items, answer, tally, started, keep_hold=keep_hold)
-                if not keep_hold:
-                    self._held = 0
-                return
-            if status == 413:
-                if len(items) > 1:
-                    log.info("batch %s: collector says too large (413); splitting %d records", batch_id[:12], len(items))
-                    half = len(items) // 2
-                    for last, part in ((False, items[:half]), (True, items[half:])):
-                        self._deliver(part, tally, stop_event, keep_hold=keep_hold or not last)
-                        if tally.stop is not None:
-                            return
-                    return
-                self._dead_letter(batch_id, items, 413, f"a single record is over the collector's size limit: {answer.problem}",
-                                  tally, started)
-                return
-            if status in (400, 422) and sent.carries_lost and answer.problem.startswith("counters"):
-                if not self._fold_lost:
-                    log.warning(
-                        "the collector does not take the 'lost' counter (%s: %s); sending lost records inside 'dropped' from now on",
-                        status, answer.problem,
-                    )
-                self._fold_lost = True
-                answer = None
-                continue
-            if status in (400, 422) and not checked:
-                # Packed records were read with their framing checked only (telemetry.chunks.split):
-                # before the refusal takes the whole batch, take out records whose stored bytes
-                # are damaged, so that they do not take the rest with them.
-                checked = True
-                bad = _damaged(items)
-                if bad:
-                    self._deliver_around(items, bad, tally, stop_event, keep_hold)
-                    return
-            if status in (400, 422):
-                self._dead_letter(batch_id, items, status, answer.problem, tally, started)
-                return
-            if status in (401, 403):
-                tally.stop = "unauthorized"
-                tally.error = (
-                    f"the collector at {self.endpoint} refused this device's token ({status}: {answer.problem}); "
-                    "check the --token-file content against the token `edgepack token add` issued for this device. "
-                    "No records were deleted."
-                )
-                log.error("%s", tally.error)
-                return
-            if status == 415 and not self._fits(sent):
-                answer = None  # sent before the service stepped down for another batch: resend as it sends now
-                continue
-            if status == 415 and self._wire.step_down(answer.problem):
-                answer = None
-                continue
-            if status is None or status in _TRANSIENT or status >= 500:
-                tally.retries += 1
-                if sent_at < self._recovered_at:
-                    # Sent before the collector came back from the failure an earlier batch was
-                    # retried through: the same outage, already waited for.
-                    answer = None
-                    continue
-                tally.attempts += 1
-                self._backoff.failures += 1
-                what = answer.problem if status is None else f"{status}: {answer.problem}"
-                if tally.attempts >= self.options.max_attempts:
-                    tally.stop = "unavailable"
-                    tally.error = f"the collector at {self.endpoint} is unavailable ({what}) after {tally.attempts} attempts; records are kept for the next round"
-                    log.warning("%s", tally.error)
-                    return
-                delay = self._backoff.delay(answer.retry_after)
-                log.warning("batch %s: %s; retrying in %.1f s", batch_id[:12], what, delay)
-                if self._backoff.wait(delay, stop_event):
-                    tally.stop = "stop_requested"
-                    return
-                answer = None
-                continue
-            tally.stop = "rejected"
-            tally.error = (
-                f"the collector answered {status} to POST {self.url} ({answer.problem}); "
-                "expected 200: check --endpoint (the collector's base URL, e.g. http://host:8787). No records were deleted."
-            )
-            log.error("%s", tally.error)
-            return
-
-    def _dead_letter(self, batch_id: str, items: list[Item], status: int, problem: str, tally: _Tally, started: float) -> None:
-        self._receipts.dead_letter(batch_id, items, status, problem, tally, started)
-        self._rehold()
 
     # -- HTTP -----------------------------------------------------------------------------
 
@@ -398,8 +233,3 @@ class SyncService:
         if body.encoding != "identity":
             headers["Content-Encoding"] = body.encoding
         return send(self._client, self.url, body.data, headers, deadline=self.options.request_deadline, clock=self._clock)
-
-
-def _damaged(items: Sequence[Item]) -> list[int]:
-    """Indexes of the packed records whose bytes do not decode as a record of their names."""
-    return [i for i, item in enumerate(items) if type(item) is PackedRecord and item.payload is None]

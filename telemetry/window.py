@@ -9,10 +9,10 @@ answers are settled in the order the batches were read:
 
 * the oldest batch's 2xx deletes its records, right after the batch read ahead is sent
   (the collector keeps ``in_flight`` batches while the device deletes);
-* any other answer of the oldest batch is settled on its own by the service
-  (``SyncService._deliver``: retries, splits, dead letters, stepping down), while the
-  later ones keep travelling; their answers are settled after it, in order. The batch
-  read ahead is read again (its counters may be stale now);
+* any other answer of the oldest batch is settled on its own (``telemetry.delivery``:
+  retries, splits, dead letters, stepping down), while the later ones keep travelling;
+  their answers are settled after it, in order. The batch read ahead is read again (its
+  counters may be stale now);
 * when a stop is requested, the batches still in flight are waited for (each within its
   deadline) and those the collector acknowledged are deleted, oldest first;
 * when sending stops on a refusal or an outage (token refused, collector unavailable,
@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .batch import Batch, batch_id_of
+from .delivery import Delivery
 from .errors import TelemetryError
 from .outcomes import _Tally
 from .request import Pending
@@ -92,8 +93,7 @@ class Window:
                 break
             flight = self.flights.popleft()
             answer = flight.pending.answer()
-            status = answer.status
-            ok = status is not None and 200 <= status < 300
+            ok = answer.ok
             if ok:
                 # Keep the collector busy with the batch read ahead while this one is deleted.
                 self._send_ready()
@@ -101,9 +101,9 @@ class Window:
                 # Settled on its own; what was read ahead is read again afterwards (with the
                 # counters as they are then: a dead letter must travel home with the next batches).
                 self.ready = None
-            self.service._deliver(flight.batch.items, tally, self.stop_event, batch=flight.batch,
-                                  first=(flight.sent, answer, flight.started, flight.pending.sent_at),
-                                  keep_hold=bool(self.flights or self.ready), batch_id=flight.batch_id)
+            Delivery(self.service, flight.batch.items, tally, self.stop_event, batch=flight.batch,
+                     first=(flight.sent, answer, flight.started, flight.pending.sent_at),
+                     keep_hold=bool(self.flights or self.ready), batch_id=flight.batch_id).run()
             if ok:
                 self._read_ahead()
 
@@ -115,7 +115,7 @@ class Window:
             while settle and self.flights:
                 flight = self.flights.popleft()
                 answer = flight.pending.answer()
-                if answer.status is not None and 200 <= answer.status < 300:
+                if answer.ok:
                     self.service._receipts.acknowledge(flight.batch_id, flight.batch.items, answer, self.tally,
                                                        flight.started, keep_hold=bool(self.flights))
                 else:
