@@ -30,6 +30,7 @@ OVERHEAD_ALL_IN = "telemetry cost per prediction (all in)"
 START_TIMEOUT = 60.0
 DEVICE_NOTE = "measured in a device process (bench/record_device.py: runtime and telemetry, no pandas, scikit-learn or MLflow)"
 
+
 def _record_rows(case: ModelCase, count: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Input rows of the case (cycled up to ``count``) and a matching output for each."""
     rows = native_rows(case.frame, min(count, len(case.frame)))
@@ -49,7 +50,7 @@ def measure_record_rate(case: ModelCase, options: BenchOptions, workdir: Path) -
         return [error_figure(section="telemetry", path=name, unit="records/s", error="n/a (not available: telemetry.Buffer)") for name in paths]
     try:
         measured = _device_process(
-            "record_device.py", "record",
+            "record",
             {"workdir": str(workdir), "count": count, "rounds": options.record_rounds, "model": _model(case), "rows": rows, "outputs": outputs},
             workdir,
         )
@@ -75,6 +76,7 @@ def measure_record_rate(case: ModelCase, options: BenchOptions, workdir: Path) -
             )
     set_ratios(figures, CHUNK_RAW)
     return figures
+
 
 class Collector:
     """``edgepack collector`` in a subprocess on a free loopback port, with one device token
@@ -147,12 +149,12 @@ def _run_script(script: str, *args: str) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _device_process(script: str, kind: str, spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
+def _device_process(kind: str, spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
     """``_run_script`` of ``bench/record_device.py KIND SPEC``, with ``spec`` as a JSON file;
     a result whose process held the benchmark's heavy modules is refused."""
     path = workdir / f"{kind}-spec.json"
     path.write_text(json.dumps(spec))
-    measured = _run_script(script, kind, str(path))
+    measured = _run_script("record_device.py", kind, str(path))
     if measured.get("heavy_modules"):
         raise BenchError(f"the device process loaded {', '.join(measured['heavy_modules'])}: its figures would not be a device's")
     return measured
@@ -289,7 +291,7 @@ def measure_overhead(case: ModelCase, options: BenchOptions, workdir: Path) -> l
     block = options.overhead_block
     try:
         measured = _device_process(
-            "record_device.py", "overhead",
+            "overhead",
             {
                 "bundle": str(case.bundle), "db": str(workdir / "overhead.db"), "rows": native_rows(case.frame, 16),
                 "rounds": options.latency_rounds * 3, "calls": max(5, options.latency_calls // 3),
