@@ -27,6 +27,7 @@ from .zoo import ModelCase
 SYNC = "SyncService.sync_once to collector"
 OVERHEAD = "telemetry cost per prediction (caller)"
 OVERHEAD_ALL_IN = "telemetry cost per prediction (all in)"
+OVERHEAD_FLUSH = "telemetry cost per prediction: the block's final flush() (in all in)"
 START_TIMEOUT = 60.0
 DEVICE_NOTE = "measured in a device process (bench/record_device.py: runtime and telemetry, no pandas, scikit-learn or MLflow)"
 
@@ -343,6 +344,24 @@ def measure_overhead(case: ModelCase, options: BenchOptions, workdir: Path) -> l
                 note=f"per round, ({block:,} predictions with telemetry + flush()) minus ({block:,} without), divided by {block:,}: includes the writer thread's work and the commit; " + DEVICE_NOTE,
             )
         )
+        flushes = measured.get("flush_seconds") or []
+        if flushes:
+            median, p99 = summarize([seconds / block * 1e6 for seconds in flushes])
+            figures.append(
+                Figure(
+                    section="telemetry",
+                    path=OVERHEAD_FLUSH,
+                    unit="us",
+                    model=case.name,
+                    median=median,
+                    p99=p99,
+                    samples=len(flushes),
+                    note=(
+                        f"the wait of each block's final flush() (the last commit, mostly its fsync), divided by {block:,}: "
+                        f"a fixed cost per flush, charged here per prediction; median {float(np.median(flushes)) * 1e3:.2f} ms per flush"
+                    ),
+                )
+            )
     else:
         error = blocks.errors.get(WITH) or blocks.errors.get(WITHOUT) or "not measured"
         figures.append(error_figure(section="telemetry", path=OVERHEAD_ALL_IN, unit="us", error=error, model=case.name))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .buffering import CHUNK_RAW, OVERHEAD, OVERHEAD_ALL_IN, POWER, SYNC
+from .buffering import CHUNK_RAW, OVERHEAD, OVERHEAD_ALL_IN, OVERHEAD_FLUSH, POWER, SYNC
 from .figures import Figure, Report, Target
 from .footprint import BUILD, DEVICE
 from .floors import STRINGS, TREES, UNREWRITTEN
@@ -257,7 +257,8 @@ def check_targets(report: Report, models: list[str]) -> list[Target]:
                     unit="us",
                     detail=_missing(overhead) or (
                         "all in: predictions + flush() with telemetry minus without, per prediction (median over rounds); "
-                        f"in the caller alone: {_median(report.find('telemetry', OVERHEAD, RF_MODEL)) or float('nan'):.1f} µs"
+                        f"in the caller alone: {_median(report.find('telemetry', OVERHEAD, RF_MODEL)) or float('nan'):.1f} µs; "
+                        f"the block's final flush() in all in: {_median(report.find('telemetry', OVERHEAD_FLUSH, RF_MODEL)) or float('nan'):.2f} µs"
                     ),
                 ),
                 overhead,

@@ -125,7 +125,7 @@ class ColumnPacking:
                 i, j = (int(x) for x in np.argwhere(bad)[0])
                 f = p.features[j]
                 raise InputError(
-                    f"feature {f.name!r} is not nullable but got a missing value (NaN/None); expected {f.expected}",
+                    f"feature {f.name!r} is not nullable but got a missing value (null/None/NaN); expected {f.expected}",
                     feature=f.name,
                     row=i,
                 )
@@ -206,5 +206,3 @@ class ColumnPacking:
                             raise unseen_error(f, v).at_row(i)
                         flagged.setdefault(i, []).append(label)
         return col
-
-    # -- the general path for one value --------------------------------------------------

@@ -2,10 +2,11 @@
 
 ``record()`` gives the record its UUID (returned to the caller), decides sampling, packs
 the record's values into a small blob and appends it to an in-memory queue (a few
-microseconds, ``telemetry.intake``), so the application never waits for the disk. A single background thread
-owns the only SQLite connection of the buffer: it commits queued records in groups of at
-most ``group_size`` records or ``group_delay`` seconds, each run of one context as ONE
-row (a chunk, ``telemetry.chunks``), so SQLite's work per record is divided by the group.
+microseconds, ``telemetry.intake``), so the application never waits for the disk. A
+single background thread owns the only SQLite connection of the buffer: it commits what
+``group_delay`` seconds queued (or a whole commit's worth, if sooner), in chunks of at
+most ``group_size`` records, each run of one context as ONE row (``telemetry.chunks``),
+so SQLite's work per record is divided by the chunk and the commit's by the group.
 Everything else that touches the file (``flush``, ``pending``, the sync service's reads
 and deletes) is a job queued behind the records, run by the same thread, so a job always
 sees every record recorded before it.

@@ -37,11 +37,12 @@ class BufferOptions:
     """Fraction of records kept, decided by the record's UUID (so deterministic per
     record); the others are counted as ``sampled_out``."""
     group_size: int = 1000
-    """Most records in one chunk (one row of the file). A commit stores one chunk, or
-    several when records queued up faster than one commit took (at most 4 MiB of records
-    and a quarter of ``max_bytes`` per commit)."""
+    """Most records in one chunk (one row of the file). A commit stores every chunk
+    queued when it starts (at most 4 MiB of records and a quarter of ``max_bytes``)."""
     group_delay: float = 0.05
-    """Longest a recorded record waits in memory before its group is committed, in seconds."""
+    """Longest a recorded record waits in memory before its group is committed, in seconds.
+    A commit starts this long after the first record queued since the last one, or as
+    soon as a whole commit's worth (see ``group_size``) is queued, or on ``flush()``."""
     max_queued: int = 250_000
     """Records held in memory waiting for the writer (a packed 31-feature record takes
     under 1 KB there); beyond it new records are dropped and counted, so a stalled disk

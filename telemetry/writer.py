@@ -1,11 +1,12 @@
 """The buffer's writer thread: drains the in-memory queue into the store, in groups.
 
 One thread per buffer owns the buffer's only SQLite connection (a ``Store``). It waits
-for records (or ``group_delay``), splits the queued records into runs of one context
-(each stored as one chunk row), commits them in one transaction, and runs the jobs queued behind them
-(``flush``, ``pending``, the sync service's reads and deletes), so a job always sees
-every record recorded before it. When the disk refuses a commit, the records go back to
-the front of the queue, in order, and are retried every ``retry_delay``.
+for a record, then ``group_delay`` (or less: a commit's worth queued, a job), splits the
+queued records into runs of one context (each stored as one chunk row), commits them in
+one transaction, and runs the jobs queued behind them (``flush``, ``pending``, the sync
+service's reads and deletes), so a job always sees every record recorded before it.
+When the disk refuses a commit, the records go back to the front of the queue, in
+order, and are retried every ``retry_delay``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +26,17 @@ from .rows import ROW_OVERHEAD, Context, Run
 from .store import Store
 
 _MAX_CONTEXTS = 1024
+_ID, _TS, _KEY, _PAYLOAD = (itemgetter(i) for i in range(4))  # the fields of a queued record
 CHUNKS_PER_COMMIT = 32
 """Most chunks (of up to ``group_size`` records each) one commit stores. A commit costs
 the writer GIL hand-offs (every SQLite call, the lock, the ledger write gives the GIL
 up), each waiting up to the interpreter's switch interval (5 ms) behind a busy
-recording thread; so when records arrive faster than one commit takes, the next commit
-takes several chunks' worth (all in one INSERT), still one chunk per ``group_size``
-records, and the hand-offs are paid per commit rather than per chunk. A commit is
-BEGIN, one SELECT of the counters (skipped on a kept lock, ``KEEP_LOCK_FOR``), the
-INSERT, one UPDATE of the counters, COMMIT, the ledger's write, and the lock."""
+recording thread; so a commit takes every chunk queued within ``group_delay`` (or
+behind a commit that was still running), all in one INSERT, still one chunk per
+``group_size`` records, and the hand-offs are paid per commit rather than per chunk.
+A commit is BEGIN, one SELECT of the counters (skipped on a kept lock,
+``KEEP_LOCK_FOR``), the INSERT, one UPDATE of the counters, COMMIT, the ledger's write,
+and the lock."""
 COMMIT_BYTES = 4 * 1024 * 1024
 """Most record bytes one commit of several chunks stores (and at most a quarter of
 ``max_bytes``): a commit's pages are in the file and the WAL before ``drop_oldest``
@@ -202,12 +206,15 @@ class Writer:
         # A group of one context (nearly always: one model recording) becomes one run
         # without a Python step per record: record() gives consecutive records of one
         # context the same key object, so counting it is a pointer walk.
-        ids, ts, keys, payloads = zip(*group)
+        # One C pass per field, each making the run's list at once (``zip(*group)`` makes
+        # an iterator per record, and the lists were copies of its tuples: twice the
+        # cost): the records were made on another core, so every pass is cache misses.
+        keys = list(map(_KEY, group))
         first = keys[0]
         if keys.count(first) == len(keys):
             run = Run(self._context(first))
-            run.ids, run.ts, run.payloads = list(ids), list(ts), list(payloads)
-            run.size = sum(map(len, payloads)) + ROW_OVERHEAD * len(payloads)
+            run.ids, run.ts, run.payloads = list(map(_ID, group)), list(map(_TS, group)), list(map(_PAYLOAD, group))
+            run.size = sum(map(len, run.payloads)) + ROW_OVERHEAD * len(group)
             return [run]
         runs: list[Run] = []
         key: tuple[Any, ...] = ()

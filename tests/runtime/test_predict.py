@@ -238,8 +238,9 @@ def test_empty_inputs(fire_model: runtime.EdgeModel, good_row: dict) -> None:
         ({"temp c": [1.0, "x", 2.0]}, "row 1: feature 'temp c' got str 'x'; expected a number"),
         ({"region": np.array([1.0, 2.0, 3.0])}, "feature 'region' expects strings, got an array of float64"),
         ({"region": ["north", 5, "south"]}, "row 1: feature 'region' got int 5; expected a string"),
-        ({"wind_kmh": [1.0, np.nan, 2.0]}, "row 1: feature 'wind_kmh' is not nullable but got a missing value"),
-        ({"wind_kmh": [1.0, None, 2.0]}, "row 1: feature 'wind_kmh' is not nullable but got a missing value"),
+        # Worded as the row path words it (test_bad_values).
+        ({"wind_kmh": [1.0, np.nan, 2.0]}, "row 1: feature 'wind_kmh' is not nullable but got a missing value (null/None/NaN); expected a number"),
+        ({"wind_kmh": [1.0, None, 2.0]}, "row 1: feature 'wind_kmh' is not nullable but got a missing value (null/None/NaN); expected a number"),
     ],
 )
 def test_predict_batch_bad_columns(fire_model: runtime.EdgeModel, columns: dict, message: str) -> None:

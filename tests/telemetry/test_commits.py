@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -59,6 +60,59 @@ def test_records_queued_faster_than_a_commit_are_stored_as_several_chunks_in_one
     assert _chunks(path) == [(1 + 10 * i, 10) for i in range(9)] + [(91, 5)]
     assert seqs(path) == list(range(95)) and [r["id"] for r in stored(path)] == returned
     assert stats.recorded == 95 and stats.pending == 95
+
+
+def _counted_commits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The records of every commit from now on, in order."""
+    commits: list[int] = []
+    insert = Store.insert
+
+    def counted(self: Store, runs, **kwargs):  # type: ignore[no-untyped-def]
+        commits.append(sum(len(run.ids) for run in runs))
+        return insert(self, runs, **kwargs)
+
+    monkeypatch.setattr(Store, "insert", counted)
+    return commits
+
+
+def test_records_recorded_within_group_delay_are_one_commit_even_past_a_full_chunk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A commit costs the recording thread far more than a record: a full chunk alone does
+    # not start one; group_delay (or a commit's worth of chunks) does.
+    commits = _counted_commits(monkeypatch)
+    path = tmp_path / "p.db"
+    with telemetry.Buffer(path, group_size=10, group_delay=1.0, max_bytes=None) as buffer:
+        for seq in range(12):
+            _record(buffer, seq)
+        time.sleep(0.3)  # time enough for a commit of the first full chunk, if one started
+        for seq in range(12, 35):
+            _record(buffer, seq)
+        deadline = time.monotonic() + 10
+        while not commits and time.monotonic() < deadline:  # group_delay commits them, not flush()
+            time.sleep(0.02)
+        buffer.flush()
+    assert commits == [35]
+    assert _chunks(path) == [(1, 10), (11, 10), (21, 10), (31, 5)]
+    assert seqs(path) == list(range(35))
+
+
+def test_a_commits_worth_of_queued_records_is_committed_without_waiting_for_group_delay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commits = _counted_commits(monkeypatch)
+    path = tmp_path / "p.db"
+    with telemetry.Buffer(path, group_size=10, group_delay=600.0, max_bytes=None) as buffer:
+        worth = buffer._commit_records
+        assert worth > 10  # several chunks
+        for seq in range(worth):
+            _record(buffer, seq)
+        deadline = time.monotonic() + 30
+        while not commits and time.monotonic() < deadline:
+            time.sleep(0.02)
+        committed = list(commits)
+    assert committed == [worth]
+    assert seqs(path) == list(range(worth))
 
 
 def test_a_commit_of_several_chunks_stays_within_a_quarter_of_max_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
