@@ -194,8 +194,10 @@ class InputSchema(ColumnPacking):
                     else all(map(contains, cats, vals))
                 )
             ):
-                vals, absent = self._slow_values(plan, row, strict, flags)
+                vals, absent = self._slow_values(plan, row, strict, flags)  # a list
                 missing = missing or absent
+            # A group's values are a tuple only when they passed the checks above, so a
+            # numeric tuple holds no NaN: telemetry (runtime/telemetry_hook.py) relies on it.
             out.append(vals)
         if missing:
             raise missing_error(row, self.names)

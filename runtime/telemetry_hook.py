@@ -67,8 +67,9 @@ class TelemetrySink(Protocol):
 # two), in the order validation gives them (the sink is given that order as the names,
 # so nothing is reordered per row), and NaN and missing-string
 # sentinels (recorded as None) are found with a C-level pass per packed input (``sum``
-# of a numeric input is NaN if one of its values is; a set test for the sentinels);
-# only a row that has one takes ``InputSchema.input_values``.
+# of a numeric input is NaN if one of its values is, needed only for the inputs that
+# validation checked value by value; a set test for the sentinels); only a row that has
+# one takes ``InputSchema.input_values``.
 
 RowRecorder = Callable[[list[Sequence[Any]], dict[str, Any]], "str | None"]
 """``(validated per-input values, result) -> record id or None``."""
@@ -136,7 +137,12 @@ class ValuePicker:
         def fast(values: list[Sequence[Any]]) -> tuple[Any, ...]:
             try:
                 for k in numeric:
-                    total = sum(values[k])
+                    group = values[k]
+                    if type(group) is tuple:
+                        # ``row_values`` gives a tuple only for a group its fast path took,
+                        # whose range checks no NaN (or inf) passes: nothing to look for.
+                        continue
+                    total = sum(group)
                     if total != total:  # a NaN (or inf - inf: the exact path decides)
                         return exact(values)
                 for k, marks in sentinels:
