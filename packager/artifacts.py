@@ -8,7 +8,8 @@ from typing import Any
 
 from . import registry
 from .baseline import baseline
-from .convert import columns_of, convert, drop_placeholder, is_classifier, label_only
+from .convert import columns_of, convert, is_classifier, label_only
+from .graph_edits import drop_placeholder
 from .converters import categories_by_column, check_supported, ranges_by_column
 from .errors import ConversionError, ParityError
 from .golden import golden_record, golden_rows

@@ -7,7 +7,8 @@ from dataclasses import replace
 from typing import Any
 
 from .baseline import baseline
-from .convert import Column, Converted, normalise
+from .convert import Column, Converted
+from .graph_edits import normalise
 from .errors import ConversionError
 from .golden import golden_record, golden_rows, json_value
 from .manifest import Artifacts, input_entries
