@@ -34,11 +34,8 @@ def _chunks(path: Path) -> list[tuple[int, int]]:
         connection.close()
 
 
-def test_records_queued_faster_than_a_commit_are_stored_as_several_chunks_in_one_commit(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A commit costs the writer a dozen GIL hand-offs: when records queue up behind one,
-    # the next commit takes them all (still one chunk per group_size records).
+def _counted_commits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The records of every commit from now on, in order."""
     commits: list[int] = []
     insert = Store.insert
 
@@ -47,6 +44,21 @@ def test_records_queued_faster_than_a_commit_are_stored_as_several_chunks_in_one
         return insert(self, runs, **kwargs)
 
     monkeypatch.setattr(Store, "insert", counted)
+    return commits
+
+
+def _wait_for_a_commit(commits: list[int], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not commits and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def test_records_queued_faster_than_a_commit_are_stored_as_several_chunks_in_one_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A commit costs the writer a dozen GIL hand-offs: when records queue up behind one,
+    # the next commit takes them all (still one chunk per group_size records).
+    commits = _counted_commits(monkeypatch)
     path = tmp_path / "p.db"
     gate = threading.Event()
     with telemetry.Buffer(path, group_size=10, max_bytes=None) as buffer:
@@ -62,19 +74,6 @@ def test_records_queued_faster_than_a_commit_are_stored_as_several_chunks_in_one
     assert stats.recorded == 95 and stats.pending == 95
 
 
-def _counted_commits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The records of every commit from now on, in order."""
-    commits: list[int] = []
-    insert = Store.insert
-
-    def counted(self: Store, runs, **kwargs):  # type: ignore[no-untyped-def]
-        commits.append(sum(len(run.ids) for run in runs))
-        return insert(self, runs, **kwargs)
-
-    monkeypatch.setattr(Store, "insert", counted)
-    return commits
-
-
 def test_records_recorded_within_group_delay_are_one_commit_even_past_a_full_chunk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -82,15 +81,13 @@ def test_records_recorded_within_group_delay_are_one_commit_even_past_a_full_chu
     # not start one; group_delay (or a commit's worth of chunks) does.
     commits = _counted_commits(monkeypatch)
     path = tmp_path / "p.db"
-    with telemetry.Buffer(path, group_size=10, group_delay=1.0, max_bytes=None) as buffer:
+    with telemetry.Buffer(path, group_size=10, group_delay=2.0, max_bytes=None) as buffer:
         for seq in range(12):
             _record(buffer, seq)
         time.sleep(0.3)  # time enough for a commit of the first full chunk, if one started
         for seq in range(12, 35):
             _record(buffer, seq)
-        deadline = time.monotonic() + 10
-        while not commits and time.monotonic() < deadline:  # group_delay commits them, not flush()
-            time.sleep(0.02)
+        _wait_for_a_commit(commits, 10)  # group_delay commits them, not flush()
         buffer.flush()
     assert commits == [35]
     assert _chunks(path) == [(1, 10), (11, 10), (21, 10), (31, 5)]
@@ -107,9 +104,7 @@ def test_a_commits_worth_of_queued_records_is_committed_without_waiting_for_grou
         assert worth > 10  # several chunks
         for seq in range(worth):
             _record(buffer, seq)
-        deadline = time.monotonic() + 30
-        while not commits and time.monotonic() < deadline:
-            time.sleep(0.02)
+        _wait_for_a_commit(commits, 30)
         committed = list(commits)
     assert committed == [worth]
     assert seqs(path) == list(range(worth))
