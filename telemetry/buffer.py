@@ -88,8 +88,8 @@ class Buffer(Intake, Writer):
         self._hurry = threading.Event()
         self._closed = False
         self._group_size = self.options.group_size
-        self._size_commits(1024.0)  # a guess (a 31-feature record packs to ~330 bytes), then measured per commit
         self._max_queued = self.options.max_queued
+        self._size_commits(1024.0)  # a guess (a 31-feature record packs to ~330 bytes), then measured per commit
         rate = self.options.sample_rate
         self._keep_below = None if rate >= 1.0 else int(rate * 2**32)
         self._last_error: StorageError | None = None

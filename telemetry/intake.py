@@ -44,7 +44,7 @@ class Intake:
     _hurry: threading.Event
     _closed: bool
     _group_size: int
-    _commit_records: int
+    _hurry_at: int
     _max_queued: int
     _keep_below: int | None
     _current: tuple[tuple[Any, ...], Any]
@@ -196,12 +196,12 @@ class Intake:
                 buffer._woken = True
                 wake.set()
             # The writer commits once ``group_delay`` has passed since the group's first
-            # record, or earlier when a whole commit's worth is queued (several chunks:
-            # ``_commit_records``). Not at every full chunk: a commit costs the recording
-            # thread about half a millisecond (GIL hand-offs, the writer's Python steps
-            # over records made on another core), so fewer commits per record is what
-            # recording at a steady rate saves most by.
-            if len(queue) >= group_size and len(queue) >= buffer._commit_records and not hurry.is_set():
+            # record, or earlier when a whole commit's worth is queued (several chunks;
+            # ``_hurry_at``, see ``Writer._size_commits``). Not at every full chunk: a
+            # commit costs the recording thread about half a millisecond (GIL hand-offs,
+            # the writer's Python steps over records made on another core), so fewer
+            # commits per record is what recording at a steady rate saves most by.
+            if len(queue) >= group_size and len(queue) >= buffer._hurry_at and not hurry.is_set():
                 hurry.set()
             return uid
 

@@ -42,7 +42,8 @@ class BufferOptions:
     group_delay: float = 0.05
     """Longest a recorded record waits in memory before its group is committed, in seconds.
     A commit starts this long after the first record queued since the last one, or as
-    soon as a whole commit's worth (see ``group_size``) is queued, or on ``flush()``."""
+    soon as a whole commit's worth (see ``group_size``) or half of ``max_queued`` is
+    queued, or on ``flush()``."""
     max_queued: int = 250_000
     """Records held in memory waiting for the writer (a packed 31-feature record takes
     under 1 KB there); beyond it new records are dropped and counted, so a stalled disk

@@ -78,6 +78,9 @@ class Writer:
     _group_size: int
     _commit_records: int
     """Most records one commit takes (a multiple of ``_group_size``, see ``COMMIT_BYTES``)."""
+    _hurry_at: int
+    """Queued records at which recording wakes the writer before ``group_delay`` is over."""
+    _max_queued: int
     _last_error: StorageError | None
     _contexts: dict[tuple[Any, ...], Context]
     _kept_since: float | None
@@ -195,6 +198,9 @@ class Writer:
         budget = COMMIT_BYTES if self.options.max_bytes is None else min(COMMIT_BYTES, self.options.max_bytes // 4)
         size = self._group_size
         self._commit_records = max(size, min(size * CHUNKS_PER_COMMIT, int(budget / max(record_bytes, 1.0)) // size * size))
+        # Recording hurries the writer once a commit's worth is queued, or half of
+        # ``max_queued`` (a small queue must not fill while it waits), never below a chunk.
+        self._hurry_at = max(size, min(self._commit_records, self._max_queued // 2))
 
     def _runs(self, group: list[tuple]) -> list[Run]:
         """The group as runs of at most ``group_size`` consecutive records of one context (one chunk each)."""

@@ -204,3 +204,19 @@ def test_a_slow_recorder_gets_ids_of_its_own_millisecond() -> None:
     ids = [clock.next(base + i * 0.0015) for i in range(50)]  # one record every 1.5 ms
     assert [uuid.UUID(uid).int >> 80 for uid in ids] == [int((base + i * 0.0015) * 1000) for i in range(50)]
     assert ids == sorted(ids) and {uid[15:18] for uid in ids} == {"000"}  # each the first of its millisecond
+
+
+def test_a_small_queue_hurries_the_writer_at_half_of_max_queued(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Waiting for a commit's worth would let a small max_queued fill (and drop records)
+    # before the writer starts.
+    commits = _counted_commits(monkeypatch)
+    path = tmp_path / "p.db"
+    with telemetry.Buffer(path, group_size=10, group_delay=600.0, max_queued=60, max_bytes=None) as buffer:
+        assert buffer._commit_records > 30
+        for seq in range(30):
+            _record(buffer, seq)
+        _wait_for_a_commit(commits, 30)
+        committed = list(commits)
+        stats = buffer.stats()
+    assert committed == [30]
+    assert stats.lost == 0 and seqs(path) == list(range(30))
