@@ -5,12 +5,14 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 import telemetry
 from telemetry.ids import IdClock
+from telemetry.rows import Run
 from telemetry.store import Store
 from telemetry.writer import _Job
 
@@ -34,13 +36,13 @@ def _chunks(path: Path) -> list[tuple[int, int]]:
         connection.close()
 
 
-def _counted_commits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The records of every commit from now on, in order."""
+def _counted_commits(monkeypatch: pytest.MonkeyPatch, measure: Callable[[Run], int] = lambda run: len(run.ids)) -> list[int]:
+    """What every commit from now on stores, in order: its records (or ``measure`` summed over its runs)."""
     commits: list[int] = []
     insert = Store.insert
 
     def counted(self: Store, runs, **kwargs):  # type: ignore[no-untyped-def]
-        commits.append(sum(len(run.ids) for run in runs))
+        commits.append(sum(measure(run) for run in runs))
         return insert(self, runs, **kwargs)
 
     monkeypatch.setattr(Store, "insert", counted)
@@ -111,14 +113,7 @@ def test_a_commits_worth_of_queued_records_is_committed_without_waiting_for_grou
 
 
 def test_a_commit_of_several_chunks_stays_within_a_quarter_of_max_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    commits: list[int] = []
-    insert = Store.insert
-
-    def counted(self: Store, runs, **kwargs):  # type: ignore[no-untyped-def]
-        commits.append(sum(run.size for run in runs))
-        return insert(self, runs, **kwargs)
-
-    monkeypatch.setattr(Store, "insert", counted)
+    commits = _counted_commits(monkeypatch, lambda run: run.size)
     path = tmp_path / "p.db"
     gate = threading.Event()
     limit = 200_000
