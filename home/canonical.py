@@ -14,10 +14,23 @@ boundary: a record's own text holds none unless a string in it does (in an objec
 value is followed by ``,`` and a key, never by ``{``; and these records hold no arrays
 of objects), and one more found means a string holds it, so those are written one by
 one instead. Each piece is then the text one ``orjson.dumps`` of that record would make.
+
+A group's inputs, the bulk of a record, take a cheaper way still (``plain_inputs``): no
+dict per record, but an instance of a struct made once per list of input names, its
+fields the names in sorted order, written by msgspec's JSON encoder (about 1.5 µs per
+31-input record less than dicts and orjson). msgspec writes what orjson writes, byte for
+byte, with one exception, which is checked for: a float with a positive exponent
+(msgspec ``1e16``, orjson ``1e+16``). A group whose text holds a digit, ``e``, a digit
+(such a float, or a string or name that looks like one) is written by orjson instead; so
+is one whose text holds a ``}`` beyond the one closing each record (a string holding one),
+or whose names msgspec does not take as field names (ones holding ``"``, a backslash or a
+control character).
 """
 
 from __future__ import annotations
 
+import re
+from functools import lru_cache
 from operator import itemgetter
 from typing import Any, Union
 
@@ -31,6 +44,11 @@ _PLAIN = tuple(
 )
 """Records whose probabilities (or other inner maps) are keyed by text, or by integers."""
 _BOUNDARY = "},{"
+_json_encode = msgspec.json.Encoder().encode
+_ORJSON_DIFFERS = re.compile(rb"e(?<=[0-9]e)[0-9]")
+"""Where msgspec's JSON may differ from orjson's: a positive exponent (``1e16``, not ``1e+16``).
+Written to start with its literal ``e``, which ``re`` finds by a fast scan (twenty times
+faster than a pattern starting with the class ``[0-9]``)."""
 
 
 def decode_plain(raw: bytes) -> list[Any] | None:
@@ -48,10 +66,10 @@ def texts(objects: list[dict[Any, Any]], option: int) -> list[str]:
     """``orjson.dumps(o, option=option).decode()`` of each of ``objects``, from one call."""
     if not objects:
         return []
-    text = orjson.dumps(objects, option=option).decode()
-    if text.count(_BOUNDARY) != len(objects) - 1:
+    parts = orjson.dumps(objects, option=option).decode()[2:-2].split(_BOUNDARY)
+    if len(parts) != len(objects):
         return [orjson.dumps(o, option=option).decode() for o in objects]  # a string holds "},{"
-    return ["{" + part + "}" for part in text[2:-2].split(_BOUNDARY)]
+    return ["{" + part + "}" for part in parts]
 
 
 def sorted_names(names: list[str]) -> tuple[list[str], itemgetter[Any]] | None:
@@ -64,8 +82,42 @@ def sorted_names(names: list[str]) -> tuple[list[str], itemgetter[Any]] | None:
     return None
 
 
+@lru_cache(maxsize=256)
+def _inputs_struct(names: tuple[str, ...]) -> tuple[type[msgspec.Struct], itemgetter[Any]] | None:
+    """A struct whose JSON is a record's inputs object (fields: the names, sorted) and the
+    picker of a record's values in that order; None where msgspec refuses the names."""
+    if (ordered := sorted_names(list(names))) is None:
+        return None
+    keys, pick = ordered
+    fields = [f"f{i}" for i in range(len(keys))]  # a key may be any text; a field is an identifier
+    try:
+        struct = msgspec.defstruct("Inputs", [(f, Any) for f in fields], rename=dict(zip(fields, keys)), gc=False)
+    except (TypeError, ValueError):
+        return None
+    return struct, pick
+
+
+def _struct_texts(names: list[str], records: list[Any]) -> list[str] | None:
+    """``plain_inputs`` through a struct per record and msgspec (see the module docstring),
+    or None where that text could differ from orjson's."""
+    made = _inputs_struct(tuple(names))
+    if made is None:
+        return None
+    struct, pick = made
+    data = _json_encode([struct(*pick(record[0])) for record in records])
+    if _ORJSON_DIFFERS.search(data) is not None:
+        return None
+    # [{...},{...}]: each record's text ends at its only "}" (inputs hold no objects).
+    parts = data.decode().split("}")
+    if len(parts) != len(records) + 1:
+        return None  # a string holds "}"
+    return [part[1:] + "}" for part in parts[:-1]]
+
+
 def plain_inputs(names: list[str], records: list[Any]) -> list[str]:
     """The inputs of plain records as canonical JSON (sorted keys), one text per record."""
+    if records and (fast := _struct_texts(names, records)) is not None:
+        return fast
     if (ordered := sorted_names(names)) is not None:
         keys, pick = ordered
         return texts([dict(zip(keys, pick(record[0]))) for record in records], 0)

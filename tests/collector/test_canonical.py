@@ -11,9 +11,11 @@ from typing import Any
 import msgspec
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from home.body import decode_json
-from home.canonical import decode_plain, texts
+from home.canonical import _struct_texts, decode_plain, plain_inputs, texts
 from home.packed import parse_packed
 from home.schema import parse_batch
 
@@ -81,3 +83,41 @@ def test_texts_cut_one_dumps_into_the_text_of_each_object() -> None:
     plain = [{"a": i, "b": {"c": i}} for i in range(50)]
     assert texts(plain, orjson.OPT_SORT_KEYS) == [orjson.dumps(o, option=orjson.OPT_SORT_KEYS).decode() for o in plain]
     assert texts([], 0) == []
+
+
+_NAMES = st.lists(st.text(max_size=8), min_size=2, max_size=12, unique=True)
+_SCALARS = st.one_of(
+    st.floats(),  # NaN, ±inf, subnormals, 1e+300: every float
+    st.integers(min_value=-(2**63), max_value=2**64 - 1),
+    st.text(max_size=6) | st.sampled_from(["}", "},{", "1e5", "x2e7", "{", ""]),
+    st.booleans(),
+    st.none(),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_plain_inputs_write_what_orjson_writes_of_each_record(data: st.DataObject) -> None:
+    names = data.draw(_NAMES)
+    rows = data.draw(st.lists(st.lists(_SCALARS, min_size=len(names), max_size=len(names)), min_size=1, max_size=8))
+    records = [[row, {}, []] for row in rows]
+    expected = [orjson.dumps(dict(zip(names, row)), option=orjson.OPT_SORT_KEYS).decode() for row in rows]
+    assert plain_inputs(names, records) == expected
+
+
+def test_plain_inputs_of_ordinary_records_take_the_struct_path_and_others_fall_back() -> None:
+    names = ["temp_c", "zone3", "b", "region"]  # "e3" in a name is not an exponent
+    rows = [[21.5, 3, -0.25, "north"], [1e-7, -(2**63), 2**64 - 1, "é"]]
+    records = [[row, {}, []] for row in rows]
+    assert _struct_texts(names, records) == [orjson.dumps(dict(zip(names, r)), option=orjson.OPT_SORT_KEYS).decode() for r in rows]
+    for name, values in {
+        "a float msgspec writes as 1e16, orjson as 1e+16": [1e16, 0, 0, "n"],
+        "a string that looks like one": [0.5, 0, 0, "2e5"],
+        "a string holding a brace": [0.5, 0, 0, "}"],
+    }.items():
+        odd = [*records, [values, {}, []]]
+        assert _struct_texts(names, odd) is None, name
+        assert plain_inputs(names, odd)[-1] == orjson.dumps(dict(zip(names, values)), option=orjson.OPT_SORT_KEYS).decode()
+    quoted = ['say "hi"', "b"]  # msgspec takes no quote in a field's name
+    assert _struct_texts(quoted, [[[1, 2], {}, []]]) is None
+    assert plain_inputs(quoted, [[[1, 2], {}, []]]) == ['{"b":2,"say \\"hi\\"":1}']
