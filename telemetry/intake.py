@@ -201,6 +201,8 @@ class Intake:
             # commit costs the recording thread about half a millisecond (GIL hand-offs,
             # the writer's Python steps over records made on another core), so fewer
             # commits per record is what recording at a steady rate saves most by.
+            # (``_hurry_at`` is never below ``group_size``: the first test only spares
+            # most records the attribute read; ``_hurry_at`` changes with each commit.)
             if len(queue) >= group_size and len(queue) >= buffer._hurry_at and not hurry.is_set():
                 hurry.set()
             return uid
