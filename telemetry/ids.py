@@ -13,7 +13,7 @@ costs the ordering's locality, never an id.
 Made on the recording thread, so their cost is paid per record: ``next`` is one
 ``next()`` of the current millisecond's counter (an ``itertools.count``, atomic under the
 GIL) and one string of three parts: the millisecond's text, the counter, and a random
-tail from a pool made 1024 at a time in a fixed number of C calls (one ``os.urandom``, strided
+tail from a pool made 1024 at a time in a fixed number of C calls (one ``getrandbits``, strided
 slice assignments into a template, one ``str.split``). Nothing is made per millisecond
 but its text, so a recorder pays the same per id at 30 records per millisecond as at
 3,000 (a block of ids made ahead for each millisecond cost ~1 µs per id at 30 in a
@@ -24,6 +24,17 @@ makes its text, a counter and a tuple of the three); tails are popped without th
 (``list.pop`` is atomic) and the pool is refilled under it. So no millisecond and counter
 are ever given twice, and every id is greater than every id given before the call
 began (two calls racing may return theirs in either order).
+
+The random bits come from a Mersenne Twister of this module's own (``random.Random``),
+seeded from ``os.urandom`` at import and again in every forked child, not from
+``os.urandom`` per pool. ``os.urandom`` gives the GIL up for its system call, and the
+recording thread then takes it straight back: done every 1024 records (every few
+milliseconds in a busy loop), that resets the interpreter's switch timer of a thread
+waiting for the GIL, so the buffer's writer waited 20-100 ms for it instead of the 5 ms
+switch interval and fell behind by whole commits. The bits need to be unique, not
+secret (an id is returned to the application and sent home in the clear); an own
+instance, not ``random``'s global one, so that an application seeding ``random`` for
+reproducibility does not repeat the ids or the sampling of its last run.
 """
 
 from __future__ import annotations
@@ -32,12 +43,16 @@ import binascii
 import itertools
 import math
 import os
+import random
 import threading
 import time
 from collections.abc import Iterator
 
+_random = random.Random()  # seeded from os.urandom
+os.register_at_fork(after_in_child=_random.seed)  # a child must not repeat its parent's bits
+
 _POOL_TAILS = 1024
-"""Random tails made at once (one ``os.urandom`` call, a fixed number of C calls)."""
+"""Random tails made at once (one ``getrandbits`` call, a fixed number of C calls)."""
 _TAIL = b"-0000-000000000000 "
 """A tail's template: the variant digit and 15 random digits go where the zeros are."""
 _RANDOM_AT = (1, 2, 3, 4, *range(6, 18))
@@ -52,7 +67,7 @@ def _tails(count: int) -> list[str]:
     # Strided slice assignments into a template, each one C call for all the tails, and
     # one split: one str made per tail, whatever the count.
     text = bytearray(_TAIL * count)
-    digits = binascii.hexlify(os.urandom(8 * count))
+    digits = binascii.hexlify(_random.getrandbits(64 * count).to_bytes(8 * count, "little"))
     step = len(_TAIL)
     for i, at in enumerate(_RANDOM_AT):
         text[at::step] = digits[i::16]

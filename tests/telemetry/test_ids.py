@@ -104,3 +104,54 @@ def test_threads_in_one_frozen_millisecond_share_no_counter_and_run_past_it_toge
     assert all(out == sorted(out) for out in made)
     stamps = {uuid.UUID(uid).int >> 80 for uid in every}
     assert stamps == {int(NOW * 1000) + k for k in range(3)}
+
+
+def _tails_of(ids: list[str]) -> set[str]:
+    return {uid[19:] for uid in ids}  # the variant and the 62 random bits
+
+
+def test_a_forked_child_makes_other_random_bits_than_its_parent() -> None:
+    # The tails come from the module's own generator (see telemetry.ids): a child that
+    # kept its parent's state would make the parent's next ids' random bits.
+    import os
+
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its tails to the parent, then out without cleanup
+        try:
+            os.write(writer, " ".join(IdClock().take(200, now=NOW)).encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader) as pipe:
+        child = pipe.read().split()
+    os.waitpid(pid, 0)
+    parent = IdClock().take(200, now=NOW)
+    assert len(child) == 200
+    assert not _tails_of(child) & _tails_of(parent)
+
+
+def test_seeding_the_random_module_does_not_repeat_ids_or_sampling() -> None:
+    # An application that seeds ``random`` for reproducible training or tests must not
+    # get the same tails (and so the same sampling decisions) on every run.
+    import random
+
+    random.seed(7)
+    first = IdClock().take(200, now=NOW)
+    random.seed(7)
+    second = IdClock().take(200, now=NOW)
+    assert not _tails_of(first) & _tails_of(second)
+
+
+def test_making_ids_makes_no_system_call_for_randomness(monkeypatch) -> None:
+    # ``os.urandom`` gives the GIL up and the recording thread takes it straight back,
+    # which resets the switch timer of the buffer's writer waiting for the GIL: refilled
+    # every 1024 ids, it kept the writer waiting 20-100 ms at a time (telemetry.ids).
+    import os
+
+    def refuse(size: int) -> bytes:
+        raise AssertionError(f"os.urandom({size}) called while making ids")
+
+    monkeypatch.setattr(os, "urandom", refuse)
+    ids = IdClock().take(5000, now=NOW)
+    assert len(set(ids)) == 5000
