@@ -93,7 +93,7 @@ class Buffer(Intake, Writer):
         rate = self.options.sample_rate
         self._keep_below = None if rate >= 1.0 else int(rate * 2**32)
         self._last_error: StorageError | None = None
-        self._contexts: dict[tuple[Any, ...], Context] = {}  # writer thread only
+        self._contexts: dict[bytes, Context] = {}  # writer thread only
         self._current: tuple[tuple[Any, ...], Any] = ((None, None, None, None), None)
         """The last record's context key (model, version, bundle_sha256, names) and push function (see ``telemetry.intake``)."""
         self._ids = IdClock()

@@ -163,12 +163,40 @@ def pack(values: tuple[Any, ...], outputs: dict[str, Any], flags: tuple[str, ...
 
 
 def _text(value: Any) -> Any:
-    if value is None or type(value) in (bool, float, str) or (type(value) is int and -(2**63) <= value < 2**64):
+    if type(value) is str:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: kept as its escape (backslash, u, d800)
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
+    if value is None or type(value) in (bool, float) or (type(value) is int and -(2**63) <= value < 2**64):
         return value
     try:
-        return str(value)[:10_000]
+        return _text(str(value)[:10_000])
     except Exception:  # noqa: BLE001 - a broken __str__
         return f"<unprintable {type(value).__name__}>"
+
+
+_context_decoder = msgspec.msgpack.Decoder(tuple[str, str, str, tuple[str, ...]])
+
+
+def pack_context(model: str, version: str, bundle_sha256: str, names: tuple[Any, ...]) -> bytes:
+    """A record context (model, version, bundle hash, input names as ``names_of`` stores
+    them) as the bytes ``record()`` queues with each of its records, for the writer.
+
+    Bytes, not the tuple of the four: CPython's cyclic garbage collector untracks a
+    tuple only once nothing in it is tracked, and the context's tuple (holding the names'
+    tuple) stayed tracked until a full collection; so did every queued record holding
+    it. Each collection then walked the queued records and moved them on to the oldest
+    generation, whose full collections walk the whole queue. A record of bytes, a str
+    and a float is untracked by the first young collection. Raises
+    ``UnicodeEncodeError`` for text that is not UTF-8 (a lone surrogate)."""
+    return _msgpack_encode((model, version, bundle_sha256, names_of(names)))
+
+
+def unpack_context(blob: bytes) -> tuple[str, str, str, tuple[str, ...]]:
+    """``(model, version, bundle_sha256, names)`` from ``pack_context``'s bytes."""
+    return _context_decoder.decode(blob)
 
 
 def pack_names(names: tuple[str, ...]) -> bytes:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .encoding import _strict_encode, pack
+from .encoding import _strict_encode, pack, pack_context
 from .errors import BufferClosedError, RecordError
 from .ids import COUNTER_GROUPS, IdClock
 
@@ -127,13 +127,15 @@ class Intake:
         key = current[0]
         if model is not key[0] or version is not key[1] or bundle_sha256 is not key[2] or names is not key[3]:
             # Another context than the last record's (or equal, in other objects): checked
-            # once here; the queued record then shares the key object, so the writer finds
-            # a group's context by comparing pointers.
+            # once here; the queued records then share the context's token object
+            # (``_pusher``), so the writer finds a group's context by comparing pointers.
             current = self._context_of(model, version, bundle_sha256, names)
         return current[1](values, outputs, flags)
 
-    def _pusher(self, key: tuple[Any, ...]) -> RecordFn:
-        """The function that queues records of the (checked) context ``key``.
+    def _pusher(self, key: tuple[Any, ...], token: bytes) -> RecordFn:
+        """The function that queues records of the (checked) context ``key``, each with
+        ``token``, the context as bytes (``telemetry.encoding.pack_context``), one object
+        for all: the writer finds a group's context by comparing pointers.
 
         A closure: what it reads per record (the queue, the id clock, the options) are
         its own variables, not attributes (~0.3 µs a record)."""
@@ -188,7 +190,7 @@ class Intake:
                 blob = encode((values, outputs, flags))  # ``pack``'s fast path, without its call
             except (TypeError, OverflowError, ValueError, RecursionError):
                 blob = pack(values, outputs, flags)
-            queue.append((uid, now, key, blob))
+            queue.append((uid, now, token, blob))  # nothing in it the garbage collector tracks
             # Order matters: append, then signal. The writer clears the signal (the event,
             # then ``_woken``, which spares a call to ``Event.is_set`` per record) before it
             # drains, so a record is either drained or finds ``_woken`` cleared and sets both.
@@ -223,7 +225,16 @@ class Intake:
         last = self._current
         if key == last[0]:
             return last
-        current = (key, self._pusher(key))
+        try:
+            token = pack_context(model, version, bundle_sha256, names)
+        except UnicodeEncodeError as exc:
+            # Checked here, once per context: the writer could not store it, and every
+            # record queued behind it would wait for nothing.
+            raise RecordError(
+                f"model, version, bundle_sha256 and input names must be text that UTF-8 can encode: {exc} "
+                f"(in {exc.object!r})"
+            ) from exc
+        current = (key, self._pusher(key, token))
         self._current = current
         return current
 

@@ -19,7 +19,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-from .encoding import names_of
+from .encoding import unpack_context
 from .errors import StorageError
 from .options import SYNCHRONOUS, BufferOptions
 from .rows import ROW_OVERHEAD, Context, Run
@@ -82,7 +82,7 @@ class Writer:
     """Queued records at which recording wakes the writer before ``group_delay`` is over."""
     _max_queued: int
     _last_error: StorageError | None
-    _contexts: dict[tuple[Any, ...], Context]
+    _contexts: dict[bytes, Context]
     _kept_since: float | None
     """When the writer began keeping the cross-process lock across commits (None: it does not)."""
 
@@ -211,7 +211,7 @@ class Writer:
             return [run for first in range(0, len(group), size) for run in self._runs(group[first : first + size])]
         # A group of one context (nearly always: one model recording) becomes one run
         # without a Python step per record: record() gives consecutive records of one
-        # context the same key object, so counting it is a pointer walk.
+        # context the same token object, so counting it is a pointer walk.
         # One C pass per field, each making the run's list at once (``zip(*group)`` makes
         # an iterator per record, and the lists were copies of its tuples: twice the
         # cost): the records were made on another core, so every pass is cache misses.
@@ -223,7 +223,7 @@ class Writer:
             run.size = sum(map(len, run.payloads)) + ROW_OVERHEAD * len(group)
             return [run]
         runs: list[Run] = []
-        key: tuple[Any, ...] = ()
+        key = b""
         current: Run | None = None
         for uid, stamp, item_key, payload in group:
             if current is None or (item_key is not key and item_key != key):
@@ -237,14 +237,15 @@ class Writer:
             run.size = sum(map(len, run.payloads)) + ROW_OVERHEAD * len(run.payloads)
         return runs
 
-    def _context(self, key: tuple[Any, ...]) -> Context:
-        """The context of ``key`` (model, version, bundle_sha256, input names)."""
+    def _context(self, token: bytes) -> Context:
+        """The context of ``token`` (``telemetry.encoding.pack_context``: model, version,
+        bundle_sha256, input names)."""
         contexts = self._contexts
-        context = contexts.get(key)
+        context = contexts.get(token)
         if context is None:
             if len(contexts) >= _MAX_CONTEXTS:
                 contexts.clear()  # an app with ever-changing input names: stay bounded
-            context = contexts[key] = Context(key[0], key[1], key[2], names_of(key[3]))
+            context = contexts[token] = Context(*unpack_context(token))
         return context
 
     def _fail_waiters(self, exc: StorageError) -> None:

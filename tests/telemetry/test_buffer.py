@@ -337,6 +337,47 @@ def test_a_value_the_encoder_cannot_take_is_kept_as_text_and_the_writer_survives
     assert rows[0]["inputs"]["deep"] == "<unprintable list>"  # even str() gives up at this depth
 
 
+def test_text_utf8_cannot_encode_is_kept_escaped_in_values_and_refused_in_names(tmp_path: Path) -> None:
+    # A lone surrogate (what ``json.loads`` makes of "\\ud800", or a mis-decoded file
+    # name) cannot be stored as UTF-8. In a value, an output or a flag the record is kept
+    # with that text escaped; in an input name or the model's identity it is refused at
+    # record() with a RecordError, and the writer goes on storing the other records.
+    path = tmp_path / "p.db"
+    with telemetry.Buffer(path) as buffer:
+        record(buffer, 0, region="nor\ud800th")
+        buffer.record(
+            model="fire-risk", version="3", bundle_sha256=SHA, inputs={"seq": 1, "temp_c": 20.0},
+            outputs={"prediction": "\udcff"}, flags=["odd:\ud800"],
+        )
+        for bad in ({"inputs": {"seq": 2, "re\ud800gion": 1.0}}, {"model": "fire\udfffrisk"}):
+            arguments = {"model": "fire-risk", "version": "3", "bundle_sha256": SHA, "inputs": {"seq": 2}, "outputs": {}, "flags": [], **bad}
+            with pytest.raises(telemetry.RecordError, match="UTF-8 can encode.*surrogate"):
+                buffer.record(**arguments)
+        record(buffer, 3)
+        buffer.flush()
+        assert buffer.pending() == 3
+    rows = stored(path)
+    assert [row["inputs"]["seq"] for row in rows] == [0, 1, 3]
+    assert rows[0]["inputs"]["region"] == "nor\\ud800th"
+    assert rows[1]["outputs"] == {"prediction": "\\udcff"} and rows[1]["flags"] == ["odd:\\ud800"]
+
+
+def test_queued_records_are_not_tracked_by_the_garbage_collector(tmp_path: Path) -> None:
+    # A queued record tracked by the cyclic GC is walked by every collection and ends in
+    # the oldest generation, whose full collections then walk the whole queue: at a busy
+    # recording loop's 100,000 queued records, most of a microsecond per record. After
+    # one young collection, none of them may still be tracked (telemetry.encoding.pack_context).
+    import gc
+
+    with telemetry.Buffer(tmp_path / "p.db", group_delay=60) as buffer:
+        for seq in range(2000):
+            record(buffer, seq)
+        gc.collect(0)
+        queued = [item for item in list(buffer._queue) if type(item) is tuple]
+        assert len(queued) == 2000  # the writer waits for its group_delay: all still queued
+        assert not [item for item in queued if gc.is_tracked(item)]
+
+
 def test_records_beyond_the_memory_queue_are_dropped_and_counted(tmp_path: Path) -> None:
     path = tmp_path / "p.db"
     # A writer that never gets to commit on its own (long group delay, large groups).
