@@ -163,12 +163,8 @@ def pack(values: tuple[Any, ...], outputs: dict[str, Any], flags: tuple[str, ...
 
 
 def _text(value: Any) -> Any:
-    if type(value) is str:
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate: kept as its escape (backslash, u, d800)
-            return value.encode("utf-8", "backslashreplace").decode("utf-8")
-        return value
+    if type(value) is str:  # a lone surrogate, which UTF-8 cannot encode, is kept as its escape
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
     if value is None or type(value) in (bool, float) or (type(value) is int and -(2**63) <= value < 2**64):
         return value
     try:
