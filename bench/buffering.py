@@ -21,7 +21,7 @@ from .inference import native_rows
 from .options import BenchOptions
 from .process import SINGLE_THREAD
 from .record_device import CHUNK, CHUNK_RAW, POWER, PROCESS, RAW, RAW_BATCH, WITH, WITHOUT, discard, fill
-from .timing import Timings, cpu_seconds
+from .timing import Timings, cpu_seconds, descendants
 from .zoo import ModelCase
 
 SYNC = "SyncService.sync_once to collector"
@@ -80,16 +80,19 @@ def measure_record_rate(case: ModelCase, options: BenchOptions, workdir: Path) -
 
 
 class Collector:
-    """``edgepack collector`` in a subprocess on a free loopback port, with one device token
-    issued by ``edgepack token add``."""
+    """``edgepack collector`` in a subprocess on a free loopback port (``--workers workers``),
+    with one device token issued by ``edgepack token add``."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, workers: int = 1) -> None:
         from home.process import CollectorProcess
 
         directory.mkdir(parents=True, exist_ok=True)
         tokens = directory / "tokens.json"
         self.token = self._cli("token", "add", "bench-device", "--tokens", str(tokens)).strip().splitlines()[-1].strip()
-        self.child = CollectorProcess(directory / "collector.db", tokens, directory / "collector.log", start_timeout=START_TIMEOUT)
+        options = {"workers": workers} if workers > 1 else {}
+        self.child = CollectorProcess(
+            directory / "collector.db", tokens, directory / "collector.log", options=options, start_timeout=START_TIMEOUT
+        )
         self.child.start()
         self.url = self.child.url
 
@@ -101,9 +104,9 @@ class Collector:
         return completed.stdout
 
     def cpu_seconds(self) -> float:
-        """CPU time (user + system) the collector process has used so far."""
+        """CPU time (user + system) the collector's processes (its workers too) have used so far."""
         assert self.child.process is not None
-        return cpu_seconds(self.child.process.pid)
+        return cpu_seconds(*descendants(self.child.process.pid))
 
     def stored(self) -> int:
         response = httpx.get(f"{self.url}/v1/stats", headers={"Authorization": f"Bearer {self.token}"}, timeout=10.0)
@@ -118,8 +121,8 @@ class Collector:
 
 
 @contextmanager
-def running_collector(directory: Path) -> Iterator[Collector]:
-    collector = Collector(directory)
+def running_collector(directory: Path, *, workers: int = 1) -> Iterator[Collector]:
+    collector = Collector(directory, workers=workers)
     try:
         yield collector
     finally:
@@ -129,12 +132,16 @@ def running_collector(directory: Path) -> Iterator[Collector]:
 SYNC_JSON = "SyncService.sync_once, JSON + gzip 1 (before)"
 SYNC_PACKED_GZIP = "SyncService.sync_once, MessagePack + gzip 1"
 SYNC_ONE = "SyncService.sync_once, one batch in flight"
+SYNC_WORKERS = "SyncService.sync_once to collector --workers 2"
 SYNC_VARIANTS = {
     SYNC: {},  # the defaults: the MessagePack batch, zstd when zstandard is installed, 2 batches in flight
+    SYNC_WORKERS: {},  # the same, to a collector of two worker processes (SYNC_WORKER_COUNT)
     SYNC_ONE: {"in_flight": 1},  # the same, one batch at a time (the next one read meanwhile)
     SYNC_PACKED_GZIP: {"wire": "packed", "zstd": False},
     SYNC_JSON: {"wire": "json", "zstd": False},
 }
+SYNC_WORKER_COUNT = {SYNC_WORKERS: 2}
+"""Variants sent to a collector of several worker processes (the others: one process)."""
 SYNC_MIN_ROUNDS = 3
 
 
@@ -173,7 +180,8 @@ def _sync_device(path: Path, collector: Collector, options: dict[str, Any]) -> d
 def measure_sync(case: ModelCase, options: BenchOptions, workdir: Path) -> list[Figure]:
     """Records per second from a filled buffer to the collector's store, end to end: the
     clock runs from the first ``sync_once`` until the buffer is empty. The wire formats
-    (``SYNC_VARIANTS``) alternate round by round against one collector, so they share the
+    (``SYNC_VARIANTS``) alternate round by round against one collector (two: one process,
+    and one of two worker processes for ``SYNC_WORKER_COUNT``), so they share the
     machine's state."""
     import telemetry
 
@@ -212,14 +220,14 @@ def measure_sync(case: ModelCase, options: BenchOptions, workdir: Path) -> list[
 
     order = list(SYNC_VARIANTS)
     try:
-        with running_collector(workdir / "collector") as collector:
+        with running_collector(workdir / "collector") as single, running_collector(workdir / "collector-workers", workers=2) as pair:
             for round_index in range(max(options.sync_rounds, SYNC_MIN_ROUNDS)):
                 shift = round_index % len(order)
                 for name in order[shift:] + order[:shift]:
                     if name in errors:
                         continue
                     try:
-                        one(collector, name)
+                        one(pair if name in SYNC_WORKER_COUNT else single, name)
                     except Exception as exc:  # noqa: BLE001
                         errors[name] = f"{type(exc).__name__}: {exc}"
     except Exception as exc:  # noqa: BLE001
@@ -243,13 +251,13 @@ def measure_sync(case: ModelCase, options: BenchOptions, workdir: Path) -> list[
                 unit="records/s",
                 per_call_units=count,
                 note=(
-                    f"{count:,} buffered records per round to `edgepack collector` on 127.0.0.1 with SyncOptions({', '.join(f'{k}={v!r}' for k, v in variant.items())})"
+                    f"{count:,} buffered records per round to `edgepack collector{f' --workers {SYNC_WORKER_COUNT[name]}' if name in SYNC_WORKER_COUNT else ''}` on 127.0.0.1 with SyncOptions({', '.join(f'{k}={v!r}' for k, v in variant.items())})"
                     f"{': ' + default if not variant else ''}, "
                     f"until pending() == 0, stored count checked; variants alternate round by round; "
                     f"the batches waited for their answers {100 * sum(waiting[name]) / sum(seconds[name]):.0f}% of the time (summed over batches: over 100% when batches in flight overlap); "
                     f"CPU per record: device {1e6 * sum(c[0] for c in cpu[name]) / (count * len(cpu[name])):.1f} µs "
                     f"(the device process, bench/sync_device.py: telemetry and httpx only, as on a device; every thread: buffer reads, encoding, compression, HTTP), collector "
-                    f"{1e6 * sum(c[1] for c in cpu[name]) / (count * len(cpu[name])):.1f} µs (its whole process)"
+                    f"{1e6 * sum(c[1] for c in cpu[name]) / (count * len(cpu[name])):.1f} µs (all its processes)"
                 ),
             )
         )

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from .figures import Figure, error_figure
-from .timing import cpu_seconds
+from .timing import cpu_seconds, descendants
 
 SECTION = "fleet"
 CONFIGS = ("sqlite, 1 collector", "postgres, 1 collector", "postgres, 2 collectors")
@@ -85,23 +85,6 @@ class Outcome:
     transport_errors: dict[str, int] = field(default_factory=dict)
     collector_cpu: float = 0.0
     server_cpu: float | None = None
-
-
-def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, stack = [], [root]
-    while stack:
-        pid = stack.pop()
-        found.append(pid)
-        stack.extend(children.get(pid, []))
-    return found
 
 
 def _postmaster_pid(data: Path) -> int | None:
@@ -224,15 +207,15 @@ def _run_config(
     try:
         for collector in collectors:
             collector.start()
-        pids = [pid for collector in collectors if collector.process for pid in _descendants(collector.process.pid)]
+        pids = [pid for collector in collectors if collector.process for pid in descendants(collector.process.pid)]
         postmaster = _postmaster_pid(server.data) if db_url else None
         before = cpu_seconds(*pids)
-        server_before = cpu_seconds(*_descendants(postmaster)) if postmaster else None
+        server_before = cpu_seconds(*descendants(postmaster)) if postmaster else None
         outcome = asyncio.run(_fleet([c.url for c in collectors], tokens, bodies, options.deadline))
         outcome.collector_cpu = cpu_seconds(*pids) - before
         if postmaster is not None and server_before is not None:
             # Backends that ended during the run are missed: connections live in pools, so few do.
-            outcome.server_cpu = cpu_seconds(*_descendants(postmaster)) - server_before
+            outcome.server_cpu = cpu_seconds(*descendants(postmaster)) - server_before
     finally:
         for collector in collectors:
             collector.stop()

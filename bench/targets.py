@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .buffering import CHUNK_RAW, OVERHEAD, OVERHEAD_ALL_IN, OVERHEAD_FLUSH, POWER, SYNC
+from .buffering import CHUNK_RAW, OVERHEAD, OVERHEAD_ALL_IN, OVERHEAD_FLUSH, POWER, SYNC, SYNC_WORKERS
 from .figures import Figure, Report, Target
 from .footprint import BUILD, DEVICE
 from .floors import STRINGS, TREES, UNREWRITTEN
@@ -228,18 +228,25 @@ def check_targets(report: Report, models: list[str]) -> list[Target]:
                 power,
             )
         )
-    sync = report.find("telemetry", SYNC)
+    # Measured to a collector of two worker processes (``--workers 2``, what a collector
+    # that must keep up with many devices runs); the one-process collector's rate beside it.
+    sync, single = report.find("telemetry", SYNC_WORKERS), report.find("telemetry", SYNC)
     if sync is not None:
+        one_process = f"{_median(single) / 1000:.1f}k records/s" if _median(single) else "not measured"
         targets.append(
             _mark(
                 Target(
                     name="sync_rate",
-                    description="sync at least 50,000 records/s end to end",
+                    description="sync at least 50,000 records/s end to end (collector --workers 2)",
                     value=_median(sync),
                     threshold=50_000.0,
                     comparison=">=",
                     unit="records/s",
-                    detail=_missing(sync) or f"median rate; ceiling (the collector's SQLite store alone): {_store_ceiling(report)}",
+                    detail=_missing(sync)
+                    or (
+                        f"median rate; to a one-process collector: {one_process}; "
+                        f"ceiling (the collector's SQLite store alone): {_store_ceiling(report)}"
+                    ),
                 ),
                 sync,
             )

@@ -23,6 +23,24 @@ def cpu_seconds(*pids: int) -> float:
     return total
 
 
+def descendants(root: int) -> list[int]:
+    """``root`` and every process below it (a supervisor's workers, a server's backends)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        found.append(pid)
+        stack.extend(children.get(pid, []))
+    return found
+
+
 WARMUP_CAP = 1.0
 """Seconds after which a path's warm-up stops even if it made fewer than ``warmup`` calls."""
 

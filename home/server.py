@@ -15,7 +15,6 @@ import uvicorn
 from . import heap
 from .app import create_app
 from .connections import guarded_protocol
-from .errors import CollectorError
 from .settings import CollectorSettings
 from .stores.backends import backend_for
 
@@ -30,14 +29,12 @@ def serve(
 
     ``port`` 0 picks a free port; the address actually bound is logged as
     ``listening on http://HOST:PORT``. ``workers`` > 1 runs that many uvicorn worker
-    processes on the one socket (PostgreSQL only: they share nothing but the database and
-    the tokens file); ``log_file`` is where they log (stderr if None).
+    processes on the one socket; they share nothing but the store and the tokens file.
+    On a SQLite file they still write one at a time (its write lock, taken by
+    ``BEGIN IMMEDIATE``, waited for up to ``lock_timeout_seconds``), but most of a batch's
+    cost is checking and converting it before the write, and that runs in parallel.
+    ``log_file`` is where they log (stderr if None).
     """
-    if workers > 1 and settings.db_url is None:
-        raise CollectorError(
-            f"--workers {workers} needs a postgresql:// --db: a SQLite file has one writer, so more processes would "
-            "only wait for its lock; run one worker on SQLite"
-        )
     app = create_app(settings)
     # Open the store once up front so a bad --db fails here with a clear StoreError,
     # not as an opaque "application startup failed" from uvicorn.

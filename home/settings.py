@@ -73,7 +73,8 @@ class CollectorSettings:
 
     lock_timeout_seconds: float = 5.0
     """How long a write waits for a lock held by another process on the SQLite file
-    (a backup, an analyst's session) before the batch is answered 503."""
+    (another ``--workers`` process, a backup, an analyst's session) before the batch is
+    answered 503."""
 
     retry_after_seconds: int = 5
     """``Retry-After`` sent with a 503 when the collector cannot take a batch right now."""

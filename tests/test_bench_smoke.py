@@ -189,6 +189,7 @@ def test_quick_run_writes_every_figure_with_its_fields(quick_run: tuple[dict[str
         'Buffer.record durability="process"',
         "raw sqlite3 executemany",
         "SyncService.sync_once to collector",
+        "SyncService.sync_once to collector --workers 2",
         "telemetry cost per prediction (caller)",
         "telemetry cost per prediction (all in)",
     } <= telemetry

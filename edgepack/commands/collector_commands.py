@@ -107,7 +107,7 @@ def _require_collector() -> None:
     default=1,
     show_default=True,
     type=click.IntRange(min=1),
-    help="Worker processes on the one port (a postgresql:// --db only).",
+    help="Worker processes on the one port; on a SQLite --db they write one at a time but check batches in parallel.",
 )
 @click.option(
     "--db-pool-size",

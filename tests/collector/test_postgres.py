@@ -199,23 +199,6 @@ def test_the_session_server_runs_as_a_non_root_user(postgres_server: PostgresSer
     assert owner != 0
 
 
-def test_workers_share_one_socket_and_one_database(collector_factory: Callable[..., RunningCollector], postgres_url: str) -> None:
-    collector = collector_factory(db_url=postgres_url, workers=2)
-    tokens = [collector.token] + [collector.add_device(f"device-{n}") for n in range(2, 5)]
-    documents = [(tokens[n % 4], batch(100)) for n in range(40)]
-    with ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(lambda item: post(collector.url, item[0], item[1]).json(), documents))
-    assert answers == [{"accepted": 100, "duplicates": 0}] * 40
-    # Replayed through whichever worker takes the connection: nothing twice.
-    with ThreadPoolExecutor(8) as pool:
-        replays = list(pool.map(lambda item: post(collector.url, item[0], item[1]).json(), documents))
-    assert replays == [{"accepted": 0, "duplicates": 100}] * 40
-    assert collector.stats(collector.add_admin())["records"] == 4000
-    opened = {line.split()[0] for line in collector.log().splitlines() if " store " in line and " open;" in line}
-    assert len(opened) == 2, collector.log()[-3000:]  # two worker processes opened their pools
-    collector.stop()  # SIGTERM stops the workers and exits 0
-
-
 def _alive(pid: int) -> bool:
     # A worker reparented to a PID 1 that does not reap stays a zombie: that counts as gone.
     try:
@@ -246,14 +229,6 @@ def test_workers_stop_when_their_collector_process_is_killed(collector_factory: 
     # The port is free again: a new collector can take it.
     collector.start()
     assert post(collector.url, collector.token, batch(10)).json() == {"accepted": 10, "duplicates": 0}
-
-
-def test_workers_on_sqlite_are_refused(tmp_path: Path) -> None:
-    add_token(tmp_path / "tokens.json", "d1")
-    result = CliRunner().invoke(
-        cli, ["collector", "--db", str(tmp_path / "c.db"), "--tokens", str(tmp_path / "tokens.json"), "--workers", "2"]
-    )
-    assert result.exit_code == 1 and "--workers 2 needs a postgresql:// --db" in result.stderr
 
 
 def test_what_a_postgres_collector_does_not_serve_is_named(collector_factory: Callable[..., RunningCollector], postgres_url: str) -> None:
