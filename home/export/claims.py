@@ -29,6 +29,7 @@ from typing import Any
 
 from ..errors import ExportError, StoreError
 from ..stores.sqlite import write_transaction
+from ..stores.write_lock import close
 
 COLUMNS = ("device", "id", "batch_id", "received_at", "ts", "model", "version", "bundle_sha256", "inputs", "outputs", "flags")
 
@@ -196,7 +197,7 @@ class ExportDatabase:
             if self.postgres:
                 self.conn.close()  # also releases the session's advisory lock
             else:
-                self.conn.close()
+                close(self.conn)
         finally:
             if self._lock_file is not None:
                 os.close(self._lock_file)

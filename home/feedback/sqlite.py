@@ -18,6 +18,7 @@ from ..errors import StoreError
 from .labels import FeedbackOutcome, Key, LabelIn, check_source, judge
 from ..stores.migrations import migrate_sqlite
 from ..stores.sqlite import _owner_only, _translated, write_transaction
+from ..stores.write_lock import close
 
 
 class FeedbackStore:
@@ -70,7 +71,7 @@ class FeedbackStore:
 
     def close(self) -> None:
         with _translated(f"closing the store {self.path}", self.path):
-            self.conn.close()
+            close(self.conn)
 
     def __enter__(self) -> FeedbackStore:
         return self

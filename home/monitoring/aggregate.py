@@ -35,6 +35,7 @@ from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
+from ..stores.sqlite import write_transaction
 from .bundles import CREATE as CREATE_BUNDLES
 from .bundles import manifests
 
@@ -296,12 +297,10 @@ def catch_up(conn: sqlite3.Connection, *, chunk_rowids: int = CHUNK_ROWIDS) -> i
         last = row[0] if row else 0
         while last < top:
             hi = min(top, last + chunk_rowids)
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with write_transaction(conn):
                 # Re-read the cursor under the write lock: another process may have folded this chunk.
                 row = conn.execute("SELECT last_rowid FROM monitor_cursor WHERE bundle_sha256 = ?", (sha,)).fetchone()
                 if row is not None and row[0] >= hi:
-                    conn.execute("COMMIT")
                     last = row[0]
                     continue
                 lo = row[0] if row is not None else 0
@@ -311,10 +310,6 @@ def catch_up(conn: sqlite3.Connection, *, chunk_rowids: int = CHUNK_ROWIDS) -> i
                     "ON CONFLICT(bundle_sha256) DO UPDATE SET last_rowid = excluded.last_rowid",
                     (sha, hi),
                 )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
             last = hi
     return folded
 

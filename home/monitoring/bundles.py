@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..stores.sqlite import write_transaction
+from ..stores.write_lock import close
 from .errors import ManifestConflict, ManifestError, MonitoringError
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -143,21 +145,16 @@ def register_manifest(
     conn = connect(conn_or_db) if own else conn_or_db  # type: ignore[arg-type]
     try:
         conn.execute(CREATE)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(conn):
             row = conn.execute("SELECT manifest FROM bundles WHERE sha256 = ?", (sha256,)).fetchone()
             if row is None:
                 conn.execute(
                     "INSERT INTO bundles (sha256, model, version, manifest, received_at) VALUES (?, ?, ?, ?, ?)",
                     (sha256, model, version, text, time.time()),
                 )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
     finally:
         if own:
-            conn.close()
+            close(conn)
     if row is not None and row[0] != text:
         raise ManifestConflict(
             f"bundle {sha256} already has a different manifest stored; a sha256 names one bundle, so this upload "

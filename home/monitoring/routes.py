@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse, Response
 
 from ..errors import Forbidden, RequestError
 from ..stores.sqlite import read_stats
+from ..stores.write_lock import close as close_connection
 from ..tokens import ADMIN
 from . import metrics
 from .bundles import adopt_released, connect, parse_upload, register_manifest
@@ -194,7 +195,7 @@ class Monitoring:
     def close(self) -> None:
         def close() -> None:
             if self._conn is not None:
-                self._conn.close()
+                close_connection(self._conn)
                 self._conn = None
 
         self._pool.submit(close).result()

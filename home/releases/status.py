@@ -18,6 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..stores.sqlite import write_transaction
+from ..stores.write_lock import close
+
 STATES = ("offered", "downloaded", "active", "failed", "rolled_back")
 MAX_REASON = 2000
 
@@ -67,8 +70,7 @@ class StatusStore:
         now = time.time()
         with self._lock:
             conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with write_transaction(conn):
                 conn.execute(
                     "INSERT INTO release_status (device, release, channel, bundle_sha256, state, reason, updated_at) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device, release) DO UPDATE SET "
@@ -81,15 +83,11 @@ class StatusStore:
                 )
                 conn.execute("INSERT INTO release_events (device, release, state, reason, at) VALUES (?, ?, ?, ?, ?)",
                              (device, release, state, reason, now))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
 
     def close(self) -> None:
         with self._lock:
             if self._connection is not None:
-                self._connection.close()
+                close(self._connection)
                 self._connection = None
 
 

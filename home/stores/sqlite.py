@@ -1,4 +1,4 @@
-"""Where batches end up: one SQLite file, written by one connection.
+"""Where batches end up: one SQLite file, its records written by one connection per process.
 
 Records are keyed by (device, id), so storing a batch twice stores nothing the second
 time; a batch is stored in one transaction, so it is there entirely or not at all. The
@@ -35,6 +35,7 @@ import sqlite_utils
 
 from ..errors import StoreError
 from .migrations import migrate_sqlite
+from .write_lock import close, locked
 from ..schema import COUNTER_KEYS, Batch
 
 _PER_ROW = ("id", "ts", "model", "version", "bundle_sha256", "inputs", "outputs", "flags")
@@ -168,22 +169,24 @@ def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
     """One write transaction on an autocommit connection of a home database (records,
     feedback, export claims alike), rolled back on any error, COMMIT's own included.
 
-    BEGIN IMMEDIATE takes the write lock first, waiting up to busy_timeout for another
-    process to let go. A deferred BEGIN would read first and upgrade to a write later,
-    and in WAL mode SQLite refuses such an upgrade at once ("database is locked")
-    without ever calling the busy handler.
+    The file's edgepack write lock comes first (``write_lock``: the WAL-reset race),
+    waited for up to the connection's busy timeout. BEGIN IMMEDIATE then takes SQLite's
+    write lock, waiting up to busy_timeout for another program to let go. A deferred
+    BEGIN would read first and upgrade to a write later, and in WAL mode SQLite refuses
+    such an upgrade at once ("database is locked") without ever calling the busy handler.
     """
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.rollback()
-        raise
-    try:
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.rollback()
-        raise
+    with locked(conn):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            conn.rollback()
+            raise
+        try:
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.rollback()
+            raise
 
 
 def _owner_only(path: Path) -> None:
@@ -272,7 +275,7 @@ class Store:
     def close(self) -> None:
         """Close the connection (checkpointing the WAL)."""
         with _translated(f"closing the store {self.path}", self.path):
-            self.db.close()
+            close(self.conn)
 
 
 class StoreReader:

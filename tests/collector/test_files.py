@@ -30,7 +30,8 @@ def test_store_log_and_tokens_are_owner_only(collector: RunningCollector) -> Non
         assert post(collector.url, collector.token, batch(3)).status_code == 200
         wal, shm = Path(f"{collector.db_path}-wal"), Path(f"{collector.db_path}-shm")
         assert wal.exists() and shm.exists(), "WAL mode keeps both next to the store while it runs"
-        modes = {path.name: _mode(path) for path in (collector.db_path, wal, shm, collector.log_path, collector.tokens_path)}
+        lock = Path(f"{collector.db_path}-lock")  # the writers' lock (home/stores/write_lock.py)
+        modes = {path.name: _mode(path) for path in (collector.db_path, wal, shm, lock, collector.log_path, collector.tokens_path)}
     finally:
         os.umask(old)
     assert modes == dict.fromkeys(modes, 0o600), {name: oct(mode) for name, mode in modes.items()}

@@ -12,11 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from home.errors import StoreError
 from home.monitoring import build_report, register_manifest
 from home.monitoring.aggregate import catch_up
 from home.monitoring.bundles import connect
 from home.monitoring.drift import psi
 from home.stores.sqlite import Store
+from tests.support.locks import write_lock_held
 
 from .records import manifest_of, store_records
 
@@ -94,3 +96,20 @@ def test_manifests_with_unusable_baselines_are_refused_by_name(tmp_path: Path, f
     change(manifest)
     with pytest.raises(ManifestError, match=named):
         register_manifest(tmp_path / "home.db", "ab" * 32, json.dumps(manifest).encode())
+
+
+def test_the_fold_takes_the_files_write_lock_and_waits_at_most_its_timeout(store: Store, fire_bundle: Path) -> None:
+    manifest = manifest_of(fire_bundle)
+    sha = hashlib.sha256(fire_bundle.read_bytes()).hexdigest()
+    register_manifest(store.path, sha, manifest)
+    store_records(store, "d", sha, rows_from(np.full(30, 20.0)), ts=time.time())
+    conn = connect(store.path, timeout_seconds=0.3)
+    try:
+        with write_lock_held(store.path):
+            with pytest.raises(StoreError, match="home.db-lock was held by another edgepack process"):
+                catch_up(conn)
+            with pytest.raises(StoreError, match="home.db-lock was held"):
+                register_manifest(conn, "cd" * 32, manifest)
+        assert catch_up(conn) == 30  # nothing was counted while it waited
+    finally:
+        conn.close()
