@@ -33,7 +33,8 @@ def _top_level(modules: set[str]) -> set[str]:
     ("code", "forbidden"),
     [
         ("import runtime", BUILD_SIDE + HOME_SIDE + ("packager", "telemetry", "home")),
-        ("import telemetry", BUILD_SIDE + HOME_SIDE + ("packager", "onnxruntime", "runtime", "home")),
+        # numpy too: sqlite-utils would import it (13 MB and a thread) for nothing.
+        ("import telemetry", BUILD_SIDE + HOME_SIDE + ("packager", "onnxruntime", "runtime", "home", "numpy")),
         ("import edgepack.cli", BUILD_SIDE + HOME_SIDE + ("packager", "home")),
         ("import edgepack.updates, edgepack.updates.loop", BUILD_SIDE + HOME_SIDE + ("packager", "home")),
     ],
