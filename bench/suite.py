@@ -17,6 +17,7 @@ from typing import Any
 from . import buffering, build_phases, footprint, inference, process
 from .figures import Figure, Report, error_figure
 from .options import BenchOptions
+from .probe import probe_ms
 from .targets import check_targets
 from .zoo import BUILDERS, ModelCase, Registry, build, train
 
@@ -53,6 +54,8 @@ def _guard(report: Report, section: str, what: str, fn: Callable[[], list[Figure
 
 @contextmanager
 def _phase(report: Report, name: str) -> Iterator[None]:
+    # The machine's speed as the phase begins (bench.probe), outside the phase's own time.
+    report.environment.setdefault("probe_ms", {}).setdefault(name, []).append(round(probe_ms(), 2))
     began = time.perf_counter()
     try:
         yield

@@ -84,6 +84,15 @@ def render(report: Report) -> str:
         f"Run took {report.duration_s:.0f} s.",
         "",
     ]
+    if probes := env.get("probe_ms"):
+        # The same fixed workload before each phase (bench/probe.py): the machine's speed
+        # through the run, so a slower figure can be told from a slower machine.
+        lines += [
+            "Machine probe (bench/probe.py, ms, larger is a slower machine) as each phase began: "
+            + ", ".join(f"{name} {'/'.join(f'{ms:.1f}' for ms in timings)}" for name, timings in probes.items())
+            + ".",
+            "",
+        ]
     header = ["model", "path", "median", "p99", "vs ref", "n", "target"]
     for section, title in SECTIONS.items():
         figures = [f for f in report.figures if f.section == section]

@@ -162,6 +162,10 @@ def test_quick_run_writes_every_figure_with_its_fields(quick_run: tuple[dict[str
     results, _ = quick_run
     assert results["schema"] == 1 and results["mode"] == "quick"
     assert results["environment"]["cpu_count"] >= 1 and results["environment"]["versions"]["onnxruntime"]
+    # The machine's speed before each phase: every phase of the run probed, once per entry.
+    probes = results["environment"]["probe_ms"]
+    assert {"prepare", "latency", "throughput", "telemetry"} <= set(probes), probes
+    assert len(probes["latency"]) == len(MODELS) and all(ms > 0 for timings in probes.values() for ms in timings)
     assert set(results["models"]) == set(MODELS)
     for figure in results["figures"]:
         assert set(figure) == FIGURE_KEYS, figure
@@ -203,6 +207,8 @@ def test_quick_run_writes_every_figure_with_its_fields(quick_run: tuple[dict[str
 @pytest.mark.slow
 def test_quick_run_marks_every_target_and_prints_the_table(quick_run: tuple[dict[str, Any], str]) -> None:
     results, stdout = quick_run
+    probed = stdout.split("Machine probe", 1)[1].split("\n", 1)[0]
+    assert all(f"{name} " in probed for name in results["environment"]["probe_ms"]), probed
     names = {t["name"] for t in results["targets"]}
     assert names == {
         *(f"single_row_vs_floor[{m}]" for m in MODELS),
