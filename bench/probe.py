@@ -1,7 +1,7 @@
 """How fast the machine is right now: one fixed workload, timed before each section.
 
-On a shared VM the same code measures a third slower from one quarter of an hour to the
-next (another tenant, the host reclaiming memory), and the slowdown reaches every section
+On a shared VM the same code measures up to half slower from one quarter of an hour to
+the next (another tenant, the host reclaiming memory), and the slowdown reaches every section
 at once. A figure that misses its target beside a probe twice its usual time says "the
 machine", not "the code". The workload is what the telemetry path and the collector do
 most: Python bytecode building small dicts and lists, their JSON text, and allocation;
